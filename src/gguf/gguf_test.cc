@@ -1,0 +1,312 @@
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <filesystem>
+#include <random>
+#include <string>
+
+#include "gguf/gguf.h"
+
+namespace ferry::gguf {
+namespace {
+
+const std::string kShared = FERRY_SHARED_DIR;
+
+// A small file that uses every metadata type, nested arrays and tensors of several types.
+std::vector<uint8_t> MakeSample(uint32_t version = 3, uint32_t alignment = 0) {
+  GgufWriter w(version);
+  if (alignment != 0) {
+    EXPECT_TRUE(w.AddMetadata("general.alignment", Value(alignment)).ok());
+  }
+  EXPECT_TRUE(w.AddMetadata("general.architecture", Value("llama")).ok());
+  EXPECT_TRUE(w.AddMetadata("u8", Value(uint8_t{200})).ok());
+  EXPECT_TRUE(w.AddMetadata("i8", Value(int8_t{-100})).ok());
+  EXPECT_TRUE(w.AddMetadata("u16", Value(uint16_t{60000})).ok());
+  EXPECT_TRUE(w.AddMetadata("i16", Value(int16_t{-30000})).ok());
+  EXPECT_TRUE(w.AddMetadata("u32", Value(uint32_t{4000000000u})).ok());
+  EXPECT_TRUE(w.AddMetadata("i32", Value(int32_t{-2000000000})).ok());
+  EXPECT_TRUE(w.AddMetadata("f32", Value(1.5f)).ok());
+  EXPECT_TRUE(w.AddMetadata("bool", Value(true)).ok());
+  EXPECT_TRUE(w.AddMetadata("u64", Value(uint64_t{1} << 60)).ok());
+  EXPECT_TRUE(w.AddMetadata("i64", Value(int64_t{-(int64_t{1} << 60)})).ok());
+  EXPECT_TRUE(w.AddMetadata("f64", Value(3.25)).ok());
+  Array strings{ValueType::kString, {Value("a"), Value(""), Value("héllo")}};
+  EXPECT_TRUE(w.AddMetadata("strings", Value(strings)).ok());
+  Array inner1{ValueType::kInt32, {Value(int32_t{1}), Value(int32_t{2})}};
+  Array inner2{ValueType::kInt32, {}};
+  Array nested{ValueType::kArray, {Value(inner1), Value(inner2)}};
+  EXPECT_TRUE(w.AddMetadata("nested", Value(nested)).ok());
+  std::vector<uint8_t> f32(4 * 8 * 4);
+  for (size_t i = 0; i < f32.size(); ++i) f32[i] = static_cast<uint8_t>(i * 7);
+  EXPECT_TRUE(w.AddTensor("a.weight", {8, 4}, DType::kF32, f32).ok());
+  std::vector<uint8_t> q8(2 * 34, 0x11);
+  EXPECT_TRUE(w.AddTensor("b.weight", {64}, DType::kQ8_0, q8).ok());
+  std::vector<uint8_t> f16(6, 0x3c);
+  EXPECT_TRUE(w.AddTensor("c", {3}, DType::kF16, f16).ok());
+  auto bytes = w.Serialize();
+  EXPECT_TRUE(bytes.ok());
+  return *bytes;
+}
+
+TEST(GgufTest, WriteThenReadRoundTrip) {
+  for (uint32_t version : {2u, 3u}) {
+    for (uint32_t alignment : {0u, 64u}) {
+      std::vector<uint8_t> bytes = MakeSample(version, alignment);
+      auto f = GgufFile::Parse(bytes.data(), bytes.size());
+      ASSERT_TRUE(f.ok()) << f.status().ToString();
+      const GgufFile& g = **f;
+      EXPECT_EQ(g.version(), version);
+      EXPECT_EQ(g.alignment(), alignment == 0 ? 32u : alignment);
+      EXPECT_EQ(*g.GetString("general.architecture"), "llama");
+      EXPECT_EQ(*g.Find("u8"), Value(uint8_t{200}));
+      EXPECT_EQ(*g.Find("i8"), Value(int8_t{-100}));
+      EXPECT_EQ(*g.Find("u16"), Value(uint16_t{60000}));
+      EXPECT_EQ(*g.Find("i16"), Value(int16_t{-30000}));
+      EXPECT_EQ(*g.GetUint("u32"), 4000000000u);
+      EXPECT_EQ(*g.Find("i32"), Value(int32_t{-2000000000}));
+      EXPECT_EQ(*g.GetDouble("f32"), 1.5);
+      EXPECT_EQ(*g.Find("bool"), Value(true));
+      EXPECT_EQ(*g.GetUint("u64"), uint64_t{1} << 60);
+      EXPECT_EQ(*g.Find("i64"), Value(int64_t{-(int64_t{1} << 60)}));
+      EXPECT_EQ(*g.GetDouble("f64"), 3.25);
+      const Array* s = *g.GetArray("strings");
+      ASSERT_EQ(s->items.size(), 3u);
+      EXPECT_EQ(*s->items[2].AsString(), "héllo");
+      const Array* n = *g.GetArray("nested");
+      ASSERT_EQ(n->type, ValueType::kArray);
+      ASSERT_EQ(n->items.size(), 2u);
+      EXPECT_EQ((*n->items[0].AsArray())->items.size(), 2u);
+      EXPECT_EQ((*n->items[1].AsArray())->type, ValueType::kInt32);
+      ASSERT_EQ(g.tensors().size(), 3u);
+      const TensorInfo* a = g.FindTensor("a.weight");
+      ASSERT_NE(a, nullptr);
+      EXPECT_EQ(a->dims, (std::vector<uint64_t>{8, 4}));
+      EXPECT_EQ(a->n_bytes, 128u);
+      EXPECT_EQ(g.TensorData(*a)[5], 35);
+      EXPECT_EQ(a->file_offset % g.alignment(), 0u);
+      const TensorInfo* b = g.FindTensor("b.weight");
+      EXPECT_EQ(b->type, DType::kQ8_0);
+      EXPECT_EQ(b->n_bytes, 68u);
+      EXPECT_EQ(g.TensorData(*b)[67], 0x11);
+      EXPECT_EQ(g.FindTensor("missing"), nullptr);
+    }
+  }
+}
+
+TEST(GgufTest, TypedGetterErrors) {
+  std::vector<uint8_t> bytes = MakeSample();
+  auto f = GgufFile::Parse(bytes.data(), bytes.size(), "x.gguf");
+  ASSERT_TRUE(f.ok());
+  EXPECT_EQ((*f)->GetUint("nope").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ((*f)->GetUint("general.architecture").status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ((*f)->GetUint("i8").status().code(), StatusCode::kOutOfRange);
+  EXPECT_NE((*f)->GetString("u8").status().message().find("x.gguf: u8"), std::string::npos);
+}
+
+// Every proper prefix of a valid file must be rejected with a clear error, never crash.
+TEST(GgufTest, EveryTruncationIsAnError) {
+  std::vector<uint8_t> bytes = MakeSample();
+  for (size_t n = 0; n < bytes.size(); ++n) {
+    // Copy so that ASan catches any read past the prefix.
+    std::vector<uint8_t> prefix(bytes.begin(), bytes.begin() + n);
+    auto f = GgufFile::Parse(prefix.data(), prefix.size());
+    // The last tensor's trailing padding is not needed, so a file cut inside it is still valid.
+    if (f.ok()) {
+      const TensorInfo& last = (*f)->tensors().back();
+      EXPECT_GE(n, last.file_offset + last.n_bytes) << "prefix " << n;
+      continue;
+    }
+    EXPECT_EQ(f.status().code(), StatusCode::kDataLoss) << n << ": " << f.status().ToString();
+  }
+}
+
+TEST(GgufTest, RandomCorruptionNeverCrashes) {
+  std::vector<uint8_t> base = MakeSample();
+  std::mt19937 rng(1234);
+  int ok = 0;
+  for (int iter = 0; iter < 3000; ++iter) {
+    std::vector<uint8_t> bytes = base;
+    int flips = 1 + rng() % 4;
+    for (int i = 0; i < flips; ++i) bytes[rng() % bytes.size()] = static_cast<uint8_t>(rng());
+    auto f = GgufFile::Parse(bytes.data(), bytes.size());
+    if (f.ok()) {
+      ++ok;
+    } else {
+      EXPECT_FALSE(f.status().message().empty());
+    }
+  }
+  EXPECT_GT(ok, 0);  // flips inside tensor data leave a valid file
+}
+
+// Patches the u64 at `offset`.
+void PutU64(std::vector<uint8_t>& b, size_t offset, uint64_t v) { std::memcpy(&b[offset], &v, 8); }
+void PutU32(std::vector<uint8_t>& b, size_t offset, uint32_t v) { std::memcpy(&b[offset], &v, 4); }
+
+std::vector<uint8_t> OneTensorFile(std::vector<uint64_t> dims, DType type, size_t data_bytes) {
+  GgufWriter w;
+  EXPECT_TRUE(w.AddMetadata("general.architecture", Value("llama")).ok());
+  std::vector<uint8_t> data(data_bytes, 1);
+  EXPECT_TRUE(w.AddTensor("t", dims, type, data).ok());
+  return *w.Serialize();
+}
+
+// Byte offset of tensor 't' fields in OneTensorFile: header 24 + kv (8+20 key, 4 type, 8+5) = 69;
+// then name (8+1) = 78: n_dims u32 at 78, dims from 82.
+constexpr size_t kNDimsAt = 78;
+
+TEST(GgufTest, LyingHeadersAreRejected) {
+  auto expect_error = [](std::vector<uint8_t> b, StatusCode code, std::string_view needle) {
+    auto f = GgufFile::Parse(b.data(), b.size(), "lie.gguf");
+    ASSERT_FALSE(f.ok()) << needle;
+    EXPECT_EQ(f.status().code(), code) << f.status().ToString();
+    EXPECT_NE(f.status().message().find(needle), std::string::npos) << f.status().ToString();
+  };
+  std::vector<uint8_t> good = OneTensorFile({32, 2}, DType::kF32, 256);
+  ASSERT_TRUE(GgufFile::Parse(good.data(), good.size()).ok());
+
+  auto b = good;
+  PutU64(b, 8, uint64_t{1} << 62);  // tensor count
+  expect_error(b, StatusCode::kDataLoss, "tensors, more than");
+  b = good;
+  PutU64(b, 16, 0xffffffffffffull);  // metadata count
+  expect_error(b, StatusCode::kDataLoss, "metadata entries");
+  b = good;
+  PutU64(b, 24, 1000);  // key length
+  expect_error(b, StatusCode::kDataLoss, "has length 1000");
+  b = good;
+  PutU32(b, 24 + 8 + 20, 13);  // value type
+  expect_error(b, StatusCode::kDataLoss, "unknown value type 13");
+  b = good;
+  PutU32(b, kNDimsAt, 5);
+  expect_error(b, StatusCode::kDataLoss, "5 dimensions");
+  b = good;
+  PutU64(b, kNDimsAt + 4, 1ull << 40);
+  PutU64(b, kNDimsAt + 12, 1ull << 40);
+  expect_error(b, StatusCode::kDataLoss, "overflow");
+  b = good;
+  PutU64(b, kNDimsAt + 12, 3);  // 32x3 f32 = 384 bytes > 256 present
+  expect_error(b, StatusCode::kDataLoss, "truncated file: tensor 't'");
+  b = good;
+  PutU32(b, kNDimsAt + 20, 4);  // type id 4 was removed from ggml
+  expect_error(b, StatusCode::kDataLoss, "unknown type id 4");
+  b = good;
+  PutU32(b, kNDimsAt + 20, static_cast<uint32_t>(DType::kQ4_K));  // 32 % 256 != 0
+  expect_error(b, StatusCode::kDataLoss, "not a multiple");
+  b = good;
+  PutU64(b, kNDimsAt + 24, 8);  // offset not aligned
+  expect_error(b, StatusCode::kDataLoss, "alignment");
+  b = good;
+  PutU64(b, kNDimsAt + 24, 1ull << 63);
+  expect_error(b, StatusCode::kDataLoss, "truncated file");
+  b = good;
+  b[0] = 'X';
+  expect_error(b, StatusCode::kDataLoss, "not a GGUF file");
+  b = good;
+  PutU32(b, 4, 1);
+  expect_error(b, StatusCode::kUnimplemented, "version 1");
+  b = good;
+  PutU32(b, 4, 0x03000000);
+  expect_error(b, StatusCode::kUnimplemented, "big-endian");
+  b = good;
+  PutU32(b, 4, 4);
+  expect_error(b, StatusCode::kUnimplemented, "version 4");
+  expect_error({}, StatusCode::kDataLoss, "too short");
+}
+
+TEST(GgufTest, OverlappingAndDuplicateTensorsAreRejected) {
+  GgufWriter w;
+  std::vector<uint8_t> data(128, 0);
+  ASSERT_TRUE(w.AddTensor("x", {32}, DType::kF32, data).ok());
+  ASSERT_TRUE(w.AddTensor("y", {32}, DType::kF32, data).ok());
+  std::vector<uint8_t> b = *w.Serialize();
+  // y's offset field: header 24, x info (8+1+4+8+4+8=33) -> y info at 57: name 9, n_dims 4,
+  // dims 8, type 4 -> offset at 57+25 = 82.
+  uint64_t off;
+  std::memcpy(&off, &b[82], 8);
+  ASSERT_EQ(off, 128u);
+  PutU64(b, 82, 96);
+  auto f = GgufFile::Parse(b.data(), b.size());
+  ASSERT_FALSE(f.ok());
+  EXPECT_NE(f.status().message().find("overlaps"), std::string::npos) << f.status().ToString();
+  // Duplicate name: rename y to x.
+  PutU64(b, 82, 128);
+  b[57 + 8] = 'x';
+  f = GgufFile::Parse(b.data(), b.size());
+  ASSERT_FALSE(f.ok());
+  EXPECT_NE(f.status().message().find("appears twice"), std::string::npos);
+}
+
+TEST(GgufTest, WriterRejectsBadInput) {
+  GgufWriter w;
+  EXPECT_TRUE(w.AddMetadata("k", Value(1u)).ok());
+  EXPECT_FALSE(w.AddMetadata("k", Value(2u)).ok());
+  EXPECT_FALSE(w.AddMetadata("general.alignment", Value(uint32_t{24})).ok());
+  EXPECT_FALSE(w.AddMetadata("general.alignment", Value(uint64_t{32})).ok());
+  Array mixed{ValueType::kInt32, {Value(int32_t{1}), Value("x")}};
+  EXPECT_FALSE(w.AddMetadata("mixed", Value(mixed)).ok());
+  std::vector<uint8_t> data(10);
+  EXPECT_FALSE(w.AddTensor("t", {3}, DType::kF32, data).ok());
+  EXPECT_FALSE(w.AddTensor("t", {16}, DType::kQ8_0, data).ok());
+  EXPECT_FALSE(w.AddTensor("t", {1, 1, 1, 1, 1}, DType::kF32, data).ok());
+  EXPECT_FALSE(GgufWriter(1).Serialize().ok());
+}
+
+TEST(GgufTest, ReadsSharedFiles) {
+  namespace fs = std::filesystem;
+  int n = 0;
+  for (const char* dir : {"/models", "/vocab"}) {
+    for (const auto& e : fs::directory_iterator(kShared + dir)) {
+      if (e.path().extension() != ".gguf") continue;
+      auto f = GgufFile::Open(e.path().string());
+      ASSERT_TRUE(f.ok()) << f.status().ToString();
+      EXPECT_TRUE((*f)->GetString("general.architecture").ok()) << e.path();
+      ++n;
+    }
+  }
+  EXPECT_GE(n, 14);
+  auto s = GgufFile::Open(kShared + "/models/stories260K.gguf");
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(*(*s)->GetUint("llama.block_count"), 5u);
+  const TensorInfo* emb = (*s)->FindTensor("token_embd.weight");
+  ASSERT_NE(emb, nullptr);
+  EXPECT_EQ(emb->dims, (std::vector<uint64_t>{64, 512}));
+}
+
+TEST(GgufTest, RejectsVersion1File) {
+  auto f = GgufFile::Open(kShared + "/vocab/legacy/ggml-vocab-llama.v1.gguf");
+  ASSERT_FALSE(f.ok());
+  EXPECT_EQ(f.status().code(), StatusCode::kUnimplemented);
+  EXPECT_NE(f.status().message().find("version 1"), std::string::npos);
+  EXPECT_NE(f.status().message().find("ggml-vocab-llama.v1.gguf"), std::string::npos);
+  EXPECT_TRUE(GgufFile::Open(kShared + "/vocab/legacy/ggml-vocab-llama.v3-2023.gguf").ok());
+}
+
+TEST(GgufTest, WriterReproducesSharedFileBytes) {
+  // Rewriting a file through reader + writer gives a file that reads back identically.
+  auto src = GgufFile::Open(kShared + "/models/stories260K.gguf");
+  ASSERT_TRUE(src.ok());
+  GgufWriter w((*src)->version());
+  for (const KeyValue& kv : (*src)->metadata()) ASSERT_TRUE(w.AddMetadata(kv.key, kv.value).ok());
+  for (const TensorInfo& t : (*src)->tensors()) {
+    ASSERT_TRUE(w.AddTensor(t.name, t.dims, t.type, (*src)->TensorData(t)).ok());
+  }
+  std::vector<uint8_t> bytes = *w.Serialize();
+  auto back = GgufFile::Parse(bytes.data(), bytes.size());
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  ASSERT_EQ((*back)->metadata().size(), (*src)->metadata().size());
+  for (size_t i = 0; i < (*src)->metadata().size(); ++i) {
+    EXPECT_EQ((*back)->metadata()[i].key, (*src)->metadata()[i].key);
+    EXPECT_TRUE((*back)->metadata()[i].value == (*src)->metadata()[i].value);
+  }
+  for (const TensorInfo& t : (*src)->tensors()) {
+    const TensorInfo* u = (*back)->FindTensor(t.name);
+    ASSERT_NE(u, nullptr);
+    auto a = (*src)->TensorData(t);
+    auto b = (*back)->TensorData(*u);
+    ASSERT_EQ(a.size(), b.size());
+    EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size()), 0) << t.name;
+  }
+}
+
+}  // namespace
+}  // namespace ferry::gguf

@@ -1,0 +1,163 @@
+#include <cstring>
+
+#include "base/mapped_file.h"
+#include "gguf/gguf.h"
+
+namespace ferry::gguf {
+namespace {
+
+class ByteSink {
+ public:
+  template <typename T>
+  void Pod(T v) {
+    size_t at = out_.size();
+    out_.resize(at + sizeof(T));
+    std::memcpy(out_.data() + at, &v, sizeof(T));
+  }
+  void String(std::string_view s) {
+    Pod<uint64_t>(s.size());
+    out_.insert(out_.end(), s.begin(), s.end());
+  }
+  void Bytes(std::span<const uint8_t> b) { out_.insert(out_.end(), b.begin(), b.end()); }
+  void PadTo(uint64_t alignment) {
+    while (out_.size() % alignment != 0) out_.push_back(0);
+  }
+  size_t size() const { return out_.size(); }
+  std::vector<uint8_t> Take() { return std::move(out_); }
+
+ private:
+  std::vector<uint8_t> out_;
+};
+
+Status CheckArray(const Array& a, int depth) {
+  if (depth >= kMaxArrayNesting) {
+    return InvalidArgumentError("arrays nested deeper than {}", kMaxArrayNesting);
+  }
+  for (const Value& v : a.items) {
+    if (v.type() != a.type) {
+      return InvalidArgumentError("array of {} holds an item of type {}", ValueTypeName(a.type),
+                                  ValueTypeName(v.type()));
+    }
+    if (v.type() == ValueType::kArray) {
+      FERRY_RETURN_IF_ERROR(CheckArray(std::get<Array>(v.data), depth + 1));
+    }
+  }
+  return Status::Ok();
+}
+
+void WriteValue(ByteSink& s, const Value& v) {
+  std::visit(
+      [&s](const auto& x) {
+        using T = std::decay_t<decltype(x)>;
+        if constexpr (std::is_same_v<T, std::string>) {
+          s.String(x);
+        } else if constexpr (std::is_same_v<T, Array>) {
+          s.Pod<uint32_t>(static_cast<uint32_t>(x.type));
+          s.Pod<uint64_t>(x.items.size());
+          for (const Value& item : x.items) WriteValue(s, item);
+        } else if constexpr (std::is_same_v<T, bool>) {
+          s.Pod<uint8_t>(x ? 1 : 0);
+        } else {
+          s.Pod<T>(x);
+        }
+      },
+      v.data);
+}
+
+}  // namespace
+
+Status GgufWriter::AddMetadata(std::string key, Value value) {
+  if (key.empty()) return InvalidArgumentError("metadata key is empty");
+  for (const KeyValue& kv : metadata_) {
+    if (kv.key == key) return InvalidArgumentError("metadata key '{}' added twice", key);
+  }
+  if (value.type() == ValueType::kArray) {
+    FERRY_RETURN_IF_ERROR(CheckArray(std::get<Array>(value.data), 0).WithPrefix(key));
+  }
+  if (key == "general.alignment") {
+    if (value.type() != ValueType::kUint32) {
+      return InvalidArgumentError("general.alignment must be uint32, not {}",
+                                  ValueTypeName(value.type()));
+    }
+    uint32_t a = std::get<uint32_t>(value.data);
+    if (a == 0 || (a & (a - 1)) != 0) {
+      return InvalidArgumentError("general.alignment {} is not a power of two", a);
+    }
+    if (!tensors_.empty()) {
+      return InvalidArgumentError("general.alignment must be set before tensors are added");
+    }
+    alignment_ = a;
+  }
+  metadata_.push_back({std::move(key), std::move(value)});
+  return Status::Ok();
+}
+
+Status GgufWriter::AddTensor(std::string name, std::vector<uint64_t> dims, DType type,
+                             std::span<const uint8_t> data) {
+  if (name.empty()) return InvalidArgumentError("tensor name is empty");
+  for (const PendingTensor& t : tensors_) {
+    if (t.name == name) return InvalidArgumentError("tensor '{}' added twice", name);
+  }
+  if (dims.size() > static_cast<size_t>(kMaxDims)) {
+    return InvalidArgumentError("tensor '{}' has {} dimensions (at most {})", name, dims.size(),
+                                kMaxDims);
+  }
+  uint64_t n = 1;
+  for (uint64_t d : dims) {
+    if (__builtin_mul_overflow(n, d, &n)) {
+      return InvalidArgumentError("tensor '{}': element count overflows", name);
+    }
+  }
+  uint64_t ne0 = dims.empty() ? 1 : dims[0];
+  const DTypeTraits& tr = Traits(type);
+  if (ne0 % tr.block_size != 0) {
+    return InvalidArgumentError("tensor '{}': row length {} is not a multiple of the {} block "
+                                "size {}", name, ne0, tr.name, tr.block_size);
+  }
+  uint64_t bytes = n / tr.block_size * tr.type_size;
+  if (bytes != data.size()) {
+    return InvalidArgumentError("tensor '{}': {} elements of {} take {} bytes, got {}", name, n,
+                                tr.name, bytes, data.size());
+  }
+  tensors_.push_back({std::move(name), std::move(dims), type,
+                      std::vector<uint8_t>(data.begin(), data.end())});
+  return Status::Ok();
+}
+
+StatusOr<std::vector<uint8_t>> GgufWriter::Serialize() const {
+  if (version_ != 2 && version_ != 3) {
+    return InvalidArgumentError("cannot write GGUF version {} (only 2 and 3)", version_);
+  }
+  ByteSink s;
+  s.Pod<uint32_t>(kMagic);
+  s.Pod<uint32_t>(version_);
+  s.Pod<uint64_t>(tensors_.size());
+  s.Pod<uint64_t>(metadata_.size());
+  for (const KeyValue& kv : metadata_) {
+    s.String(kv.key);
+    s.Pod<uint32_t>(static_cast<uint32_t>(kv.value.type()));
+    WriteValue(s, kv.value);
+  }
+  uint64_t offset = 0;
+  for (const PendingTensor& t : tensors_) {
+    s.String(t.name);
+    s.Pod<uint32_t>(static_cast<uint32_t>(t.dims.size()));
+    for (uint64_t d : t.dims) s.Pod<uint64_t>(d);
+    s.Pod<uint32_t>(static_cast<uint32_t>(t.type));
+    s.Pod<uint64_t>(offset);
+    offset += (t.data.size() + alignment_ - 1) / alignment_ * alignment_;
+  }
+  s.PadTo(alignment_);
+  for (const PendingTensor& t : tensors_) {
+    s.Bytes(t.data);
+    s.PadTo(alignment_);
+  }
+  return s.Take();
+}
+
+Status GgufWriter::WriteFile(const std::string& path) const {
+  FERRY_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, Serialize());
+  return WriteFileBytes(path, bytes.data(), bytes.size());
+}
+
+}  // namespace ferry::gguf
