@@ -1,0 +1,45 @@
+// ferry: the single binary. Subcommands parse flags here and call into the libraries; this is
+// the only place that reads FERRY_* environment variables (settings.cc).
+#include <cstdio>
+#include <exception>
+
+#include <CLI/CLI.hpp>
+
+#include "base/log.h"
+#include "cmd_show.h"
+#include "settings.h"
+
+namespace {
+
+int Main(int argc, char** argv) {
+  CLI::App app{"ferry: a local LLM server with exact, explainable memory plans"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "ferry 0.1.0");
+  bool verbose = false;
+  app.add_flag("-v,--verbose", verbose, "Debug logging on stderr");
+
+  ferry::app::ShowOptions show;
+  ferry::app::AddShowCommand(app, show);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  ferry::log::SetLevel(verbose ? ferry::log::Level::kDebug : ferry::log::Level::kWarn);
+  ferry::app::Settings settings = ferry::app::ReadSettings();
+  if (app.got_subcommand("show")) return ferry::app::RunShow(settings, show);
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return Main(argc, argv);
+  } catch (const std::exception& e) {
+    // Libraries return Status; this only catches what third-party code might throw.
+    std::fprintf(stderr, "ferry: internal error: %s\n", e.what());
+    return 70;
+  }
+}

@@ -1,0 +1,38 @@
+#include "settings.h"
+
+#include <cstdlib>
+#include <filesystem>
+
+namespace ferry::app {
+
+Settings ReadSettings() {
+  Settings s;
+  if (const char* m = std::getenv("FERRY_MODELS"); m != nullptr && *m != '\0') {
+    s.models_dir = m;
+  } else {
+    const char* home = std::getenv("HOME");
+    s.models_dir = std::string(home != nullptr ? home : ".") + "/.ferry/models";
+  }
+  return s;
+}
+
+StatusOr<std::string> ResolveModel(const Settings& settings, const std::string& name) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (name.empty()) return InvalidArgumentError("empty model name");
+  if (fs::is_regular_file(name, ec)) return name;
+  bool looks_like_path = name.find('/') != std::string::npos;
+  if (!looks_like_path) {
+    for (const std::string& candidate :
+         {settings.models_dir + "/" + name, settings.models_dir + "/" + name + ".gguf"}) {
+      if (fs::is_regular_file(candidate, ec)) return candidate;
+    }
+  }
+  if (fs::exists(name, ec)) return InvalidArgumentError("{}: not a regular file", name);
+  if (looks_like_path) return NotFoundError("{}: no such file", name);
+  return NotFoundError("model '{}' not found: no file '{}' and nothing named '{}' or '{}.gguf' "
+                       "in the models folder {} (set FERRY_MODELS, or run scripts/fetch-models)",
+                       name, name, name, name, settings.models_dir);
+}
+
+}  // namespace ferry::app

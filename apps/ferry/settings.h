@@ -1,0 +1,25 @@
+// Settings read from the environment (FERRY_* variables). This is the one place ferry calls
+// getenv; libraries under src/ receive values, never read the environment.
+#ifndef FERRY_APPS_FERRY_SETTINGS_H_
+#define FERRY_APPS_FERRY_SETTINGS_H_
+
+#include <string>
+
+#include "base/status.h"
+
+namespace ferry::app {
+
+struct Settings {
+  // FERRY_MODELS, default ~/.ferry/models: where `ferry show NAME` looks for NAME.
+  std::string models_dir;
+};
+
+Settings ReadSettings();
+
+// A path if `name_or_path` is an existing file; otherwise `models_dir/NAME` or
+// `models_dir/NAME.gguf`. NotFound lists where it looked.
+StatusOr<std::string> ResolveModel(const Settings& settings, const std::string& name_or_path);
+
+}  // namespace ferry::app
+
+#endif  // FERRY_APPS_FERRY_SETTINGS_H_
