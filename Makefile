@@ -1,0 +1,46 @@
+# ferry: `make demo` and `make test` work on a fresh Debian 12 machine (see README.md).
+BUILD ?= build
+FERRY_MODELS ?= $(HOME)/.ferry/models
+export FERRY_MODELS
+DEFAULT_MODEL := $(FERRY_MODELS)/gemma-3-270m-q4_k_m.gguf
+FUZZ_RUNS ?= 100000
+TEST_FUZZ_RUNS ?= 20000
+
+.PHONY: all setup build models demo test unit pytest fuzz format clean
+
+all: build
+
+setup:
+	@scripts/setup
+
+$(BUILD)/build.ninja: CMakeLists.txt
+	@cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+
+build: setup $(BUILD)/build.ninja
+	@cmake --build $(BUILD) -- -j2 --quiet
+
+models: setup
+	@scripts/fetch-models
+
+demo: build models
+	@$(BUILD)/bin/ferry show $(DEFAULT_MODEL)
+
+unit: build
+	@ctest --test-dir $(BUILD) --output-on-failure -j2
+
+pytest: build models
+	@FERRY_BUILD_DIR=$(BUILD) .venv/bin/python -m pytest tests -q
+
+test: build models
+	@ctest --test-dir $(BUILD) --output-on-failure -j2
+	@FERRY_BUILD_DIR=$(BUILD) .venv/bin/python -m pytest tests -q
+	@fuzz/run $(TEST_FUZZ_RUNS)
+
+fuzz: setup
+	@fuzz/run $(FUZZ_RUNS)
+
+format:
+	@clang-format -i $$(git ls-files '*.cc' '*.h')
+
+clean:
+	rm -rf $(BUILD) build-fuzz
