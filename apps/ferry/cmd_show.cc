@@ -13,7 +13,7 @@
 namespace ferry::app {
 namespace {
 
-using nlohmann::json;
+using json = nlohmann::ordered_json;
 
 json ValueToJson(const gguf::Value& v) {
   return std::visit(
