@@ -31,6 +31,10 @@ inline constexpr uint32_t kMagic = 0x46554747;  // "GGUF" read as little-endian 
 inline constexpr uint64_t kDefaultAlignment = 32;
 inline constexpr int kMaxDims = 4;
 inline constexpr int kMaxArrayNesting = 8;
+// Limit on metadata array items in one file (all arrays together). Each item costs ~40 bytes in
+// memory, so this bounds the parsed metadata near 700 MiB; the largest real vocabularies have
+// well under a million tokens.
+inline constexpr uint64_t kMaxTotalArrayItems = uint64_t{1} << 24;
 
 // GGUF metadata value types; the numbers are the on-disk ids.
 enum class ValueType : uint32_t {

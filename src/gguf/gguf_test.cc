@@ -213,6 +213,51 @@ TEST(GgufTest, LyingHeadersAreRejected) {
   expect_error({}, StatusCode::kDataLoss, "too short");
 }
 
+std::vector<uint8_t> FromHex(std::string_view hex) {
+  std::vector<uint8_t> out;
+  for (size_t i = 0; i + 1 < hex.size(); i += 2) {
+    out.push_back(static_cast<uint8_t>(std::stoi(std::string(hex.substr(i, 2)), nullptr, 16)));
+  }
+  return out;
+}
+
+// Found by the fuzzer: an f32 tensor of 2^62 elements whose byte size wrapped to 0.
+TEST(GgufTest, TensorByteSizeOverflowIsRejected) {
+  auto b = FromHex(
+      "4747554603000000010000000000000000000000000000000100000000000000610100000000000000000000"
+      "4000000000000000000000000000000000000000");
+  auto f = GgufFile::Parse(b.data(), b.size());
+  ASSERT_FALSE(f.ok());
+  EXPECT_NE(f.status().message().find("overflow"), std::string::npos) << f.status().ToString();
+  GgufWriter w;
+  EXPECT_FALSE(w.AddTensor("t", {uint64_t{1} << 62}, DType::kF32, {}).ok());
+}
+
+// Found by the fuzzer: a file ending before the padding of its data section, with an empty
+// tensor that then pointed past the end.
+TEST(GgufTest, DataSectionPastEndIsRejected) {
+  auto b = FromHex(
+      "4747554603000000010000000000000000000000000000000100000000000000610100000000000000000000"
+      "00000000000000000000000000");
+  auto f = GgufFile::Parse(b.data(), b.size());
+  ASSERT_FALSE(f.ok());
+  EXPECT_NE(f.status().message().find("truncated file"), std::string::npos)
+      << f.status().ToString();
+}
+
+TEST(GgufTest, TooManyArrayItemsIsRejected) {
+  // One array claiming 2^25 one-byte items, backed by that many bytes.
+  GgufWriter w;
+  Array big{ValueType::kUint8, {}};
+  big.items.assign((uint64_t{1} << 24) + 1, Value(uint8_t{0}));
+  ASSERT_TRUE(w.AddMetadata("big", Value(std::move(big))).ok());
+  auto bytes = w.Serialize();
+  ASSERT_TRUE(bytes.ok());
+  auto f = GgufFile::Parse(bytes->data(), bytes->size());
+  ASSERT_FALSE(f.ok());
+  EXPECT_NE(f.status().message().find("array items"), std::string::npos);
+}
+
 TEST(GgufTest, OverlappingAndDuplicateTensorsAreRejected) {
   GgufWriter w;
   std::vector<uint8_t> data(128, 0);

@@ -83,6 +83,7 @@ class Parser {
   const uint8_t* data_;
   uint64_t size_;
   uint64_t pos_ = 0;
+  uint64_t total_array_items_ = 0;
 };
 
 Status Parser::ReadValue(ValueType type, Value* out, int depth, std::string_view key) {
@@ -128,6 +129,11 @@ Status Parser::ReadValue(ValueType type, Value* out, int depth, std::string_view
       if (count > left() / min) {
         return Corrupt(at, "truncated file: metadata '{}' claims {} array items of type {}, more "
                        "than the {} bytes left can hold", key, count, ValueTypeName(et), left());
+      }
+      total_array_items_ += count;
+      if (total_array_items_ > kMaxTotalArrayItems) {
+        return Corrupt(at, "metadata '{}': more than {} array items in the file's metadata",
+                       key, kMaxTotalArrayItems);
       }
       Array arr;
       arr.type = et;
@@ -228,8 +234,13 @@ Status Parser::ReadTensorInfos(uint64_t n_tensors) {
                      t.name, ne0, traits->name, traits->block_size);
     }
     t.n_elements = n_elements;
-    // n_elements / block_size * type_size cannot overflow: type_size <= block_size * 8.
-    t.n_bytes = n_elements / traits->block_size * traits->type_size;
+    // n_elements < 2^63, but the byte size can still overflow (an f32 tensor of 2^62 elements
+    // would wrap to 0 bytes), so it is checked.
+    if (__builtin_mul_overflow(n_elements / traits->block_size,
+                               static_cast<uint64_t>(traits->type_size), &t.n_bytes)) {
+      return Corrupt(at, "tensor '{}': {} elements of {} overflow 64-bit byte size", t.name,
+                     n_elements, traits->name);
+    }
     at = pos_;
     FERRY_RETURN_IF_ERROR(ReadPod(&t.offset, t.name));
     if (t.offset % f_->alignment_ != 0) {
@@ -247,6 +258,13 @@ Status Parser::CheckTensorData() {
   uint64_t data_offset = (pos_ + a - 1) / a * a;  // pos_ <= size_, so no overflow for sane a
   if (data_offset < pos_) return Corrupt(pos_, "data section offset overflows");
   f_->data_offset_ = data_offset;
+  // A file with tensors has its data section (at least the padding before it) in the file;
+  // otherwise even an empty tensor would point past the end of the buffer.
+  if (!f_->tensors_.empty() && data_offset > size_) {
+    return Corrupt(pos_, "truncated file: the tensor data section starts at byte {} (after "
+                   "padding to the alignment {}) but the file has only {} bytes",
+                   data_offset, a, size_);
+  }
   uint64_t data_size = size_ > data_offset ? size_ - data_offset : 0;
   // Each tensor must lie inside the data section, and no two may overlap.
   std::vector<const TensorInfo*> by_offset;

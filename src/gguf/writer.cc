@@ -114,7 +114,11 @@ Status GgufWriter::AddTensor(std::string name, std::vector<uint64_t> dims, DType
     return InvalidArgumentError("tensor '{}': row length {} is not a multiple of the {} block "
                                 "size {}", name, ne0, tr.name, tr.block_size);
   }
-  uint64_t bytes = n / tr.block_size * tr.type_size;
+  uint64_t bytes;
+  if (__builtin_mul_overflow(n / tr.block_size, static_cast<uint64_t>(tr.type_size), &bytes)) {
+    return InvalidArgumentError("tensor '{}': {} elements of {} overflow 64-bit byte size", name,
+                                n, tr.name);
+  }
   if (bytes != data.size()) {
     return InvalidArgumentError("tensor '{}': {} elements of {} take {} bytes, got {}", name, n,
                                 tr.name, bytes, data.size());
