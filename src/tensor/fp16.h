@@ -1,8 +1,9 @@
 // Conversions between float and the 16-bit float formats stored in GGUF files.
 //
 // IEEE binary16 ("f16"): round-to-nearest-even, subnormals, infinities and NaN handled exactly
-// as numpy's float16 and ggml's reference conversion. bfloat16: ggml's rounding (NaN forced
-// quiet, otherwise round-to-nearest-even on the top 16 bits).
+// as numpy's float16 (and, except for NaN payloads, as ggml's reference conversion).
+// bfloat16: ggml's rounding (NaN forced quiet, otherwise round-to-nearest-even on the top 16
+// bits), which gguf-py copies.
 //
 // Thread-safety: pure functions.
 #ifndef FERRY_TENSOR_FP16_H_
@@ -39,14 +40,19 @@ inline float Fp16ToFloat(uint16_t h) {
   return BitsToFloat(sign | ((exp + 112) << 23) | (mant << 13));
 }
 
-// float -> binary16, round to nearest even; overflow gives infinity; NaN stays NaN (quiet).
+// float -> binary16, round to nearest even; overflow gives infinity. NaN stays NaN as in numpy:
+// sign and the top 10 payload bits are kept (a quiet NaN stays quiet, a signaling one is not
+// quieted), and a payload whose top bits are all zero becomes 1 so the result is not infinity.
+// (ggml's scalar path returns 0x7e00 for every NaN and F16C hardware sets the quiet bit; numpy's
+// rule is the one gguf-py writes F16 tensors with.)
 inline uint16_t FloatToFp16(float f) {
   uint32_t x = FloatBits(f);
   uint16_t sign = static_cast<uint16_t>((x >> 16) & 0x8000u);
   uint32_t abs = x & 0x7fffffffu;
   if (abs >= 0x7f800000u) {                      // inf or NaN
     if (abs == 0x7f800000u) return sign | 0x7c00u;
-    return sign | 0x7e00u | static_cast<uint16_t>((abs >> 13) & 0x3ffu);
+    uint16_t payload = static_cast<uint16_t>((abs >> 13) & 0x3ffu);
+    return sign | 0x7c00u | (payload != 0 ? payload : 1u);
   }
   if (abs >= 0x477ff000u) return sign | 0x7c00u;  // rounds to >= 65520 -> inf
   if (abs < 0x38800000u) {                        // below the smallest normal half (2^-14)

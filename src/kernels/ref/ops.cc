@@ -1,0 +1,157 @@
+#include "kernels/ref/ops.h"
+
+#include <cmath>
+#include <vector>
+
+#include "kernels/ref/dequantize.h"
+#include "kernels/ref/quantize.h"
+#include "tensor/fp16.h"
+
+namespace ferry {
+
+DType ActivationType(DType w) {
+  switch (w) {
+    case DType::kQ4_0:
+    case DType::kQ5_0:
+    case DType::kQ8_0:
+    case DType::kQ4_1:
+    case DType::kQ5_1: return DType::kQ8_0;
+    case DType::kQ2_K:
+    case DType::kQ3_K:
+    case DType::kQ4_K:
+    case DType::kQ5_K:
+    case DType::kQ6_K: return DType::kQ8_K;
+    case DType::kF16: return DType::kF16;
+    case DType::kBF16: return DType::kBF16;
+    default: return DType::kF32;
+  }
+}
+
+namespace {
+
+void RoundQ8K(float* x, int64_t n) {
+  for (int64_t b = 0; b < n; b += kQK_K) {
+    float* v = x + b;
+    float amax = 0.0f, max = 0.0f;
+    for (int i = 0; i < kQK_K; ++i) {
+      if (std::fabs(v[i]) > amax) {
+        amax = std::fabs(v[i]);
+        max = v[i];
+      }
+    }
+    if (amax == 0.0f) {
+      for (int i = 0; i < kQK_K; ++i) v[i] = 0.0f;
+      continue;
+    }
+    const float iscale = -127.0f / max;
+    const float d = 1.0f / iscale;
+    for (int i = 0; i < kQK_K; ++i) {
+      float q = std::nearbyint(iscale * v[i]);
+      if (q > 127.0f) q = 127.0f;
+      v[i] = d * q;
+    }
+  }
+}
+
+}  // namespace
+
+Status RoundActivationsRef(DType w, float* x, int64_t n_tok, int64_t n) {
+  DType a = ActivationType(w);
+  if (a == DType::kF32) return Status::Ok();
+  const int64_t total = n_tok * n;
+  if (a == DType::kF16) {
+    for (int64_t i = 0; i < total; ++i) x[i] = Fp16ToFloat(FloatToFp16(x[i]));
+    return Status::Ok();
+  }
+  if (a == DType::kBF16) {
+    for (int64_t i = 0; i < total; ++i) x[i] = Bf16ToFloat(FloatToBf16(x[i]));
+    return Status::Ok();
+  }
+  const int64_t block = Traits(a).block_size;
+  if (n % block != 0) {
+    return InvalidArgumentError("activation rows of {} are not a multiple of {}", n, block);
+  }
+  if (a == DType::kQ8_K) {
+    RoundQ8K(x, total);
+    return Status::Ok();
+  }
+  std::vector<BlockQ8_0> q(static_cast<size_t>(n / block));
+  for (int64_t t = 0; t < n_tok; ++t) {
+    QuantizeRowQ8_0(x + t * n, q.data(), n);
+    DequantizeRowQ8_0(q.data(), x + t * n, n);
+  }
+  return Status::Ok();
+}
+
+Status MatMulRef(const WeightMatrix& w, const float* x_in, int64_t n_tok, float* y) {
+  std::vector<float> xr(x_in, x_in + n_tok * w.cols);
+  FERRY_RETURN_IF_ERROR(RoundActivationsRef(w.type, xr.data(), n_tok, w.cols));
+  const float* x = xr.data();
+  std::vector<float> row(static_cast<size_t>(w.cols));
+  for (int64_t r = 0; r < w.rows; ++r) {
+    FERRY_RETURN_IF_ERROR(DequantizeRow(w.type, w.Row(r), row.data(), w.cols));
+    for (int64_t t = 0; t < n_tok; ++t) {
+      const float* xt = x + t * w.cols;
+      double sum = 0.0;
+      for (int64_t i = 0; i < w.cols; ++i) sum += static_cast<double>(row[i]) * xt[i];
+      y[t * w.rows + r] = static_cast<float>(sum);
+    }
+  }
+  return Status::Ok();
+}
+
+Status GetRowRef(const WeightMatrix& w, int64_t r, float* out) {
+  if (r < 0 || r >= w.rows) {
+    return OutOfRangeError("row {} outside a matrix of {} rows", r, w.rows);
+  }
+  return DequantizeRow(w.type, w.Row(r), out, w.cols);
+}
+
+void RmsNormRef(const float* x, const float* w, float* y, int64_t n, float eps) {
+  double ss = 0.0;
+  for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
+  const float scale = 1.0f / std::sqrt(static_cast<float>(ss / static_cast<double>(n)) + eps);
+  for (int64_t i = 0; i < n; ++i) y[i] = w ? (x[i] * scale) * w[i] : x[i] * scale;
+}
+
+void RopeRef(float* x, int64_t n_heads, int64_t head_dim, int64_t n_rot, int64_t pos, float base,
+             float freq_scale, const float* freq_factors, bool neox) {
+  const int64_t half = n_rot / 2;
+  for (int64_t i = 0; i < half; ++i) {
+    float theta = static_cast<float>(pos) *
+                  std::pow(base, -2.0f * static_cast<float>(i) / static_cast<float>(n_rot));
+    theta *= freq_scale;
+    if (freq_factors != nullptr) theta /= freq_factors[i];
+    const float c = std::cos(theta), s = std::sin(theta);
+    for (int64_t h = 0; h < n_heads; ++h) {
+      float* xh = x + h * head_dim;
+      const int64_t a = neox ? i : 2 * i;
+      const int64_t b = neox ? i + half : 2 * i + 1;
+      const float xa = xh[a], xb = xh[b];
+      xh[a] = xa * c - xb * s;
+      xh[b] = xa * s + xb * c;
+    }
+  }
+}
+
+void SoftmaxRef(float* x, int64_t n) {
+  float max = -INFINITY;
+  for (int64_t i = 0; i < n; ++i) max = std::max(max, x[i]);
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = (x[i] == -INFINITY) ? 0.0f : std::exp(x[i] - max);
+    sum += x[i];
+  }
+  const float inv = static_cast<float>(1.0 / sum);
+  for (int64_t i = 0; i < n; ++i) x[i] *= inv;
+}
+
+float SiluRef(float x) { return x / (1.0f + std::exp(-x)); }
+
+float GeluTanhRef(float x) {
+  constexpr float kSqrt2OverPi = 0.79788456080286535587989211986876f;
+  constexpr float kCoef = 0.044715f;
+  return 0.5f * x * (1.0f + std::tanh(kSqrt2OverPi * x * (1.0f + kCoef * x * x)));
+}
+
+}  // namespace ferry

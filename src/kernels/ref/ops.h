@@ -1,0 +1,72 @@
+// Reference (scalar, readable) kernels of the transformer forward pass. They define what the
+// fast kernels (kernels/cpu) must compute, and the forward pass in model/ uses them directly
+// until a fast kernel exists.
+//
+// Thread-safety: pure functions over caller-owned buffers.
+#ifndef FERRY_KERNELS_REF_OPS_H_
+#define FERRY_KERNELS_REF_OPS_H_
+
+#include <cstdint>
+
+#include "base/status.h"
+#include "tensor/dtype.h"
+
+namespace ferry {
+
+// A weight matrix in GGUF layout, used in place: `rows` rows of `cols` elements of `type`,
+// row r at data + r * RowBytes(type, cols). (GGUF ne = [cols, rows].)
+struct WeightMatrix {
+  DType type = DType::kF32;
+  const void* data = nullptr;  // null: the weight is absent (optional tensors)
+  int64_t cols = 0;            // ne[0], the contiguous dimension
+  int64_t rows = 1;            // ne[1] (times ne[2], ne[3] for higher-rank tensors)
+  uint64_t row_bytes = 0;
+
+  bool present() const { return data != nullptr; }
+  const uint8_t* Row(int64_t r) const {
+    return static_cast<const uint8_t*>(data) + static_cast<uint64_t>(r) * row_bytes;
+  }
+};
+
+// The type llama.cpp's CPU backend converts activations to before a dot product with a weight
+// of type `w` (ggml's vec_dot_type): Q4_0/Q5_0/Q8_0 -> Q8_0, Q4_1/Q5_1 -> Q8_1 (same values as
+// Q8_0), K-quants -> Q8_K, F16 -> F16, BF16 -> BF16, F32 -> F32.
+DType ActivationType(DType w);
+
+// Rounds x[n_tok, n] in place to the values it has after quantization to ActivationType(w)
+// and back, as llama.cpp does before its integer dot products. Q8_K: per 256 values,
+// iscale = -127 / (the value of largest magnitude), q = min(127, round-half-even(iscale * x)),
+// value = q / iscale with d = 1 / iscale kept in f32.
+Status RoundActivationsRef(DType w, float* x, int64_t n_tok, int64_t n);
+
+// y[t, r] = sum_i W[r, i] * x[t, i] for t < n_tok.
+//   x: [n_tok, w.cols] f32, y: [n_tok, w.rows] f32.
+// x is first rounded as by RoundActivationsRef (on a copy), then each weight row is dequantized
+// to f32 once and the dot products accumulate in double. This matches llama.cpp's integer dot
+// products up to float rounding of the dequantized weights (relative ~1e-6).
+Status MatMulRef(const WeightMatrix& w, const float* x, int64_t n_tok, float* y);
+
+// Dequantizes row r of w into out[w.cols] (embedding lookup).
+Status GetRowRef(const WeightMatrix& w, int64_t r, float* out);
+
+// y = x * w / sqrt(mean(x^2) + eps), sum of squares in double. w may be null (no weight).
+// x, y: [n]; may alias.
+void RmsNormRef(const float* x, const float* w, float* y, int64_t n, float eps);
+
+// In-place rotary embedding of one token's heads: x [n_heads, head_dim]. Rotates the first
+// n_rot elements of each head at position pos with angle pos * base^(-2i/n_rot) * freq_scale
+// / freq_factors[i] (freq_factors may be null). neox: pairs (i, i + n_rot/2); else (2i, 2i+1).
+void RopeRef(float* x, int64_t n_heads, int64_t head_dim, int64_t n_rot, int64_t pos, float base,
+             float freq_scale, const float* freq_factors, bool neox);
+
+// In-place softmax over x[n] (max-subtracted, f32 exp, sum in double).
+void SoftmaxRef(float* x, int64_t n);
+
+// SiLU(x) = x / (1 + e^-x).
+float SiluRef(float x);
+// GELU with the tanh approximation, computed in float.
+float GeluTanhRef(float x);
+
+}  // namespace ferry
+
+#endif  // FERRY_KERNELS_REF_OPS_H_
