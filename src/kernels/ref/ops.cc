@@ -154,4 +154,10 @@ float GeluTanhRef(float x) {
   return 0.5f * x * (1.0f + std::tanh(kSqrt2OverPi * x * (1.0f + kCoef * x * x)));
 }
 
+float GeluTanhF16Ref(float x) {
+  if (x <= -10.0f) return 0.0f;
+  if (x >= 10.0f) return x;
+  return Fp16ToFloat(FloatToFp16(GeluTanhRef(Fp16ToFloat(FloatToFp16(x)))));
+}
+
 }  // namespace ferry

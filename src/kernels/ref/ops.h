@@ -66,6 +66,9 @@ void SoftmaxRef(float* x, int64_t n);
 float SiluRef(float x);
 // GELU with the tanh approximation, computed in float.
 float GeluTanhRef(float x);
+// GELU as llama.cpp's CPU backend computes it: x <= -10 gives 0, x >= 10 gives x, otherwise x
+// is rounded to fp16 and the result is fp16(GeluTanhRef(that)) (its 64K-entry table).
+float GeluTanhF16Ref(float x);
 
 }  // namespace ferry
 

@@ -1,0 +1,194 @@
+// KvCache: the paged key/value cache of one loaded model, on the host.
+//
+// The whole pool is allocated (and zeroed) by Create(); nothing is allocated afterwards, so the
+// bytes a memory planner predicts with PoolBytes() are exactly the bytes held (invariant 1 of
+// the design: the plan is the allocation).
+//
+// Layout. Each layer owns one contiguous arena, split into fixed-size blocks of
+// `block_tokens` positions:
+//   arena = K part [num_blocks, block_tokens, k_row_bytes] then V part [num_blocks,
+//           block_tokens, v_row_bytes], where k_row_bytes = RowBytes(type, k_dim) (one token's
+//           K row: n_kv_heads * head_dim_k elements, e.g. 34 bytes per 32 values for q8_0).
+// Rows inside a block are consecutive, so a run of positions inside one block is one
+// contiguous row of `type`. Each live sequence keeps, per layer, a block table mapping its
+// logical block b (positions b*block_tokens .. (b+1)*block_tokens-1) to a physical block:
+//   - full-attention layers: table slot b, ceil(num_ctx / block_tokens) slots per sequence;
+//   - sliding-window layers (window w > 0): a ring of
+//       ring_blocks = ceil((w + max_batch) / block_tokens) + 1
+//     slots, position p in slot (p / block_tokens) % ring_blocks; when the ring wraps, the
+//     oldest block is overwritten (evicted). If ring_blocks would be >= the full-layer slot
+//     count, the layer is stored like a full-attention layer and never evicts.
+// Layer blocks: num_seqs * slots per sequence. Free blocks of each layer are kept on a free
+// list; Reserve takes blocks from it, Truncate and RemoveSequence give them back.
+//
+// Positions. A sequence holds positions [0, seq_len). Reserve(seq, n) extends it to n
+// positions (the next step's batch); the caller then Store()s every new position in every
+// layer before Load()ing it (reserved but not yet stored rows read as stale data or zeros).
+// One step may add at most max_batch positions: that bound is what makes the rings big
+// enough. For a sliding-window layer, the positions still readable are
+// [oldest_readable(seq, layer), seq_len). Reading [max(0, p - w + 1), p] for any position p
+// added by the latest Reserve is always valid; so is any p0 >= seq_len - (w + max_batch)
+// unless the sequence was truncated within the last w + max_batch positions.
+//
+// Thread-safety: not thread-safe. A KvCache is owned by one inference thread (the model's
+// Runner); only that thread calls AddSequence, RemoveSequence, Reserve and Truncate. While none
+// of those runs, Store and Load may be called from that thread's worker pool concurrently,
+// provided no two calls write (Store) or write and read the same (seq, layer, position) row.
+// HTTP threads never touch it.
+#ifndef FERRY_KV_KV_CACHE_H_
+#define FERRY_KV_KV_CACHE_H_
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "base/status.h"
+#include "tensor/dtype.h"
+
+namespace ferry {
+
+struct KvCacheOptions {
+  // Element type of the stored rows: kF32, kF16, kQ8_0 or kQ4_0 (others: InvalidArgument).
+  // Default kF16: 2 bytes per value, the usual KV precision. kQ8_0 (34 bytes per 32 values)
+  // takes about half of that at a small precision cost; kQ4_0 (18 bytes per 32) about a quarter
+  // at a visible one. kF32 (4 bytes, exact) is for tests and reference runs. Quantized types
+  // need every layer's k_dim and v_dim to be a multiple of 32.
+  DType type = DType::kF16;
+  // Per layer [num_layers]: elements of one token's K row, n_kv_heads * head_dim_k (> 0).
+  std::vector<int64_t> k_dim;
+  // Per layer [num_layers]: elements of one token's V row, n_kv_heads * head_dim_v (> 0).
+  std::vector<int64_t> v_dim;
+  // Per layer [num_layers], or empty for "all layers full attention". 0 = full attention;
+  // w > 0 = sliding window: a query at position p sees keys p-w+1..p only, so the layer keeps
+  // only the last w + max_batch positions of each sequence (a ring of blocks). Negative:
+  // InvalidArgument.
+  std::vector<int64_t> window;
+  // Most positions per sequence (positions 0..num_ctx-1); > 0. Memory grows linearly with it
+  // for full-attention layers.
+  int64_t num_ctx = 0;
+  // Sequences that can be live at once (parallel slots); > 0. Default 1. Memory grows
+  // linearly with it: every sequence can reach num_ctx.
+  int32_t num_seqs = 1;
+  // Most positions added to a sequence in one step (num_batch); > 0. Default 512. Sizes the
+  // sliding-window rings: a larger batch needs larger rings.
+  int64_t max_batch = 512;
+  // Positions per block; > 0. Default 32. Smaller blocks waste less memory at the end of a
+  // sequence and in rings but make block tables longer and contiguous runs shorter.
+  int32_t block_tokens = 32;
+};
+
+class KvCache {
+ public:
+  // Validates the options and allocates the whole pool (zeroed). Errors: InvalidArgument for
+  // num_ctx <= 0, num_seqs <= 0, max_batch <= 0, block_tokens <= 0, no layers, per-layer vectors
+  // of different lengths, dims <= 0 (or not a multiple of 32 for quantized types), a negative
+  // window, another type, or sizes that overflow (more than 2^31-1 blocks in a layer, bytes
+  // beyond 64 bits); ResourceExhausted if the memory cannot be allocated.
+  static StatusOr<std::unique_ptr<KvCache>> Create(const KvCacheOptions& options);
+
+  // Bytes Create(options) would allocate, summed over layers / per layer [num_layers], without
+  // allocating. Same errors as Create except ResourceExhausted. Counts the K/V arenas only;
+  // block tables and free lists (a few bytes per block) are host bookkeeping outside the pool.
+  static StatusOr<uint64_t> PoolBytes(const KvCacheOptions& options);
+  static StatusOr<std::vector<uint64_t>> PoolLayerBytes(const KvCacheOptions& options);
+
+  KvCache(const KvCache&) = delete;
+  KvCache& operator=(const KvCache&) = delete;
+  ~KvCache();
+
+  const KvCacheOptions& options() const { return options_; }
+  int num_layers() const { return static_cast<int>(layers_.size()); }
+  // Bytes of the pool: equals PoolBytes(options()); per layer equals PoolLayerBytes()[layer].
+  uint64_t bytes_allocated() const { return bytes_allocated_; }
+  uint64_t layer_bytes(int layer) const;
+  // Blocks of a layer: all of them, and those on the free list.
+  int32_t layer_blocks(int layer) const;
+  int32_t layer_free_blocks(int layer) const;
+  // Block-table slots per sequence of a layer: ceil(num_ctx / block_tokens) for full
+  // attention, the ring size for a sliding-window layer that evicts.
+  int32_t layer_slots(int layer) const;
+
+  // Starts an empty sequence and returns its id, the lowest free id in [0, num_seqs).
+  // ResourceExhausted when num_seqs sequences are live.
+  StatusOr<int32_t> AddSequence();
+  // Ends a live sequence and returns its blocks to the free lists; its id may be reused.
+  // InvalidArgument for an id outside [0, num_seqs), NotFound for one that is not live.
+  Status RemoveSequence(int32_t seq);
+  int32_t num_live_sequences() const { return num_live_; }
+  bool is_live(int32_t seq) const;
+
+  // Extends a live sequence to new_len positions, making room for [seq_len, new_len).
+  // new_len <= seq_len: nothing happens. Errors (nothing changes): OutOfRange ("context length
+  // N exceeded: ...") if new_len > num_ctx; InvalidArgument if new_len - seq_len > max_batch,
+  // for an unknown sequence (NotFound if not live); ResourceExhausted if a layer has no free
+  // block (cannot happen with a pool sized for num_seqs * num_ctx, which Create makes).
+  Status Reserve(int32_t seq, int64_t new_len);
+  // Positions the sequence holds: [0, seq_len). 0 for an id that is not live.
+  int64_t seq_len(int32_t seq) const;
+  // Forgets positions >= len (prompt-prefix reuse), returning blocks that start at or after
+  // len to the free lists; len >= seq_len: nothing happens. A sliding-window layer can only
+  // continue from len if it still holds positions [max(0, len - window + 1), len); if the ring
+  // has already overwritten some of them: FailedPrecondition and nothing changes (truncate to
+  // 0 and recompute instead). InvalidArgument for len < 0 or an unknown sequence, NotFound for
+  // one that is not live.
+  Status Truncate(int32_t seq, int64_t len);
+  // Lowest position from which on all of [.., seq_len) is still held by the layer: 0 for
+  // full-attention layers and for a sequence that is not live; at most seq_len.
+  int64_t oldest_readable(int32_t seq, int layer) const;
+
+  // Stores position pos of one layer of a live sequence, converting from f32 to the cache type.
+  //   k: [k_dim(layer)] floats, v: [v_dim(layer)] floats (finite).
+  // Preconditions (asserted in debug builds; in release a violating call writes nothing):
+  // seq live, 0 <= layer < num_layers, 0 <= pos < seq_len(seq).
+  void Store(int32_t seq, int layer, int64_t pos, const float* k, const float* v);
+
+  // Reads positions [p0, p1) of one layer of a live sequence, converted to f32:
+  //   k_out: [p1 - p0, k_dim(layer)] floats, v_out: [p1 - p0, v_dim(layer)] floats.
+  // Preconditions: seq live, 0 <= layer < num_layers, 0 <= p0 <= p1 <= seq_len(seq), and for a
+  // sliding-window layer p0 >= oldest_readable(seq, layer) (see the file comment for when
+  // that holds). Reading an evicted position is a programming error: it asserts in debug
+  // builds; in release builds those rows read as zeros (never out-of-bounds memory).
+  void Load(int32_t seq, int layer, int64_t p0, int64_t p1, float* k_out, float* v_out) const;
+
+ private:
+  struct ArenaDelete {
+    void operator()(uint8_t* p) const;
+  };
+  struct Layer {
+    int64_t k_dim = 0;
+    int64_t v_dim = 0;
+    int64_t window = 0;
+    uint64_t k_row_bytes = 0;
+    uint64_t v_row_bytes = 0;
+    int32_t slots = 0;      // block-table slots per sequence
+    int32_t blocks = 0;     // physical blocks: num_seqs * slots
+    uint64_t bytes = 0;     // blocks * block_tokens * (k_row_bytes + v_row_bytes)
+    uint64_t v_offset = 0;  // where the V part starts in the arena
+    std::unique_ptr<uint8_t, ArenaDelete> arena;
+    std::vector<int32_t> free_blocks;  // stack of free physical block ids
+  };
+  struct Sequence {
+    bool live = false;
+    int64_t len = 0;
+    // Per layer [num_layers][slots]: physical block of each slot (-1: none) and the logical
+    // block it holds (-1: none).
+    std::vector<std::vector<int32_t>> block;
+    std::vector<std::vector<int32_t>> logical;
+    // Per layer [num_layers]: positions below this were evicted (sliding-window rings).
+    std::vector<int64_t> readable_from;
+  };
+
+  explicit KvCache(const KvCacheOptions& options);
+  Status CheckSequence(int32_t seq) const;
+  void FreeSlot(int layer, Sequence& s, int32_t slot);
+
+  KvCacheOptions options_;
+  std::vector<Layer> layers_;
+  std::vector<Sequence> seqs_;  // [num_seqs]
+  int32_t num_live_ = 0;
+  uint64_t bytes_allocated_ = 0;
+};
+
+}  // namespace ferry
+
+#endif  // FERRY_KV_KV_CACHE_H_

@@ -1,0 +1,516 @@
+#include "kv/kv_cache.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <vector>
+
+#include "kernels/ref/dequantize.h"
+#include "kernels/ref/quantize.h"
+#include "tensor/fp16.h"
+
+namespace ferry {
+namespace {
+
+// Deterministic row contents, different for every (seq, layer, pos, K/V, element).
+std::vector<float> RowValues(int seq, int layer, int64_t pos, int64_t dim, bool is_v,
+                             float salt = 0.0f) {
+  std::vector<float> row(static_cast<size_t>(dim));
+  for (int64_t i = 0; i < dim; ++i) {
+    const double phase =
+        0.37 * i + 0.113 * pos + 1.3 * layer + 2.1 * seq + (is_v ? 0.5 : 0.0) + salt;
+    row[i] = static_cast<float>(std::sin(phase) * (1.0 + (pos % 7) * 0.25) + 0.01 * i);
+  }
+  return row;
+}
+
+// What a cache of `type` gives back for `row`: QuantizeRow followed by DequantizeRow.
+std::vector<float> RoundTrip(DType type, const std::vector<float>& row) {
+  const int64_t n = static_cast<int64_t>(row.size());
+  std::vector<uint8_t> bytes(RowBytes(type, static_cast<uint64_t>(n)).value());
+  EXPECT_TRUE(QuantizeRow(type, row.data(), bytes.data(), n).ok());
+  std::vector<float> out(row.size());
+  EXPECT_TRUE(DequantizeRow(type, bytes.data(), out.data(), n).ok());
+  return out;
+}
+
+std::unique_ptr<KvCache> MakeCache(const KvCacheOptions& options) {
+  auto cache = KvCache::Create(options);
+  EXPECT_TRUE(cache.ok()) << cache.status().ToString();
+  return cache.ok() ? std::move(cache).value() : nullptr;
+}
+
+// Reserves [seq_len, len) in steps of at most max_batch and stores every new position of
+// every layer with RowValues(seq, layer, pos, ..., salt).
+void Fill(KvCache& cache, int32_t seq, int64_t len, float salt = 0.0f) {
+  const KvCacheOptions& o = cache.options();
+  while (cache.seq_len(seq) < len) {
+    const int64_t from = cache.seq_len(seq);
+    const int64_t to = std::min(len, from + o.max_batch);
+    ASSERT_TRUE(cache.Reserve(seq, to).ok());
+    for (int l = 0; l < cache.num_layers(); ++l) {
+      for (int64_t p = from; p < to; ++p) {
+        auto k = RowValues(seq, l, p, o.k_dim[l], false, salt);
+        auto v = RowValues(seq, l, p, o.v_dim[l], true, salt);
+        cache.Store(seq, l, p, k.data(), v.data());
+      }
+    }
+  }
+}
+
+// Loads [p0, p1) of one layer and checks every row against RoundTrip(RowValues(...)).
+void ExpectRows(const KvCache& cache, int32_t seq, int layer, int64_t p0, int64_t p1,
+                float salt = 0.0f, int value_seq = -1) {
+  const KvCacheOptions& o = cache.options();
+  const int64_t kd = o.k_dim[layer], vd = o.v_dim[layer];
+  std::vector<float> k(static_cast<size_t>((p1 - p0) * kd)), v(static_cast<size_t>((p1 - p0) * vd));
+  cache.Load(seq, layer, p0, p1, k.data(), v.data());
+  const int vs = value_seq < 0 ? seq : value_seq;
+  for (int64_t p = p0; p < p1; ++p) {
+    auto want_k = RoundTrip(o.type, RowValues(vs, layer, p, kd, false, salt));
+    auto want_v = RoundTrip(o.type, RowValues(vs, layer, p, vd, true, salt));
+    for (int64_t i = 0; i < kd; ++i) {
+      ASSERT_EQ(k[(p - p0) * kd + i], want_k[i])
+          << "seq " << seq << " layer " << layer << " pos " << p << " k[" << i << "]";
+    }
+    for (int64_t i = 0; i < vd; ++i) {
+      ASSERT_EQ(v[(p - p0) * vd + i], want_v[i])
+          << "seq " << seq << " layer " << layer << " pos " << p << " v[" << i << "]";
+    }
+  }
+}
+
+KvCacheOptions SmallOptions(DType type) {
+  KvCacheOptions o;
+  o.type = type;
+  o.k_dim = {64, 32};
+  o.v_dim = {32, 96};
+  o.num_ctx = 100;
+  o.num_seqs = 2;
+  o.max_batch = 24;
+  o.block_tokens = 16;
+  return o;
+}
+
+TEST(KvCacheTest, F32StoresAndLoadsExactly) {
+  KvCacheOptions o = SmallOptions(DType::kF32);
+  o.k_dim = {8, 5};  // f32 accepts any dimension
+  o.v_dim = {12, 3};
+  auto cache = MakeCache(o);
+  ASSERT_NE(cache, nullptr);
+  auto seq = cache->AddSequence();
+  ASSERT_TRUE(seq.ok());
+  Fill(*cache, *seq, 100);
+  EXPECT_EQ(cache->seq_len(*seq), 100);
+  for (int l = 0; l < 2; ++l) {
+    std::vector<float> k(100 * o.k_dim[l]), v(100 * o.v_dim[l]);
+    cache->Load(*seq, l, 0, 100, k.data(), v.data());
+    for (int64_t p = 0; p < 100; ++p) {
+      auto want_k = RowValues(*seq, l, p, o.k_dim[l], false);
+      auto want_v = RowValues(*seq, l, p, o.v_dim[l], true);
+      for (int64_t i = 0; i < o.k_dim[l]; ++i) ASSERT_EQ(k[p * o.k_dim[l] + i], want_k[i]);
+      for (int64_t i = 0; i < o.v_dim[l]; ++i) ASSERT_EQ(v[p * o.v_dim[l] + i], want_v[i]);
+    }
+  }
+  // A range that starts and ends inside blocks.
+  ExpectRows(*cache, *seq, 1, 13, 51);
+}
+
+TEST(KvCacheTest, F16EqualsFp16RoundTrip) {
+  auto cache = MakeCache(SmallOptions(DType::kF16));
+  ASSERT_NE(cache, nullptr);
+  int32_t seq = cache->AddSequence().value();
+  Fill(*cache, seq, 77);
+  for (int l = 0; l < 2; ++l) {
+    const int64_t kd = cache->options().k_dim[l];
+    std::vector<float> k(77 * kd), v(77 * cache->options().v_dim[l]);
+    cache->Load(seq, l, 0, 77, k.data(), v.data());
+    for (int64_t p = 0; p < 77; ++p) {
+      auto row = RowValues(seq, l, p, kd, false);
+      for (int64_t i = 0; i < kd; ++i) {
+        ASSERT_EQ(k[p * kd + i], Fp16ToFloat(FloatToFp16(row[i])));
+      }
+    }
+    ExpectRows(*cache, seq, l, 0, 77);
+  }
+}
+
+class KvCacheQuantTest : public ::testing::TestWithParam<DType> {};
+
+TEST_P(KvCacheQuantTest, EqualsQuantizeDequantizeAndIsClose) {
+  const DType type = GetParam();
+  auto cache = MakeCache(SmallOptions(type));
+  ASSERT_NE(cache, nullptr);
+  int32_t seq = cache->AddSequence().value();
+  Fill(*cache, seq, 60);
+  for (int l = 0; l < 2; ++l) {
+    ExpectRows(*cache, seq, l, 0, 60);  // bit-exact against QuantizeRow -> DequantizeRow
+    const int64_t kd = cache->options().k_dim[l];
+    std::vector<float> k(60 * kd), v(60 * cache->options().v_dim[l]);
+    cache->Load(seq, l, 0, 60, k.data(), v.data());
+    for (int64_t p = 0; p < 60; ++p) {
+      auto row = RowValues(seq, l, p, kd, false);
+      // Per 32-value block: q8_0 rounds to d / 2 with d = amax / 127; q4_0 is within d =
+      // amax / 8 (plus the fp16 rounding of d).
+      for (int64_t b = 0; b < kd / 32; ++b) {
+        float amax = 0;
+        for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(row[b * 32 + i]));
+        const float bound = type == DType::kQ8_0 ? 0.6f * amax / 127 : 1.01f * amax / 8;
+        for (int i = 0; i < 32; ++i) {
+          const int64_t e = b * 32 + i;
+          ASSERT_LE(std::fabs(k[p * kd + e] - row[e]), bound) << "pos " << p << " elem " << e;
+        }
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, KvCacheQuantTest, ::testing::Values(DType::kQ8_0, DType::kQ4_0));
+
+TEST(KvCacheTest, PoolBytesMatchesHandComputedAndAllocation) {
+  KvCacheOptions o;
+  o.k_dim.assign(5, 32);
+  o.v_dim.assign(5, 32);
+  o.num_ctx = 512;
+  struct Case {
+    DType type;
+    uint64_t bytes;
+  };
+  const Case cases[] = {
+      {DType::kF32, 5ull * 2 * 512 * 32 * 4},
+      {DType::kF16, 5ull * 2 * 512 * 32 * 2},
+      {DType::kQ8_0, 5ull * 2 * 512 * 34},
+      {DType::kQ4_0, 5ull * 2 * 512 * 18},
+  };
+  for (const Case& c : cases) {
+    o.type = c.type;
+    auto planned = KvCache::PoolBytes(o);
+    ASSERT_TRUE(planned.ok());
+    EXPECT_EQ(*planned, c.bytes) << DTypeName(c.type);
+    auto cache = MakeCache(o);
+    ASSERT_NE(cache, nullptr);
+    EXPECT_EQ(cache->bytes_allocated(), c.bytes);
+    auto per_layer = KvCache::PoolLayerBytes(o);
+    ASSERT_TRUE(per_layer.ok());
+    ASSERT_EQ(per_layer->size(), 5u);
+    for (int l = 0; l < 5; ++l) {
+      EXPECT_EQ(cache->layer_bytes(l), c.bytes / 5);
+      EXPECT_EQ((*per_layer)[l], c.bytes / 5);
+    }
+  }
+  // num_ctx not a multiple of the block: rounded up to whole blocks, per sequence.
+  o.type = DType::kF16;
+  o.num_ctx = 100;  // 4 blocks of 32
+  o.num_seqs = 3;
+  EXPECT_EQ(KvCache::PoolBytes(o).value(), 5ull * 3 * 4 * 32 * (64 + 64));
+  auto cache = MakeCache(o);
+  ASSERT_NE(cache, nullptr);
+  EXPECT_EQ(cache->bytes_allocated(), KvCache::PoolBytes(o).value());
+  EXPECT_EQ(cache->layer_blocks(0), 12);
+}
+
+TEST(KvCacheTest, SlidingWindowKeepsOnlyItsRing) {
+  KvCacheOptions o;
+  o.type = DType::kF16;
+  o.k_dim = {32, 32};
+  o.v_dim = {32, 32};
+  o.window = {0, 512};  // layer 0 full attention, layer 1 sliding window
+  o.num_ctx = 32768;
+  o.max_batch = 512;
+  o.block_tokens = 32;
+  // Ring: ceil((512 + 512) / 32) + 1 = 33 blocks of 32 rows of (64 + 64) bytes.
+  const uint64_t ring_bytes = 33ull * 32 * (64 + 64);
+  const uint64_t full_bytes = 1024ull * 32 * (64 + 64);
+  EXPECT_EQ(KvCache::PoolBytes(o).value(), full_bytes + ring_bytes);
+  auto cache = MakeCache(o);
+  ASSERT_NE(cache, nullptr);
+  EXPECT_EQ(cache->bytes_allocated(), full_bytes + ring_bytes);
+  EXPECT_EQ(cache->layer_bytes(1), ring_bytes);
+  EXPECT_EQ(cache->layer_slots(1), 33);
+
+  int32_t seq = cache->AddSequence().value();
+  Fill(*cache, seq, 5000);
+  EXPECT_EQ(cache->layer_free_blocks(1), 0);           // the whole ring is in use
+  EXPECT_EQ(cache->layer_free_blocks(0), 1024 - 157);  // ceil(5000 / 32) blocks
+  EXPECT_EQ(cache->oldest_readable(seq, 0), 0);
+  EXPECT_LE(cache->oldest_readable(seq, 1), 5000 - (512 + 512));
+  EXPECT_GT(cache->oldest_readable(seq, 1), 0);
+  ExpectRows(*cache, seq, 1, 5000 - 512, 5000);   // the last window
+  ExpectRows(*cache, seq, 1, 5000 - 1024, 5000);  // window + max_batch
+  ExpectRows(*cache, seq, 0, 0, 5000);            // the full layer keeps everything
+}
+
+TEST(KvCacheTest, WindowLargerThanContextIsStoredAsFullLayer) {
+  KvCacheOptions o;
+  o.k_dim = {32, 32};
+  o.v_dim = {32, 32};
+  o.window = {0, 100};
+  o.num_ctx = 256;  // ring would be ceil(612 / 32) + 1 = 21 > 8 blocks
+  EXPECT_EQ(KvCache::PoolLayerBytes(o).value()[1], KvCache::PoolLayerBytes(o).value()[0]);
+  auto cache = MakeCache(o);
+  ASSERT_NE(cache, nullptr);
+  EXPECT_EQ(cache->layer_slots(1), 8);
+  int32_t seq = cache->AddSequence().value();
+  Fill(*cache, seq, 256);
+  EXPECT_EQ(cache->oldest_readable(seq, 1), 0);
+  ExpectRows(*cache, seq, 1, 0, 256);
+}
+
+TEST(KvCacheTest, SequencesDoNotInterfere) {
+  KvCacheOptions o = SmallOptions(DType::kQ8_0);
+  o.num_seqs = 3;
+  auto cache = MakeCache(o);
+  ASSERT_NE(cache, nullptr);
+  int32_t a = cache->AddSequence().value();
+  int32_t b = cache->AddSequence().value();
+  int32_t c = cache->AddSequence().value();
+  EXPECT_EQ(a, 0);
+  EXPECT_EQ(b, 1);
+  EXPECT_EQ(c, 2);
+  EXPECT_EQ(cache->num_live_sequences(), 3);
+  // Interleave the steps of the three sequences so their blocks interleave in the arenas.
+  for (int64_t len = 10; len <= 100; len += 10) {
+    for (int32_t s : {a, b, c}) {
+      const int64_t target = s == b ? std::min<int64_t>(len + 5, 100) : len;
+      Fill(*cache, s, target);
+    }
+  }
+  for (int32_t s : {a, b, c}) {
+    EXPECT_EQ(cache->seq_len(s), 100);
+    for (int l = 0; l < 2; ++l) ExpectRows(*cache, s, l, 0, 100);
+  }
+}
+
+TEST(KvCacheTest, RemoveFreesBlocksForReuse) {
+  KvCacheOptions o = SmallOptions(DType::kF16);  // 2 sequences x 7 blocks of 16 per layer
+  auto cache = MakeCache(o);
+  ASSERT_NE(cache, nullptr);
+  EXPECT_EQ(cache->layer_blocks(0), 14);
+  int32_t a = cache->AddSequence().value();
+  int32_t b = cache->AddSequence().value();
+  auto third = cache->AddSequence();
+  ASSERT_FALSE(third.ok());
+  EXPECT_EQ(third.status().code(), StatusCode::kResourceExhausted);
+
+  Fill(*cache, a, 100);
+  Fill(*cache, b, 100);
+  EXPECT_EQ(cache->layer_free_blocks(0), 0);
+  EXPECT_EQ(cache->layer_free_blocks(1), 0);
+  ASSERT_TRUE(cache->RemoveSequence(a).ok());
+  EXPECT_EQ(cache->layer_free_blocks(0), 7);
+  EXPECT_EQ(cache->seq_len(a), 0);
+  EXPECT_FALSE(cache->is_live(a));
+  EXPECT_EQ(cache->RemoveSequence(a).code(), StatusCode::kNotFound);
+  EXPECT_EQ(cache->RemoveSequence(7).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(cache->Reserve(a, 10).code(), StatusCode::kNotFound);
+
+  // The freed blocks serve a new sequence (same id), with new contents, while b is intact.
+  int32_t d = cache->AddSequence().value();
+  EXPECT_EQ(d, a);
+  EXPECT_EQ(cache->seq_len(d), 0);
+  Fill(*cache, d, 100, /*salt=*/3.0f);
+  EXPECT_EQ(cache->layer_free_blocks(0), 0);
+  for (int l = 0; l < 2; ++l) {
+    ExpectRows(*cache, d, l, 0, 100, 3.0f);
+    ExpectRows(*cache, b, l, 0, 100);
+  }
+}
+
+TEST(KvCacheTest, ReserveBeyondContextIsOutOfRange) {
+  auto cache = MakeCache(SmallOptions(DType::kF16));
+  ASSERT_NE(cache, nullptr);
+  int32_t seq = cache->AddSequence().value();
+  Fill(*cache, seq, 90);
+  const int32_t free_before = cache->layer_free_blocks(0);
+  Status s = cache->Reserve(seq, 101);
+  EXPECT_EQ(s.code(), StatusCode::kOutOfRange);
+  EXPECT_NE(s.message().find("context"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("100"), std::string::npos) << s.message();
+  EXPECT_EQ(cache->seq_len(seq), 90);
+  EXPECT_EQ(cache->layer_free_blocks(0), free_before);
+  EXPECT_TRUE(cache->Reserve(seq, 100).ok());  // exactly num_ctx fits
+  EXPECT_TRUE(cache->Reserve(seq, 50).ok());   // shrinking is Truncate's job: no-op
+  EXPECT_EQ(cache->seq_len(seq), 100);
+}
+
+TEST(KvCacheTest, ReserveMoreThanMaxBatchIsInvalid) {
+  auto cache = MakeCache(SmallOptions(DType::kF16));  // max_batch 24
+  ASSERT_NE(cache, nullptr);
+  int32_t seq = cache->AddSequence().value();
+  EXPECT_EQ(cache->Reserve(seq, 25).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(cache->seq_len(seq), 0);
+  EXPECT_TRUE(cache->Reserve(seq, 24).ok());
+  EXPECT_TRUE(cache->Reserve(seq, 48).ok());
+  EXPECT_EQ(cache->Reserve(-1, 10).code(), StatusCode::kInvalidArgument);
+}
+
+TEST(KvCacheTest, TruncateThenStoreAgain) {
+  auto cache = MakeCache(SmallOptions(DType::kQ4_0));
+  ASSERT_NE(cache, nullptr);
+  int32_t seq = cache->AddSequence().value();
+  Fill(*cache, seq, 70);  // 5 blocks of 16
+  EXPECT_EQ(cache->layer_free_blocks(0), 14 - 5);
+  ASSERT_TRUE(cache->Truncate(seq, 20).ok());
+  EXPECT_EQ(cache->seq_len(seq), 20);
+  EXPECT_EQ(cache->layer_free_blocks(0), 14 - 2);  // blocks 0 and 1 (positions 0..31) kept
+  EXPECT_TRUE(cache->Truncate(seq, 30).ok());      // longer than seq_len: no-op
+  EXPECT_EQ(cache->seq_len(seq), 20);
+  EXPECT_EQ(cache->Truncate(seq, -1).code(), StatusCode::kInvalidArgument);
+
+  // Re-store positions 20..59 with other values; 0..19 keep the old ones.
+  Fill(*cache, seq, 60, /*salt=*/1.5f);
+  for (int l = 0; l < 2; ++l) {
+    ExpectRows(*cache, seq, l, 0, 20);
+    ExpectRows(*cache, seq, l, 20, 60, 1.5f);
+  }
+  ASSERT_TRUE(cache->Truncate(seq, 0).ok());
+  EXPECT_EQ(cache->layer_free_blocks(0), 14);
+  EXPECT_EQ(cache->layer_free_blocks(1), 14);
+}
+
+KvCacheOptions SmallRingOptions() {
+  KvCacheOptions o;
+  o.type = DType::kF32;
+  o.k_dim = {4, 4};
+  o.v_dim = {4, 4};
+  o.window = {0, 8};
+  o.num_ctx = 1000;
+  o.max_batch = 8;
+  o.block_tokens = 4;  // ring: ceil(16 / 4) + 1 = 5 blocks = 20 positions
+  return o;
+}
+
+TEST(KvCacheTest, SlidingWindowTruncateKeepsWhatTheWindowNeeds) {
+  auto cache = MakeCache(SmallRingOptions());
+  ASSERT_NE(cache, nullptr);
+  EXPECT_EQ(cache->layer_slots(1), 5);
+  int32_t seq = cache->AddSequence().value();
+  Fill(*cache, seq, 100);  // ring holds blocks 20..24: positions 80..99
+  EXPECT_EQ(cache->oldest_readable(seq, 1), 80);
+
+  // Continuing from 85 needs positions 78..84; 78 and 79 are gone.
+  Status s = cache->Truncate(seq, 85);
+  EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition) << s.ToString();
+  EXPECT_EQ(cache->seq_len(seq), 100);
+
+  // Continuing from 95 needs 88..94: held.
+  ASSERT_TRUE(cache->Truncate(seq, 95).ok());
+  EXPECT_EQ(cache->seq_len(seq), 95);
+  EXPECT_EQ(cache->oldest_readable(seq, 1), 80);
+  Fill(*cache, seq, 103, /*salt=*/2.0f);  // block 25 evicts block 20 (80..83)
+  EXPECT_EQ(cache->oldest_readable(seq, 1), 84);
+  ExpectRows(*cache, seq, 1, 84, 95);
+  ExpectRows(*cache, seq, 1, 95, 103, 2.0f);
+  ExpectRows(*cache, seq, 0, 0, 95);
+  ExpectRows(*cache, seq, 0, 95, 103, 2.0f);
+  // Each query p of the last step sees [p - 7, p]: all readable.
+  EXPECT_LE(cache->oldest_readable(seq, 1), 95 - 7);
+
+  // Truncating to 0 always works; the sequence starts over.
+  ASSERT_TRUE(cache->Truncate(seq, 0).ok());
+  EXPECT_EQ(cache->layer_free_blocks(1), 5);
+  Fill(*cache, seq, 40, /*salt=*/4.0f);
+  ExpectRows(*cache, seq, 1, 40 - 16, 40, 4.0f);
+}
+
+TEST(KvCacheTest, TruncateInsideAnEvictedBlockAfterWrap) {
+  // Window 1 needs no earlier position, so any truncation succeeds; positions whose block was
+  // overwritten must then not be reported readable.
+  KvCacheOptions o = SmallRingOptions();
+  o.window = {0, 1};  // ring: ceil(9 / 4) + 1 = 4 blocks
+  auto cache = MakeCache(o);
+  ASSERT_NE(cache, nullptr);
+  int32_t seq = cache->AddSequence().value();
+  Fill(*cache, seq, 64);                       // ring holds blocks 12..15
+  ASSERT_TRUE(cache->Truncate(seq, 46).ok());  // block 11 (44..47) was overwritten by block 15
+  EXPECT_EQ(cache->oldest_readable(seq, 1), 46);
+  Fill(*cache, seq, 50, 5.0f);
+  EXPECT_EQ(cache->oldest_readable(seq, 1), 46);
+  ExpectRows(*cache, seq, 1, 46, 50, 5.0f);
+}
+
+TEST(KvCacheTest, LoadingAnEvictedPositionIsAProgrammingError) {
+  auto cache = MakeCache(SmallRingOptions());
+  ASSERT_NE(cache, nullptr);
+  int32_t seq = cache->AddSequence().value();
+  Fill(*cache, seq, 100);
+  std::vector<float> k(4 * 4, 1.0f), v(4 * 4, 1.0f);
+#ifdef NDEBUG
+  // Release builds never read freed or foreign memory: evicted rows come back as zeros.
+  cache->Load(seq, 1, 0, 4, k.data(), v.data());
+  for (float x : k) EXPECT_EQ(x, 0.0f);
+  for (float x : v) EXPECT_EQ(x, 0.0f);
+#else
+  EXPECT_DEATH(cache->Load(seq, 1, 0, 4, k.data(), v.data()), "evicted");
+#endif
+}
+
+TEST(KvCacheTest, InvalidOptions) {
+  auto expect_invalid = [](const KvCacheOptions& o, const char* what) {
+    auto planned = KvCache::PoolBytes(o);
+    EXPECT_EQ(planned.status().code(), StatusCode::kInvalidArgument) << what;
+    auto created = KvCache::Create(o);
+    EXPECT_EQ(created.status().code(), StatusCode::kInvalidArgument) << what;
+  };
+  const KvCacheOptions good = SmallOptions(DType::kQ8_0);
+  ASSERT_TRUE(KvCache::PoolBytes(good).ok());
+
+  KvCacheOptions o = good;
+  o.num_ctx = 0;
+  expect_invalid(o, "num_ctx 0");
+  o = good;
+  o.num_ctx = -5;
+  expect_invalid(o, "num_ctx < 0");
+  o = good;
+  o.num_seqs = 0;
+  expect_invalid(o, "num_seqs 0");
+  o = good;
+  o.max_batch = 0;
+  expect_invalid(o, "max_batch 0");
+  o = good;
+  o.block_tokens = 0;
+  expect_invalid(o, "block_tokens 0");
+  o = good;
+  o.k_dim.clear();
+  o.v_dim.clear();
+  expect_invalid(o, "no layers");
+  o = good;
+  o.v_dim.push_back(32);
+  expect_invalid(o, "k_dim and v_dim lengths differ");
+  o = good;
+  o.window = {0};
+  expect_invalid(o, "window length differs");
+  o = good;
+  o.window = {0, -1};
+  expect_invalid(o, "negative window");
+  o = good;
+  o.k_dim[1] = 0;
+  expect_invalid(o, "zero dim");
+  o = good;
+  o.k_dim[1] = 48;
+  expect_invalid(o, "q8_0 dim not a multiple of 32");
+  o.type = DType::kQ4_0;
+  expect_invalid(o, "q4_0 dim not a multiple of 32");
+  o.type = DType::kF16;
+  EXPECT_TRUE(KvCache::PoolBytes(o).ok()) << "f16 takes any dim";
+  for (DType t : {DType::kQ4_1, DType::kBF16, DType::kQ4_K, DType::kI32}) {
+    o = good;
+    o.type = t;
+    expect_invalid(o, "unsupported type");
+  }
+  o = good;
+  o.num_ctx = std::numeric_limits<int64_t>::max();
+  o.block_tokens = 1;
+  expect_invalid(o, "more than 2^31 blocks");
+  o = good;
+  o.type = DType::kF32;
+  o.k_dim[0] = int64_t{1} << 58;
+  expect_invalid(o, "bytes overflow");
+}
+
+}  // namespace
+}  // namespace ferry

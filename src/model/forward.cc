@@ -1,0 +1,155 @@
+// The decoder forward pass shared by every registered architecture, written to be read top to
+// bottom (model-notes §2). Architecture differences are the HParams feature flags.
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/ref/ops.h"
+#include "model/model.h"
+
+namespace ferry {
+namespace {
+
+const float* F32(const WeightMatrix& w) { return static_cast<const float*>(w.data); }
+
+// y[t] += b for each of n_tok rows of n.
+void AddBias(float* y, const WeightMatrix& b, int64_t n_tok, int64_t n) {
+  if (!b.present()) return;
+  for (int64_t t = 0; t < n_tok; ++t) {
+    for (int64_t i = 0; i < n; ++i) y[t * n + i] += F32(b)[i];
+  }
+}
+
+// Normalizes each of n_tok rows of n in place with weight w.
+void NormRows(float* x, const WeightMatrix& w, int64_t n_tok, int64_t n, float eps) {
+  for (int64_t t = 0; t < n_tok; ++t) RmsNormRef(x + t * n, F32(w), x + t * n, n, eps);
+}
+
+}  // namespace
+
+Status Model::Forward(std::span<const int32_t> tokens, int64_t pos0, KvCache& kv, int32_t seq,
+                      const ForwardOptions& options, std::vector<float>* logits) const {
+  const HParams& hp = hp_;
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  if (n == 0) return InvalidArgumentError("Forward() needs at least one token");
+  const int64_t e = hp.n_embd, dk = hp.head_dim_k, dv = hp.head_dim_v;
+  const int64_t qd = hp.n_head * dk, kd = hp.n_head_kv * dk, vd = hp.n_head_kv * dv;
+  const int64_t group = hp.n_head / hp.n_head_kv;
+  const float scale = hp.attn_scale > 0.0f ? hp.attn_scale : 1.0f / std::sqrt(static_cast<float>(dk));
+
+  // Activations: x [n, e].
+  std::vector<float> x(static_cast<size_t>(n * e));
+  for (int64_t t = 0; t < n; ++t) {
+    const int32_t id = tokens[static_cast<size_t>(t)];
+    if (id < 0 || id >= hp.n_vocab) {
+      return InvalidArgumentError("token id {} is outside the vocabulary of {} tokens", id,
+                                  hp.n_vocab);
+    }
+    FERRY_RETURN_IF_ERROR(GetRowRef(w_.token_embd, id, x.data() + t * e));
+    if (hp.embed_scale) {
+      const float s = std::sqrt(static_cast<float>(e));
+      for (int64_t i = 0; i < e; ++i) x[t * e + i] *= s;
+    }
+  }
+
+  std::vector<float> cur(static_cast<size_t>(n * e)), q(static_cast<size_t>(n * qd)),
+      k(static_cast<size_t>(n * kd)), v(static_cast<size_t>(n * vd)),
+      attn(static_cast<size_t>(n * hp.n_head * dv)), out(static_cast<size_t>(n * e)),
+      gate(static_cast<size_t>(n * hp.n_ff)), up(static_cast<size_t>(n * hp.n_ff));
+  std::vector<float> kc, vc, scores;
+
+  for (int64_t l = 0; l < hp.n_layer; ++l) {
+    const LayerWeights& L = w_.layers[static_cast<size_t>(l)];
+    const int64_t window = hp.swa_window[static_cast<size_t>(l)];
+
+    // Attention: cur = norm(x); q, k, v projections.
+    std::copy(x.begin(), x.end(), cur.begin());
+    NormRows(cur.data(), L.attn_norm, n, e, hp.norm_eps);
+    FERRY_RETURN_IF_ERROR(MatMulRef(L.wq, cur.data(), n, q.data()));
+    FERRY_RETURN_IF_ERROR(MatMulRef(L.wk, cur.data(), n, k.data()));
+    FERRY_RETURN_IF_ERROR(MatMulRef(L.wv, cur.data(), n, v.data()));
+    AddBias(q.data(), L.bq, n, qd);
+    AddBias(k.data(), L.bk, n, kd);
+    AddBias(v.data(), L.bv, n, vd);
+    if (hp.qk_norm) {
+      NormRows(q.data(), L.q_norm, n * hp.n_head, dk, hp.norm_eps);
+      NormRows(k.data(), L.k_norm, n * hp.n_head_kv, dk, hp.norm_eps);
+    }
+    const float base = window > 0 ? hp.rope_base_swa : hp.rope_base;
+    const float freq_scale = window > 0 ? 1.0f : hp.rope_freq_scale;
+    const float* ff = w_.rope_freqs.present() ? F32(w_.rope_freqs) : nullptr;
+    const bool neox = hp.rope_type == RopeType::kNeox;
+    for (int64_t t = 0; t < n; ++t) {
+      RopeRef(q.data() + t * qd, hp.n_head, dk, hp.n_rot, pos0 + t, base, freq_scale, ff, neox);
+      RopeRef(k.data() + t * kd, hp.n_head_kv, dk, hp.n_rot, pos0 + t, base, freq_scale, ff, neox);
+      kv.Store(seq, static_cast<int>(l), pos0 + t, k.data() + t * kd, v.data() + t * vd);
+    }
+
+    // Keys visible to this batch: [p_lo, pos0 + n).
+    const int64_t p_hi = pos0 + n;
+    const int64_t p_lo = window > 0 ? std::max<int64_t>(0, pos0 - window + 1) : 0;
+    const int64_t n_keys = p_hi - p_lo;
+    kc.resize(static_cast<size_t>(n_keys * kd));
+    vc.resize(static_cast<size_t>(n_keys * vd));
+    kv.Load(seq, static_cast<int>(l), p_lo, p_hi, kc.data(), vc.data());
+    scores.resize(static_cast<size_t>(n_keys));
+    for (int64_t t = 0; t < n; ++t) {
+      const int64_t p = pos0 + t;
+      const int64_t first = window > 0 ? std::max(p_lo, p - window + 1) : p_lo;
+      const int64_t count = p - first + 1;  // keys first..p (causal)
+      for (int64_t h = 0; h < hp.n_head; ++h) {
+        const int64_t g = h / group;
+        const float* qh = q.data() + t * qd + h * dk;
+        for (int64_t j = 0; j < count; ++j) {
+          const float* kj = kc.data() + (first - p_lo + j) * kd + g * dk;
+          double dot = 0.0;
+          for (int64_t i = 0; i < dk; ++i) dot += static_cast<double>(qh[i]) * kj[i];
+          scores[static_cast<size_t>(j)] = static_cast<float>(dot) * scale;
+        }
+        SoftmaxRef(scores.data(), count);
+        float* oh = attn.data() + t * hp.n_head * dv + h * dv;
+        for (int64_t i = 0; i < dv; ++i) {
+          double acc = 0.0;
+          for (int64_t j = 0; j < count; ++j) {
+            acc += static_cast<double>(scores[static_cast<size_t>(j)]) *
+                   vc[static_cast<size_t>((first - p_lo + j) * vd + g * dv + i)];
+          }
+          oh[i] = static_cast<float>(acc);
+        }
+      }
+    }
+    FERRY_RETURN_IF_ERROR(MatMulRef(L.wo, attn.data(), n, out.data()));
+    AddBias(out.data(), L.bo, n, e);
+    if (hp.post_norms) NormRows(out.data(), L.post_attn_norm, n, e, hp.norm_eps);
+    for (int64_t i = 0; i < n * e; ++i) x[i] += out[i];
+
+    // Feed-forward: x += down(act(gate(norm(x))) * up(norm(x))).
+    std::copy(x.begin(), x.end(), cur.begin());
+    NormRows(cur.data(), L.ffn_norm, n, e, hp.norm_eps);
+    FERRY_RETURN_IF_ERROR(MatMulRef(L.ffn_gate, cur.data(), n, gate.data()));
+    FERRY_RETURN_IF_ERROR(MatMulRef(L.ffn_up, cur.data(), n, up.data()));
+    for (int64_t i = 0; i < n * hp.n_ff; ++i) {
+      const float a = hp.activation == FfnActivation::kSilu ? SiluRef(gate[i])
+                                                             : GeluTanhF16Ref(gate[i]);
+      gate[i] = a * up[i];
+    }
+    FERRY_RETURN_IF_ERROR(MatMulRef(L.ffn_down, gate.data(), n, out.data()));
+    if (hp.post_norms) NormRows(out.data(), L.post_ffw_norm, n, e, hp.norm_eps);
+    for (int64_t i = 0; i < n * e; ++i) x[i] += out[i];
+  }
+
+  // Output: logits for the last token, or all.
+  const int64_t first_out = options.all_logits ? 0 : n - 1;
+  const int64_t n_out = n - first_out;
+  std::vector<float> last(x.begin() + first_out * e, x.end());
+  NormRows(last.data(), w_.output_norm, n_out, e, hp.norm_eps);
+  const WeightMatrix& wout = w_.output.present() ? w_.output : w_.token_embd;
+  logits->resize(static_cast<size_t>(n_out * hp.n_vocab));
+  FERRY_RETURN_IF_ERROR(MatMulRef(wout, last.data(), n_out, logits->data()));
+  if (hp.final_logit_softcap > 0.0f) {
+    const float c = hp.final_logit_softcap;
+    for (float& z : *logits) z = c * std::tanh(z / c);
+  }
+  return Status::Ok();
+}
+
+}  // namespace ferry

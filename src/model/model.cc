@@ -1,0 +1,285 @@
+#include "model/model.h"
+
+#include <cmath>
+
+#include <fmt/format.h>
+
+#include "base/log.h"
+
+namespace ferry {
+namespace {
+
+constexpr ArchDef kArchitectures[] = {
+    {"llama", &ConfigureLlama},
+    {"qwen2", &ConfigureQwen2},
+    {"qwen3", &ConfigureQwen3},
+    {"gemma3", &ConfigureGemma3},
+};
+
+// Reads an unsigned hyper-parameter; `required` ones give NotFound when absent.
+Status ReadInt(const gguf::GgufFile& f, const std::string& key, bool required, int64_t* out) {
+  const gguf::Value* v = f.Find(key);
+  if (v == nullptr) {
+    if (required) return NotFoundError("{}: missing metadata key '{}'", f.name(), key);
+    return Status::Ok();
+  }
+  const gguf::Value* scalar = v;
+  if (v->type() == gguf::ValueType::kArray) {
+    // Per-layer values: ferry requires them to be equal for now.
+    const gguf::Array& a = std::get<gguf::Array>(v->data);
+    if (a.items.empty()) return DataLossError("{}: '{}' is an empty array", f.name(), key);
+    for (const gguf::Value& item : a.items) {
+      if (!(item == a.items[0])) {
+        return UnimplementedError("{}: '{}' differs between layers, which ferry does not support",
+                                  f.name(), key);
+      }
+    }
+    scalar = &a.items[0];
+  }
+  auto u = scalar->AsUint();
+  if (!u.ok()) return u.status().WithPrefix(fmt::format("{}: {}", f.name(), key));
+  if (*u > (uint64_t{1} << 40)) {
+    return OutOfRangeError("{}: '{}' = {} is absurdly large", f.name(), key, *u);
+  }
+  *out = static_cast<int64_t>(*u);
+  return Status::Ok();
+}
+
+Status ReadFloat(const gguf::GgufFile& f, const std::string& key, bool required, float* out) {
+  const gguf::Value* v = f.Find(key);
+  if (v == nullptr) {
+    if (required) return NotFoundError("{}: missing metadata key '{}'", f.name(), key);
+    return Status::Ok();
+  }
+  auto d = v->AsDouble();
+  if (!d.ok()) return d.status().WithPrefix(fmt::format("{}: {}", f.name(), key));
+  if (!std::isfinite(*d)) return DataLossError("{}: '{}' is not finite", f.name(), key);
+  *out = static_cast<float>(*d);
+  return Status::Ok();
+}
+
+Status ReadCommon(const gguf::GgufFile& f, HParams* hp) {
+  const std::string a = hp->arch + ".";
+  FERRY_RETURN_IF_ERROR(ReadInt(f, a + "context_length", true, &hp->n_ctx_train));
+  FERRY_RETURN_IF_ERROR(ReadInt(f, a + "embedding_length", true, &hp->n_embd));
+  FERRY_RETURN_IF_ERROR(ReadInt(f, a + "block_count", true, &hp->n_layer));
+  FERRY_RETURN_IF_ERROR(ReadInt(f, a + "feed_forward_length", true, &hp->n_ff));
+  FERRY_RETURN_IF_ERROR(ReadInt(f, a + "attention.head_count", true, &hp->n_head));
+  hp->n_head_kv = hp->n_head;
+  FERRY_RETURN_IF_ERROR(ReadInt(f, a + "attention.head_count_kv", false, &hp->n_head_kv));
+  if (hp->n_embd <= 0 || hp->n_layer <= 0 || hp->n_head <= 0 || hp->n_head_kv <= 0 ||
+      hp->n_ff <= 0) {
+    return DataLossError("{}: hyper-parameters must be positive (embedding {}, layers {}, heads "
+                         "{}, kv heads {}, ffn {})", f.name(), hp->n_embd, hp->n_layer,
+                         hp->n_head, hp->n_head_kv, hp->n_ff);
+  }
+  if (hp->n_head % hp->n_head_kv != 0) {
+    return DataLossError("{}: {} heads is not a multiple of {} KV heads", f.name(), hp->n_head,
+                         hp->n_head_kv);
+  }
+  hp->head_dim_k = hp->n_embd / hp->n_head;
+  hp->head_dim_v = hp->head_dim_k;
+  FERRY_RETURN_IF_ERROR(ReadInt(f, a + "attention.key_length", false, &hp->head_dim_k));
+  FERRY_RETURN_IF_ERROR(ReadInt(f, a + "attention.value_length", false, &hp->head_dim_v));
+  hp->n_rot = hp->head_dim_k;
+  FERRY_RETURN_IF_ERROR(ReadInt(f, a + "rope.dimension_count", false, &hp->n_rot));
+  if (hp->n_rot <= 0 || hp->n_rot > hp->head_dim_k || hp->n_rot % 2 != 0) {
+    return DataLossError("{}: rope dimension {} does not fit head size {}", f.name(), hp->n_rot,
+                         hp->head_dim_k);
+  }
+  FERRY_RETURN_IF_ERROR(ReadFloat(f, a + "attention.layer_norm_rms_epsilon", true, &hp->norm_eps));
+  FERRY_RETURN_IF_ERROR(ReadFloat(f, a + "rope.freq_base", false, &hp->rope_base));
+  // RoPE scaling: none/linear supported; yarn and longrope are not yet.
+  std::string scaling = "linear";
+  if (const gguf::Value* v = f.Find(a + "rope.scaling.type")) {
+    auto s = v->AsString();
+    if (!s.ok()) return s.status().WithPrefix(f.name());
+    scaling = std::string(*s);
+  }
+  float factor = 1.0f;
+  FERRY_RETURN_IF_ERROR(ReadFloat(f, a + "rope.scale_linear", false, &factor));
+  FERRY_RETURN_IF_ERROR(ReadFloat(f, a + "rope.scaling.factor", false, &factor));
+  if (scaling == "none") {
+    factor = 1.0f;
+  } else if (scaling != "linear") {
+    return UnimplementedError("{}: RoPE scaling '{}' is not supported yet (only none and linear)",
+                              f.name(), scaling);
+  }
+  if (!(factor > 0.0f)) return DataLossError("{}: RoPE scaling factor {} <= 0", f.name(), factor);
+  hp->rope_freq_scale = 1.0f / factor;
+  FERRY_RETURN_IF_ERROR(ReadFloat(f, a + "final_logit_softcapping", false,
+                                  &hp->final_logit_softcap));
+  hp->swa_window.assign(static_cast<size_t>(hp->n_layer), 0);
+  // Vocabulary size: the tokenizer's token list, else {arch}.vocab_size, else token_embd rows.
+  if (f.Find("tokenizer.ggml.tokens")) {
+    FERRY_ASSIGN_OR_RETURN(const gguf::Array* tokens, f.GetArray("tokenizer.ggml.tokens"));
+    hp->n_vocab = static_cast<int64_t>(tokens->items.size());
+  } else {
+    FERRY_RETURN_IF_ERROR(ReadInt(f, a + "vocab_size", false, &hp->n_vocab));
+  }
+  return Status::Ok();
+}
+
+class Binder {
+ public:
+  Binder(const gguf::GgufFile& f) : f_(f) {}
+
+  // Binds `name` and checks its dims equal `dims` (ne order). Absent optional tensors stay
+  // unbound (data == nullptr).
+  Status Bind(const std::string& name, std::vector<int64_t> dims, bool required,
+              WeightMatrix* out) {
+    const gguf::TensorInfo* t = f_.FindTensor(name);
+    if (t == nullptr) {
+      if (required) return NotFoundError("{}: missing tensor '{}'", f_.name(), name);
+      return Status::Ok();
+    }
+    bool same = t->dims.size() == dims.size() ||
+                (t->dims.size() < dims.size() && dims.back() == 1 && t->dims.size() == 1);
+    for (size_t i = 0; same && i < t->dims.size(); ++i) {
+      same = static_cast<int64_t>(t->dims[i]) == dims[i];
+    }
+    if (!same) {
+      std::string want = "[", got = "[";
+      for (size_t i = 0; i < dims.size(); ++i) want += fmt::format("{}{}", i ? ", " : "", dims[i]);
+      for (size_t i = 0; i < t->dims.size(); ++i) {
+        got += fmt::format("{}{}", i ? ", " : "", t->dims[i]);
+      }
+      return DataLossError("{}: tensor '{}' has shape {}] but the hyper-parameters say {}]",
+                           f_.name(), name, got, want);
+    }
+    if (!Traits(t->type).can_dequantize) {
+      return UnimplementedError("{}: tensor '{}' has type {}, which ferry cannot compute with yet",
+                                f_.name(), name, DTypeName(t->type));
+    }
+    out->type = t->type;
+    out->data = f_.TensorData(*t).data();
+    out->cols = static_cast<int64_t>(t->dims.empty() ? 1 : t->dims[0]);
+    out->rows = 1;
+    for (size_t i = 1; i < t->dims.size(); ++i) out->rows *= static_cast<int64_t>(t->dims[i]);
+    out->row_bytes = *RowBytes(t->type, static_cast<uint64_t>(out->cols));
+    return Status::Ok();
+  }
+
+ private:
+  const gguf::GgufFile& f_;
+};
+
+Status BindWeights(const gguf::GgufFile& f, const HParams& hp, ModelWeights* w) {
+  Binder b(f);
+  const int64_t e = hp.n_embd, qd = hp.n_head * hp.head_dim_k, kd = hp.n_head_kv * hp.head_dim_k,
+                vd = hp.n_head_kv * hp.head_dim_v;
+  FERRY_RETURN_IF_ERROR(b.Bind("token_embd.weight", {e, hp.n_vocab}, true, &w->token_embd));
+  FERRY_RETURN_IF_ERROR(b.Bind("output_norm.weight", {e}, true, &w->output_norm));
+  FERRY_RETURN_IF_ERROR(b.Bind("output.weight", {e, hp.n_vocab}, false, &w->output));
+  FERRY_RETURN_IF_ERROR(b.Bind("rope_freqs.weight", {hp.n_rot / 2}, false, &w->rope_freqs));
+  if (w->rope_freqs.present() && w->rope_freqs.type != DType::kF32) {
+    return UnimplementedError("{}: rope_freqs must be f32", f.name());
+  }
+  w->layers.resize(static_cast<size_t>(hp.n_layer));
+  for (int64_t l = 0; l < hp.n_layer; ++l) {
+    LayerWeights& L = w->layers[static_cast<size_t>(l)];
+    const std::string p = fmt::format("blk.{}.", l);
+    FERRY_RETURN_IF_ERROR(b.Bind(p + "attn_norm.weight", {e}, true, &L.attn_norm));
+    FERRY_RETURN_IF_ERROR(b.Bind(p + "attn_q.weight", {e, qd}, true, &L.wq));
+    FERRY_RETURN_IF_ERROR(b.Bind(p + "attn_k.weight", {e, kd}, true, &L.wk));
+    FERRY_RETURN_IF_ERROR(b.Bind(p + "attn_v.weight", {e, vd}, true, &L.wv));
+    FERRY_RETURN_IF_ERROR(b.Bind(p + "attn_output.weight", {hp.n_head * hp.head_dim_v, e}, true,
+                                 &L.wo));
+    FERRY_RETURN_IF_ERROR(b.Bind(p + "attn_q.bias", {qd}, hp.qkv_bias, &L.bq));
+    FERRY_RETURN_IF_ERROR(b.Bind(p + "attn_k.bias", {kd}, hp.qkv_bias, &L.bk));
+    FERRY_RETURN_IF_ERROR(b.Bind(p + "attn_v.bias", {vd}, hp.qkv_bias, &L.bv));
+    FERRY_RETURN_IF_ERROR(b.Bind(p + "attn_output.bias", {e}, false, &L.bo));
+    FERRY_RETURN_IF_ERROR(b.Bind(p + "attn_q_norm.weight", {hp.head_dim_k}, hp.qk_norm, &L.q_norm));
+    FERRY_RETURN_IF_ERROR(b.Bind(p + "attn_k_norm.weight", {hp.head_dim_k}, hp.qk_norm, &L.k_norm));
+    FERRY_RETURN_IF_ERROR(b.Bind(p + "post_attention_norm.weight", {e}, hp.post_norms,
+                                 &L.post_attn_norm));
+    FERRY_RETURN_IF_ERROR(b.Bind(p + "ffn_norm.weight", {e}, true, &L.ffn_norm));
+    FERRY_RETURN_IF_ERROR(b.Bind(p + "ffn_gate.weight", {e, hp.n_ff}, true, &L.ffn_gate));
+    FERRY_RETURN_IF_ERROR(b.Bind(p + "ffn_up.weight", {e, hp.n_ff}, true, &L.ffn_up));
+    FERRY_RETURN_IF_ERROR(b.Bind(p + "ffn_down.weight", {hp.n_ff, e}, true, &L.ffn_down));
+    FERRY_RETURN_IF_ERROR(b.Bind(p + "post_ffw_norm.weight", {e}, hp.post_norms,
+                                 &L.post_ffw_norm));
+    // Norms and biases are used as plain f32 vectors by the forward pass.
+    for (const WeightMatrix* v : {&L.attn_norm, &L.bq, &L.bk, &L.bv, &L.bo, &L.q_norm, &L.k_norm,
+                                  &L.post_attn_norm, &L.ffn_norm, &L.post_ffw_norm}) {
+      if (v->present() && v->type != DType::kF32) {
+        return UnimplementedError("{}: {}norm/bias tensors must be f32, found {}", f.name(), p,
+                                  DTypeName(v->type));
+      }
+    }
+  }
+  if (w->output_norm.type != DType::kF32) {
+    return UnimplementedError("{}: output_norm must be f32", f.name());
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+std::span<const ArchDef> RegisteredArchitectures() { return kArchitectures; }
+
+StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path) {
+  FERRY_ASSIGN_OR_RETURN(std::unique_ptr<gguf::GgufFile> file, gguf::GgufFile::Open(path));
+  return FromFile(std::move(file));
+}
+
+StatusOr<std::unique_ptr<Model>> Model::FromFile(std::unique_ptr<gguf::GgufFile> file) {
+  std::unique_ptr<Model> m(new Model());
+  const gguf::GgufFile& f = *file;
+  if (f.Find("general.architecture") == nullptr) {
+    return NotFoundError("{}: no general.architecture key; not a model file", f.name());
+  }
+  FERRY_ASSIGN_OR_RETURN(std::string_view arch, f.GetString("general.architecture"));
+  const ArchDef* def = nullptr;
+  std::string known;
+  for (const ArchDef& d : kArchitectures) {
+    if (d.name == arch) def = &d;
+    known += fmt::format("{}{}", known.empty() ? "" : ", ", d.name);
+  }
+  if (def == nullptr) {
+    return UnimplementedError("{}: architecture '{}' is not supported (ferry runs: {})", f.name(),
+                              arch, known);
+  }
+  m->hp_.arch = std::string(arch);
+  FERRY_RETURN_IF_ERROR(ReadCommon(f, &m->hp_));
+  FERRY_RETURN_IF_ERROR(def->configure(f, &m->hp_));
+  if (m->hp_.n_vocab <= 0) {
+    // No tokenizer in the file: take the vocabulary from the embedding matrix.
+    const gguf::TensorInfo* t = f.FindTensor("token_embd.weight");
+    if (t == nullptr || t->dims.size() != 2) {
+      return NotFoundError("{}: missing tensor 'token_embd.weight'", f.name());
+    }
+    m->hp_.n_vocab = static_cast<int64_t>(t->dims[1]);
+  }
+  FERRY_RETURN_IF_ERROR(BindWeights(f, m->hp_, &m->w_));
+  // Special token ids must lie inside the vocabulary.
+  for (const char* key : {"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
+                          "tokenizer.ggml.unknown_token_id", "tokenizer.ggml.padding_token_id",
+                          "tokenizer.ggml.eot_token_id"}) {
+    if (const gguf::Value* v = f.Find(key)) {
+      auto id = v->AsUint();
+      // 0xFFFFFFFF (-1 as u32) means "none" in converted files.
+      if (id.ok() && *id != 0xFFFFFFFFull && *id >= static_cast<uint64_t>(m->hp_.n_vocab)) {
+        return DataLossError("{}: {} = {} is outside the vocabulary of {} tokens", f.name(), key,
+                             *id, m->hp_.n_vocab);
+      }
+    }
+  }
+  m->file_ = std::move(file);
+  return m;
+}
+
+KvCacheOptions Model::KvOptions(DType type, int64_t num_ctx, int32_t num_seqs,
+                                int64_t max_batch) const {
+  KvCacheOptions o;
+  o.type = type;
+  o.k_dim.assign(static_cast<size_t>(hp_.n_layer), hp_.n_head_kv * hp_.head_dim_k);
+  o.v_dim.assign(static_cast<size_t>(hp_.n_layer), hp_.n_head_kv * hp_.head_dim_v);
+  o.window = hp_.swa_window;
+  o.num_ctx = num_ctx;
+  o.num_seqs = num_seqs;
+  o.max_batch = max_batch;
+  return o;
+}
+
+}  // namespace ferry
