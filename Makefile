@@ -1,4 +1,5 @@
 # ferry: `make demo` and `make test` work on a fresh Debian 12 machine (see README.md).
+SHELL := /bin/bash
 BUILD ?= build
 FERRY_MODELS ?= $(HOME)/.ferry/models
 export FERRY_MODELS
@@ -22,8 +23,13 @@ build: setup $(BUILD)/build.ninja
 models: setup
 	@scripts/fetch-models
 
+
 demo: build models
 	@$(BUILD)/bin/ferry show $(DEFAULT_MODEL)
+	@echo
+	@echo "$$ ferry run gemma-3-270m-q4_k_m 'Question: What is the capital of France?\nAnswer:' --raw"
+	@$(BUILD)/bin/ferry run $(DEFAULT_MODEL) "$$(printf 'Question: What is the capital of France?\nAnswer:')" --raw --temperature 0 \
+	  --num-predict 32 --stop $$'\n' --verbose
 
 unit: build
 	@ctest --test-dir $(BUILD) --output-on-failure -j2

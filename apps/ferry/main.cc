@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 
 #include "base/log.h"
+#include "cmd_run.h"
 #include "cmd_show.h"
 #include "settings.h"
 
@@ -15,20 +16,26 @@ int Main(int argc, char** argv) {
   CLI::App app{"ferry: a local LLM server with exact, explainable memory plans"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "ferry 0.1.0");
-  bool verbose = false;
-  app.add_flag("-v,--verbose", verbose, "Debug logging on stderr");
+  bool debug = false;
+  app.add_flag("--debug", debug, "Debug logging on stderr");
 
   ferry::app::ShowOptions show;
   ferry::app::AddShowCommand(app, show);
+  ferry::app::RunOptions run;
+  ferry::app::AddRunCommand(app, run);
+  ferry::app::PerplexityOptions perplexity;
+  ferry::app::AddPerplexityCommand(app, perplexity);
 
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
-  ferry::log::SetLevel(verbose ? ferry::log::Level::kDebug : ferry::log::Level::kWarn);
+  ferry::log::SetLevel(debug ? ferry::log::Level::kDebug : ferry::log::Level::kWarn);
   ferry::app::Settings settings = ferry::app::ReadSettings();
   if (app.got_subcommand("show")) return ferry::app::RunShow(settings, show);
+  if (app.got_subcommand("run")) return ferry::app::RunRun(settings, run);
+  if (app.got_subcommand("perplexity")) return ferry::app::RunPerplexity(settings, perplexity);
   return 2;
 }
 

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "base/thread_pool.h"
+#include "kernels/cpu/matmul.h"
 #include "kernels/ref/ops.h"
 #include "model/model.h"
 
@@ -64,9 +66,9 @@ Status Model::Forward(std::span<const int32_t> tokens, int64_t pos0, KvCache& kv
     // Attention: cur = norm(x); q, k, v projections.
     std::copy(x.begin(), x.end(), cur.begin());
     NormRows(cur.data(), L.attn_norm, n, e, hp.norm_eps);
-    FERRY_RETURN_IF_ERROR(MatMulRef(L.wq, cur.data(), n, q.data()));
-    FERRY_RETURN_IF_ERROR(MatMulRef(L.wk, cur.data(), n, k.data()));
-    FERRY_RETURN_IF_ERROR(MatMulRef(L.wv, cur.data(), n, v.data()));
+    FERRY_RETURN_IF_ERROR(MatMul(L.wq, cur.data(), n, q.data(), options.pool));
+    FERRY_RETURN_IF_ERROR(MatMul(L.wk, cur.data(), n, k.data(), options.pool));
+    FERRY_RETURN_IF_ERROR(MatMul(L.wv, cur.data(), n, v.data(), options.pool));
     AddBias(q.data(), L.bq, n, qd);
     AddBias(k.data(), L.bk, n, kd);
     AddBias(v.data(), L.bv, n, vd);
@@ -91,33 +93,37 @@ Status Model::Forward(std::span<const int32_t> tokens, int64_t pos0, KvCache& kv
     kc.resize(static_cast<size_t>(n_keys * kd));
     vc.resize(static_cast<size_t>(n_keys * vd));
     kv.Load(seq, static_cast<int>(l), p_lo, p_hi, kc.data(), vc.data());
-    scores.resize(static_cast<size_t>(n_keys));
-    for (int64_t t = 0; t < n; ++t) {
-      const int64_t p = pos0 + t;
-      const int64_t first = window > 0 ? std::max(p_lo, p - window + 1) : p_lo;
-      const int64_t count = p - first + 1;  // keys first..p (causal)
-      for (int64_t h = 0; h < hp.n_head; ++h) {
+    // Heads are independent: split them over the pool, one row of scores per head.
+    scores.resize(static_cast<size_t>(hp.n_head * n_keys));
+    ParallelFor(options.pool, hp.n_head, [&](int64_t h_begin, int64_t h_end) {
+      for (int64_t h = h_begin; h < h_end; ++h) {
         const int64_t g = h / group;
-        const float* qh = q.data() + t * qd + h * dk;
-        for (int64_t j = 0; j < count; ++j) {
-          const float* kj = kc.data() + (first - p_lo + j) * kd + g * dk;
-          double dot = 0.0;
-          for (int64_t i = 0; i < dk; ++i) dot += static_cast<double>(qh[i]) * kj[i];
-          scores[static_cast<size_t>(j)] = static_cast<float>(dot) * scale;
-        }
-        SoftmaxRef(scores.data(), count);
-        float* oh = attn.data() + t * hp.n_head * dv + h * dv;
-        for (int64_t i = 0; i < dv; ++i) {
-          double acc = 0.0;
+        float* sh = scores.data() + h * n_keys;
+        for (int64_t t = 0; t < n; ++t) {
+          const int64_t p = pos0 + t;
+          const int64_t first = window > 0 ? std::max(p_lo, p - window + 1) : p_lo;
+          const int64_t count = p - first + 1;  // keys first..p (causal)
+          const float* qh = q.data() + t * qd + h * dk;
           for (int64_t j = 0; j < count; ++j) {
-            acc += static_cast<double>(scores[static_cast<size_t>(j)]) *
-                   vc[static_cast<size_t>((first - p_lo + j) * vd + g * dv + i)];
+            const float* kj = kc.data() + (first - p_lo + j) * kd + g * dk;
+            double dot = 0.0;
+            for (int64_t i = 0; i < dk; ++i) dot += static_cast<double>(qh[i]) * kj[i];
+            sh[j] = static_cast<float>(dot) * scale;
           }
-          oh[i] = static_cast<float>(acc);
+          SoftmaxRef(sh, count);
+          float* oh = attn.data() + t * hp.n_head * dv + h * dv;
+          for (int64_t i = 0; i < dv; ++i) {
+            double acc = 0.0;
+            for (int64_t j = 0; j < count; ++j) {
+              acc += static_cast<double>(sh[j]) *
+                     vc[static_cast<size_t>((first - p_lo + j) * vd + g * dv + i)];
+            }
+            oh[i] = static_cast<float>(acc);
+          }
         }
       }
-    }
-    FERRY_RETURN_IF_ERROR(MatMulRef(L.wo, attn.data(), n, out.data()));
+    });
+    FERRY_RETURN_IF_ERROR(MatMul(L.wo, attn.data(), n, out.data(), options.pool));
     AddBias(out.data(), L.bo, n, e);
     if (hp.post_norms) NormRows(out.data(), L.post_attn_norm, n, e, hp.norm_eps);
     for (int64_t i = 0; i < n * e; ++i) x[i] += out[i];
@@ -125,14 +131,14 @@ Status Model::Forward(std::span<const int32_t> tokens, int64_t pos0, KvCache& kv
     // Feed-forward: x += down(act(gate(norm(x))) * up(norm(x))).
     std::copy(x.begin(), x.end(), cur.begin());
     NormRows(cur.data(), L.ffn_norm, n, e, hp.norm_eps);
-    FERRY_RETURN_IF_ERROR(MatMulRef(L.ffn_gate, cur.data(), n, gate.data()));
-    FERRY_RETURN_IF_ERROR(MatMulRef(L.ffn_up, cur.data(), n, up.data()));
+    FERRY_RETURN_IF_ERROR(MatMul(L.ffn_gate, cur.data(), n, gate.data(), options.pool));
+    FERRY_RETURN_IF_ERROR(MatMul(L.ffn_up, cur.data(), n, up.data(), options.pool));
     for (int64_t i = 0; i < n * hp.n_ff; ++i) {
       const float a = hp.activation == FfnActivation::kSilu ? SiluRef(gate[i])
                                                              : GeluTanhF16Ref(gate[i]);
       gate[i] = a * up[i];
     }
-    FERRY_RETURN_IF_ERROR(MatMulRef(L.ffn_down, gate.data(), n, out.data()));
+    FERRY_RETURN_IF_ERROR(MatMul(L.ffn_down, gate.data(), n, out.data(), options.pool));
     if (hp.post_norms) NormRows(out.data(), L.post_ffw_norm, n, e, hp.norm_eps);
     for (int64_t i = 0; i < n * e; ++i) x[i] += out[i];
   }
@@ -144,7 +150,7 @@ Status Model::Forward(std::span<const int32_t> tokens, int64_t pos0, KvCache& kv
   NormRows(last.data(), w_.output_norm, n_out, e, hp.norm_eps);
   const WeightMatrix& wout = w_.output.present() ? w_.output : w_.token_embd;
   logits->resize(static_cast<size_t>(n_out * hp.n_vocab));
-  FERRY_RETURN_IF_ERROR(MatMulRef(wout, last.data(), n_out, logits->data()));
+  FERRY_RETURN_IF_ERROR(MatMul(wout, last.data(), n_out, logits->data(), options.pool));
   if (hp.final_logit_softcap > 0.0f) {
     const float c = hp.final_logit_softcap;
     for (float& z : *logits) z = c * std::tanh(z / c);

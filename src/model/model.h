@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "base/thread_pool.h"
 #include "gguf/gguf.h"
 #include "kernels/ref/ops.h"
 #include "kv/kv_cache.h"
@@ -69,6 +70,10 @@ struct ModelWeights {
 // Per-batch options of Forward().
 struct ForwardOptions {
   bool all_logits = false;  // logits for every token (perplexity) instead of only the last
+  // Threads for the matrix products and attention heads; null runs on the calling thread.
+  // Results do not depend on the thread count. The pool must not be used by anyone else
+  // during Forward() (one ParallelFor at a time).
+  ThreadPool* pool = nullptr;
 };
 
 class Model {

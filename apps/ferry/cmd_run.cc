@@ -1,0 +1,218 @@
+#include "cmd_run.h"
+
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include <fmt/format.h>
+
+#include "chat/chat_template.h"
+#include "model/model.h"
+#include "runtime/runner.h"
+#include "tokenizer/tokenizer.h"
+
+namespace ferry::app {
+namespace {
+
+void AddRequestFlags(CLI::App* cmd, RequestFlags& r) {
+  cmd->add_option("--num-ctx", r.num_ctx, "Context length in tokens (KV cache size)");
+  cmd->add_option("--num-predict", r.num_predict, "Tokens to generate (-1: until done)");
+  cmd->add_option("--num-batch", r.num_batch, "Prompt tokens per forward step");
+  cmd->add_option("--num-thread", r.num_thread, "CPU threads (0: all cores)");
+  cmd->add_option("--kv-type", r.kv_type, "KV cache type: f16, q8_0, q4_0 or f32");
+  cmd->add_option("--temperature", r.temperature, "Sampling temperature (0: greedy)");
+  cmd->add_option("--top-k", r.top_k, "Keep the k most likely tokens (0: off)");
+  cmd->add_option("--top-p", r.top_p, "Nucleus sampling mass (1: off)");
+  cmd->add_option("--min-p", r.min_p, "Drop tokens below min_p x the top probability");
+  cmd->add_option("--repeat-penalty", r.repeat_penalty, "Penalty for repeated tokens (1: off)");
+  cmd->add_option("--repeat-last-n", r.repeat_last_n, "Tokens the penalties look back over");
+  cmd->add_option("--presence-penalty", r.presence_penalty, "Presence penalty");
+  cmd->add_option("--frequency-penalty", r.frequency_penalty, "Frequency penalty");
+  cmd->add_option("--seed", r.seed, "Random seed for reproducible sampling");
+  cmd->add_option("--stop", r.stop, "Stop string (repeatable)");
+}
+
+struct Loaded {
+  std::unique_ptr<Model> model;
+  std::unique_ptr<tokenizer::Tokenizer> tokenizer;
+  std::unique_ptr<Runner> runner;
+};
+
+StatusOr<Loaded> Load(const Settings& settings, const std::string& name, const RequestFlags& r) {
+  FERRY_ASSIGN_OR_RETURN(std::string path, ResolveModel(settings, name));
+  Loaded l;
+  FERRY_ASSIGN_OR_RETURN(l.model, Model::Load(path));
+  FERRY_ASSIGN_OR_RETURN(tokenizer::Vocab vocab, tokenizer::Vocab::FromGguf(l.model->file()));
+  if (vocab.size() != l.model->hparams().n_vocab) {
+    return DataLossError("{}: the tokenizer has {} tokens but the model {}", path, vocab.size(),
+                         l.model->hparams().n_vocab);
+  }
+  FERRY_ASSIGN_OR_RETURN(l.tokenizer, tokenizer::Tokenizer::Create(std::move(vocab)));
+  RunnerOptions ro;
+  ro.num_ctx = r.num_ctx;
+  ro.num_batch = r.num_batch;
+  ro.num_threads = r.num_thread;
+  FERRY_ASSIGN_OR_RETURN(ro.kv_type, ParseDType(r.kv_type));
+  if (ro.kv_type != DType::kF16 && ro.kv_type != DType::kQ8_0 && ro.kv_type != DType::kQ4_0 &&
+      ro.kv_type != DType::kF32) {
+    return InvalidArgumentError("--kv-type {} is not supported (f16, q8_0, q4_0, f32)", r.kv_type);
+  }
+  FERRY_ASSIGN_OR_RETURN(l.runner, Runner::Create(l.model.get(), l.tokenizer.get(), ro));
+  return l;
+}
+
+SamplingOptions Sampling(const RequestFlags& r) {
+  SamplingOptions s;
+  s.temperature = r.temperature;
+  s.top_k = r.top_k;
+  s.top_p = r.top_p;
+  s.min_p = r.min_p;
+  s.repeat_penalty = r.repeat_penalty;
+  s.repeat_last_n = r.repeat_last_n;
+  s.presence_penalty = r.presence_penalty;
+  s.frequency_penalty = r.frequency_penalty;
+  s.seed = r.seed;
+  return s;
+}
+
+int Fail(std::string_view cmd, const Status& s) {
+  std::fprintf(stderr, "ferry %s: %s\n", std::string(cmd).c_str(), s.message().c_str());
+  return 1;
+}
+
+// Generates one answer, streaming it to stdout. Returns the answer text.
+StatusOr<std::string> Answer(Loaded& l, const std::vector<int32_t>& prompt,
+                             const RunOptions& o) {
+  GenerateRequest req;
+  req.prompt = prompt;
+  req.num_predict = o.request.num_predict;
+  req.stop = o.request.stop;
+  req.sampling = Sampling(o.request);
+  FERRY_ASSIGN_OR_RETURN(GenerateResult res, l.runner->Generate(req, [](std::string_view s) {
+    std::fwrite(s.data(), 1, s.size(), stdout);
+    std::fflush(stdout);
+    return true;
+  }));
+  std::printf("\n");
+  std::fflush(stdout);
+  if (res.done_reason == "length") {
+    const int64_t used = res.prompt_eval_count + res.eval_count;
+    if (used >= l.runner->options().num_ctx) {
+      std::fprintf(stderr, "[stopped: the context of %lld tokens is full; raise --num-ctx]\n",
+                   static_cast<long long>(l.runner->options().num_ctx));
+    }
+  }
+  if (o.verbose) {
+    auto rate = [](int64_t n, int64_t ns) { return ns > 0 ? 1e9 * n / ns : 0.0; };
+    std::fprintf(stderr,
+                 "prompt: %lld tokens in %.3f s (%.2f tok/s)\n"
+                 "generation: %lld tokens in %.3f s (%.2f tok/s), done_reason=%s\n",
+                 static_cast<long long>(res.prompt_eval_count), res.prompt_eval_ns / 1e9,
+                 rate(res.prompt_eval_count, res.prompt_eval_ns),
+                 static_cast<long long>(res.eval_count), res.eval_ns / 1e9,
+                 rate(res.eval_count, res.eval_ns), res.done_reason.c_str());
+  }
+  return res.text;
+}
+
+}  // namespace
+
+void AddRunCommand(CLI::App& app, RunOptions& o) {
+  CLI::App* run = app.add_subcommand("run", "Generate text with a model (interactive chat when "
+                                            "no prompt is given)");
+  run->add_option("model", o.model, "GGUF file path, or a model name in the models folder")
+      ->required();
+  run->add_option("prompt", o.prompt, "The prompt; omit for an interactive chat");
+  run->add_flag("--raw", o.raw, "Plain completion: no chat template");
+  run->add_flag("--verbose", o.verbose, "Print timings (prompt and generation tok/s)");
+  run->add_option("--system", o.system, "System message for chat mode");
+  AddRequestFlags(run, o.request);
+}
+
+void AddPerplexityCommand(CLI::App& app, PerplexityOptions& o) {
+  CLI::App* cmd = app.add_subcommand(
+      "perplexity", "Perplexity of a model over a text file, in windows of --num-ctx tokens");
+  cmd->add_option("model", o.model, "GGUF file path or model name")->required();
+  cmd->add_option("file", o.file, "UTF-8 text file")->required();
+  AddRequestFlags(cmd, o.request);
+}
+
+int RunRun(const Settings& settings, const RunOptions& o) {
+  auto loaded = Load(settings, o.model, o.request);
+  if (!loaded.ok()) return Fail("run", loaded.status());
+  Loaded& l = *loaded;
+  std::optional<chat::ChatTemplate> tmpl;
+  if (!o.raw) {
+    std::string jinja;
+    if (const gguf::Value* v = l.model->file().Find("tokenizer.chat_template")) {
+      if (auto s = v->AsString(); s.ok()) jinja = std::string(*s);
+    }
+    auto t = chat::ChatTemplate::Detect(jinja, l.model->hparams().arch,
+                                        l.tokenizer->vocab().Find("<|start_header_id|>") >= 0);
+    if (!t.ok()) return Fail("run", t.status());
+    tmpl = *t;
+    if (o.verbose) {
+      std::fprintf(stderr, "chat template: %s (%s)\n",
+                   std::string(chat::TemplateKindName(tmpl->kind())).c_str(),
+                   tmpl->source().c_str());
+    }
+  }
+  std::vector<chat::Message> conversation;
+  if (!o.system.empty()) conversation.push_back({"system", o.system});
+
+  auto one_turn = [&](const std::string& text) -> Status {
+    std::vector<int32_t> prompt;
+    if (o.raw) {
+      FERRY_ASSIGN_OR_RETURN(prompt, l.tokenizer->Encode(text, true, false));
+      if (prompt.empty()) {
+        return InvalidArgumentError("the prompt is empty and the model adds no BOS token");
+      }
+    } else {
+      conversation.push_back({"user", text});
+      FERRY_ASSIGN_OR_RETURN(std::string rendered, tmpl->Render(conversation, true));
+      FERRY_ASSIGN_OR_RETURN(prompt, l.tokenizer->Encode(rendered, true, true));
+    }
+    FERRY_ASSIGN_OR_RETURN(std::string answer, Answer(l, prompt, o));
+    if (!o.raw) conversation.push_back({"assistant", answer});
+    return Status::Ok();
+  };
+
+  if (o.prompt) {
+    Status s = one_turn(*o.prompt);
+    return s.ok() ? 0 : Fail("run", s);
+  }
+  // Interactive: one line per turn; EOF or "/bye" ends.
+  std::string line;
+  while (true) {
+    std::fprintf(stderr, ">>> ");
+    if (!std::getline(std::cin, line) || line == "/bye") break;
+    if (line.empty()) continue;
+    Status s = one_turn(line);
+    if (!s.ok()) {
+      std::fprintf(stderr, "error: %s\n", s.message().c_str());
+      if (!o.raw && !conversation.empty()) conversation.pop_back();
+    }
+  }
+  return 0;
+}
+
+int RunPerplexity(const Settings& settings, const PerplexityOptions& o) {
+  std::ifstream in(o.file, std::ios::binary);
+  if (!in) return Fail("perplexity", NotFoundError("{}: cannot read the text file", o.file));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto loaded = Load(settings, o.model, o.request);
+  if (!loaded.ok()) return Fail("perplexity", loaded.status());
+  auto tokens = loaded->tokenizer->Encode(ss.str(), false, false);
+  if (!tokens.ok()) return Fail("perplexity", tokens.status());
+  int64_t scored = 0;
+  auto ppl = loaded->runner->Perplexity(*tokens, &scored);
+  if (!ppl.ok()) return Fail("perplexity", ppl.status());
+  std::printf("perplexity %.4f over %lld scored tokens (%lld tokens, windows of %lld)\n", *ppl,
+              static_cast<long long>(scored), static_cast<long long>(tokens->size()),
+              static_cast<long long>(o.request.num_ctx));
+  return 0;
+}
+
+}  // namespace ferry::app

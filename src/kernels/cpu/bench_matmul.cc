@@ -1,0 +1,107 @@
+// MatMul throughput: reference vs portable vs best (AVX2) kernels, 1 and 2 threads, on two
+// matrices of gemma3-270m Q4_K_M: the 262144 x 640 Q8_0 output/embedding matrix and a
+// 640 x 2048 Q4_K ffn_down. Counters: GFLOP/s (2 * rows * cols * n_tok per call) and weight
+// GB/s (the matrix's bytes per call).
+//
+//   ./bench_matmul [--benchmark_filter=Q4_K] [--benchmark_min_time=0.5]
+#include <benchmark/benchmark.h>
+
+#include <cstring>
+#include <memory>
+#include <random>
+#include <vector>
+
+#include "base/thread_pool.h"
+#include "kernels/cpu/matmul.h"
+#include "kernels/ref/ops.h"
+#include "tensor/fp16.h"
+
+namespace ferry {
+namespace {
+
+struct Matrix {
+  std::vector<uint8_t> bytes;
+  WeightMatrix w;
+};
+
+// Random blocks with sane fp16 scales (d at offset d_off, dmin at dmin_off or -1).
+std::unique_ptr<Matrix> MakeMatrix(DType type, int64_t rows, int64_t cols, int d_off, int dmin_off) {
+  auto m = std::make_unique<Matrix>();
+  const uint64_t row_bytes = RowBytes(type, static_cast<uint64_t>(cols)).value();
+  m->bytes.resize(row_bytes * static_cast<uint64_t>(rows));
+  std::mt19937_64 rng(1);
+  for (size_t i = 0; i + 8 <= m->bytes.size(); i += 8) {
+    const uint64_t r = rng();
+    std::memcpy(&m->bytes[i], &r, 8);
+  }
+  const uint32_t bs = Traits(type).type_size;
+  const uint16_t d = FloatToFp16(0.01f);
+  for (size_t b = 0; b < m->bytes.size() / bs; ++b) {
+    std::memcpy(&m->bytes[b * bs + d_off], &d, 2);
+    if (dmin_off >= 0) std::memcpy(&m->bytes[b * bs + dmin_off], &d, 2);
+  }
+  m->w = {type, m->bytes.data(), cols, rows, row_bytes};
+  return m;
+}
+
+const Matrix& Get(int which) {
+  static const auto q8 = MakeMatrix(DType::kQ8_0, 262144, 640, 0, -1);
+  static const auto q4k = MakeMatrix(DType::kQ4_K, 640, 2048, 0, 2);
+  return which == 0 ? *q8 : *q4k;
+}
+
+enum Impl { kRef = 0, kPortable = 1, kBest = 2 };
+
+// Args: matrix (0 = Q8_0 262144x640, 1 = Q4_K 640x2048), n_tok, impl, threads.
+void BM_MatMul(benchmark::State& state) {
+  const Matrix& m = Get(static_cast<int>(state.range(0)));
+  const int64_t n_tok = state.range(1);
+  const Impl impl = static_cast<Impl>(state.range(2));
+  const int threads = static_cast<int>(state.range(3));
+  std::vector<float> x(static_cast<size_t>(n_tok * m.w.cols));
+  std::mt19937 rng(2);
+  std::normal_distribution<float> normal;
+  for (float& v : x) v = normal(rng);
+  std::vector<float> y(static_cast<size_t>(n_tok * m.w.rows));
+  ThreadPool pool(threads);
+  for (auto _ : state) {
+    Status s = impl == kRef ? MatMulRef(m.w, x.data(), n_tok, y.data())
+                            : MatMul(m.w, x.data(), n_tok, y.data(), threads > 1 ? &pool : nullptr,
+                                     impl == kPortable ? KernelPath::kPortable : KernelPath::kBest);
+    if (!s.ok()) state.SkipWithError(s.ToString().c_str());
+    benchmark::DoNotOptimize(y.data());
+  }
+  const double flops = 2.0 * static_cast<double>(m.w.rows) * static_cast<double>(m.w.cols) *
+                       static_cast<double>(n_tok);
+  const double bytes = static_cast<double>(m.w.rows) * static_cast<double>(m.w.row_bytes);
+  state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["wGB/s"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(std::string(DTypeName(m.w.type)) + (impl == kRef ? " ref" : impl == kPortable ? " portable" : " best"));
+}
+
+void Args(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"mat", "n_tok", "impl", "threads"});
+  for (int mat : {0, 1}) {
+    for (int n_tok : {1, 32}) {
+      b->Args({mat, n_tok, kRef, 1});
+      for (int impl : {kPortable, kBest}) {
+        for (int threads : {1, 2}) b->Args({mat, n_tok, impl, threads});
+      }
+    }
+  }
+}
+BENCHMARK(BM_MatMul)->Apply(Args)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// The fixed cost of one ParallelFor over a 2-thread pool (empty work).
+void BM_ParallelForOverhead(benchmark::State& state) {
+  ThreadPool pool(static_cast<int>(state.range(0)));
+  for (auto _ : state) {
+    pool.ParallelFor(64, [](int64_t b, int64_t e) { benchmark::DoNotOptimize(b + e); });
+  }
+}
+BENCHMARK(BM_ParallelForOverhead)->Arg(1)->Arg(2)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+}  // namespace
+}  // namespace ferry
+
+BENCHMARK_MAIN();

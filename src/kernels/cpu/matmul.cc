@@ -1,0 +1,146 @@
+#include "kernels/cpu/matmul.h"
+
+#include <algorithm>
+#include <functional>
+#include <vector>
+
+#include "kernels/cpu/matmul_internal.h"
+#include "tensor/fp16.h"
+
+namespace ferry {
+namespace {
+
+using cpu_internal::Activations;
+using cpu_internal::KernelSet;
+using cpu_internal::RowsKernel;
+using cpu_internal::WeightRows;
+
+bool DetectAvx2() {
+#if defined(__x86_64__) && defined(FERRY_HAVE_AVX2_KERNELS)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+         __builtin_cpu_supports("f16c");
+#else
+  return false;
+#endif
+}
+
+const KernelSet& Kernels(KernelPath path) {
+  static const KernelSet* best =
+      DetectAvx2() ? cpu_internal::Avx2Kernels() : &cpu_internal::PortableKernels();
+  return path == KernelPath::kPortable ? cpu_internal::PortableKernels() : *best;
+}
+
+// Tokens per activation-quantization task: quantizing is cheap next to the products, so it is
+// split over threads only for long batches.
+constexpr int64_t kQuantizeTokensPerTask = 8;
+
+}  // namespace
+
+#if !defined(FERRY_HAVE_AVX2_KERNELS)
+namespace cpu_internal {
+const KernelSet* Avx2Kernels() { return nullptr; }
+}  // namespace cpu_internal
+#endif
+
+bool CpuHasAvx2Kernels() {
+  static const bool has = DetectAvx2();
+  return has;
+}
+
+bool MatMulSupports(DType w) { return cpu_internal::PortableKernels().rows_kernel(w) != nullptr; }
+
+void QuantizeActivationsQ8_0(const float* x, int64_t n, BlockQ8_0* out, KernelPath path) {
+  std::vector<float> d(static_cast<size_t>(n / kQK4_0)), s(d.size());
+  Kernels(path).quantize_q8_0(x, n, out, d.data(), s.data());
+}
+
+void QuantizeActivationsQ8_K(const float* x, int64_t n, BlockQ8_K* out, KernelPath path) {
+  Kernels(path).quantize_q8_k(x, n, out);
+}
+
+Status MatMul(const WeightMatrix& w, const float* x, int64_t n_tok, float* y, ThreadPool* pool,
+              KernelPath path) {
+  if (!w.present()) return InvalidArgumentError("MatMul with an absent weight");
+  if (n_tok < 0 || w.cols < 0 || w.rows < 0) {
+    return InvalidArgumentError("MatMul with negative sizes: n_tok {} cols {} rows {}", n_tok,
+                                w.cols, w.rows);
+  }
+  const KernelSet& ks = Kernels(path);
+  const RowsKernel kernel = ks.rows_kernel(w.type);
+  if (kernel == nullptr) return MatMulRef(w, x, n_tok, y);
+  FERRY_ASSIGN_OR_RETURN(const uint64_t row_bytes, RowBytes(w.type, static_cast<uint64_t>(w.cols)));
+  if (row_bytes != w.row_bytes) {
+    return InvalidArgumentError("MatMul: row_bytes {} for {} x {} {} (want {})", w.row_bytes,
+                                w.rows, w.cols, DTypeName(w.type), row_bytes);
+  }
+  if (n_tok == 0 || w.rows == 0) return Status::Ok();
+
+  // Activations, quantized once.
+  const int64_t cols = w.cols;
+  Activations a;
+  a.type = ActivationType(w.type);
+  a.n_tok = n_tok;
+  a.cols = cols;
+  std::vector<uint8_t> buf;
+  std::vector<float> block_d, block_s;
+  auto for_tokens = [&](const std::function<void(int64_t t)>& fn) {
+    const int64_t tasks = (n_tok + kQuantizeTokensPerTask - 1) / kQuantizeTokensPerTask;
+    ParallelFor(tasks > 1 ? pool : nullptr, tasks, [&](int64_t b, int64_t e) {
+      const int64_t t_end = std::min(n_tok, e * kQuantizeTokensPerTask);
+      for (int64_t t = b * kQuantizeTokensPerTask; t < t_end; ++t) fn(t);
+    });
+  };
+  switch (a.type) {
+    case DType::kF32:
+      a.data = reinterpret_cast<const uint8_t*>(x);
+      a.stride = static_cast<uint64_t>(cols) * sizeof(float);
+      break;
+    case DType::kF16:
+    case DType::kBF16: {
+      a.stride = static_cast<uint64_t>(cols) * sizeof(uint16_t);
+      buf.resize(a.stride * static_cast<uint64_t>(n_tok));
+      auto* h = reinterpret_cast<uint16_t*>(buf.data());
+      const bool f16 = a.type == DType::kF16;
+      for_tokens([&](int64_t t) {
+        for (int64_t i = t * cols; i < (t + 1) * cols; ++i) {
+          h[i] = f16 ? FloatToFp16(x[i]) : FloatToBf16(x[i]);
+        }
+      });
+      a.data = buf.data();
+      break;
+    }
+    case DType::kQ8_0: {
+      const int64_t nb = cols / kQK4_0;
+      a.stride = static_cast<uint64_t>(nb) * sizeof(BlockQ8_0);
+      buf.resize(a.stride * static_cast<uint64_t>(n_tok));
+      block_d.resize(static_cast<size_t>(nb * n_tok));
+      block_s.resize(block_d.size());
+      for_tokens([&](int64_t t) {
+        ks.quantize_q8_0(x + t * cols, cols, reinterpret_cast<BlockQ8_0*>(buf.data() + t * a.stride),
+                         block_d.data() + t * nb, block_s.data() + t * nb);
+      });
+      a.data = buf.data();
+      a.block_d = block_d.data();
+      a.block_s = block_s.data();
+      break;
+    }
+    case DType::kQ8_K: {
+      a.stride = static_cast<uint64_t>(cols / kQK_K) * sizeof(BlockQ8_K);
+      buf.resize(a.stride * static_cast<uint64_t>(n_tok));
+      for_tokens([&](int64_t t) {
+        ks.quantize_q8_k(x + t * cols, cols, reinterpret_cast<BlockQ8_K*>(buf.data() + t * a.stride));
+      });
+      a.data = buf.data();
+      break;
+    }
+    default:
+      return InternalError("MatMul: no activation type for {}", DTypeName(w.type));
+  }
+
+  const WeightRows wr{w.type, static_cast<const uint8_t*>(w.data), w.row_bytes, cols, w.rows};
+  ParallelFor(pool, w.rows, [&](int64_t r0, int64_t r1) { kernel(wr, r0, r1, a, y); });
+  return Status::Ok();
+}
+
+}  // namespace ferry

@@ -1,0 +1,68 @@
+// Fast CPU matrix multiplication of GGUF weights with f32 activations.
+//
+// MatMul computes what MatMulRef (kernels/ref/ops.h) defines: each activation row is first
+// quantized ONCE to ActivationType(w.type) (real Q8_0 blocks for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0
+// weights, Q8_K blocks with bsums for Q2_K..Q6_K, an f16 or bf16 row for F16 / BF16, f32 as
+// given for F32), then every (weight row, token) pair is an integer dot product per block
+// (exact) whose block results are scaled and summed in float. The only difference from
+// MatMulRef is the order and precision of that float summation:
+//     |y - y_ref| <= 1e-5 * sum_i |w_i * x_i|        (kernels_cpu_test checks it)
+// Q4_1 / Q5_1 use llama.cpp's Q8_1 decomposition d_w * d_a * sum(q_w * q_a) + m_w * s_a, with
+// s_a = d_a * sum(q_a) kept in f32 (llama.cpp rounds s_a to fp16; MatMulRef does not round).
+//
+// Work is split over weight rows (contiguous row ranges per thread); several tokens share each
+// loaded weight row. Each output depends only on its (row, token), so results are bitwise the
+// same for any thread count.
+//
+// Instruction sets: AVX2 + FMA + F16C kernels (x86-64, chosen at run time with
+// __builtin_cpu_supports) or a portable C++ path that runs on any CPU.
+//
+// Thread-safety: pure function over caller-owned buffers; concurrent calls are safe when they
+// use distinct pools (a ThreadPool runs one ParallelFor at a time).
+#ifndef FERRY_KERNELS_CPU_MATMUL_H_
+#define FERRY_KERNELS_CPU_MATMUL_H_
+
+#include <cstdint>
+
+#include "base/status.h"
+#include "base/thread_pool.h"
+#include "kernels/ref/ops.h"
+#include "tensor/blocks.h"
+#include "tensor/dtype.h"
+
+namespace ferry {
+
+enum class KernelPath {
+  kBest,      // AVX2 kernels when the CPU has AVX2, FMA and F16C, else portable
+  kPortable,  // the portable kernels (tests and benchmarks)
+};
+
+// True if kBest uses the AVX2 kernels on this machine.
+bool CpuHasAvx2Kernels();
+
+// True if MatMul has a kernel for weights of this type: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1,
+// Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K. Other types fall back to MatMulRef (which rejects the
+// types it cannot dequantize).
+bool MatMulSupports(DType w);
+
+// y[t, r] = sum_i W[r, i] * x[t, i] for t < n_tok.
+//   x: [n_tok, w.cols] f32, y: [n_tok, w.rows] f32; they must not overlap.
+// pool: threads to use; null runs on the calling thread.
+// Errors: InvalidArgument for an absent weight, negative sizes, cols not a multiple of the
+// block size, or row_bytes that disagree with the type and cols.
+Status MatMul(const WeightMatrix& w, const float* x, int64_t n_tok, float* y, ThreadPool* pool,
+              KernelPath path = KernelPath::kBest);
+
+// The activation quantizers MatMul uses, for tests. n: a multiple of 32 (Q8_0) or 256 (Q8_K).
+// Q8_0: the same blocks as QuantizeRowQ8_0 (kernels/ref/quantize.h); out: [n / 32].
+void QuantizeActivationsQ8_0(const float* x, int64_t n, BlockQ8_0* out,
+                             KernelPath path = KernelPath::kBest);
+// Q8_K: per 256 values, iscale = -127 / (the first value of largest magnitude),
+// d = 1 / iscale (f32), q = min(127, round-half-even(iscale * x)), bsums = sums of q over 16;
+// an all-zero block is all zero. out: [n / 256].
+void QuantizeActivationsQ8_K(const float* x, int64_t n, BlockQ8_K* out,
+                             KernelPath path = KernelPath::kBest);
+
+}  // namespace ferry
+
+#endif  // FERRY_KERNELS_CPU_MATMUL_H_

@@ -1,0 +1,89 @@
+// Runner: the inference loop for one loaded model — prompt processing in batches of num_batch,
+// then token-by-token decode with sampling, stop strings and EOS/EOT, within num_ctx.
+//
+// Context is never silently truncated: a prompt longer than num_ctx is an OutOfRange error
+// that names both numbers, and a generation that reaches num_ctx stops with done_reason
+// "length".
+//
+// Thread-safety: a Runner is used by one thread at a time (the model's inference thread).
+#ifndef FERRY_RUNTIME_RUNNER_H_
+#define FERRY_RUNTIME_RUNNER_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "base/thread_pool.h"
+#include "kv/kv_cache.h"
+#include "model/model.h"
+#include "sampling/sampler.h"
+#include "tokenizer/tokenizer.h"
+
+namespace ferry {
+
+struct RunnerOptions {
+  int64_t num_ctx = 2048;    // tokens of context per sequence (KV cache size)
+  int64_t num_batch = 512;   // prompt tokens per forward step
+  DType kv_type = DType::kF16;  // f32, f16, q8_0 or q4_0
+  int num_threads = 0;       // 0: all cores
+};
+
+struct GenerateRequest {
+  std::vector<int32_t> prompt;        // token ids (BOS included if wanted)
+  int64_t num_predict = -1;           // -1: until EOS/stop or num_ctx; 0: only the prompt
+  std::vector<std::string> stop;      // stop strings (not included in the output)
+  SamplingOptions sampling;
+};
+
+struct GenerateResult {
+  std::string text;                   // the generated text (stop string excluded)
+  std::vector<int32_t> tokens;        // generated token ids (EOS excluded)
+  std::string done_reason;            // "stop" (EOS/EOT or a stop string) or "length"
+  int64_t prompt_eval_count = 0;
+  int64_t prompt_eval_ns = 0;
+  int64_t eval_count = 0;
+  int64_t eval_ns = 0;
+};
+
+// Receives text as it is produced (complete UTF-8 only); return false to cancel.
+using TextCallback = std::function<bool(std::string_view piece)>;
+
+class Runner {
+ public:
+  // Allocates the KV cache for options.num_ctx. Errors: absurd options, KV type unsupported by
+  // the model's head sizes.
+  static StatusOr<std::unique_ptr<Runner>> Create(const Model* model,
+                                                  const tokenizer::Tokenizer* tokenizer,
+                                                  const RunnerOptions& options);
+
+  StatusOr<GenerateResult> Generate(const GenerateRequest& request, const TextCallback& on_text);
+
+  // Perplexity of `tokens` in windows of num_ctx as llama.cpp computes it: each window starts
+  // with BOS (when the vocabulary adds one) and only its second half is scored.
+  // Returns the perplexity; *n_scored gets the number of scored tokens.
+  StatusOr<double> Perplexity(const std::vector<int32_t>& tokens, int64_t* n_scored);
+
+  const RunnerOptions& options() const { return options_; }
+  const KvCache& kv() const { return *kv_; }
+
+ private:
+  Runner() = default;
+  // Runs tokens from position pos0 in chunks of num_batch; logits of the last (or all) tokens.
+  Status Eval(std::span<const int32_t> tokens, int64_t pos0, bool all_logits,
+              std::vector<float>* logits);
+
+  const Model* model_ = nullptr;
+  const tokenizer::Tokenizer* tokenizer_ = nullptr;
+  RunnerOptions options_;
+  std::unique_ptr<ThreadPool> pool_;
+  std::unique_ptr<KvCache> kv_;
+  int32_t seq_ = 0;
+};
+
+}  // namespace ferry
+
+#endif  // FERRY_RUNTIME_RUNNER_H_

@@ -1,0 +1,161 @@
+#include "runtime/runner.h"
+
+#include <gtest/gtest.h>
+
+namespace ferry {
+namespace {
+
+const std::string kShared = FERRY_SHARED_DIR;
+
+class RunnerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto m = Model::Load(kShared + "/models/stories260K.gguf");
+    ASSERT_TRUE(m.ok()) << m.status().ToString();
+    model_ = std::move(*m);
+    auto v = tokenizer::Vocab::FromGguf(model_->file());
+    ASSERT_TRUE(v.ok()) << v.status().ToString();
+    auto t = tokenizer::Tokenizer::Create(std::move(*v));
+    ASSERT_TRUE(t.ok());
+    tok_ = std::move(*t);
+  }
+
+  std::unique_ptr<Runner> MakeRunner(int64_t num_ctx, int64_t num_batch = 512,
+                                     DType kv = DType::kF16) {
+    RunnerOptions o;
+    o.num_ctx = num_ctx;
+    o.num_batch = num_batch;
+    o.kv_type = kv;
+    o.num_threads = 2;
+    auto r = Runner::Create(model_.get(), tok_.get(), o);
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    return r.ok() ? std::move(*r) : nullptr;
+  }
+
+  GenerateRequest Greedy(std::string_view prompt, int64_t num_predict) {
+    GenerateRequest req;
+    req.prompt = *tok_->Encode(prompt, true, false);
+    req.num_predict = num_predict;
+    req.sampling.temperature = 0.0f;
+    req.sampling.repeat_penalty = 1.0f;
+    return req;
+  }
+
+  std::unique_ptr<Model> model_;
+  std::unique_ptr<tokenizer::Tokenizer> tok_;
+};
+
+TEST_F(RunnerTest, GreedyStory) {
+  auto r = MakeRunner(256);
+  std::string streamed;
+  auto res = r->Generate(Greedy("Once upon a time", 12), [&](std::string_view s) {
+    streamed += s;
+    return true;
+  });
+  ASSERT_TRUE(res.ok()) << res.status().ToString();
+  EXPECT_EQ(res->text.rfind(", there was a little girl named Lily.", 0), 0u) << res->text;
+  EXPECT_EQ(streamed, res->text);
+  EXPECT_EQ(res->done_reason, "length");
+  EXPECT_EQ(res->eval_count, 12);
+  EXPECT_EQ(res->prompt_eval_count, 5);
+}
+
+TEST_F(RunnerTest, SmallBatchesGiveTheSameTokens) {
+  auto a = MakeRunner(256, 512)->Generate(Greedy("Once upon a time, in a big forest", 20), {});
+  auto b = MakeRunner(256, 3)->Generate(Greedy("Once upon a time, in a big forest", 20), {});
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->tokens, b->tokens);
+}
+
+TEST_F(RunnerTest, QuantizedKvCacheStillTellsTheStory) {
+  auto res = MakeRunner(256, 512, DType::kQ8_0)->Generate(Greedy("Once upon a time", 8), {});
+  ASSERT_TRUE(res.ok()) << res.status().ToString();
+  EXPECT_EQ(res->text.rfind(", there was a little girl", 0), 0u) << res->text;
+}
+
+TEST_F(RunnerTest, StopString) {
+  GenerateRequest req = Greedy("Once upon a time", 40);
+  req.stop = {"girl"};
+  std::string streamed;
+  auto res = MakeRunner(256)->Generate(req, [&](std::string_view s) {
+    streamed += s;
+    return true;
+  });
+  ASSERT_TRUE(res.ok());
+  EXPECT_EQ(res->text, ", there was a little ");
+  EXPECT_EQ(streamed, res->text);
+  EXPECT_EQ(res->done_reason, "stop");
+}
+
+TEST_F(RunnerTest, ContextLimitIsReportedNotWrapped) {
+  auto r = MakeRunner(16);
+  auto res = r->Generate(Greedy("Once upon a time", -1), {});
+  ASSERT_TRUE(res.ok());
+  EXPECT_EQ(res->done_reason, "length");
+  EXPECT_EQ(res->prompt_eval_count + res->eval_count, 16);
+  // A prompt longer than the context is an error naming both sizes.
+  GenerateRequest big = Greedy("Once upon a time there was a very long story about many things "
+                               "that happened to a little dog in a big park", 4);
+  auto err = r->Generate(big, {});
+  ASSERT_FALSE(err.ok());
+  EXPECT_EQ(err.status().code(), StatusCode::kOutOfRange);
+  EXPECT_NE(err.status().message().find("num_ctx is 16"), std::string::npos);
+}
+
+TEST_F(RunnerTest, SeededSamplingIsReproducible) {
+  GenerateRequest req = Greedy("Once upon a time", 24);
+  req.sampling.temperature = 1.0f;
+  req.sampling.seed = 42;
+  auto r = MakeRunner(256);
+  auto a = r->Generate(req, {});
+  auto b = r->Generate(req, {});
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->tokens, b->tokens);
+  req.sampling.seed = 43;
+  auto c = r->Generate(req, {});
+  EXPECT_NE(a->tokens, c->tokens);
+}
+
+TEST_F(RunnerTest, CancelStops) {
+  int calls = 0;
+  auto res = MakeRunner(256)->Generate(Greedy("Once upon a time", 40), [&](std::string_view) {
+    return ++calls < 3;
+  });
+  ASSERT_TRUE(res.ok());
+  EXPECT_EQ(res->done_reason, "cancelled");
+  EXPECT_EQ(calls, 3);
+}
+
+TEST_F(RunnerTest, BadOptions) {
+  RunnerOptions o;
+  o.num_ctx = 0;
+  EXPECT_FALSE(Runner::Create(model_.get(), tok_.get(), o).ok());
+  o.num_ctx = int64_t{1} << 30;
+  EXPECT_FALSE(Runner::Create(model_.get(), tok_.get(), o).ok());
+  o.num_ctx = 64;
+  o.num_batch = 0;
+  EXPECT_FALSE(Runner::Create(model_.get(), tok_.get(), o).ok());
+  auto r = MakeRunner(64);
+  GenerateRequest req = Greedy("Hi", 4);
+  req.num_predict = -5;
+  EXPECT_FALSE(r->Generate(req, {}).ok());
+  req = Greedy("Hi", 4);
+  req.sampling.top_p = 2.0f;
+  EXPECT_FALSE(r->Generate(req, {}).ok());
+}
+
+TEST_F(RunnerTest, Perplexity) {
+  std::string text;
+  for (int i = 0; i < 20; ++i) text += "Once upon a time, there was a little girl named Lily. ";
+  auto tokens = tok_->Encode(text, false, false);
+  ASSERT_TRUE(tokens.ok());
+  int64_t scored = 0;
+  auto ppl = MakeRunner(64)->Perplexity(*tokens, &scored);
+  ASSERT_TRUE(ppl.ok()) << ppl.status().ToString();
+  EXPECT_GT(*ppl, 1.0);
+  EXPECT_LT(*ppl, 10.0);  // repeated training-style text is easy for the model
+  EXPECT_EQ(scored, static_cast<int64_t>(tokens->size() / 64) * 31);
+}
+
+}  // namespace
+}  // namespace ferry

@@ -1,0 +1,102 @@
+"""`ferry run` and `ferry perplexity` end to end."""
+import json
+
+import pytest
+
+from conftest import ROOT, SHARED, run
+
+STORIES = SHARED / "models" / "stories260K.gguf"
+STORY_TXT = ROOT / "tests" / "data" / "story.txt"
+FIXTURES = ROOT / "tests" / "reference" / "fixtures"
+
+
+def test_raw_completion_streams_the_story(ferry):
+    out = run([ferry, "run", STORIES, "Once upon a time", "--raw", "--temperature", "0",
+               "--num-predict", "12"]).stdout
+    assert out.startswith(", there was a little girl named Lily.")
+
+
+def test_empty_raw_prompt_starts_after_bos(ferry):
+    out = run([ferry, "run", STORIES, "--raw", "", "--temperature", "0", "--num-predict",
+               "20"]).stdout
+    assert out.startswith("Once upon a time, there was a little girl named Lily.")
+
+
+def test_verbose_prints_timings(ferry):
+    proc = run([ferry, "run", STORIES, "Once", "--raw", "--temperature", "0", "--num-predict", "4",
+                "--verbose"])
+    assert "prompt:" in proc.stderr and "generation:" in proc.stderr and "tok/s" in proc.stderr
+
+
+def test_seed_makes_sampling_reproducible(ferry):
+    args = [ferry, "run", STORIES, "Once upon a time", "--raw", "--temperature", "1.2",
+            "--num-predict", "30", "--seed"]
+    a = run(args + ["7"]).stdout
+    b = run(args + ["7"]).stdout
+    c = run(args + ["8"]).stdout
+    assert a == b and a != c
+
+
+def test_stop_string_and_context_limit(ferry):
+    out = run([ferry, "run", STORIES, "Once upon a time", "--raw", "--temperature", "0",
+               "--stop", "girl"]).stdout
+    assert out.strip() == ", there was a little"
+    proc = run([ferry, "run", STORIES, "Once upon a time", "--raw", "--temperature", "0",
+                "--num-ctx", "12"])
+    assert "context of 12 tokens is full" in proc.stderr
+
+
+def test_prompt_longer_than_context_is_an_error(ferry):
+    proc = run([ferry, "run", STORIES, "Once upon a time there was a dog " * 10, "--raw",
+                "--num-ctx", "16"], check=False)
+    assert proc.returncode == 1
+    assert "num_ctx is 16" in proc.stderr and "never truncates" in proc.stderr
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--num-ctx", "0"], "num_ctx 0"),
+    (["--num-ctx", "99999999999"], "num_ctx"),
+    (["--kv-type", "q5_k"], "kv-type"),
+    (["--top-p", "3"], "top_p"),
+    (["--num-batch", "-1"], "num_batch"),
+])
+def test_absurd_options_are_clear_errors(ferry, args, needle):
+    proc = run([ferry, "run", STORIES, "Hi", "--raw", "--num-predict", "2", *args], check=False)
+    assert proc.returncode != 0
+    assert needle in proc.stderr, proc.stderr
+
+
+def test_unknown_model_and_unsupported_architecture(ferry):
+    proc = run([ferry, "run", "no-such-model", "Hi"], check=False)
+    assert proc.returncode == 1 and "not found" in proc.stderr
+    proc = run([ferry, "run", SHARED / "vocab" / "ggml-vocab-bert-bge.gguf", "Hi"], check=False)
+    assert proc.returncode == 1 and "architecture 'bert' is not supported" in proc.stderr
+
+
+def test_chat_needs_a_template_or_raw(ferry):
+    proc = run([ferry, "run", STORIES, "Hi"], check=False)
+    assert proc.returncode == 1 and "--raw" in proc.stderr
+
+
+def test_interactive_mode_reads_lines(ferry):
+    proc = run([ferry, "run", STORIES, "--raw", "--temperature", "0", "--num-predict", "6"],
+               input="Once upon a time\n/bye\n")
+    assert proc.stdout.startswith(", there was a little")
+
+
+@pytest.mark.parametrize("model,n_ctx,fixture", [
+    (STORIES, 128, "perplexity-stories260K.json"),
+    (None, 256, "perplexity-gemma3-270m-q4_k_m.json"),
+])
+def test_perplexity_within_one_percent_of_llama_cpp(ferry, default_model, model, n_ctx, fixture):
+    ref = json.loads((FIXTURES / fixture).read_text())
+    out = run([ferry, "perplexity", model or default_model, STORY_TXT, "--num-ctx", str(n_ctx)]).stdout
+    ppl = float(out.split()[1])
+    assert abs(ppl - ref["perplexity"]) / ref["perplexity"] < 0.01, (ppl, ref)
+    assert f"over {ref['n_scored']} scored tokens" in out
+
+
+def test_default_model_answers_a_question(ferry, default_model):
+    out = run([ferry, "run", default_model, "Question: What is the capital of France?\nAnswer:",
+               "--raw", "--temperature", "0", "--num-predict", "16", "--stop", "\n"]).stdout
+    assert "Paris" in out
