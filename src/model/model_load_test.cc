@@ -1,0 +1,152 @@
+// Model::Load rejects files that lie about themselves, with errors that say what is wrong.
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <string>
+
+#include "model/model.h"
+
+namespace ferry {
+namespace {
+
+const std::string kShared = FERRY_SHARED_DIR;
+
+// Rewrites stories260K with `edit` applied to its metadata/tensor list, then loads it.
+StatusOr<std::unique_ptr<Model>> LoadEdited(
+    const std::function<void(std::vector<gguf::KeyValue>*, std::vector<gguf::TensorInfo>*)>& edit,
+    std::vector<uint8_t>* storage) {
+  auto src = gguf::GgufFile::Open(kShared + "/models/stories260K.gguf");
+  EXPECT_TRUE(src.ok());
+  std::vector<gguf::KeyValue> md = (*src)->metadata();
+  std::vector<gguf::TensorInfo> tensors = (*src)->tensors();
+  edit(&md, &tensors);
+  gguf::GgufWriter w;
+  for (const auto& kv : md) EXPECT_TRUE(w.AddMetadata(kv.key, kv.value).ok());
+  for (const auto& t : tensors) {
+    const gguf::TensorInfo* orig = (*src)->FindTensor(t.name);
+    std::span<const uint8_t> data = (*src)->TensorData(*orig);
+    std::vector<uint8_t> bytes(data.begin(), data.end());
+    bytes.resize(*RowBytes(t.type, t.dims[0]) * (t.n_elements / t.dims[0]));
+    EXPECT_TRUE(w.AddTensor(t.name, t.dims, t.type, bytes).ok()) << t.name;
+  }
+  *storage = *w.Serialize();
+  auto f = gguf::GgufFile::Parse(storage->data(), storage->size(), "edited.gguf");
+  if (!f.ok()) return f.status();
+  return Model::FromFile(std::move(*f));
+}
+
+void SetUint(std::vector<gguf::KeyValue>* md, const std::string& key, uint32_t v) {
+  for (auto& kv : *md) {
+    if (kv.key == key) {
+      kv.value = gguf::Value(v);
+      return;
+    }
+  }
+  md->push_back({key, gguf::Value(v)});
+}
+
+TEST(ModelLoadTest, UnmodifiedLoads) {
+  std::vector<uint8_t> buf;
+  auto m = LoadEdited([](auto*, auto*) {}, &buf);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ((*m)->hparams().n_layer, 5);
+}
+
+TEST(ModelLoadTest, ShapeDisagreeingWithHyperParameters) {
+  std::vector<uint8_t> buf;
+  auto m = LoadEdited([](auto* md, auto*) { SetUint(md, "llama.feed_forward_length", 180); }, &buf);
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), StatusCode::kDataLoss);
+  EXPECT_NE(m.status().message().find("tensor 'blk.0.ffn_gate.weight' has shape [64, 172] but "
+                                      "the hyper-parameters say [64, 180]"),
+            std::string::npos)
+      << m.status().ToString();
+}
+
+TEST(ModelLoadTest, MissingTensor) {
+  std::vector<uint8_t> buf;
+  auto m = LoadEdited(
+      [](auto*, std::vector<gguf::TensorInfo>* ts) {
+        std::erase_if(*ts, [](const gguf::TensorInfo& t) { return t.name == "blk.3.attn_k.weight"; });
+      },
+      &buf);
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), StatusCode::kNotFound);
+  EXPECT_NE(m.status().message().find("missing tensor 'blk.3.attn_k.weight'"), std::string::npos);
+}
+
+TEST(ModelLoadTest, UnknownArchitecture) {
+  std::vector<uint8_t> buf;
+  auto m = LoadEdited(
+      [](std::vector<gguf::KeyValue>* md, auto*) {
+        for (auto& kv : *md) {
+          if (kv.key == "general.architecture") kv.value = gguf::Value("rwkv9");
+        }
+      },
+      &buf);
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), StatusCode::kUnimplemented);
+  EXPECT_NE(m.status().message().find("architecture 'rwkv9' is not supported"), std::string::npos);
+}
+
+TEST(ModelLoadTest, SpecialTokenBeyondVocabulary) {
+  std::vector<uint8_t> buf;
+  auto m = LoadEdited([](auto* md, auto*) { SetUint(md, "tokenizer.ggml.eos_token_id", 512); },
+                      &buf);
+  ASSERT_FALSE(m.ok());
+  EXPECT_NE(m.status().message().find("tokenizer.ggml.eos_token_id = 512 is outside the "
+                                      "vocabulary of 512 tokens"),
+            std::string::npos)
+      << m.status().ToString();
+}
+
+TEST(ModelLoadTest, VocabularyShorterThanEmbedding) {
+  // Cut the token list to 500 entries: token_embd still has 512 rows.
+  std::vector<uint8_t> buf;
+  auto m = LoadEdited(
+      [](std::vector<gguf::KeyValue>* md, auto*) {
+        for (auto& kv : *md) {
+          if (kv.key.rfind("tokenizer.ggml.", 0) == 0 &&
+              kv.value.type() == gguf::ValueType::kArray) {
+            std::get<gguf::Array>(kv.value.data).items.resize(500);
+          }
+        }
+      },
+      &buf);
+  ASSERT_FALSE(m.ok());
+  EXPECT_NE(m.status().message().find("token_embd.weight"), std::string::npos)
+      << m.status().ToString();
+}
+
+TEST(ModelLoadTest, BadHyperParameters) {
+  std::vector<uint8_t> buf;
+  auto m = LoadEdited([](auto* md, auto*) { SetUint(md, "llama.attention.head_count_kv", 3); },
+                      &buf);
+  ASSERT_FALSE(m.ok());
+  EXPECT_NE(m.status().message().find("not a multiple of 3 KV heads"), std::string::npos);
+  m = LoadEdited(
+      [](std::vector<gguf::KeyValue>* md, auto*) {
+        std::erase_if(*md, [](const gguf::KeyValue& kv) { return kv.key == "llama.block_count"; });
+      },
+      &buf);
+  ASSERT_FALSE(m.ok());
+  EXPECT_NE(m.status().message().find("missing metadata key 'llama.block_count'"),
+            std::string::npos);
+}
+
+TEST(ModelLoadTest, TokenOutsideVocabularyAtRunTime) {
+  auto m = Model::Load(kShared + "/models/stories260K.gguf");
+  ASSERT_TRUE(m.ok());
+  auto kv = KvCache::Create((*m)->KvOptions(DType::kF16, 16, 1, 16));
+  ASSERT_TRUE(kv.ok());
+  ASSERT_TRUE((*kv)->AddSequence().ok());
+  ASSERT_TRUE((*kv)->Reserve(0, 1).ok());
+  std::vector<float> logits;
+  const int32_t bad[1] = {512};
+  Status s = (*m)->Forward(bad, 0, **kv, 0, {}, &logits);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("outside the vocabulary"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace ferry
