@@ -7,7 +7,7 @@ DEFAULT_MODEL := $(FERRY_MODELS)/gemma-3-270m-q4_k_m.gguf
 FUZZ_RUNS ?= 100000
 TEST_FUZZ_RUNS ?= 20000
 
-.PHONY: all setup build models demo test unit pytest fuzz format clean
+.PHONY: all setup build models synthetic demo test unit pytest fuzz format clean
 
 all: build
 
@@ -31,14 +31,20 @@ demo: build models
 	@$(BUILD)/bin/ferry run $(DEFAULT_MODEL) "$$(printf 'Question: What is the capital of France?\nAnswer:')" --raw --temperature 0 \
 	  --num-predict 32 --stop $$'\n' --verbose
 
-unit: build
-	@ctest --test-dir $(BUILD) --output-on-failure -j2
+unit: build synthetic
+	@FERRY_SYNTHETIC_DIR=$(SYNTHETIC) ctest --test-dir $(BUILD) --output-on-failure -j2
 
 pytest: build models
 	@FERRY_BUILD_DIR=$(BUILD) .venv/bin/python -m pytest tests -q
 
-test: build models
-	@ctest --test-dir $(BUILD) --output-on-failure -j2
+SYNTHETIC := $(CURDIR)/$(BUILD)/synthetic
+
+synthetic: build
+	@.venv/bin/python tests/reference/make_synthetic.py --all $(SYNTHETIC) \
+	  --quant-tool $(BUILD)/bin/ferry_quant_tool
+
+test: build models synthetic
+	@FERRY_SYNTHETIC_DIR=$(SYNTHETIC) ctest --test-dir $(BUILD) --output-on-failure -j2
 	@FERRY_BUILD_DIR=$(BUILD) .venv/bin/python -m pytest tests -q
 	@fuzz/run $(TEST_FUZZ_RUNS)
 

@@ -76,16 +76,6 @@ inline __m256i BitMask32(const uint8_t* qh) {
 
 // ---- activation quantizers ----
 
-// Round half away from zero of float lanes holding values of magnitude < 2^23.
-inline __m256 RoundHalfAway(__m256 v) {
-  const __m256 sign = _mm256_and_ps(v, _mm256_set1_ps(-0.0f));
-  const __m256 a = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v);
-  const __m256 whole = _mm256_round_ps(a, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-  const __m256 up = _mm256_cmp_ps(_mm256_sub_ps(a, whole), _mm256_set1_ps(0.5f), _CMP_GE_OQ);
-  const __m256 r = _mm256_add_ps(whole, _mm256_and_ps(up, _mm256_set1_ps(1.0f)));
-  return _mm256_or_ps(r, sign);
-}
-
 // Packs 32 int32 (4 vectors, elements in order) to 32 int8 in order.
 inline __m256i PackI32ToI8(__m256i a, __m256i b, __m256i c, __m256i d) {
   const __m256i ab = _mm256_packs_epi32(a, b);  // lanes: a0 b0 | a1 b1
@@ -106,15 +96,18 @@ void QuantizeQ8_0Avx2(const float* x, int64_t n, BlockQ8_0* out, float* d_out, f
     m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
     m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
     const float amax = _mm_cvtss_f32(m4);
+    // As llama.cpp's x86 backend: scale by 127 / amax, round half to even (see
+    // RoundActivationsRef).
     const float d = amax / 127.0f;
-    const float id = d == 0.0f ? 0.0f : 1.0f / d;
+    const float id = amax == 0.0f ? 0.0f : 127.0f / amax;
     const uint16_t dh = static_cast<uint16_t>(
         _mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(d), _MM_FROUND_TO_NEAREST_INT), 0));
     out[b].d = dh;
     const __m256 vid = _mm256_set1_ps(id);
     __m256i q[4];
     for (int i = 0; i < 4; ++i) {
-      q[i] = _mm256_cvtps_epi32(RoundHalfAway(_mm256_mul_ps(f[i], vid)));
+      q[i] = _mm256_cvtps_epi32(
+          _mm256_round_ps(_mm256_mul_ps(f[i], vid), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
     }
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out[b].qs), PackI32ToI8(q[0], q[1], q[2], q[3]));
     const int sum = HorizontalSumI32(

@@ -19,13 +19,15 @@ void QuantizeQ8_0Portable(const float* x, int64_t n, BlockQ8_0* out, float* d_ou
     const float* v = x + b * kQ;
     float amax = 0.0f;
     for (int e = 0; e < kQ; ++e) amax = std::max(amax, std::fabs(v[e]));
+    // As llama.cpp's x86 backend: scale by 127 / amax, round half to even (see
+    // RoundActivationsRef).
     const float d = amax / 127.0f;
-    const float id = d == 0.0f ? 0.0f : 1.0f / d;
+    const float id = amax == 0.0f ? 0.0f : 127.0f / amax;
     out[b].d = FloatToFp16(d);
     int sum = 0;
     for (int e = 0; e < kQ; ++e) {
-      // Half away from zero; |v * id| <= 127 up to rounding, so the result fits int8.
-      const int q = static_cast<int>(std::round(v[e] * id));
+      // |v * id| <= 127 up to rounding, so the result fits int8.
+      const int q = static_cast<int>(std::nearbyint(v[e] * id));
       out[b].qs[e] = static_cast<int8_t>(q);
       sum += q;
     }

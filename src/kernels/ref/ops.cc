@@ -53,6 +53,24 @@ void RoundQ8K(float* x, int64_t n) {
   }
 }
 
+// Q8_0 (also Q8_1's values) as llama.cpp's x86 CPU backend quantizes activations
+// (quantize_row_q8_0 / quantize_row_q8_1 with AVX/AVX2, and the activation packing of the
+// repacked Q4_0 path): per 32 values, d = amax / 127 is stored as fp16, but the values are
+// scaled by id = 127 / amax (not 1 / d) and rounded half to even. ggml's reference quantizer
+// (QuantizeRowQ8_0: id = 1 / d, half away from zero) picks a different integer whenever x * id
+// lies within an ulp of .5 (seen on the first layer of gemma-3-270m: 52.500004 vs 52.5), and one
+// such flip moves the logits by ~1% a few layers later. (ggml's generic and ARM paths use 1 / d.)
+void RoundQ8_0(float* x, int64_t n) {
+  for (int64_t b = 0; b < n; b += 32) {
+    float* v = x + b;
+    float amax = 0.0f;
+    for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(v[i]));
+    const float d = Fp16ToFloat(FloatToFp16(amax / 127.0f));
+    const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+    for (int i = 0; i < 32; ++i) v[i] = d * std::nearbyint(v[i] * id);
+  }
+}
+
 }  // namespace
 
 Status RoundActivationsRef(DType w, float* x, int64_t n_tok, int64_t n) {
@@ -75,11 +93,7 @@ Status RoundActivationsRef(DType w, float* x, int64_t n_tok, int64_t n) {
     RoundQ8K(x, total);
     return Status::Ok();
   }
-  std::vector<BlockQ8_0> q(static_cast<size_t>(n / block));
-  for (int64_t t = 0; t < n_tok; ++t) {
-    QuantizeRowQ8_0(x + t * n, q.data(), n);
-    DequantizeRowQ8_0(q.data(), x + t * n, n);
-  }
+  RoundQ8_0(x, total);
   return Status::Ok();
 }
 

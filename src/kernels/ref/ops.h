@@ -34,9 +34,11 @@ struct WeightMatrix {
 DType ActivationType(DType w);
 
 // Rounds x[n_tok, n] in place to the values it has after quantization to ActivationType(w)
-// and back, as llama.cpp does before its integer dot products. Q8_K: per 256 values,
-// iscale = -127 / (the value of largest magnitude), q = min(127, round-half-even(iscale * x)),
-// value = q / iscale with d = 1 / iscale kept in f32.
+// and back, as llama.cpp's x86 CPU backend does before its integer dot products.
+// Q8_0: per 32 values, q = round-half-even(x * (127 / amax)), value = fp16(amax / 127) * q
+// (this is not QuantizeRowQ8_0, which scales by 1 / d and rounds half away from zero).
+// Q8_K: per 256 values, iscale = -127 / (the value of largest magnitude),
+// q = min(127, round-half-even(iscale * x)), value = q / iscale with d = 1 / iscale kept in f32.
 Status RoundActivationsRef(DType w, float* x, int64_t n_tok, int64_t n);
 
 // y[t, r] = sum_i W[r, i] * x[t, i] for t < n_tok.
