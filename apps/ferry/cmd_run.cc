@@ -8,7 +8,10 @@
 #include <fmt/format.h>
 
 #include "chat/chat_template.h"
+#include "backend/device.h"
+#include "base/log.h"
 #include "model/model.h"
+#include "planner/plan.h"
 #include "runtime/runner.h"
 #include "tokenizer/tokenizer.h"
 
@@ -58,6 +61,16 @@ StatusOr<Loaded> Load(const Settings& settings, const std::string& name, const R
       ro.kv_type != DType::kF32) {
     return InvalidArgumentError("--kv-type {} is not supported (f16, q8_0, q4_0, f32)", r.kv_type);
   }
+  // The plan of this load (ferry runs on the CPU so far): one log line, as every load logs.
+  LoadOptions lo;
+  lo.num_ctx = ro.num_ctx;
+  lo.num_batch = ro.num_batch;
+  lo.kv_type = ro.kv_type;
+  lo.num_gpu = 0;
+  FERRY_RETURN_IF_ERROR(ValidateLoadOptions(lo));
+  FERRY_ASSIGN_OR_RETURN(DeviceInventory inv, DiscoverDevices());
+  FERRY_ASSIGN_OR_RETURN(Plan plan, MakePlan(ShapeFromModel(*l.model), inv, lo));
+  log::Info("load {}: {}", path, plan.Summary());
   FERRY_ASSIGN_OR_RETURN(l.runner, Runner::Create(l.model.get(), l.tokenizer.get(), ro));
   return l;
 }
@@ -139,6 +152,7 @@ void AddPerplexityCommand(CLI::App& app, PerplexityOptions& o) {
 }
 
 int RunRun(const Settings& settings, const RunOptions& o) {
+  if (o.verbose && log::GetLevel() > log::Level::kInfo) log::SetLevel(log::Level::kInfo);
   auto loaded = Load(settings, o.model, o.request);
   if (!loaded.ok()) return Fail("run", loaded.status());
   Loaded& l = *loaded;

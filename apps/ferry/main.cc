@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 
 #include "base/log.h"
+#include "cmd_plan.h"
 #include "cmd_run.h"
 #include "cmd_show.h"
 #include "settings.h"
@@ -25,6 +26,8 @@ int Main(int argc, char** argv) {
   ferry::app::AddRunCommand(app, run);
   ferry::app::PerplexityOptions perplexity;
   ferry::app::AddPerplexityCommand(app, perplexity);
+  ferry::app::PlanOptions plan;
+  ferry::app::AddPlanCommand(app, plan);
 
   try {
     app.parse(argc, argv);
@@ -32,10 +35,16 @@ int Main(int argc, char** argv) {
     return app.exit(e);
   }
   ferry::log::SetLevel(debug ? ferry::log::Level::kDebug : ferry::log::Level::kWarn);
-  ferry::app::Settings settings = ferry::app::ReadSettings();
+  auto read = ferry::app::ReadSettings();
+  if (!read.ok()) {
+    std::fprintf(stderr, "ferry: %s\n", read.status().message().c_str());
+    return 2;
+  }
+  const ferry::app::Settings& settings = *read;
   if (app.got_subcommand("show")) return ferry::app::RunShow(settings, show);
   if (app.got_subcommand("run")) return ferry::app::RunRun(settings, run);
   if (app.got_subcommand("perplexity")) return ferry::app::RunPerplexity(settings, perplexity);
+  if (app.got_subcommand("plan")) return ferry::app::RunPlan(settings, plan);
   return 2;
 }
 

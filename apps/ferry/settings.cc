@@ -3,10 +3,17 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include "base/bytes.h"
+
 namespace ferry::app {
 
-Settings ReadSettings() {
+StatusOr<Settings> ReadSettings() {
   Settings s;
+  if (const char* o = std::getenv("FERRY_GPU_OVERHEAD"); o != nullptr && *o != '\0') {
+    auto b = ParseBytes(o);
+    if (!b.ok()) return b.status().WithPrefix("FERRY_GPU_OVERHEAD");
+    s.gpu_overhead_bytes = *b;
+  }
   if (const char* m = std::getenv("FERRY_MODELS"); m != nullptr && *m != '\0') {
     s.models_dir = m;
   } else {

@@ -12,9 +12,12 @@ namespace ferry::app {
 struct Settings {
   // FERRY_MODELS, default ~/.ferry/models: where `ferry show NAME` looks for NAME.
   std::string models_dir;
+  // FERRY_GPU_OVERHEAD: bytes to leave free on every GPU (e.g. "1GiB"); 0 when unset.
+  uint64_t gpu_overhead_bytes = 0;
 };
 
-Settings ReadSettings();
+// Errors: a FERRY_* value that does not parse (named in the message).
+StatusOr<Settings> ReadSettings();
 
 // A path if `name_or_path` is an existing file; otherwise `models_dir/NAME` or
 // `models_dir/NAME.gguf`. NotFound lists where it looked.

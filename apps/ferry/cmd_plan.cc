@@ -1,0 +1,227 @@
+#include "cmd_plan.h"
+
+#include <cstdio>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "backend/device.h"
+#include "base/bytes.h"
+#include "model/model.h"
+#include "planner/plan.h"
+
+namespace ferry::app {
+namespace {
+
+using json = nlohmann::ordered_json;
+
+int Fail(const Status& s) {
+  std::fprintf(stderr, "ferry plan: %s\n", s.message().c_str());
+  return 1;
+}
+
+std::string Ranges(const std::vector<int64_t>& layers) {
+  std::string s;
+  for (size_t i = 0; i < layers.size();) {
+    size_t j = i;
+    while (j + 1 < layers.size() && layers[j + 1] == layers[j] + 1) ++j;
+    s += (s.empty() ? "" : ",") +
+         (i == j ? fmt::format("{}", layers[i]) : fmt::format("{}-{}", layers[i], layers[j]));
+    i = j + 1;
+  }
+  return s;
+}
+
+std::string What(const DevicePlan& d) {
+  std::string w = d.layers.empty() ? "" : Ranges(d.layers);
+  if (d.has_output) w += w.empty() ? "output" : " +output";
+  if (d.has_input) w += w.empty() ? "input" : " +input";
+  return w.empty() ? "-" : w;
+}
+
+std::string Headroom(const DevicePlan& d) {
+  int64_t h = d.headroom_bytes();
+  return h >= 0 ? FormatBytes(static_cast<uint64_t>(h)) : "-" + FormatBytes(static_cast<uint64_t>(-h));
+}
+
+json PlanJson(const Plan& p) {
+  json j;
+  j["num_ctx"] = p.options.num_ctx;
+  j["num_parallel"] = p.options.num_parallel;
+  j["num_batch"] = p.options.num_batch;
+  j["kv_type"] = DTypeName(p.options.kv_type);
+  j["gpu_layers"] = p.gpu_layers;
+  json devs = json::array();
+  for (const DevicePlan& d : p.devices) {
+    devs.push_back({{"name", d.name},
+                    {"weights_bytes", d.weights_bytes},
+                    {"kv_bytes", d.kv_bytes},
+                    {"compute_bytes", d.compute_bytes},
+                    {"total_bytes", d.total_bytes},
+                    {"capacity_bytes", d.capacity_bytes},
+                    {"headroom_bytes", d.headroom_bytes()},
+                    {"layers", d.layers},
+                    {"output", d.has_output},
+                    {"input", d.has_input},
+                    {"bytes_read_per_token", d.bytes_read_per_token}});
+  }
+  j["devices"] = devs;
+  j["predicted_tok_s"] = p.predicted_tok_s;
+  j["warnings"] = p.warnings;
+  return j;
+}
+
+void PrintPlan(const Plan& p) {
+  std::printf("  %-8s %-22s %11s %11s %11s %11s %11s %11s\n", "device", "layers", "weights", "kv",
+              "compute", "total", "free", "headroom");
+  for (const DevicePlan& d : p.devices) {
+    std::printf("  %-8s %-22s %11s %11s %11s %11s %11s %11s\n", d.name.c_str(), What(d).c_str(),
+                FormatBytes(d.weights_bytes).c_str(), FormatBytes(d.kv_bytes).c_str(),
+                FormatBytes(d.compute_bytes).c_str(), FormatBytes(d.total_bytes).c_str(),
+                FormatBytes(d.capacity_bytes).c_str(), Headroom(d).c_str());
+  }
+  std::printf("  predicted decode speed: %.1f tok/s (bytes read per token / device bandwidth)\n",
+              p.predicted_tok_s);
+  for (const std::string& w : p.warnings) std::printf("  warning: %s\n", w.c_str());
+}
+
+}  // namespace
+
+void AddPlanCommand(CLI::App& app, PlanOptions& o) {
+  CLI::App* cmd = app.add_subcommand(
+      "plan", "Show where a model's weights, KV cache and compute buffers would go (reads no "
+              "weights)");
+  cmd->add_option("model", o.model, "GGUF file path or model name")->required();
+  cmd->add_option("--ctx,--num-ctx", o.ctx, "Context length, or a comma-separated sweep");
+  cmd->add_option("--parallel,--num-parallel", o.parallel, "Sequences served at once");
+  cmd->add_option("--batch,--num-batch", o.batch, "Prompt tokens per step");
+  cmd->add_option("--kv-type", o.kv_type, "KV cache type: f16, q8_0, q4_0");
+  cmd->add_option("--num-gpu", o.num_gpu, "Layers on GPUs (-1: as many as fit)");
+  cmd->add_option("--main-gpu", o.main_gpu, "GPU that holds the output layer");
+  cmd->add_option("--devices", o.devices,
+                  "Describe devices instead of discovering them: cuda0=24GiB,cpu=64GiB "
+                  "(optional @bandwidth, e.g. cuda0=24GiB@1000GB/s)");
+  cmd->add_option("--gpu-memory", o.gpu_memory, "Use at most this much memory per GPU");
+  cmd->add_flag("--json", o.json, "Print JSON");
+}
+
+int RunPlan(const Settings& settings, const PlanOptions& o) {
+  auto path = ResolveModel(settings, o.model);
+  if (!path.ok()) return Fail(path.status());
+  auto model = Model::Load(*path);
+  if (!model.ok()) return Fail(model.status());
+  ModelShape shape = ShapeFromModel(**model);
+
+  DeviceInventory inv;
+  if (!o.devices.empty()) {
+    auto parsed = ParseDevices(o.devices);
+    if (!parsed.ok()) return Fail(parsed.status());
+    inv = *parsed;
+  } else {
+    DiscoverOptions d;
+    d.gpu_overhead_bytes = settings.gpu_overhead_bytes;
+    if (!o.gpu_memory.empty()) {
+      auto cap = ParseBytes(o.gpu_memory);
+      if (!cap.ok()) return Fail(cap.status().WithPrefix("--gpu-memory"));
+      d.gpu_memory_bytes = *cap;
+    }
+    auto found = DiscoverDevices(d);
+    if (!found.ok()) return Fail(found.status());
+    inv = *found;
+  }
+
+  LoadOptions base;
+  base.num_parallel = o.parallel;
+  base.num_batch = o.batch;
+  base.num_gpu = o.num_gpu;
+  base.main_gpu = o.main_gpu;
+  auto kv = ParseDType(o.kv_type);
+  if (!kv.ok()) return Fail(kv.status().WithPrefix("--kv-type"));
+  base.kv_type = *kv;
+
+  std::vector<int64_t> ctxs;
+  for (size_t i = 0; i <= o.ctx.size();) {
+    size_t j = o.ctx.find(',', i);
+    if (j == std::string::npos) j = o.ctx.size();
+    std::string item = o.ctx.substr(i, j - i);
+    char* end = nullptr;
+    long long v = std::strtoll(item.c_str(), &end, 10);
+    if (item.empty() || end == nullptr || *end != '\0') {
+      return Fail(InvalidArgumentError("--ctx: '{}' is not a number", item));
+    }
+    ctxs.push_back(v);
+    i = j + 1;
+  }
+  for (int64_t c : ctxs) {
+    LoadOptions t = base;
+    t.num_ctx = c;
+    if (Status s = ValidateLoadOptions(t); !s.ok()) return Fail(s);
+  }
+
+  const bool sweep = ctxs.size() > 1;
+  json out;
+  out["model"] = shape.name;
+  out["devices_described"] = !o.devices.empty();
+  if (!o.json) {
+    std::printf("%s: %lld layers, trained context %lld\n", shape.name.c_str(),
+                static_cast<long long>(shape.n_layer), static_cast<long long>(shape.n_ctx_train));
+    std::printf("devices: %s\n", DescribeInventory(inv).c_str());
+  }
+  int rc = 0;
+  json rows = json::array();
+  for (int64_t c : ctxs) {
+    LoadOptions t = base;
+    t.num_ctx = c;
+    auto plan = MakePlan(shape, inv, t);
+    if (o.json) {
+      if (plan.ok()) {
+        rows.push_back(PlanJson(*plan));
+      } else {
+        rows.push_back({{"num_ctx", c}, {"error", plan.status().message()}});
+        rc = sweep ? rc : 1;
+      }
+      continue;
+    }
+    if (sweep) {
+      if (c == ctxs.front()) {
+        std::printf("\n  %-9s %-36s %11s %10s\n", "num_ctx", "placement", "total", "tok/s");
+      }
+      if (!plan.ok()) {
+        std::printf("  %-9lld does not fit: %s\n", static_cast<long long>(c),
+                    plan.status().message().c_str());
+        continue;
+      }
+      std::string where;
+      for (const DevicePlan& d : plan->devices) {
+        if (d.layers.empty() && !d.has_output) continue;
+        where += fmt::format("{}{} {}L{}", where.empty() ? "" : ", ", d.name, d.layers.size(),
+                             d.has_output ? "+out" : "");
+      }
+      std::printf("  %-9lld %-36s %11s %10.1f\n", static_cast<long long>(c), where.c_str(),
+                  FormatBytes(plan->total_bytes()).c_str(), plan->predicted_tok_s);
+      continue;
+    }
+    if (!plan.ok()) {
+      std::fprintf(stderr, "ferry plan: %s\n", plan.status().message().c_str());
+      rc = 1;
+      continue;
+    }
+    std::printf("num_ctx %lld x %d sequences, kv %s, batch %lld\n", static_cast<long long>(c),
+                t.num_parallel, o.kv_type.c_str(), static_cast<long long>(t.num_batch));
+    PrintPlan(*plan);
+  }
+  ContextLimits lim = ComputeContextLimits(shape, inv, base);
+  if (o.json) {
+    out[sweep ? "sweep" : "plan"] = sweep ? rows : rows[0];
+    out["limits"] = {{"max_ctx_all_gpu", lim.max_ctx_all_gpu}, {"max_ctx", lim.max_ctx}};
+    std::printf("%s\n", out.dump(2).c_str());
+    return rc;
+  }
+  std::printf("limits: largest num_ctx with everything on GPU: %s; with CPU offload: %s\n",
+              lim.max_ctx_all_gpu > 0 ? fmt::format("{}", lim.max_ctx_all_gpu).c_str()
+                                      : "none (no GPU fits it)",
+              lim.max_ctx > 0 ? fmt::format("{}", lim.max_ctx).c_str() : "none");
+  return rc;
+}
+
+}  // namespace ferry::app

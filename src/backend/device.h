@@ -1,0 +1,126 @@
+// Devices ferry can place model memory on, and how to find or describe them.
+//
+// A DeviceInventory lists the GPUs (CUDA, in index order) and then the CPU. Each device has the
+// bytes ferry may use (`free_bytes`, after reservations) and a memory bandwidth used by the
+// planner's speed model. Inventories come from discovery (the machine itself) or from a
+// description (`cuda0=24GiB,cpu=64GiB`), which is how `ferry plan --devices` and the planner
+// tests work without hardware.
+//
+// Thread-safety: plain values; the functions are safe to call from any thread.
+#ifndef FERRY_BACKEND_DEVICE_H_
+#define FERRY_BACKEND_DEVICE_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/status.h"
+
+namespace ferry {
+
+enum class DeviceKind { kCpu, kCuda };
+
+struct Device {
+  std::string name;  // "cpu", "cuda0", "cuda1", ...
+  DeviceKind kind = DeviceKind::kCpu;
+  int index = 0;                       // CUDA device index; 0 for the CPU
+  uint64_t total_bytes = 0;            // physical memory of the device (described: = free_bytes;
+                                       // CPU: MemTotal, or the cgroup limit when that is lower)
+  uint64_t free_bytes = 0;             // what ferry may allocate on it, reservations subtracted
+  double bandwidth_bytes_per_s = 0.0;  // memory bandwidth for the speed model
+  std::string source;                  // "described", "MemAvailable", "cgroup memory.max", "CUDA"
+  std::string product;                 // hardware name from the driver ("NVIDIA H100 80GB HBM3");
+                                       // empty for the CPU and for described devices
+};
+
+struct DeviceInventory {
+  std::vector<Device> devices;  // GPUs first (index order), the CPU last; exactly one CPU
+
+  const Device& cpu() const { return devices.back(); }
+  std::vector<const Device*> gpus() const;
+  const Device* Find(std::string_view name) const;
+};
+
+// Default bandwidths when none is given: a conservative dual-channel DDR4/DDR5 desktop for the
+// CPU and a mid-range discrete GPU. `ferry plan` prints them; descriptions can override them.
+inline constexpr double kDefaultCpuBandwidth = 40e9;
+inline constexpr double kDefaultCudaBandwidth = 900e9;
+
+// Parses a description: comma-separated `NAME=SIZE[@BANDWIDTH]`, NAME one of cpu, cuda0,
+// cuda1, ... (case-insensitive; whitespace around names, sizes and commas is ignored).
+// SIZE is read by ParseBytes ("24GiB"; every suffix binary, so "24GB" = 24 * 2^30) and must be
+// in (0, 2^60]. BANDWIDTH is read by ParseBandwidth ("900GB/s", "3.35TB/s", "800GiB/s"):
+// unlike sizes, bandwidths are decimal SI (GB = 1e9) because that is how vendors quote them.
+// Without a bandwidth a device gets kDefaultCpuBandwidth / kDefaultCudaBandwidth.
+// A described device has total_bytes = free_bytes = SIZE and source "described".
+// A missing cpu entry is an error (the CPU always exists). Errors name the bad entry:
+// empty entries, duplicate names, unknown names, zero / negative / absurd sizes, cudaN listed
+// out of index order or with a gap (cuda1 without cuda0).
+StatusOr<DeviceInventory> ParseDevices(std::string_view description);
+
+// Parses a memory bandwidth in bytes per second: a number, an optional unit and an optional
+// "/s" (case-insensitive, spaces allowed): "900GB/s", "3.35 TB/s", "40e9", "1.5TiB/s".
+// k/M/G/T/P with or without "B" are decimal (1e3 ... 1e15); KiB/MiB/GiB/TiB/PiB are binary.
+// "b" always means bytes, never bits. Rejects empty, negative, zero, non-finite values and
+// anything above 1 PB/s (a typo, not a device).
+StatusOr<double> ParseBandwidth(std::string_view text);
+
+// "900 GB/s", "40.0 GB/s", "3.35 TB/s": decimal SI, 3 significant digits.
+std::string FormatBandwidth(double bytes_per_s);
+
+// Reads /proc/meminfo MemAvailable and the cgroup (v2 memory.max - memory.current, v1
+// memory.limit_in_bytes - memory.usage_in_bytes) limit for the CPU, taking the lower. Paths are
+// parameters so tests can point them at files they write.
+//
+// Details: the cgroup v2 files are used when `<cgroup_v2_dir>/memory.max` exists; only
+// otherwise the v1 files. A v2 limit of "max" (or a v1 limit at or above MemTotal, which is how
+// v1 spells "unlimited") means no limit. The cgroup's reclaimable page cache (`inactive_file`
+// in memory.stat, where present) is added back to the headroom, as the kernel would drop it
+// before failing an allocation; a model file that was read once must not look like used memory.
+// `total_bytes` is MemTotal, lowered to the cgroup limit when there is one; `free_bytes` is
+// the lower of MemAvailable and the cgroup headroom; `source` names the one that won
+// ("MemAvailable", "cgroup memory.max", "cgroup memory.limit_in_bytes"). Without a
+// MemAvailable line (kernels before 3.14) MemFree + Cached is used and `source` is "MemFree".
+// The bandwidth is kDefaultCpuBandwidth (nothing is benchmarked at discovery).
+// Errors: the meminfo file is missing (the error names the path) or has no MemTotal.
+struct CpuMemorySources {
+  std::string meminfo = "/proc/meminfo";
+  std::string cgroup_v2_dir = "/sys/fs/cgroup";
+  std::string cgroup_v1_dir = "/sys/fs/cgroup/memory";
+};
+StatusOr<Device> DiscoverCpu(const CpuMemorySources& sources = {});
+
+// The machine's devices: CUDA devices (free/total from the CUDA runtime) when ferry is built
+// with FERRY_CUDA=ON and a GPU is present, then the CPU. `gpu_overhead_bytes` is reserved on
+// every GPU (FERRY_GPU_OVERHEAD); `gpu_memory_bytes`, if set, caps what each GPU offers
+// (--gpu-memory).
+struct DiscoverOptions {
+  uint64_t gpu_overhead_bytes = 0;
+  std::optional<uint64_t> gpu_memory_bytes;
+  CpuMemorySources cpu_sources;
+};
+//
+// Without a GPU (no driver, no device, CUDA_VISIBLE_DEVICES empty) the inventory is the CPU
+// alone; that is logged at debug level, not an error. A GPU whose memory cannot be queried is
+// skipped with a warning. Errors come only from DiscoverCpu.
+StatusOr<DeviceInventory> DiscoverDevices(const DiscoverOptions& options = {});
+
+// Applies the GPU reservations of `options` to every CUDA device of `inventory` (the CPU is
+// left alone): free = min(free - gpu_overhead_bytes, gpu_memory_bytes), never below 0. The
+// overhead is what other processes and the driver keep; the cap is the most ferry takes, so
+// with free = 24 GiB, overhead = 1 GiB and cap = 8 GiB ferry offers 8 GiB. DiscoverDevices
+// calls this; callers may apply it to described inventories too.
+void ApplyGpuReservations(DeviceInventory& inventory, const DiscoverOptions& options);
+
+// True when this build can talk to CUDA (FERRY_CUDA=ON); discovery may still find no GPU.
+bool BuiltWithCuda();
+
+// "cuda0 24.0 GiB free of 24.0 GiB (described), cpu 61.2 GiB (MemAvailable)": GPUs show free
+// and total, the CPU what ferry may use; sizes as FormatBytes, devices in inventory order.
+std::string DescribeInventory(const DeviceInventory& inventory);
+
+}  // namespace ferry
+
+#endif  // FERRY_BACKEND_DEVICE_H_

@@ -1,0 +1,398 @@
+#include "planner/plan.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include <fmt/format.h>
+
+#include "base/bytes.h"
+#include "kv/kv_cache.h"
+
+namespace ferry {
+namespace {
+
+constexpr int64_t kMaxCtx = int64_t{1} << 24;
+
+KvCacheOptions KvOptionsFor(const ModelShape& m, const LoadOptions& o) {
+  KvCacheOptions k;
+  k.type = o.kv_type;
+  k.k_dim.assign(static_cast<size_t>(m.n_layer), m.n_head_kv * m.head_dim_k);
+  k.v_dim.assign(static_cast<size_t>(m.n_layer), m.n_head_kv * m.head_dim_v);
+  k.window = m.swa_window;
+  k.num_ctx = o.num_ctx;
+  k.num_seqs = o.num_parallel;
+  k.max_batch = std::min(o.num_batch, o.num_ctx);
+  return k;
+}
+
+// Layers on GPU i when `k` blocks are offloaded: contiguous ranges of the last k layers, split
+// in proportion to free memory (earlier GPUs take earlier layers).
+std::vector<int> AssignLayers(const ModelShape& m, const DeviceInventory& inv, int64_t k) {
+  const int cpu = static_cast<int>(inv.devices.size()) - 1;
+  std::vector<int> where(static_cast<size_t>(m.n_layer), cpu);
+  if (k <= 0 || cpu == 0) return where;
+  double total_free = 0.0;
+  for (int g = 0; g < cpu; ++g) total_free += static_cast<double>(inv.devices[g].free_bytes);
+  int64_t first = m.n_layer - k;
+  double acc = 0.0;
+  int64_t start = first;
+  for (int g = 0; g < cpu; ++g) {
+    acc += static_cast<double>(inv.devices[g].free_bytes);
+    int64_t end = g == cpu - 1 ? m.n_layer
+                               : first + static_cast<int64_t>(std::llround(
+                                             static_cast<double>(k) * acc / total_free));
+    for (int64_t l = start; l < end; ++l) where[static_cast<size_t>(l)] = g;
+    start = end;
+  }
+  return where;
+}
+
+// Builds the plan that puts `gpu_layers` (llama.cpp's count: output first, then the last
+// blocks) on the GPUs. Does not check capacity.
+Plan BuildPlan(const ModelShape& m, const DeviceInventory& inv, const LoadOptions& o,
+               const std::vector<uint64_t>& kv_layer, int gpu_layers) {
+  Plan p;
+  p.options = o;
+  p.gpu_layers = gpu_layers;
+  const int cpu = static_cast<int>(inv.devices.size()) - 1;
+  for (const Device& d : inv.devices) {
+    DevicePlan dp;
+    dp.name = d.name;
+    dp.capacity_bytes = d.free_bytes;
+    dp.bandwidth_bytes_per_s = d.bandwidth_bytes_per_s;
+    p.devices.push_back(dp);
+  }
+  const bool has_gpu = cpu > 0;
+  const int64_t blocks_on_gpu = has_gpu ? std::max<int64_t>(0, gpu_layers - 1) : 0;
+  p.layer_device = AssignLayers(m, inv, std::min<int64_t>(blocks_on_gpu, m.n_layer));
+  p.output_device = (has_gpu && gpu_layers >= 1) ? std::clamp(o.main_gpu, 0, cpu - 1) : cpu;
+
+  DevicePlan& cpu_plan = p.devices[static_cast<size_t>(cpu)];
+  cpu_plan.has_input = true;
+  cpu_plan.weights_bytes += m.input_bytes;
+  for (int64_t l = 0; l < m.n_layer; ++l) {
+    DevicePlan& d = p.devices[static_cast<size_t>(p.layer_device[static_cast<size_t>(l)])];
+    d.layers.push_back(l);
+    d.weights_bytes += m.layer_weight_bytes[static_cast<size_t>(l)];
+    d.kv_bytes += kv_layer[static_cast<size_t>(l)];
+  }
+  DevicePlan& out = p.devices[static_cast<size_t>(p.output_device)];
+  out.has_output = true;
+  out.weights_bytes += m.output_bytes;
+  if (p.output_device != cpu) out.weights_bytes += m.tied_output_bytes;
+
+  const uint64_t layer_compute = ComputeBufferBytes(m, o);
+  const int64_t n = std::min(o.num_batch, o.num_ctx);
+  for (DevicePlan& d : p.devices) {
+    if (!d.layers.empty() || d.has_output) d.compute_bytes = layer_compute;
+    if (d.has_input && d.layers.empty() && !d.has_output) {
+      d.compute_bytes = static_cast<uint64_t>(4 * n * m.n_embd);  // embedding rows only
+    }
+    d.total_bytes = d.weights_bytes + d.kv_bytes + d.compute_bytes;
+    // Decode reads every weight of the device once per token (the input embedding only one
+    // row), and the KV of one sequence at a full context.
+    uint64_t weights_read = d.weights_bytes - (d.has_input ? m.input_bytes : 0);
+    d.bytes_read_per_token = weights_read + d.kv_bytes / static_cast<uint64_t>(o.num_parallel);
+  }
+  double seconds = 0.0;
+  for (const DevicePlan& d : p.devices) {
+    if (d.bandwidth_bytes_per_s > 0) {
+      seconds += static_cast<double>(d.bytes_read_per_token) / d.bandwidth_bytes_per_s;
+    }
+  }
+  p.predicted_tok_s = seconds > 0 ? 1.0 / seconds : 0.0;
+  return p;
+}
+
+bool Fits(const Plan& p) {
+  for (const DevicePlan& d : p.devices) {
+    if (d.total_bytes > d.capacity_bytes) return false;
+  }
+  return true;
+}
+
+// The worst overflow of a plan: (device index, bytes missing), or (-1, 0) when it fits.
+std::pair<int, uint64_t> Overflow(const Plan& p) {
+  std::pair<int, uint64_t> worst{-1, 0};
+  for (size_t i = 0; i < p.devices.size(); ++i) {
+    const DevicePlan& d = p.devices[i];
+    if (d.total_bytes > d.capacity_bytes && d.total_bytes - d.capacity_bytes > worst.second) {
+      worst = {static_cast<int>(i), d.total_bytes - d.capacity_bytes};
+    }
+  }
+  return worst;
+}
+
+// The plan for these options, choosing gpu_layers when num_gpu is -1; nullopt-like error
+// status when nothing fits. `forced_fail` receives the plan that was tried when it failed.
+StatusOr<Plan> TryPlan(const ModelShape& m, const DeviceInventory& inv, const LoadOptions& o,
+                       Plan* failed) {
+  FERRY_ASSIGN_OR_RETURN(std::vector<uint64_t> kv_layer,
+                         KvCache::PoolLayerBytes(KvOptionsFor(m, o)));
+  const int max_gpu_layers = inv.devices.size() > 1 ? static_cast<int>(m.n_layer) + 1 : 0;
+  if (o.num_gpu >= 0) {
+    Plan p = BuildPlan(m, inv, o, kv_layer, std::min(o.num_gpu, max_gpu_layers));
+    if (Fits(p)) return p;
+    if (failed) *failed = p;
+    return Status(StatusCode::kResourceExhausted, "does not fit");
+  }
+  for (int g = max_gpu_layers; g >= 0; --g) {
+    Plan p = BuildPlan(m, inv, o, kv_layer, g);
+    if (Fits(p)) return p;
+    if (g == 0 && failed) *failed = p;
+  }
+  return Status(StatusCode::kResourceExhausted, "does not fit");
+}
+
+bool FitsAt(const ModelShape& m, const DeviceInventory& inv, LoadOptions o, int64_t ctx) {
+  o.num_ctx = ctx;
+  return TryPlan(m, inv, o, nullptr).ok();
+}
+
+// Largest num_ctx in [1, kMaxCtx] for which `o` fits; 0 if none.
+int64_t MaxFittingCtx(const ModelShape& m, const DeviceInventory& inv, const LoadOptions& o) {
+  if (!FitsAt(m, inv, o, 1)) return 0;
+  int64_t lo = 1, hi = kMaxCtx;
+  if (FitsAt(m, inv, o, hi)) return hi;
+  while (hi - lo > 1) {
+    int64_t mid = lo + (hi - lo) / 2;
+    (FitsAt(m, inv, o, mid) ? lo : hi) = mid;
+  }
+  return lo;
+}
+
+std::string LayerRanges(const std::vector<int64_t>& layers) {
+  std::string s;
+  for (size_t i = 0; i < layers.size();) {
+    size_t j = i;
+    while (j + 1 < layers.size() && layers[j + 1] == layers[j] + 1) ++j;
+    s += fmt::format("{}{}", s.empty() ? "" : ",",
+                     i == j ? fmt::format("{}", layers[i])
+                            : fmt::format("{}-{}", layers[i], layers[j]));
+    i = j + 1;
+  }
+  return s;
+}
+
+}  // namespace
+
+uint64_t ComputeBufferBytes(const ModelShape& m, const LoadOptions& o) {
+  const uint64_t n = static_cast<uint64_t>(std::min(o.num_batch, o.num_ctx));
+  const uint64_t e = m.n_embd, ff = m.n_ff, nh = m.n_head;
+  const uint64_t qd = nh * m.head_dim_k, kd = m.n_head_kv * m.head_dim_k,
+                 vd = m.n_head_kv * m.head_dim_v, ad = nh * m.head_dim_v;
+  const uint64_t keys = static_cast<uint64_t>(o.num_ctx);
+  // forward.cc: x, cur, out [n, e]; q, k, v; attn [n, n_head * dv]; gate, up [n, n_ff].
+  uint64_t bytes = 4 * n * (3 * e + qd + kd + vd + ad + 2 * ff);
+  // Attention: K and V rows of the visible keys, one score row per head.
+  bytes += 4 * (keys * (kd + vd) + nh * keys);
+  // Activations quantized once per matmul (Q8_0: 34 bytes per 32 values, plus d and s floats).
+  const uint64_t widest = std::max({e, ff, ad});
+  bytes += n * ((widest + 31) / 32) * (34 + 8);
+  // Output: the last row normalized and its logits.
+  bytes += 4 * (e + static_cast<uint64_t>(m.n_vocab));
+  return bytes;
+}
+
+ModelShape ShapeFromModel(const Model& model) {
+  const HParams& hp = model.hparams();
+  ModelShape s;
+  s.name = model.file().name();
+  s.n_layer = hp.n_layer;
+  s.n_embd = hp.n_embd;
+  s.n_ff = hp.n_ff;
+  s.n_head = hp.n_head;
+  s.n_head_kv = hp.n_head_kv;
+  s.head_dim_k = hp.head_dim_k;
+  s.head_dim_v = hp.head_dim_v;
+  s.n_vocab = hp.n_vocab;
+  s.n_ctx_train = hp.n_ctx_train;
+  s.swa_window = hp.swa_window;
+  s.layer_weight_bytes.assign(static_cast<size_t>(hp.n_layer), 0);
+  bool has_output = false;
+  uint64_t embd = 0;
+  for (const gguf::TensorInfo& t : model.file().tensors()) {
+    int64_t layer = -1;
+    if (t.name.rfind("blk.", 0) == 0) {
+      layer = std::strtoll(t.name.c_str() + 4, nullptr, 10);
+    }
+    if (layer >= 0 && layer < hp.n_layer) {
+      s.layer_weight_bytes[static_cast<size_t>(layer)] += t.n_bytes;
+    } else if (t.name == "output.weight" || t.name == "output_norm.weight") {
+      s.output_bytes += t.n_bytes;
+      has_output |= t.name == "output.weight";
+    } else {
+      s.input_bytes += t.n_bytes;
+      if (t.name == "token_embd.weight") embd = t.n_bytes;
+    }
+  }
+  if (!has_output) s.tied_output_bytes = embd;
+  return s;
+}
+
+StatusOr<ModelShape> ShapeFromDescription(const DescribedModel& d) {
+  if (d.n_layer <= 0 || d.n_embd <= 0 || d.n_ff <= 0 || d.n_head <= 0 || d.n_head_kv <= 0 ||
+      d.head_dim <= 0 || d.n_vocab <= 0) {
+    return InvalidArgumentError("described model '{}' needs positive dimensions", d.name);
+  }
+  ModelShape s;
+  s.name = d.name;
+  s.n_layer = d.n_layer;
+  s.n_embd = d.n_embd;
+  s.n_ff = d.n_ff;
+  s.n_head = d.n_head;
+  s.n_head_kv = d.n_head_kv;
+  s.head_dim_k = s.head_dim_v = d.head_dim;
+  s.n_vocab = d.n_vocab;
+  s.n_ctx_train = d.n_ctx_train;
+  s.swa_window.assign(static_cast<size_t>(d.n_layer), 0);
+  auto mat = [&](DType t, int64_t cols, int64_t rows) -> StatusOr<uint64_t> {
+    FERRY_ASSIGN_OR_RETURN(uint64_t row, RowBytes(t, static_cast<uint64_t>(cols)));
+    return row * static_cast<uint64_t>(rows);
+  };
+  const int64_t e = d.n_embd, qd = d.n_head * d.head_dim, kd = d.n_head_kv * d.head_dim;
+  uint64_t layer = 4 * static_cast<uint64_t>(2 * e);  // attn_norm, ffn_norm (f32)
+  for (auto [cols, rows] : std::vector<std::pair<int64_t, int64_t>>{
+           {e, qd}, {e, kd}, {e, kd}, {qd, e}, {e, d.n_ff}, {e, d.n_ff}, {d.n_ff, e}}) {
+    FERRY_ASSIGN_OR_RETURN(uint64_t b, mat(d.weight_type, cols, rows));
+    layer += b;
+  }
+  s.layer_weight_bytes.assign(static_cast<size_t>(d.n_layer), layer);
+  FERRY_ASSIGN_OR_RETURN(s.input_bytes, mat(d.weight_type, e, d.n_vocab));
+  FERRY_ASSIGN_OR_RETURN(uint64_t out, mat(d.output_type, e, d.n_vocab));
+  s.output_bytes = 4 * static_cast<uint64_t>(e) + (d.tied_output ? 0 : out);
+  if (d.tied_output) s.tied_output_bytes = s.input_bytes;
+  return s;
+}
+
+Status ValidateLoadOptions(const LoadOptions& o) {
+  if (o.num_ctx <= 0 || o.num_ctx > kMaxCtx) {
+    return InvalidArgumentError("num_ctx {} is out of range (1 .. {})", o.num_ctx, kMaxCtx);
+  }
+  if (o.num_parallel < 1 || o.num_parallel > 4096) {
+    return InvalidArgumentError("num_parallel {} is out of range (1 .. 4096)", o.num_parallel);
+  }
+  if (o.num_batch < 1 || o.num_batch > 65536) {
+    return InvalidArgumentError("num_batch {} is out of range (1 .. 65536)", o.num_batch);
+  }
+  if (o.kv_type != DType::kF16 && o.kv_type != DType::kQ8_0 && o.kv_type != DType::kQ4_0 &&
+      o.kv_type != DType::kF32) {
+    return InvalidArgumentError("KV cache type {} is not supported (f16, q8_0, q4_0)",
+                                DTypeName(o.kv_type));
+  }
+  if (o.num_gpu < -1) return InvalidArgumentError("num_gpu {} must be -1 (auto) or >= 0", o.num_gpu);
+  return Status::Ok();
+}
+
+StatusOr<Plan> MakePlan(const ModelShape& m, const DeviceInventory& inv, const LoadOptions& o) {
+  FERRY_RETURN_IF_ERROR(ValidateLoadOptions(o));
+  if (inv.devices.empty() || inv.devices.back().kind != DeviceKind::kCpu) {
+    return InvalidArgumentError("the device list needs a CPU entry");
+  }
+  if (o.main_gpu < 0 || (o.main_gpu > 0 && o.main_gpu >= static_cast<int>(inv.devices.size()) - 1)) {
+    return InvalidArgumentError("main_gpu {} does not exist", o.main_gpu);
+  }
+  Plan failed;
+  auto p = TryPlan(m, inv, o, &failed);
+  if (!p.ok()) {
+    if (p.status().code() != StatusCode::kResourceExhausted) return p.status();
+    return Status(StatusCode::kResourceExhausted,
+                  fmt::format("{} at num_ctx {} does not fit: {}", m.name, o.num_ctx,
+                              SuggestFits(m, inv, o)));
+  }
+  Plan plan = std::move(*p);
+  if (m.n_ctx_train > 0 && o.num_ctx > m.n_ctx_train) {
+    plan.warnings.push_back(fmt::format("num_ctx {} is above the {} tokens the model was trained "
+                                        "on: quality may drop past that point",
+                                        o.num_ctx, m.n_ctx_train));
+  }
+  const int gpus = static_cast<int>(inv.devices.size()) - 1;
+  const int64_t cpu_layers = static_cast<int64_t>(plan.devices.back().layers.size());
+  if (gpus > 0 && cpu_layers > 0) {
+    plan.warnings.push_back(fmt::format(
+        "{} of {} layers run on the CPU{}: decode is bound by CPU memory bandwidth",
+        cpu_layers, m.n_layer, plan.output_device == gpus ? " with the output layer" : ""));
+  }
+  return plan;
+}
+
+ContextLimits ComputeContextLimits(const ModelShape& m, const DeviceInventory& inv,
+                                   const LoadOptions& options) {
+  ContextLimits lim;
+  LoadOptions o = options;
+  if (inv.devices.size() > 1) {
+    o.num_gpu = static_cast<int>(m.n_layer) + 1;
+    lim.max_ctx_all_gpu = MaxFittingCtx(m, inv, o);
+  }
+  o.num_gpu = -1;
+  lim.max_ctx = MaxFittingCtx(m, inv, o);
+  return lim;
+}
+
+std::string SuggestFits(const ModelShape& m, const DeviceInventory& inv, const LoadOptions& o) {
+  Plan failed;
+  auto p = TryPlan(m, inv, o, &failed);
+  if (p.ok()) return "it fits";
+  std::vector<std::string> fixes;
+  auto [dev, missing] = Overflow(failed);
+  std::string where = dev >= 0 ? failed.devices[static_cast<size_t>(dev)].name : "?";
+  int64_t ctx = MaxFittingCtx(m, inv, o);
+  if (ctx > 0) fixes.push_back(fmt::format("num_ctx <= {}", ctx));
+  for (DType t : {DType::kQ8_0, DType::kQ4_0}) {
+    if (t == o.kv_type) continue;
+    LoadOptions q = o;
+    q.kv_type = t;
+    if (TryPlan(m, inv, q, nullptr).ok()) {
+      fixes.push_back(fmt::format("or kv cache {}", DTypeName(t)));
+      break;
+    }
+  }
+  if (o.num_gpu > 0) {
+    for (int g = std::min<int>(o.num_gpu, static_cast<int>(m.n_layer) + 1) - 1; g >= 0; --g) {
+      LoadOptions q = o;
+      q.num_gpu = g;
+      if (TryPlan(m, inv, q, nullptr).ok()) {
+        int moved = std::min<int>(o.num_gpu, static_cast<int>(m.n_layer) + 1) - g;
+        fixes.push_back(fmt::format("or {} layer{} on CPU (--num-gpu {})", moved,
+                                    moved == 1 ? "" : "s", g));
+        break;
+      }
+    }
+  }
+  if (o.num_parallel > 1) {
+    LoadOptions q = o;
+    q.num_parallel = 1;
+    if (TryPlan(m, inv, q, nullptr).ok()) fixes.push_back("or num_parallel 1");
+  }
+  std::string msg = fmt::format("needs {} more on {}", FormatBytes(missing), where);
+  if (fixes.empty()) return msg + "; no smaller setting fits: the model's weights alone do not";
+  msg += ": ";
+  for (size_t i = 0; i < fixes.size(); ++i) msg += (i ? ", " : "") + fixes[i];
+  return msg;
+}
+
+uint64_t Plan::total_bytes() const {
+  uint64_t t = 0;
+  for (const DevicePlan& d : devices) t += d.total_bytes;
+  return t;
+}
+
+std::string Plan::Summary() const {
+  std::string s = "plan:";
+  for (const DevicePlan& d : devices) {
+    if (d.total_bytes == 0) continue;
+    std::string what = d.layers.empty() ? "" : "layers " + LayerRanges(d.layers);
+    if (d.has_output) what += what.empty() ? "output" : "+output";
+    if (d.has_input) what += what.empty() ? "input" : "+input";
+    s += fmt::format(" {} [{}] {} (weights {}, kv {}, compute {}, headroom {});", d.name, what,
+                     FormatBytes(d.total_bytes), FormatBytes(d.weights_bytes),
+                     FormatBytes(d.kv_bytes), FormatBytes(d.compute_bytes),
+                     d.headroom_bytes() >= 0 ? FormatBytes(static_cast<uint64_t>(d.headroom_bytes()))
+                                             : "-" + FormatBytes(static_cast<uint64_t>(-d.headroom_bytes())));
+  }
+  s += fmt::format(" num_ctx {} x {}, kv {}; predicted {:.1f} tok/s", options.num_ctx,
+                   options.num_parallel, DTypeName(options.kv_type), predicted_tok_s);
+  return s;
+}
+
+}  // namespace ferry

@@ -1,0 +1,126 @@
+// The memory planner: where a model's layers, KV cache and compute buffers go, before anything
+// is allocated. MakePlan() is a pure function of the model's shape (tensor table and
+// hyper-parameters, no weights read), the devices and the load options.
+//
+// Placement follows llama.cpp and Ollama: the input embedding stays on the CPU; the output
+// layer and then the last layers go to the GPU(s) first, as many as fit; with several GPUs the
+// offloaded layers are split in proportion to free memory. Each device that runs layers gets one
+// compute-buffer reservation sized for the worst-case batch (num_batch tokens attending over
+// num_ctx keys). KV bytes are exact (KvCache::PoolLayerBytes: the same function the cache uses
+// to allocate).
+//
+// Thread-safety: pure functions over values.
+#ifndef FERRY_PLANNER_PLAN_H_
+#define FERRY_PLANNER_PLAN_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "backend/device.h"
+#include "base/status.h"
+#include "model/model.h"
+#include "tensor/dtype.h"
+
+namespace ferry {
+
+// What the planner needs to know about a model.
+struct ModelShape {
+  std::string name;
+  int64_t n_layer = 0, n_embd = 0, n_ff = 0, n_head = 0, n_head_kv = 0;
+  int64_t head_dim_k = 0, head_dim_v = 0, n_vocab = 0, n_ctx_train = 0;
+  std::vector<int64_t> swa_window;           // [n_layer], 0 = full attention
+  std::vector<uint64_t> layer_weight_bytes;  // [n_layer]: every blk.N.* tensor
+  uint64_t input_bytes = 0;   // token_embd (+ rope_freqs, anything outside the blocks): CPU
+  uint64_t output_bytes = 0;  // output_norm + output
+  uint64_t tied_output_bytes = 0;  // no output tensor: token_embd serves as the output, and a
+                                   // GPU holding the output layer needs its own copy
+};
+
+// From a loaded Model: sizes from the tensor table; nothing is read from the weights.
+ModelShape ShapeFromModel(const Model& model);
+
+// A llama-family shape with every 2-D weight of `type` (norms f32), for planning models that
+// are not on disk (tests, "what if" questions).
+struct DescribedModel {
+  std::string name = "described";
+  int64_t n_layer, n_embd, n_ff, n_head, n_head_kv, head_dim, n_vocab, n_ctx_train;
+  DType weight_type = DType::kQ4_0;
+  DType output_type = DType::kQ6_K;
+  bool tied_output = false;
+};
+StatusOr<ModelShape> ShapeFromDescription(const DescribedModel& d);
+
+struct LoadOptions {
+  int64_t num_ctx = 2048;      // tokens of context per sequence
+  int32_t num_parallel = 1;    // sequences served at once (each gets num_ctx)
+  int64_t num_batch = 512;     // prompt tokens per step: sizes the compute buffers
+  DType kv_type = DType::kF16; // f16, q8_0, q4_0 (f32 for tests)
+  int num_gpu = -1;            // layers on GPUs: -1 as many as fit; 0 none; n_layer + 1 all +
+                               // the output layer (llama.cpp's counting)
+  int main_gpu = 0;            // the GPU that holds the output layer
+};
+
+// Checks the options themselves (not whether they fit): num_ctx in 1..2^24, num_parallel >= 1,
+// num_batch >= 1, kv_type one of f16/q8_0/q4_0/f32.
+Status ValidateLoadOptions(const LoadOptions& options);
+
+struct DevicePlan {
+  std::string name;
+  uint64_t capacity_bytes = 0;  // Device::free_bytes
+  uint64_t weights_bytes = 0;
+  uint64_t kv_bytes = 0;
+  uint64_t compute_bytes = 0;
+  uint64_t total_bytes = 0;     // weights + kv + compute
+  std::vector<int64_t> layers;  // the repeating blocks that run here
+  bool has_input = false;       // token embedding
+  bool has_output = false;      // output norm + output projection
+  double bandwidth_bytes_per_s = 0.0;
+  uint64_t bytes_read_per_token = 0;  // weights here + KV here at a full context
+  int64_t headroom_bytes() const {
+    return static_cast<int64_t>(capacity_bytes) - static_cast<int64_t>(total_bytes);
+  }
+};
+
+struct Plan {
+  LoadOptions options;
+  std::vector<DevicePlan> devices;  // inventory order: GPUs, then the CPU
+  std::vector<int> layer_device;    // [n_layer]: index into devices
+  int output_device = 0;
+  int gpu_layers = 0;               // llama.cpp's count: offloaded blocks (+1 for the output)
+  double predicted_tok_s = 0.0;     // decode speed from the bandwidth model
+  std::vector<std::string> warnings;
+
+  uint64_t total_bytes() const;
+  // One line: "plan: cuda0 layers 0-31+output 4.1 GiB (w 3.9 GiB, kv 128 MiB, compute 80 MiB),
+  // cpu ... ; headroom ...; ~52.3 tok/s".
+  std::string Summary() const;
+};
+
+// Errors: bad options (InvalidArgument), or ResourceExhausted when even the all-CPU plan does
+// not fit; its message says how much is missing and the smallest changes that fit (see
+// SuggestFits).
+StatusOr<Plan> MakePlan(const ModelShape& model, const DeviceInventory& devices,
+                        const LoadOptions& options);
+
+// The context limits users ask about, for the given options (num_ctx itself is ignored).
+struct ContextLimits {
+  int64_t max_ctx_all_gpu = 0;  // largest num_ctx with every layer and the output on GPUs (0:
+                                // never, e.g. no GPU)
+  int64_t max_ctx = 0;          // largest num_ctx that fits at all, with CPU offload (0: never)
+};
+ContextLimits ComputeContextLimits(const ModelShape& model, const DeviceInventory& devices,
+                                   const LoadOptions& options);
+
+// For options that do not fit (as a whole, or on the GPU when num_gpu forces layers there):
+// "needs 3.1 GiB more: num_ctx <= 12288, or kv cache q8_0, or 9 layers on CPU (--num-gpu 24)".
+std::string SuggestFits(const ModelShape& model, const DeviceInventory& devices,
+                        const LoadOptions& options);
+
+// Bytes the forward pass allocates as scratch for one step of `num_batch` tokens over
+// `num_ctx` keys (activations, attention rows, activation quantization, logits).
+uint64_t ComputeBufferBytes(const ModelShape& model, const LoadOptions& options);
+
+}  // namespace ferry
+
+#endif  // FERRY_PLANNER_PLAN_H_

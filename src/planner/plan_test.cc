@@ -1,0 +1,191 @@
+#include "planner/plan.h"
+
+#include <gtest/gtest.h>
+
+#include "base/bytes.h"
+
+namespace ferry {
+namespace {
+
+const std::string kShared = FERRY_SHARED_DIR;
+
+// Llama-3-8B shape with Q4_K weights and a Q6_K output (Q4_K_M-like).
+ModelShape Llama3_8B() {
+  DescribedModel d{.name = "llama3-8b", .n_layer = 32, .n_embd = 4096, .n_ff = 14336,
+                   .n_head = 32, .n_head_kv = 8, .head_dim = 128, .n_vocab = 128256,
+                   .n_ctx_train = 8192, .weight_type = DType::kQ4_K, .output_type = DType::kQ6_K};
+  return *ShapeFromDescription(d);
+}
+
+DeviceInventory Devices(std::string_view text) {
+  auto inv = ParseDevices(text);
+  EXPECT_TRUE(inv.ok()) << inv.status().ToString();
+  return *inv;
+}
+
+uint64_t KvTotal(const Plan& p) {
+  uint64_t kv = 0;
+  for (const auto& d : p.devices) kv += d.kv_bytes;
+  return kv;
+}
+
+TEST(PlanTest, Llama3On24GiBKeepsEverythingOnTheGpu) {
+  LoadOptions o;
+  o.num_ctx = 32768;
+  auto p = MakePlan(Llama3_8B(), Devices("cuda0=24GiB,cpu=64GiB"), o);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  // 2 (K and V) x 32 layers x 8 heads x 128 x 2 bytes per token x 32768 tokens = 4 GiB.
+  EXPECT_EQ(KvTotal(*p), 4 * kGiB);
+  EXPECT_EQ(p->devices[0].kv_bytes, 4 * kGiB);
+  EXPECT_EQ(p->devices[0].layers.size(), 32u);
+  EXPECT_TRUE(p->devices[0].has_output);
+  EXPECT_TRUE(p->devices[1].layers.empty());
+  EXPECT_TRUE(p->devices[1].has_input);
+  EXPECT_EQ(p->gpu_layers, 33);
+  EXPECT_GT(p->predicted_tok_s, 0.0);
+  // Above the trained context: allowed, with a warning.
+  ASSERT_EQ(p->warnings.size(), 1u);
+  EXPECT_NE(p->warnings[0].find("trained on"), std::string::npos);
+}
+
+TEST(PlanTest, KvTypesUseExactBlockSizes) {
+  LoadOptions o;
+  o.num_ctx = 32768;
+  o.kv_type = DType::kQ8_0;
+  auto p = MakePlan(Llama3_8B(), Devices("cuda0=24GiB,cpu=64GiB"), o);
+  ASSERT_TRUE(p.ok());
+  // q8_0: 34 bytes per 32 values, not 1 byte per value.
+  EXPECT_EQ(KvTotal(*p), uint64_t{2} * 32 * (8 * 128 / 32) * 34 * 32768);
+}
+
+TEST(PlanTest, SmallGpuSpillsLayersToTheCpuAndSaysWhich) {
+  LoadOptions o;
+  o.num_ctx = 32768;
+  auto p = MakePlan(Llama3_8B(), Devices("cuda0=8GiB,cpu=64GiB"), o);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  const auto& gpu = p->devices[0];
+  const auto& cpu = p->devices[1];
+  EXPECT_FALSE(cpu.layers.empty());
+  EXPECT_FALSE(gpu.layers.empty());
+  EXPECT_LE(gpu.total_bytes, gpu.capacity_bytes);
+  // The last layers and the output go to the GPU first.
+  EXPECT_TRUE(gpu.has_output);
+  EXPECT_EQ(gpu.layers.back(), 31);
+  EXPECT_EQ(cpu.layers.front(), 0);
+  EXPECT_EQ(cpu.layers.size() + gpu.layers.size(), 32u);
+  bool warned = false;
+  for (const auto& w : p->warnings) warned |= w.find("layers run on the CPU") != std::string::npos;
+  EXPECT_TRUE(warned);
+  EXPECT_NE(p->Summary().find("cpu [layers 0-"), std::string::npos) << p->Summary();
+  // Slower than the all-GPU plan, by the bandwidth model.
+  auto all_gpu = MakePlan(Llama3_8B(), Devices("cuda0=24GiB,cpu=64GiB"), o);
+  EXPECT_LT(p->predicted_tok_s, all_gpu->predicted_tok_s);
+}
+
+TEST(PlanTest, TwoGpusSplitInProportionToFreeMemory) {
+  LoadOptions o;
+  o.num_ctx = 8192;
+  auto p = MakePlan(Llama3_8B(), Devices("cuda0=16GiB,cuda1=8GiB,cpu=64GiB"), o);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  EXPECT_EQ(p->devices[0].layers.size() + p->devices[1].layers.size(), 32u);
+  EXPECT_NEAR(static_cast<double>(p->devices[0].layers.size()), 32.0 * 2 / 3, 1.0);
+  EXPECT_TRUE(p->devices[2].layers.empty());
+  EXPECT_TRUE(p->devices[0].has_output);  // main_gpu 0
+}
+
+TEST(PlanTest, NumGpuZeroIsCpuOnly) {
+  LoadOptions o;
+  o.num_ctx = 4096;
+  o.num_gpu = 0;
+  auto p = MakePlan(Llama3_8B(), Devices("cuda0=24GiB,cpu=64GiB"), o);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->devices[0].total_bytes, 0u);
+  EXPECT_EQ(p->devices[1].layers.size(), 32u);
+  EXPECT_TRUE(p->devices[1].has_output);
+}
+
+TEST(PlanTest, BadInput) {
+  ModelShape m = Llama3_8B();
+  DeviceInventory inv = Devices("cuda0=24GiB,cpu=64GiB");
+  LoadOptions o;
+  o.num_ctx = 0;
+  EXPECT_EQ(MakePlan(m, inv, o).status().code(), StatusCode::kInvalidArgument);
+  o.num_ctx = (int64_t{1} << 24) + 1;
+  EXPECT_EQ(MakePlan(m, inv, o).status().code(), StatusCode::kInvalidArgument);
+  o.num_ctx = 2048;
+  o.num_parallel = 0;
+  EXPECT_EQ(MakePlan(m, inv, o).status().code(), StatusCode::kInvalidArgument);
+  o.num_parallel = 1;
+  o.kv_type = DType::kQ5_0;
+  EXPECT_EQ(MakePlan(m, inv, o).status().code(), StatusCode::kInvalidArgument);
+  o.kv_type = DType::kF16;
+  auto tiny = MakePlan(m, Devices("cpu=1GiB"), o);
+  ASSERT_FALSE(tiny.ok());
+  EXPECT_EQ(tiny.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(tiny.status().message().find("needs"), std::string::npos) << tiny.status().ToString();
+  EXPECT_NE(tiny.status().message().find("weights alone"), std::string::npos);
+}
+
+TEST(PlanTest, ImpossibleRequestSaysTheSmallestChanges) {
+  ModelShape m = Llama3_8B();
+  DeviceInventory inv = Devices("cuda0=8GiB,cpu=64GiB");
+  LoadOptions o;
+  o.num_ctx = 32768;
+  o.num_gpu = 33;  // everything on the GPU, as asked
+  auto p = MakePlan(m, inv, o);
+  ASSERT_FALSE(p.ok());
+  const std::string& msg = p.status().message();
+  EXPECT_NE(msg.find("more on cuda0"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("num_ctx <= "), std::string::npos) << msg;
+  EXPECT_NE(msg.find("or kv cache q8_0"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("layers on CPU (--num-gpu "), std::string::npos) << msg;
+  // Nothing fits anywhere: the message says so.
+  auto none = MakePlan(m, Devices("cuda0=1GiB,cpu=2GiB"), o);
+  ASSERT_FALSE(none.ok());
+  EXPECT_NE(none.status().message().find("weights alone"), std::string::npos);
+}
+
+TEST(PlanTest, ContextLimits) {
+  ModelShape m = Llama3_8B();
+  DeviceInventory inv = Devices("cuda0=24GiB,cpu=32GiB");
+  LoadOptions o;
+  ContextLimits lim = ComputeContextLimits(m, inv, o);
+  ASSERT_GT(lim.max_ctx_all_gpu, 0);
+  EXPECT_GE(lim.max_ctx, lim.max_ctx_all_gpu);
+  LoadOptions at = o;
+  at.num_gpu = 33;
+  at.num_ctx = lim.max_ctx_all_gpu;
+  EXPECT_TRUE(MakePlan(m, inv, at).ok());
+  at.num_ctx = lim.max_ctx_all_gpu + 1;
+  EXPECT_FALSE(MakePlan(m, inv, at).ok());
+  LoadOptions any = o;
+  any.num_ctx = lim.max_ctx;
+  EXPECT_TRUE(MakePlan(m, inv, any).ok());
+  if (lim.max_ctx < (int64_t{1} << 24)) {
+    any.num_ctx = lim.max_ctx + 1;
+    EXPECT_FALSE(MakePlan(m, inv, any).ok());
+  }
+  EXPECT_EQ(ComputeContextLimits(m, Devices("cpu=64GiB"), o).max_ctx_all_gpu, 0);
+}
+
+TEST(PlanTest, ShapeFromRealModelAccountsEveryByte) {
+  auto model = Model::Load(kShared + "/models/stories260K.gguf");
+  ASSERT_TRUE(model.ok());
+  ModelShape s = ShapeFromModel(**model);
+  uint64_t sum = s.input_bytes + s.output_bytes;
+  for (uint64_t b : s.layer_weight_bytes) sum += b;
+  uint64_t file = 0;
+  for (const auto& t : (*model)->file().tensors()) file += t.n_bytes;
+  EXPECT_EQ(sum, file);
+  LoadOptions o;
+  o.num_ctx = 512;
+  auto p = MakePlan(s, Devices("cpu=1GiB"), o);
+  ASSERT_TRUE(p.ok());
+  // The plan's KV equals what the cache allocates.
+  auto kv = KvCache::Create((*model)->KvOptions(DType::kF16, 512, 1, 512));
+  ASSERT_TRUE(kv.ok());
+  EXPECT_EQ(p->devices[0].kv_bytes, (*kv)->bytes_allocated());
+}
+
+}  // namespace
+}  // namespace ferry

@@ -1,0 +1,78 @@
+"""`ferry plan`: JSON shape, described devices, sweeps and bad input."""
+import json
+
+import pytest
+
+from conftest import SHARED, run
+
+STORIES = SHARED / "models" / "stories260K.gguf"
+
+
+def plan_json(ferry, model, *args):
+    return json.loads(run([ferry, "plan", model, "--json", *args]).stdout)
+
+
+def test_plan_json_on_described_devices(ferry, default_model):
+    out = plan_json(ferry, default_model, "--ctx", "8192", "--devices", "cuda0=2GiB,cpu=16GiB")
+    plan = out["plan"]
+    names = [d["name"] for d in plan["devices"]]
+    assert names == ["cuda0", "cpu"]
+    gpu, cpu = plan["devices"]
+    for d in plan["devices"]:
+        for key in ["weights_bytes", "kv_bytes", "compute_bytes", "total_bytes", "layers"]:
+            assert key in d
+        assert d["total_bytes"] == d["weights_bytes"] + d["kv_bytes"] + d["compute_bytes"]
+    assert gpu["layers"] == list(range(18)) and gpu["output"]
+    assert cpu["layers"] == [] and cpu["input"]
+    # Gemma 3 270M: 3 global layers x 8192 + 15 sliding-window rings of ceil((512+512)/32)+1
+    # blocks x 32 tokens, each token 2 x 256 values x 2 bytes.
+    assert gpu["kv_bytes"] == (3 * 8192 + 15 * 33 * 32) * 1024
+    assert out["limits"]["max_ctx_all_gpu"] > 8192
+    assert out["limits"]["max_ctx"] >= out["limits"]["max_ctx_all_gpu"]
+    assert plan["predicted_tok_s"] > 0
+
+
+def test_cpu_only_and_num_gpu_zero(ferry):
+    out = plan_json(ferry, STORIES, "--ctx", "512", "--devices", "cuda0=8GiB,cpu=1GiB",
+                    "--num-gpu", "0")
+    gpu, cpu = out["plan"]["devices"]
+    assert gpu["total_bytes"] == 0 and cpu["layers"] == [0, 1, 2, 3, 4]
+    # stories260K: 5 layers x (K + V) x 4 heads x 8 dims x 2 bytes x 512 tokens.
+    assert cpu["kv_bytes"] == 5 * 2 * 32 * 2 * 512
+
+
+def test_sweep(ferry, default_model):
+    out = plan_json(ferry, default_model, "--ctx", "2048,8192,32768,131072", "--devices",
+                    "cuda0=1GiB,cpu=4GiB")
+    rows = out["sweep"]
+    assert [r["num_ctx"] for r in rows] == [2048, 8192, 32768, 131072]
+    text = run([ferry, "plan", default_model, "--ctx", "2048,8192", "--devices",
+                "cuda0=1GiB,cpu=4GiB"]).stdout
+    assert "num_ctx" in text and "tok/s" in text and "18L+out" in text
+
+
+def test_above_trained_context_warns(ferry, default_model):
+    out = plan_json(ferry, default_model, "--ctx", "65536", "--devices", "cpu=8GiB")
+    assert any("trained on" in w for w in out["plan"]["warnings"])
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--ctx", "0"], "num_ctx 0"),
+    (["--ctx", "16777217"], "num_ctx 16777217"),
+    (["--ctx", "abc"], "not a number"),
+    (["--parallel", "0"], "num_parallel 0"),
+    (["--kv-type", "q9_9"], "unknown tensor type"),
+    (["--kv-type", "q5_0"], "not supported"),
+    (["--devices", "cuda0=8GiB"], "cpu"),
+    (["--devices", "tpu0=8GiB,cpu=1GiB"], "tpu0"),
+])
+def test_bad_input(ferry, args, needle):
+    proc = run([ferry, "plan", STORIES, *args], check=False)
+    assert proc.returncode != 0
+    assert needle in proc.stderr, proc.stderr
+
+
+def test_nothing_fits_says_what_is_missing(ferry, default_model):
+    proc = run([ferry, "plan", default_model, "--devices", "cpu=100MiB"], check=False)
+    assert proc.returncode == 1
+    assert "needs" in proc.stderr and "more on cpu" in proc.stderr
