@@ -27,6 +27,9 @@ models: setup
 demo: build models
 	@$(BUILD)/bin/ferry show $(DEFAULT_MODEL)
 	@echo
+	@echo "$$ ferry plan gemma-3-270m-q4_k_m --ctx 2048,8192,32768 --devices cuda0=1GiB,cpu=8GiB"
+	@$(BUILD)/bin/ferry plan $(DEFAULT_MODEL) --ctx 2048,8192,32768 --devices cuda0=1GiB,cpu=8GiB
+	@echo
 	@echo "$$ ferry run gemma-3-270m-q4_k_m 'Question: What is the capital of France?\nAnswer:' --raw"
 	@$(BUILD)/bin/ferry run $(DEFAULT_MODEL) "$$(printf 'Question: What is the capital of France?\nAnswer:')" --raw --temperature 0 \
 	  --num-predict 32 --stop $$'\n' --verbose
