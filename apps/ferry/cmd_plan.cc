@@ -20,20 +20,8 @@ int Fail(const Status& s) {
   return 1;
 }
 
-std::string Ranges(const std::vector<int64_t>& layers) {
-  std::string s;
-  for (size_t i = 0; i < layers.size();) {
-    size_t j = i;
-    while (j + 1 < layers.size() && layers[j + 1] == layers[j] + 1) ++j;
-    s += (s.empty() ? "" : ",") +
-         (i == j ? fmt::format("{}", layers[i]) : fmt::format("{}-{}", layers[i], layers[j]));
-    i = j + 1;
-  }
-  return s;
-}
-
 std::string What(const DevicePlan& d) {
-  std::string w = d.layers.empty() ? "" : Ranges(d.layers);
+  std::string w = d.layers.empty() ? "" : FormatLayerRanges(d.layers);
   if (d.has_output) w += w.empty() ? "output" : " +output";
   if (d.has_input) w += w.empty() ? "input" : " +input";
   return w.empty() ? "-" : w;

@@ -161,7 +161,9 @@ int64_t MaxFittingCtx(const ModelShape& m, const DeviceInventory& inv, const Loa
   return lo;
 }
 
-std::string LayerRanges(const std::vector<int64_t>& layers) {
+}  // namespace
+
+std::string FormatLayerRanges(const std::vector<int64_t>& layers) {
   std::string s;
   for (size_t i = 0; i < layers.size();) {
     size_t j = i;
@@ -173,8 +175,6 @@ std::string LayerRanges(const std::vector<int64_t>& layers) {
   }
   return s;
 }
-
-}  // namespace
 
 uint64_t ComputeBufferBytes(const ModelShape& m, const LoadOptions& o) {
   const uint64_t n = static_cast<uint64_t>(std::min(o.num_batch, o.num_ctx));
@@ -381,7 +381,7 @@ std::string Plan::Summary() const {
   std::string s = "plan:";
   for (const DevicePlan& d : devices) {
     if (d.total_bytes == 0) continue;
-    std::string what = d.layers.empty() ? "" : "layers " + LayerRanges(d.layers);
+    std::string what = d.layers.empty() ? "" : "layers " + FormatLayerRanges(d.layers);
     if (d.has_output) what += what.empty() ? "output" : "+output";
     if (d.has_input) what += what.empty() ? "input" : "+input";
     s += fmt::format(" {} [{}] {} (weights {}, kv {}, compute {}, headroom {});", d.name, what,

@@ -117,6 +117,9 @@ ContextLimits ComputeContextLimits(const ModelShape& model, const DeviceInventor
 std::string SuggestFits(const ModelShape& model, const DeviceInventory& devices,
                         const LoadOptions& options);
 
+// "0-17,20,22-23" for a sorted list of layer indices.
+std::string FormatLayerRanges(const std::vector<int64_t>& layers);
+
 // Bytes the forward pass allocates as scratch for one step of `num_batch` tokens over
 // `num_ctx` keys (activations, attention rows, activation quantization, logits).
 uint64_t ComputeBufferBytes(const ModelShape& model, const LoadOptions& options);
