@@ -26,6 +26,24 @@ void NormRows(float* x, const WeightMatrix& w, int64_t n_tok, int64_t n, float e
   for (int64_t t = 0; t < n_tok; ++t) RmsNormRef(x + t * n, F32(w), x + t * n, n, eps);
 }
 
+// The rotary embedding of a layer. Sliding-window layers (gemma3) use their own base and no
+// frequency scaling; like llama.cpp they keep ext_factor and attn_factor, which with s = 1 leaves
+// the angles unscaled and the magnitude attn_factor.
+RopeParams LayerRope(const HParams& hp, const ModelWeights& w, bool sliding) {
+  RopeParams p;
+  p.n_rot = hp.n_rot;
+  p.neox = hp.rope_type == RopeType::kNeox;
+  p.base = sliding ? hp.rope_base_swa : hp.rope_base;
+  p.freq_scale = sliding ? 1.0f : hp.rope_freq_scale;
+  p.freq_factors = w.rope_freqs.present() ? F32(w.rope_freqs) : nullptr;
+  p.ext_factor = hp.rope_ext_factor;
+  p.attn_factor = hp.rope_attn_factor;
+  p.n_ctx_orig = hp.rope_n_ctx_orig;
+  p.beta_fast = hp.rope_yarn_beta_fast;
+  p.beta_slow = hp.rope_yarn_beta_slow;
+  return p;
+}
+
 }  // namespace
 
 Status Model::Forward(std::span<const int32_t> tokens, int64_t pos0, KvCache& kv, int32_t seq,
@@ -76,13 +94,10 @@ Status Model::Forward(std::span<const int32_t> tokens, int64_t pos0, KvCache& kv
       NormRows(q.data(), L.q_norm, n * hp.n_head, dk, hp.norm_eps);
       NormRows(k.data(), L.k_norm, n * hp.n_head_kv, dk, hp.norm_eps);
     }
-    const float base = window > 0 ? hp.rope_base_swa : hp.rope_base;
-    const float freq_scale = window > 0 ? 1.0f : hp.rope_freq_scale;
-    const float* ff = w_.rope_freqs.present() ? F32(w_.rope_freqs) : nullptr;
-    const bool neox = hp.rope_type == RopeType::kNeox;
+    const RopeParams rope = LayerRope(hp, w_, window > 0);
     for (int64_t t = 0; t < n; ++t) {
-      RopeRef(q.data() + t * qd, hp.n_head, dk, hp.n_rot, pos0 + t, base, freq_scale, ff, neox);
-      RopeRef(k.data() + t * kd, hp.n_head_kv, dk, hp.n_rot, pos0 + t, base, freq_scale, ff, neox);
+      RopeRef(q.data() + t * qd, hp.n_head, dk, pos0 + t, rope);
+      RopeRef(k.data() + t * kd, hp.n_head_kv, dk, pos0 + t, rope);
       kv.Store(seq, static_cast<int>(l), pos0 + t, k.data() + t * kd, v.data() + t * vd);
     }
 

@@ -58,6 +58,68 @@ Status ReadFloat(const gguf::GgufFile& f, const std::string& key, bool required,
   return Status::Ok();
 }
 
+// RoPE scaling, as llama.cpp (llama-cpp-python 0.3.36, ggml 0.25.3) sets up ggml's rope_ext from
+// the metadata (model-notes §3); checked by dumping the parameters of its ROPE nodes:
+// - rope.scaling.type: none, linear (the default) or yarn; others (longrope, ...) Unimplemented.
+// - rope.scaling.factor F (legacy rope.scale_linear) gives freq_scale s = 1/F, except for none.
+// - rope.scaling.attn_factor (default 1) multiplies cos/sin for every type, not only yarn.
+// - yarn: ext_factor 1, n_ctx_orig = rope.scaling.original_context_length (default
+//   context_length), beta_fast 32, beta_slow 1. llama.cpp ignores rope.scaling.yarn_beta_fast /
+//   _slow (checked for llama and qwen2) and rope.scaling.yarn_ext_factor / yarn_attn_factor /
+//   yarn_log_multiplier (checked for qwen2): a file carrying them still gets 32, 1, ext_factor 1
+//   and the attn_factor below. So ferry does not read them.
+// - yarn magnitude: ggml's rope multiplies cos/sin by attn_factor * (1 + 0.1 ln(1/s)) whenever
+//   ext_factor != 0. Since llama.cpp PR #17945 (and #18006), the context divides that term out in
+//   advance and multiplies in HF's get_mscale(F) = F > 1 ? 1 + 0.1 ln F : 1 instead, so the
+//   attn_factor handed to ggml is attn_factor * get_mscale(F) / (1 + 0.1 ln F): exactly
+//   attn_factor for F = 4, 1.0745 * attn_factor for F = 0.5 (both seen in the ROPE nodes). The
+//   net magnitude is attn_factor * get_mscale(F); older llama.cpp gave attn_factor *
+//   (1 + 0.1 ln F) for every F, which differs only for F < 1.
+Status ReadRopeScaling(const gguf::GgufFile& f, const std::string& a, HParams* hp) {
+  std::string scaling = "linear";
+  if (const gguf::Value* v = f.Find(a + "rope.scaling.type")) {
+    auto s = v->AsString();
+    if (!s.ok()) return s.status().WithPrefix(f.name());
+    scaling = std::string(*s);
+  }
+  float factor = 1.0f;
+  FERRY_RETURN_IF_ERROR(ReadFloat(f, a + "rope.scale_linear", false, &factor));
+  FERRY_RETURN_IF_ERROR(ReadFloat(f, a + "rope.scaling.factor", false, &factor));
+  float attn_factor = 1.0f;
+  FERRY_RETURN_IF_ERROR(ReadFloat(f, a + "rope.scaling.attn_factor", false, &attn_factor));
+  hp->rope_n_ctx_orig = hp->n_ctx_train;
+  FERRY_RETURN_IF_ERROR(
+      ReadInt(f, a + "rope.scaling.original_context_length", false, &hp->rope_n_ctx_orig));
+  if (scaling == "none") {
+    factor = 1.0f;
+  } else if (scaling != "linear" && scaling != "yarn") {
+    return UnimplementedError("{}: RoPE scaling '{}' is not supported (ferry runs none, linear "
+                              "and yarn)", f.name(), scaling);
+  }
+  if (!(factor > 0.0f)) return DataLossError("{}: RoPE scaling factor {} <= 0", f.name(), factor);
+  hp->rope_freq_scale = 1.0f / factor;
+  hp->rope_ext_factor = 0.0f;
+  hp->rope_attn_factor = attn_factor;
+  if (scaling == "yarn") {
+    if (hp->rope_n_ctx_orig <= 0) {
+      return DataLossError("{}: YaRN original context length {} <= 0", f.name(),
+                           hp->rope_n_ctx_orig);
+    }
+    if (!(hp->rope_base > 1.0f)) {
+      return DataLossError("{}: YaRN needs a RoPE base above 1, not {}", f.name(), hp->rope_base);
+    }
+    // ggml's own YaRN magnitude, 1 + 0.1 ln(1/s), which llama.cpp divides out in advance.
+    const float ggml_mscale = 1.0f + 0.1f * std::log(factor);
+    if (!(ggml_mscale > 0.0f)) {
+      return DataLossError("{}: YaRN scaling factor {} is too small", f.name(), factor);
+    }
+    const float get_mscale = factor > 1.0f ? 1.0f + 0.1f * std::log(factor) : 1.0f;
+    hp->rope_ext_factor = 1.0f;
+    hp->rope_attn_factor *= get_mscale * (1.0f / ggml_mscale);
+  }
+  return Status::Ok();
+}
+
 Status ReadCommon(const gguf::GgufFile& f, HParams* hp) {
   const std::string a = hp->arch + ".";
   FERRY_RETURN_IF_ERROR(ReadInt(f, a + "context_length", true, &hp->n_ctx_train));
@@ -89,24 +151,7 @@ Status ReadCommon(const gguf::GgufFile& f, HParams* hp) {
   }
   FERRY_RETURN_IF_ERROR(ReadFloat(f, a + "attention.layer_norm_rms_epsilon", true, &hp->norm_eps));
   FERRY_RETURN_IF_ERROR(ReadFloat(f, a + "rope.freq_base", false, &hp->rope_base));
-  // RoPE scaling: none/linear supported; yarn and longrope are not yet.
-  std::string scaling = "linear";
-  if (const gguf::Value* v = f.Find(a + "rope.scaling.type")) {
-    auto s = v->AsString();
-    if (!s.ok()) return s.status().WithPrefix(f.name());
-    scaling = std::string(*s);
-  }
-  float factor = 1.0f;
-  FERRY_RETURN_IF_ERROR(ReadFloat(f, a + "rope.scale_linear", false, &factor));
-  FERRY_RETURN_IF_ERROR(ReadFloat(f, a + "rope.scaling.factor", false, &factor));
-  if (scaling == "none") {
-    factor = 1.0f;
-  } else if (scaling != "linear") {
-    return UnimplementedError("{}: RoPE scaling '{}' is not supported yet (only none and linear)",
-                              f.name(), scaling);
-  }
-  if (!(factor > 0.0f)) return DataLossError("{}: RoPE scaling factor {} <= 0", f.name(), factor);
-  hp->rope_freq_scale = 1.0f / factor;
+  FERRY_RETURN_IF_ERROR(ReadRopeScaling(f, a, hp));
   FERRY_RETURN_IF_ERROR(ReadFloat(f, a + "final_logit_softcapping", false,
                                   &hp->final_logit_softcap));
   hp->swa_window.assign(static_cast<size_t>(hp->n_layer), 0);

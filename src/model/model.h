@@ -42,7 +42,14 @@ struct HParams {
   int64_t n_rot = 0;
   float norm_eps = 1e-5f;
   float rope_base = 10000.0f;
-  float rope_freq_scale = 1.0f;  // 1 / rope.scaling.factor (linear)
+  // RoPE scaling (rope.scaling.*), as llama.cpp hands it to ggml's rope (see RopeParams and
+  // ReadRopeScaling in model.cc): none, linear (freq_scale only) or yarn.
+  float rope_freq_scale = 1.0f;   // 1 / rope.scaling.factor; 1 for none
+  float rope_ext_factor = 0.0f;   // 1 for yarn
+  float rope_attn_factor = 1.0f;  // magnitude of cos/sin; for yarn before ggml's 1 + 0.1 ln(1/s)
+  int64_t rope_n_ctx_orig = 0;    // rope.scaling.original_context_length, default n_ctx_train
+  float rope_yarn_beta_fast = 32.0f;
+  float rope_yarn_beta_slow = 1.0f;
   RopeType rope_type = RopeType::kNorm;
   // Architecture features.
   bool qkv_bias = false;          // qwen2: q/k/v biases required

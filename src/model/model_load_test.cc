@@ -45,6 +45,17 @@ void SetUint(std::vector<gguf::KeyValue>* md, const std::string& key, uint32_t v
   md->push_back({key, gguf::Value(v)});
 }
 
+// Sets (or adds) metadata `key` to any value gguf::Value converts from.
+void Set(std::vector<gguf::KeyValue>* md, const std::string& key, gguf::Value v) {
+  for (auto& kv : *md) {
+    if (kv.key == key) {
+      kv.value = std::move(v);
+      return;
+    }
+  }
+  md->push_back({key, std::move(v)});
+}
+
 TEST(ModelLoadTest, UnmodifiedLoads) {
   std::vector<uint8_t> buf;
   auto m = LoadEdited([](auto*, auto*) {}, &buf);
@@ -132,6 +143,78 @@ TEST(ModelLoadTest, BadHyperParameters) {
   ASSERT_FALSE(m.ok());
   EXPECT_NE(m.status().message().find("missing metadata key 'llama.block_count'"),
             std::string::npos);
+}
+
+// RoPE scaling metadata, read as llama.cpp hands it to ggml's rope (values seen in the ROPE
+// nodes of llama-cpp-python 0.3.36; see ReadRopeScaling in model.cc).
+TEST(ModelLoadTest, RopeScalingMetadata) {
+  std::vector<uint8_t> buf;
+  // No scaling keys: linear with factor 1, original context = context_length (2048 here).
+  auto m = LoadEdited([](auto*, auto*) {}, &buf);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ((*m)->hparams().rope_freq_scale, 1.0f);
+  EXPECT_EQ((*m)->hparams().rope_ext_factor, 0.0f);
+  EXPECT_EQ((*m)->hparams().rope_attn_factor, 1.0f);
+  EXPECT_EQ((*m)->hparams().rope_n_ctx_orig, (*m)->hparams().n_ctx_train);
+
+  // yarn x4 from 64 positions: llama.cpp passes attn_factor exactly 1 (it divides out ggml's
+  // 1 + 0.1 ln 4 and multiplies in the same get_mscale(4)).
+  m = LoadEdited(
+      [](auto* md, auto*) {
+        Set(md, "llama.rope.scaling.type", gguf::Value("yarn"));
+        Set(md, "llama.rope.scaling.factor", gguf::Value(4.0f));
+        Set(md, "llama.rope.scaling.original_context_length", gguf::Value(uint32_t{64}));
+      },
+      &buf);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  const HParams& hp = (*m)->hparams();
+  EXPECT_EQ(hp.rope_freq_scale, 0.25f);
+  EXPECT_EQ(hp.rope_ext_factor, 1.0f);
+  EXPECT_EQ(hp.rope_attn_factor, 1.0f);
+  EXPECT_EQ(hp.rope_n_ctx_orig, 64);
+  EXPECT_EQ(hp.rope_yarn_beta_fast, 32.0f);
+  EXPECT_EQ(hp.rope_yarn_beta_slow, 1.0f);
+
+  // yarn x0.5 with attn_factor 0.8 and no original context: get_mscale(0.5) is 1, so ggml gets
+  // 0.8 / (1 + 0.1 ln 0.5) (llama.cpp passed 1.0744771 for attn_factor 1); n_ctx_orig falls back
+  // to context_length. The yarn_* keys llama.cpp ignores for llama are ignored.
+  m = LoadEdited(
+      [](auto* md, auto*) {
+        Set(md, "llama.rope.scaling.type", gguf::Value("yarn"));
+        Set(md, "llama.rope.scaling.factor", gguf::Value(0.5f));
+        Set(md, "llama.rope.scaling.attn_factor", gguf::Value(0.8f));
+        Set(md, "llama.rope.scaling.yarn_beta_fast", gguf::Value(16.0f));
+        Set(md, "llama.rope.scaling.yarn_beta_slow", gguf::Value(2.0f));
+      },
+      &buf);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ((*m)->hparams().rope_freq_scale, 2.0f);
+  EXPECT_NEAR((*m)->hparams().rope_attn_factor, 0.8 * 1.0744771, 1e-6);
+  EXPECT_EQ((*m)->hparams().rope_n_ctx_orig, (*m)->hparams().n_ctx_train);
+  EXPECT_EQ((*m)->hparams().rope_yarn_beta_fast, 32.0f);
+  EXPECT_EQ((*m)->hparams().rope_yarn_beta_slow, 1.0f);
+
+  // attn_factor applies to linear (and none) scaling too; none ignores the factor.
+  m = LoadEdited(
+      [](auto* md, auto*) {
+        Set(md, "llama.rope.scaling.type", gguf::Value("none"));
+        Set(md, "llama.rope.scaling.factor", gguf::Value(2.0f));
+        Set(md, "llama.rope.scaling.attn_factor", gguf::Value(0.8f));
+      },
+      &buf);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ((*m)->hparams().rope_freq_scale, 1.0f);
+  EXPECT_EQ((*m)->hparams().rope_ext_factor, 0.0f);
+  EXPECT_EQ((*m)->hparams().rope_attn_factor, 0.8f);
+
+  // Other scaling types are a clear Unimplemented error.
+  m = LoadEdited(
+      [](auto* md, auto*) { Set(md, "llama.rope.scaling.type", gguf::Value("longrope")); }, &buf);
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), StatusCode::kUnimplemented);
+  EXPECT_NE(m.status().message().find("RoPE scaling 'longrope' is not supported"),
+            std::string::npos)
+      << m.status().ToString();
 }
 
 TEST(ModelLoadTest, TokenOutsideVocabularyAtRunTime) {

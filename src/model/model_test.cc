@@ -203,13 +203,26 @@ TEST_P(SyntheticTest, MatchesLlamaCpp) {
                       /*teacher_force=*/true);
 }
 
+std::string SyntheticName(const testing::TestParamInfo<SyntheticTest::ParamType>& info) {
+  return std::get<0>(info.param) + "_" + std::get<1>(info.param);
+}
+
 INSTANTIATE_TEST_SUITE_P(
     AllArchsAndTypes, SyntheticTest,
     testing::Combine(testing::Values("llama", "qwen2", "qwen3", "gemma3"),
                      testing::Values("f32", "f16", "q8_0", "q4_0", "q4_k", "q6_k")),
-    [](const testing::TestParamInfo<SyntheticTest::ParamType>& info) {
-      return std::get<0>(info.param) + "_" + std::get<1>(info.param);
-    });
+    SyntheticName);
+
+// RoPE variants (make_synthetic.py VARIANTS), with the tolerances of their base architecture:
+// qwen2yarn is qwen2 with YaRN (factor 4, original context 64; its fixture adds a 67-token prompt
+// so that compared logits lie past the original context), llamafreqs is llama with a Llama
+// 3.1-style rope_freqs tensor.
+INSTANTIATE_TEST_SUITE_P(
+    RopeVariants, SyntheticTest,
+    testing::Values(std::make_tuple(std::string("qwen2yarn"), std::string("f32")),
+                    std::make_tuple(std::string("qwen2yarn"), std::string("q8_0")),
+                    std::make_tuple(std::string("llamafreqs"), std::string("f32"))),
+    SyntheticName);
 
 }  // namespace
 }  // namespace ferry

@@ -5,14 +5,16 @@ any machine, so the fixtures made from these models by llama.cpp (tests/referenc
 stay valid for the models the C++ test regenerates at test time.
 
   python make_synthetic.py --arch llama|qwen2|qwen3|gemma3 --type f32|f16|q8_0|q4_0|q4_k|q6_k OUT.gguf
-  python make_synthetic.py --all DIR          # all 4 x 6 models as DIR/synthetic-ARCH-TYPE.gguf
+  python make_synthetic.py --arch qwen2yarn|llamafreqs --type f32|q8_0 OUT.gguf   # RoPE variants
+  python make_synthetic.py --all DIR   # the 4 x 6 models plus the variants, DIR/synthetic-ARCH-TYPE.gguf
 
 Determinism:
 - Random numbers come from a counter-based generator (SplitMix64 over (seed, tensor name,
   index)) written here with numpy uint64 arithmetic, not from numpy.random: numpy does not
   promise that a Generator's stream stays the same across releases (NEP 19). Normal-like values
   are Irwin-Hall sums of four 24-bit uniforms, turned into floats with float64 arithmetic only
-  (each step correctly rounded), then cast to float32. No transcendental functions are involved.
+  (each step correctly rounded), then cast to float32. No transcendental functions are involved
+  (except in llamafreqs' rope_freqs, see below).
 - F16/Q8_0/Q4_0 use the gguf package's numpy quantizers (elementwise IEEE arithmetic); Q4_K and
   Q6_K, which gguf cannot quantize, use ferry's own ferry_quant_tool (built with
   -ffp-contract=off; one process per tensor, no threads).
@@ -31,9 +33,23 @@ tensors (norms, biases) stay F32.
   != n_embd), Q/K norms, post-attention/post-FFN norms, norm weights stored with the +1, GELU,
   embeddings scaled by sqrt(n_embd), tied output.
 Weights are N(0, 1/fan_in)-like so activations keep unit scale; norm weights are 1 + 0.1*N.
+
+RoPE variants (VARIANTS lists which types are written; weights are those of the base architecture,
+since the noise is keyed by tensor name, so only the rotary embedding differs):
+- qwen2yarn: qwen2 with YaRN scaling as Qwen2 GGUFs carry it (rope.scaling.type yarn, factor 4,
+  original_context_length 64; model-notes §3). With n_rot 64 and base 1e6 the YaRN ramp spans
+  pairs 0..6 (extrapolated, mixed, interpolated pairs all occur), and the fixtures' prompts plus
+  64 generated tokens run past the original context of 64.
+- llamafreqs: llama with a Llama 3.1-style `rope_freqs` tensor ([n_rot/2] f32 frequency divisors),
+  computed with the Llama 3 formula (factor 8, low 1, high 4, original context 64) so that pairs
+  0..3 keep ff = 1, pairs 4..8 are smoothed and pairs 9.. get ff = 8. This is the one step that
+  uses a transcendental function (pow) -- in float64, then rounded to f32, so a last-bit libm
+  difference could change a stored value only by landing on an f32 rounding boundary (the
+  checksums would show it).
 """
 import argparse
 import hashlib
+import math
 import os
 import subprocess
 import sys
@@ -52,6 +68,12 @@ SUMS = HERE / "fixtures" / "synthetic.sha256"
 
 ARCHS = ("llama", "qwen2", "qwen3", "gemma3")
 TYPES = ("f32", "f16", "q8_0", "q4_0", "q4_k", "q6_k")
+# RoPE variants of a base architecture (CONFIGS[name]["arch"]), in fewer types: the rotary
+# embedding is f32 arithmetic after the matmuls, so F32 pins it to llama.cpp tightly; Q8_0 shows
+# it composes with activation rounding.
+VARIANTS = {"qwen2yarn": ("f32", "q8_0"), "llamafreqs": ("f32",)}
+# Every (name, type) that --all writes, in order.
+MODELS = [(a, t) for a in ARCHS for t in TYPES] + [(a, t) for a, ts in VARIANTS.items() for t in ts]
 
 # type -> (ggml type, general.file_type). Pure Q4_K / Q6_K files have no exact llama_ftype;
 # 14 (MOSTLY_Q4_K_S) and 18 (MOSTLY_Q6_K) are the nearest; the key is informational.
@@ -76,6 +98,13 @@ CONFIGS = {
                    tied=True, bias=False, qk_norm=True, gemma=True, sliding_window=16,
                    embd_std=0.015, out_norm=12.0),
 }
+for _name in ARCHS:
+    CONFIGS[_name]["arch"] = _name
+CONFIGS["qwen2yarn"] = dict(CONFIGS["qwen2"],
+                            yarn=dict(factor=4.0, original_context_length=64))
+CONFIGS["llamafreqs"] = dict(CONFIGS["llama"],
+                             rope_freqs=dict(factor=8.0, low_freq_factor=1.0,
+                                             high_freq_factor=4.0, original_context_length=64))
 
 _U64 = np.uint64
 _MASK24 = (1 << 24) - 1
@@ -107,6 +136,25 @@ def weight(seed, name, shape, std):
 
 def norm_weight(seed, name, n):
     return (1.0 + 0.1 * noise(seed, name, (n,))).astype(np.float32)
+
+
+def llama3_rope_freqs(n_rot, base, factor, low_freq_factor, high_freq_factor,
+                      original_context_length):
+    """Llama 3.1's per-pair frequency divisors ff_i (model-notes §3), float64 -> f32 [n_rot/2]."""
+    low_wavelen = original_context_length / low_freq_factor
+    high_wavelen = original_context_length / high_freq_factor
+    ff = []
+    for i in range(n_rot // 2):
+        wavelen = 2.0 * math.pi * base ** (2.0 * i / n_rot)  # 2 pi / omega_i
+        if wavelen < high_wavelen:
+            ff.append(1.0)
+        elif wavelen > low_wavelen:
+            ff.append(factor)
+        else:
+            smooth = (original_context_length / wavelen - low_freq_factor) / (
+                high_freq_factor - low_freq_factor)
+            ff.append(1.0 / ((1.0 - smooth) / factor + smooth))
+    return np.array(ff, dtype=np.float64).astype(np.float32)
 
 
 def find_quant_tool(explicit):
@@ -147,15 +195,16 @@ def copy_tokenizer(writer):
         writer.add_key_value(key, field.contents(), vtype, sub_type=sub)
 
 
-def build(arch, type_name, out, seed=0, quant_tool=None):
-    cfg = CONFIGS[arch]
+def build(name, type_name, out, seed=0, quant_tool=None):
+    """Writes synthetic-NAME-TYPE; NAME is an architecture or a variant (see CONFIGS)."""
+    cfg = CONFIGS[name]
     qtype, ftype = QTYPES[type_name]
     n_layer, n_head, n_kv, d = cfg["n_layer"], cfg["n_head"], cfg["n_head_kv"], cfg["head_dim"]
     qd, kd = n_head * d, n_kv * d
     tool = find_quant_tool(quant_tool) if qtype in (QT.Q4_K, QT.Q6_K) else None
 
-    w = gguf.GGUFWriter(str(out), arch)
-    w.add_name(f"synthetic-{arch}-{type_name}")
+    w = gguf.GGUFWriter(str(out), cfg["arch"])
+    w.add_name(f"synthetic-{name}-{type_name}")
     w.add_file_type(ftype)
     w.add_context_length(CONTEXT)
     w.add_embedding_length(N_EMBD)
@@ -170,6 +219,11 @@ def build(arch, type_name, out, seed=0, quant_tool=None):
     w.add_layer_norm_rms_eps(EPS)
     if "sliding_window" in cfg:
         w.add_sliding_window(cfg["sliding_window"])
+    if "yarn" in cfg:
+        # The keys the Qwen2 converter writes for rope_scaling {type: yarn}.
+        w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        w.add_rope_scaling_factor(cfg["yarn"]["factor"])
+        w.add_rope_scaling_orig_ctx_len(cfg["yarn"]["original_context_length"])
     copy_tokenizer(w)
     n_vocab = len(gguf.GGUFReader(str(VOCAB_MODEL)).fields["tokenizer.ggml.tokens"].data)
 
@@ -195,6 +249,9 @@ def build(arch, type_name, out, seed=0, quant_tool=None):
                  norm_weight(seed, "output_norm.weight", N_EMBD) * np.float32(cfg["out_norm"]))
     if not cfg["tied"]:
         mat("output.weight", n_vocab, N_EMBD, std=0.25)
+    if "rope_freqs" in cfg:
+        w.add_tensor("rope_freqs.weight",
+                     llama3_rope_freqs(d, cfg["rope_base"], **cfg["rope_freqs"]))
     for l in range(n_layer):
         p = f"blk.{l}."
         vec(p + "attn_norm.weight", N_EMBD)
@@ -263,16 +320,15 @@ def build_all(out_dir, seed, quant_tool, write_sums, check):
     if stamp_path.exists():
         stamp_path.unlink()
     sums, reused = {}, 0
-    for arch in ARCHS:
-        for t in TYPES:
-            name = f"synthetic-{arch}-{t}.gguf"
-            path = out_dir / name
-            if reuse and name in want and path.exists() and sha256(path) == want[name]:
-                sums[name] = want[name]
-                reused += 1
-                continue
-            build(arch, t, path, seed, quant_tool)
-            sums[name] = sha256(path)
+    for arch, t in MODELS:
+        name = f"synthetic-{arch}-{t}.gguf"
+        path = out_dir / name
+        if reuse and name in want and path.exists() and sha256(path) == want[name]:
+            sums[name] = want[name]
+            reused += 1
+            continue
+        build(arch, t, path, seed, quant_tool)
+        sums[name] = sha256(path)
     stamp_path.write_text(stamp)
     if write_sums:
         SUMS.write_text("".join(f"{h}  {n}\n" for n, h in sums.items()))
@@ -291,9 +347,11 @@ def build_all(out_dir, seed, quant_tool, write_sums, check):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("out", help="OUT.gguf, or the directory with --all")
-    ap.add_argument("--arch", choices=ARCHS)
+    ap.add_argument("--arch", choices=ARCHS + tuple(VARIANTS),
+                    help="an architecture, or a RoPE variant of one")
     ap.add_argument("--type", choices=TYPES)
-    ap.add_argument("--all", action="store_true", help="write all archs x types into OUT/")
+    ap.add_argument("--all", action="store_true",
+                    help="write all archs x types, and the variants, into OUT/")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quant-tool", help="path of ferry_quant_tool (Q4_K, Q6_K)")
     ap.add_argument("--write-sums", action="store_true",

@@ -1,6 +1,8 @@
 #include "kernels/ref/ops.h"
 
+#include <algorithm>
 #include <cmath>
+#include <numbers>
 #include <vector>
 
 #include "kernels/ref/dequantize.h"
@@ -8,6 +10,9 @@
 #include "tensor/fp16.h"
 
 namespace ferry {
+namespace {
+constexpr float kPi = std::numbers::pi_v<float>;
+}  // namespace
 
 DType ActivationType(DType w) {
   switch (w) {
@@ -128,19 +133,44 @@ void RmsNormRef(const float* x, const float* w, float* y, int64_t n, float eps) 
   for (int64_t i = 0; i < n; ++i) y[i] = w ? (x[i] * scale) * w[i] : x[i] * scale;
 }
 
-void RopeRef(float* x, int64_t n_heads, int64_t head_dim, int64_t n_rot, int64_t pos, float base,
-             float freq_scale, const float* freq_factors, bool neox) {
-  const int64_t half = n_rot / 2;
+RopeYarnDims RopeYarnCorrDims(const RopeParams& p) {
+  const float n_rot = static_cast<float>(p.n_rot);
+  // The pair index at which the rotation count over n_ctx_orig positions equals `turns`.
+  auto corr_dim = [&](float turns) {
+    return n_rot * std::log(static_cast<float>(p.n_ctx_orig) / (turns * 2.0f * kPi)) /
+           (2.0f * std::log(p.base));
+  };
+  RopeYarnDims d;
+  d.lo = std::max(0.0f, std::floor(corr_dim(p.beta_fast)));
+  d.hi = std::min(n_rot - 1.0f, std::ceil(corr_dim(p.beta_slow)));
+  return d;
+}
+
+float RopeYarnRamp(RopeYarnDims dims, int64_t i) {
+  const float y = (static_cast<float>(i) - dims.lo) / std::max(0.001f, dims.hi - dims.lo);
+  return 1.0f - std::min(1.0f, std::max(0.0f, y));
+}
+
+void RopeRef(float* x, int64_t n_heads, int64_t head_dim, int64_t pos, const RopeParams& p) {
+  const int64_t half = p.n_rot / 2;
+  const bool yarn = p.ext_factor != 0.0f;
+  const RopeYarnDims dims = yarn ? RopeYarnCorrDims(p) : RopeYarnDims{};
+  float mscale = p.attn_factor;
+  if (yarn) mscale *= 1.0f + 0.1f * std::log(1.0f / p.freq_scale);
   for (int64_t i = 0; i < half; ++i) {
-    float theta = static_cast<float>(pos) *
-                  std::pow(base, -2.0f * static_cast<float>(i) / static_cast<float>(n_rot));
-    theta *= freq_scale;
-    if (freq_factors != nullptr) theta /= freq_factors[i];
-    const float c = std::cos(theta), s = std::sin(theta);
+    float theta_e = static_cast<float>(pos) *
+                    std::pow(p.base, -2.0f * static_cast<float>(i) / static_cast<float>(p.n_rot));
+    if (p.freq_factors != nullptr) theta_e /= p.freq_factors[i];
+    float theta = p.freq_scale * theta_e;
+    if (yarn) {
+      const float mix = RopeYarnRamp(dims, i) * p.ext_factor;
+      theta = theta * (1.0f - mix) + theta_e * mix;
+    }
+    const float c = std::cos(theta) * mscale, s = std::sin(theta) * mscale;
     for (int64_t h = 0; h < n_heads; ++h) {
       float* xh = x + h * head_dim;
-      const int64_t a = neox ? i : 2 * i;
-      const int64_t b = neox ? i + half : 2 * i + 1;
+      const int64_t a = p.neox ? i : 2 * i;
+      const int64_t b = p.neox ? i + half : 2 * i + 1;
       const float xa = xh[a], xb = xh[b];
       xh[a] = xa * c - xb * s;
       xh[b] = xa * s + xb * c;

@@ -55,11 +55,47 @@ Status GetRowRef(const WeightMatrix& w, int64_t r, float* out);
 // x, y: [n]; may alias.
 void RmsNormRef(const float* x, const float* w, float* y, int64_t n, float eps);
 
-// In-place rotary embedding of one token's heads: x [n_heads, head_dim]. Rotates the first
-// n_rot elements of each head at position pos with angle pos * base^(-2i/n_rot) * freq_scale
-// / freq_factors[i] (freq_factors may be null). neox: pairs (i, i + n_rot/2); else (2i, 2i+1).
-void RopeRef(float* x, int64_t n_heads, int64_t head_dim, int64_t n_rot, int64_t pos, float base,
-             float freq_scale, const float* freq_factors, bool neox);
+// A rotary embedding (model-notes §3): the parameters of ggml's rope_ext, with its meanings.
+//
+// Pair i (0 <= i < n_rot/2) at position p has the unscaled ("extrapolated") angle
+//   theta_e = p * base^(-2i/n_rot) / freq_factors[i]
+// and the interpolated angle s * theta_e, s = freq_scale. With ext_factor 0 (no scaling, linear)
+// the angle is s * theta_e and cos/sin are multiplied by attn_factor. YaRN (ext_factor > 0) mixes
+// the two per pair, theta = s * theta_e * (1 - r) + theta_e * r with r = ext_factor *
+// RopeYarnRamp(i), so high-frequency pairs keep their angle and low-frequency pairs are
+// interpolated, and multiplies cos/sin by attn_factor * (1 + 0.1 ln(1/s)).
+struct RopeParams {
+  int64_t n_rot = 0;        // rotated elements per head (even); the rest pass through unchanged
+  bool neox = false;        // pairs (i, i + n_rot/2) (NEOX); else (2i, 2i+1) (NORM)
+  float base = 10000.0f;    // frequency base b
+  float freq_scale = 1.0f;  // s = 1 / rope.scaling.factor (linear and YaRN)
+  const float* freq_factors = nullptr;  // [n_rot/2] per-pair divisors (rope_freqs), or null
+  float ext_factor = 0.0f;              // YaRN mix: 1 for rope.scaling.type yarn, 0 otherwise
+  float attn_factor = 1.0f;             // magnitude of cos and sin (before YaRN's own, see above)
+  // YaRN's ramp (RopeYarnCorrDims): the context the model was trained at and the numbers of turns
+  // over it that delimit the ramp. Unused when ext_factor is 0.
+  int64_t n_ctx_orig = 0;
+  float beta_fast = 32.0f;
+  float beta_slow = 1.0f;
+};
+
+// YaRN's correction range, in pair indices: pair i turns n_ctx_orig * b^(-2i/n_rot) / (2 pi)
+// times over the original context; `lo` is the pair that turns beta_fast times, rounded down and
+// clamped at 0, `hi` the pair that turns beta_slow times, rounded up and clamped at n_rot - 1.
+// Computed in float, as ggml does. Requires n_ctx_orig > 0, base > 1.
+struct RopeYarnDims {
+  float lo = 0.0f;
+  float hi = 0.0f;
+};
+RopeYarnDims RopeYarnCorrDims(const RopeParams& p);
+
+// YaRN's extrapolation weight of pair i: 1 up to `lo` (keep the unscaled angle), 0 from `hi` on
+// (interpolate), linear in between: 1 - clamp((i - lo) / max(0.001, hi - lo), 0, 1).
+float RopeYarnRamp(RopeYarnDims dims, int64_t i);
+
+// In-place rotary embedding of one token's heads, x [n_heads, head_dim], at position pos:
+// each pair (a, b) becomes (a cos - b sin, a sin + b cos) with the angle and magnitude above.
+void RopeRef(float* x, int64_t n_heads, int64_t head_dim, int64_t pos, const RopeParams& p);
 
 // In-place softmax over x[n] (max-subtracted, f32 exp, sum in double).
 void SoftmaxRef(float* x, int64_t n);
