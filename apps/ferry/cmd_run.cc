@@ -9,6 +9,7 @@
 
 #include "chat/chat_template.h"
 #include "backend/device.h"
+#include "base/bytes.h"
 #include "base/log.h"
 #include "model/model.h"
 #include "planner/plan.h"
@@ -70,8 +71,14 @@ StatusOr<Loaded> Load(const Settings& settings, const std::string& name, const R
   FERRY_RETURN_IF_ERROR(ValidateLoadOptions(lo));
   FERRY_ASSIGN_OR_RETURN(DeviceInventory inv, DiscoverDevices());
   FERRY_ASSIGN_OR_RETURN(Plan plan, MakePlan(ShapeFromModel(*l.model), inv, lo));
-  log::Info("load {}: {}", path, plan.Summary());
+  const DevicePlan& cpu_plan = plan.devices.back();
+  ro.compute_bytes = cpu_plan.compute_bytes;
   FERRY_ASSIGN_OR_RETURN(l.runner, Runner::Create(l.model.get(), l.tokenizer.get(), ro));
+  // One line per load: the plan, and what was actually allocated next to it (invariant 1: the
+  // plan is the allocation). Visible with --verbose.
+  log::Info("load {}: {}; allocated cpu kv {}, compute {}", path, plan.Summary(),
+            FormatBytes(l.runner->allocated_bytes("kv")),
+            FormatBytes(l.runner->allocated_bytes("compute")));
   return l;
 }
 

@@ -14,7 +14,6 @@ namespace ferry {
 namespace {
 
 // Arena start alignment: a cache line, enough for every block struct and for SIMD loads.
-constexpr std::size_t kArenaAlignment = 64;
 // Quantized K/V rows are whole 32-element blocks.
 constexpr int64_t kQuantBlock = 32;
 
@@ -125,9 +124,6 @@ StatusOr<std::vector<LayerGeometry>> ComputeGeometry(const KvCacheOptions& o) {
 
 }  // namespace
 
-void KvCache::ArenaDelete::operator()(uint8_t* p) const {
-  ::operator delete (p, std::align_val_t{kArenaAlignment});
-}
 
 StatusOr<std::vector<uint64_t>> KvCache::PoolLayerBytes(const KvCacheOptions& options) {
   FERRY_ASSIGN_OR_RETURN(std::vector<LayerGeometry> geometry, ComputeGeometry(options));
@@ -152,9 +148,14 @@ KvCache::KvCache(const KvCacheOptions& options) : options_(options) {}
 
 KvCache::~KvCache() = default;
 
-StatusOr<std::unique_ptr<KvCache>> KvCache::Create(const KvCacheOptions& options) {
+StatusOr<std::unique_ptr<KvCache>> KvCache::Create(const KvCacheOptions& options,
+                                                   DeviceAllocator* allocator) {
   FERRY_ASSIGN_OR_RETURN(std::vector<LayerGeometry> geometry, ComputeGeometry(options));
   std::unique_ptr<KvCache> cache(new KvCache(options));
+  if (allocator == nullptr) {
+    cache->own_allocator_ = std::make_unique<DeviceAllocator>("cpu");
+    allocator = cache->own_allocator_.get();
+  }
   if (cache->options_.window.empty()) cache->options_.window.assign(options.k_dim.size(), 0);
 
   uint64_t total = 0;
@@ -171,14 +172,14 @@ StatusOr<std::unique_ptr<KvCache>> KvCache::Create(const KvCacheOptions& options
     layer.blocks = g.blocks;
     layer.bytes = g.bytes;
     layer.v_offset = g.v_offset;
-    auto* data = static_cast<uint8_t*>(
-        ::operator new (g.bytes, std::align_val_t{kArenaAlignment}, std::nothrow));
-    if (data == nullptr) {
+    auto arena = allocator->Allocate(g.bytes, "kv");
+    if (!arena.ok()) {
       return MakeStatus(StatusCode::kResourceExhausted,
-                        "kv cache: cannot allocate {} bytes for layer {} ({} bytes so far)",
-                        g.bytes, l, total);
+                        "kv cache: cannot allocate {} bytes for layer {} ({} bytes so far): {}",
+                        g.bytes, l, total, arena.status().message());
     }
-    layer.arena.reset(data);
+    layer.arena = std::move(*arena);
+    uint8_t* const data = layer.arena.data();
     // Zeroing commits the pages now (a load that does not fit fails here, not mid-generation)
     // and makes never-stored rows read as zeros.
     std::memset(data, 0, g.bytes);
@@ -381,8 +382,8 @@ void KvCache::Store(int32_t seq, int layer_index, int64_t pos, const float* k, c
   assert(held && "KvCache::Store: position evicted from the sliding-window ring");
   if (!held) return;
   const uint64_t row = static_cast<uint64_t>(block) * bt + static_cast<uint64_t>(pos % bt);
-  uint8_t* k_dst = layer.arena.get() + row * layer.k_row_bytes;
-  uint8_t* v_dst = layer.arena.get() + layer.v_offset + row * layer.v_row_bytes;
+  uint8_t* k_dst = layer.arena.data() + row * layer.k_row_bytes;
+  uint8_t* v_dst = layer.arena.data() + layer.v_offset + row * layer.v_row_bytes;
   // Dims and types were validated by Create, so these cannot fail.
   [[maybe_unused]] Status k_status = QuantizeRow(options_.type, k, k_dst, layer.k_dim);
   [[maybe_unused]] Status v_status = QuantizeRow(options_.type, v, v_dst, layer.v_dim);
@@ -423,8 +424,8 @@ void KvCache::Load(int32_t seq, int layer_index, int64_t p0, int64_t p1, float* 
       // Consecutive rows of a block are one contiguous row of the cache type.
       const int64_t n = run_end - start;
       const uint64_t row = static_cast<uint64_t>(block) * bt + static_cast<uint64_t>(start % bt);
-      const uint8_t* k_src = layer.arena.get() + row * layer.k_row_bytes;
-      const uint8_t* v_src = layer.arena.get() + layer.v_offset + row * layer.v_row_bytes;
+      const uint8_t* k_src = layer.arena.data() + row * layer.k_row_bytes;
+      const uint8_t* v_src = layer.arena.data() + layer.v_offset + row * layer.v_row_bytes;
       [[maybe_unused]] Status k_status =
           DequantizeRow(options_.type, k_src, k_out + (start - p0) * layer.k_dim, n * layer.k_dim);
       [[maybe_unused]] Status v_status =

@@ -42,6 +42,7 @@
 #include <memory>
 #include <vector>
 
+#include "backend/allocator.h"
 #include "base/status.h"
 #include "tensor/dtype.h"
 
@@ -84,7 +85,11 @@ class KvCache {
   // of different lengths, dims <= 0 (or not a multiple of 32 for quantized types), a negative
   // window, another type, or sizes that overflow (more than 2^31-1 blocks in a layer, bytes
   // beyond 64 bits); ResourceExhausted if the memory cannot be allocated.
-  static StatusOr<std::unique_ptr<KvCache>> Create(const KvCacheOptions& options);
+  // allocator: where the arenas come from (purpose "kv", one buffer per layer), so the device's
+  // accounting sees them; it must outlive the cache. Null: a private allocator of the cache's
+  // own (unlimited). A capacity exceeded in the allocator is ResourceExhausted.
+  static StatusOr<std::unique_ptr<KvCache>> Create(const KvCacheOptions& options,
+                                                   DeviceAllocator* allocator = nullptr);
 
   // Bytes Create(options) would allocate, summed over layers / per layer [num_layers], without
   // allocating. Same errors as Create except ResourceExhausted. Counts the K/V arenas only;
@@ -151,9 +156,6 @@ class KvCache {
   void Load(int32_t seq, int layer, int64_t p0, int64_t p1, float* k_out, float* v_out) const;
 
  private:
-  struct ArenaDelete {
-    void operator()(uint8_t* p) const;
-  };
   struct Layer {
     int64_t k_dim = 0;
     int64_t v_dim = 0;
@@ -164,7 +166,7 @@ class KvCache {
     int32_t blocks = 0;     // physical blocks: num_seqs * slots
     uint64_t bytes = 0;     // blocks * block_tokens * (k_row_bytes + v_row_bytes)
     uint64_t v_offset = 0;  // where the V part starts in the arena
-    std::unique_ptr<uint8_t, ArenaDelete> arena;
+    DeviceAllocator::Buffer arena;  // [bytes], 64-byte aligned
     std::vector<int32_t> free_blocks;  // stack of free physical block ids
   };
   struct Sequence {
@@ -183,6 +185,8 @@ class KvCache {
   void FreeSlot(int layer, Sequence& s, int32_t slot);
 
   KvCacheOptions options_;
+  // Set when Create() was given no allocator; declared before layers_ so it outlives them.
+  std::unique_ptr<DeviceAllocator> own_allocator_;
   std::vector<Layer> layers_;
   std::vector<Sequence> seqs_;  // [num_seqs]
   int32_t num_live_ = 0;

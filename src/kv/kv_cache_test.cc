@@ -213,6 +213,27 @@ TEST(KvCacheTest, PoolBytesMatchesHandComputedAndAllocation) {
   EXPECT_EQ(cache->layer_blocks(0), 12);
 }
 
+TEST(KvCacheTest, ArenasComeFromTheGivenAllocator) {
+  const KvCacheOptions o = SmallOptions(DType::kQ8_0);
+  const uint64_t pool = *KvCache::PoolBytes(o);
+  DeviceAllocator alloc("cpu");
+  {
+    auto cache = KvCache::Create(o, &alloc);
+    ASSERT_TRUE(cache.ok()) << cache.status().ToString();
+    EXPECT_EQ((*cache)->bytes_allocated(), pool);
+    EXPECT_EQ(alloc.allocated_bytes("kv"), pool);
+    EXPECT_EQ(alloc.allocated_bytes(), pool);
+  }
+  EXPECT_EQ(alloc.allocated_bytes(), 0u);  // returned with the cache
+  // Over the allocator's capacity: an error naming the layer, and nothing left allocated.
+  DeviceAllocator small("cpu", pool - 1);
+  auto cache = KvCache::Create(o, &small);
+  ASSERT_FALSE(cache.ok());
+  EXPECT_EQ(cache.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(cache.status().message().find("layer"), std::string::npos);
+  EXPECT_EQ(small.allocated_bytes(), 0u);
+}
+
 TEST(KvCacheTest, SlidingWindowKeepsOnlyItsRing) {
   KvCacheOptions o;
   o.type = DType::kF16;

@@ -3,10 +3,12 @@
 #include <algorithm>
 #include <cmath>
 
+#include "backend/allocator.h"
 #include "base/thread_pool.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/ref/ops.h"
 #include "model/model.h"
+#include "model/scratch.h"
 
 namespace ferry {
 namespace {
@@ -56,116 +58,152 @@ Status Model::Forward(std::span<const int32_t> tokens, int64_t pos0, KvCache& kv
   const int64_t group = hp.n_head / hp.n_head_kv;
   const float scale = hp.attn_scale > 0.0f ? hp.attn_scale : 1.0f / std::sqrt(static_cast<float>(dk));
 
+  // The scratch: the caller's (checked against this batch), or one for this call only.
+  std::unique_ptr<DeviceAllocator> own_allocator;
+  std::unique_ptr<ForwardScratch> own_scratch;
+  ForwardScratch* sc = options.scratch;
+  if (sc == nullptr) {
+    own_allocator = std::make_unique<DeviceAllocator>("cpu");
+    FERRY_ASSIGN_OR_RETURN(own_scratch,
+                           ForwardScratch::Create(ForwardScratch::ShapeFor(*this, n, pos0 + n),
+                                                  *own_allocator));
+    sc = own_scratch.get();
+  } else {
+    const ScratchShape& s = sc->shape();
+    if (s.n_embd != e || s.q_dim != qd || s.k_dim != kd || s.v_dim != vd ||
+        s.attn_dim != hp.n_head * dv || s.n_ff != hp.n_ff || s.n_head != hp.n_head ||
+        s.n_vocab != hp.n_vocab) {
+      return InvalidArgumentError("Forward(): the scratch was made for another model shape");
+    }
+    if (n > s.max_tokens) {
+      return InvalidArgumentError(
+          "Forward(): a batch of {} tokens does not fit the scratch, sized for {} tokens per step",
+          n, s.max_tokens);
+    }
+  }
+  const std::span<uint8_t> ws = sc->workspace();
+  float* const x = sc->x();
+  float* const cur = sc->cur();
+  float* const q = sc->q();
+  float* const k = sc->k();
+  float* const v = sc->v();
+  float* const attn = sc->attn();
+  float* const out = sc->out();
+  float* const gate = sc->gate();
+  float* const up = sc->up();
+  float* const kc = sc->kc();
+  float* const vc = sc->vc();
+  float* const scores = sc->scores();
+
   // Activations: x [n, e].
-  std::vector<float> x(static_cast<size_t>(n * e));
   for (int64_t t = 0; t < n; ++t) {
     const int32_t id = tokens[static_cast<size_t>(t)];
     if (id < 0 || id >= hp.n_vocab) {
       return InvalidArgumentError("token id {} is outside the vocabulary of {} tokens", id,
                                   hp.n_vocab);
     }
-    FERRY_RETURN_IF_ERROR(GetRowRef(w_.token_embd, id, x.data() + t * e));
+    FERRY_RETURN_IF_ERROR(GetRowRef(w_.token_embd, id, x + t * e));
     if (hp.embed_scale) {
       const float s = std::sqrt(static_cast<float>(e));
       for (int64_t i = 0; i < e; ++i) x[t * e + i] *= s;
     }
   }
 
-  std::vector<float> cur(static_cast<size_t>(n * e)), q(static_cast<size_t>(n * qd)),
-      k(static_cast<size_t>(n * kd)), v(static_cast<size_t>(n * vd)),
-      attn(static_cast<size_t>(n * hp.n_head * dv)), out(static_cast<size_t>(n * e)),
-      gate(static_cast<size_t>(n * hp.n_ff)), up(static_cast<size_t>(n * hp.n_ff));
-  std::vector<float> kc, vc, scores;
-
   for (int64_t l = 0; l < hp.n_layer; ++l) {
     const LayerWeights& L = w_.layers[static_cast<size_t>(l)];
     const int64_t window = hp.swa_window[static_cast<size_t>(l)];
-
-    // Attention: cur = norm(x); q, k, v projections.
-    std::copy(x.begin(), x.end(), cur.begin());
-    NormRows(cur.data(), L.attn_norm, n, e, hp.norm_eps);
-    FERRY_RETURN_IF_ERROR(MatMul(L.wq, cur.data(), n, q.data(), options.pool));
-    FERRY_RETURN_IF_ERROR(MatMul(L.wk, cur.data(), n, k.data(), options.pool));
-    FERRY_RETURN_IF_ERROR(MatMul(L.wv, cur.data(), n, v.data(), options.pool));
-    AddBias(q.data(), L.bq, n, qd);
-    AddBias(k.data(), L.bk, n, kd);
-    AddBias(v.data(), L.bv, n, vd);
-    if (hp.qk_norm) {
-      NormRows(q.data(), L.q_norm, n * hp.n_head, dk, hp.norm_eps);
-      NormRows(k.data(), L.k_norm, n * hp.n_head_kv, dk, hp.norm_eps);
-    }
-    const RopeParams rope = LayerRope(hp, w_, window > 0);
-    for (int64_t t = 0; t < n; ++t) {
-      RopeRef(q.data() + t * qd, hp.n_head, dk, pos0 + t, rope);
-      RopeRef(k.data() + t * kd, hp.n_head_kv, dk, pos0 + t, rope);
-      kv.Store(seq, static_cast<int>(l), pos0 + t, k.data() + t * kd, v.data() + t * vd);
-    }
 
     // Keys visible to this batch: [p_lo, pos0 + n).
     const int64_t p_hi = pos0 + n;
     const int64_t p_lo = window > 0 ? std::max<int64_t>(0, pos0 - window + 1) : 0;
     const int64_t n_keys = p_hi - p_lo;
-    kc.resize(static_cast<size_t>(n_keys * kd));
-    vc.resize(static_cast<size_t>(n_keys * vd));
-    kv.Load(seq, static_cast<int>(l), p_lo, p_hi, kc.data(), vc.data());
+    if (n_keys > sc->shape().max_keys) {
+      return InvalidArgumentError(
+          "Forward(): layer {} attends over {} keys but the scratch holds {} (num_ctx)", l,
+          n_keys, sc->shape().max_keys);
+    }
+
+    // Attention: cur = norm(x); q, k, v projections.
+    std::copy(x, x + n * e, cur);
+    NormRows(cur, L.attn_norm, n, e, hp.norm_eps);
+    FERRY_RETURN_IF_ERROR(MatMul(L.wq, cur, n, q, options.pool, ws));
+    FERRY_RETURN_IF_ERROR(MatMul(L.wk, cur, n, k, options.pool, ws));
+    FERRY_RETURN_IF_ERROR(MatMul(L.wv, cur, n, v, options.pool, ws));
+    AddBias(q, L.bq, n, qd);
+    AddBias(k, L.bk, n, kd);
+    AddBias(v, L.bv, n, vd);
+    if (hp.qk_norm) {
+      NormRows(q, L.q_norm, n * hp.n_head, dk, hp.norm_eps);
+      NormRows(k, L.k_norm, n * hp.n_head_kv, dk, hp.norm_eps);
+    }
+    const RopeParams rope = LayerRope(hp, w_, window > 0);
+    for (int64_t t = 0; t < n; ++t) {
+      RopeRef(q + t * qd, hp.n_head, dk, pos0 + t, rope);
+      RopeRef(k + t * kd, hp.n_head_kv, dk, pos0 + t, rope);
+      kv.Store(seq, static_cast<int>(l), pos0 + t, k + t * kd, v + t * vd);
+    }
+
+    // kc [n_keys, kd], vc [n_keys, vd].
+    kv.Load(seq, static_cast<int>(l), p_lo, p_hi, kc, vc);
     // Heads are independent: split them over the pool, one row of scores per head.
-    scores.resize(static_cast<size_t>(hp.n_head * n_keys));
     ParallelFor(options.pool, hp.n_head, [&](int64_t h_begin, int64_t h_end) {
       for (int64_t h = h_begin; h < h_end; ++h) {
         const int64_t g = h / group;
-        float* sh = scores.data() + h * n_keys;
+        float* sh = scores + h * n_keys;
         for (int64_t t = 0; t < n; ++t) {
           const int64_t p = pos0 + t;
           const int64_t first = window > 0 ? std::max(p_lo, p - window + 1) : p_lo;
           const int64_t count = p - first + 1;  // keys first..p (causal)
-          const float* qh = q.data() + t * qd + h * dk;
+          const float* qh = q + t * qd + h * dk;
           for (int64_t j = 0; j < count; ++j) {
-            const float* kj = kc.data() + (first - p_lo + j) * kd + g * dk;
+            const float* kj = kc + (first - p_lo + j) * kd + g * dk;
             double dot = 0.0;
             for (int64_t i = 0; i < dk; ++i) dot += static_cast<double>(qh[i]) * kj[i];
             sh[j] = static_cast<float>(dot) * scale;
           }
           SoftmaxRef(sh, count);
-          float* oh = attn.data() + t * hp.n_head * dv + h * dv;
+          float* oh = attn + t * hp.n_head * dv + h * dv;
           for (int64_t i = 0; i < dv; ++i) {
             double acc = 0.0;
             for (int64_t j = 0; j < count; ++j) {
-              acc += static_cast<double>(sh[j]) *
-                     vc[static_cast<size_t>((first - p_lo + j) * vd + g * dv + i)];
+              acc += static_cast<double>(sh[j]) * vc[(first - p_lo + j) * vd + g * dv + i];
             }
             oh[i] = static_cast<float>(acc);
           }
         }
       }
     });
-    FERRY_RETURN_IF_ERROR(MatMul(L.wo, attn.data(), n, out.data(), options.pool));
-    AddBias(out.data(), L.bo, n, e);
-    if (hp.post_norms) NormRows(out.data(), L.post_attn_norm, n, e, hp.norm_eps);
+    FERRY_RETURN_IF_ERROR(MatMul(L.wo, attn, n, out, options.pool, ws));
+    AddBias(out, L.bo, n, e);
+    if (hp.post_norms) NormRows(out, L.post_attn_norm, n, e, hp.norm_eps);
     for (int64_t i = 0; i < n * e; ++i) x[i] += out[i];
 
     // Feed-forward: x += down(act(gate(norm(x))) * up(norm(x))).
-    std::copy(x.begin(), x.end(), cur.begin());
-    NormRows(cur.data(), L.ffn_norm, n, e, hp.norm_eps);
-    FERRY_RETURN_IF_ERROR(MatMul(L.ffn_gate, cur.data(), n, gate.data(), options.pool));
-    FERRY_RETURN_IF_ERROR(MatMul(L.ffn_up, cur.data(), n, up.data(), options.pool));
+    std::copy(x, x + n * e, cur);
+    NormRows(cur, L.ffn_norm, n, e, hp.norm_eps);
+    FERRY_RETURN_IF_ERROR(MatMul(L.ffn_gate, cur, n, gate, options.pool, ws));
+    FERRY_RETURN_IF_ERROR(MatMul(L.ffn_up, cur, n, up, options.pool, ws));
     for (int64_t i = 0; i < n * hp.n_ff; ++i) {
       const float a = hp.activation == FfnActivation::kSilu ? SiluRef(gate[i])
                                                              : GeluTanhF16Ref(gate[i]);
       gate[i] = a * up[i];
     }
-    FERRY_RETURN_IF_ERROR(MatMul(L.ffn_down, gate.data(), n, out.data(), options.pool));
-    if (hp.post_norms) NormRows(out.data(), L.post_ffw_norm, n, e, hp.norm_eps);
+    FERRY_RETURN_IF_ERROR(MatMul(L.ffn_down, gate, n, out, options.pool, ws));
+    if (hp.post_norms) NormRows(out, L.post_ffw_norm, n, e, hp.norm_eps);
     for (int64_t i = 0; i < n * e; ++i) x[i] += out[i];
   }
 
-  // Output: logits for the last token, or all.
+  // Output: logits for the last token, or all. The normed rows go to cur.
   const int64_t first_out = options.all_logits ? 0 : n - 1;
   const int64_t n_out = n - first_out;
-  std::vector<float> last(x.begin() + first_out * e, x.end());
-  NormRows(last.data(), w_.output_norm, n_out, e, hp.norm_eps);
+  std::copy(x + first_out * e, x + n * e, cur);
+  NormRows(cur, w_.output_norm, n_out, e, hp.norm_eps);
   const WeightMatrix& wout = w_.output.present() ? w_.output : w_.token_embd;
   logits->resize(static_cast<size_t>(n_out * hp.n_vocab));
-  FERRY_RETURN_IF_ERROR(MatMul(wout, last.data(), n_out, logits->data(), options.pool));
+  // One row: into the scratch, then copied (the caller's vector keeps its capacity).
+  float* const y = n_out == 1 ? sc->logits() : logits->data();
+  FERRY_RETURN_IF_ERROR(MatMul(wout, cur, n_out, y, options.pool, ws));
+  if (y != logits->data()) std::copy(y, y + hp.n_vocab, logits->data());
   if (hp.final_logit_softcap > 0.0f) {
     const float c = hp.final_logit_softcap;
     for (float& z : *logits) z = c * std::tanh(z / c);

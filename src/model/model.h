@@ -74,6 +74,8 @@ struct ModelWeights {
   std::vector<LayerWeights> layers;
 };
 
+class ForwardScratch;  // model/scratch.h
+
 // Per-batch options of Forward().
 struct ForwardOptions {
   bool all_logits = false;  // logits for every token (perplexity) instead of only the last
@@ -81,6 +83,10 @@ struct ForwardOptions {
   // Results do not depend on the thread count. The pool must not be used by anyone else
   // during Forward() (one ParallelFor at a time).
   ThreadPool* pool = nullptr;
+  // The step's compute buffer (model/scratch.h), made for this model; with it Forward makes no
+  // heap allocation for activations, and a batch larger than it holds (tokens, or keys) is an
+  // error. Null: Forward allocates its scratch for this call.
+  ForwardScratch* scratch = nullptr;
 };
 
 class Model {
@@ -101,7 +107,8 @@ class Model {
   // Runs tokens[0..n) at positions pos0..pos0+n-1 of sequence `seq`; the cache must already
   // hold positions < pos0 and have room reserved up to pos0 + n. Writes logits:
   // [n, n_vocab] with all_logits, else [1, n_vocab] for the last token.
-  // Errors: a token id outside the vocabulary (InvalidArgument), kernel errors.
+  // Errors: a token id outside the vocabulary (InvalidArgument), a batch the scratch cannot
+  // hold or a scratch made for another shape (InvalidArgument), kernel errors.
   Status Forward(std::span<const int32_t> tokens, int64_t pos0, KvCache& kv, int32_t seq,
                  const ForwardOptions& options, std::vector<float>* logits) const;
 

@@ -176,22 +176,24 @@ std::string FormatLayerRanges(const std::vector<int64_t>& layers) {
   return s;
 }
 
+ScratchShape ComputeScratchShape(const ModelShape& m, const LoadOptions& o) {
+  ScratchShape s;
+  s.max_tokens = std::min(o.num_batch, o.num_ctx);
+  s.max_keys = o.num_ctx;
+  s.n_embd = m.n_embd;
+  s.q_dim = m.n_head * m.head_dim_k;
+  s.k_dim = m.n_head_kv * m.head_dim_k;
+  s.v_dim = m.n_head_kv * m.head_dim_v;
+  s.attn_dim = m.n_head * m.head_dim_v;
+  s.n_ff = m.n_ff;
+  s.n_head = m.n_head;
+  s.n_vocab = m.n_vocab;
+  s.matmuls = m.matmuls;
+  return s;
+}
+
 uint64_t ComputeBufferBytes(const ModelShape& m, const LoadOptions& o) {
-  const uint64_t n = static_cast<uint64_t>(std::min(o.num_batch, o.num_ctx));
-  const uint64_t e = m.n_embd, ff = m.n_ff, nh = m.n_head;
-  const uint64_t qd = nh * m.head_dim_k, kd = m.n_head_kv * m.head_dim_k,
-                 vd = m.n_head_kv * m.head_dim_v, ad = nh * m.head_dim_v;
-  const uint64_t keys = static_cast<uint64_t>(o.num_ctx);
-  // forward.cc: x, cur, out [n, e]; q, k, v; attn [n, n_head * dv]; gate, up [n, n_ff].
-  uint64_t bytes = 4 * n * (3 * e + qd + kd + vd + ad + 2 * ff);
-  // Attention: K and V rows of the visible keys, one score row per head.
-  bytes += 4 * (keys * (kd + vd) + nh * keys);
-  // Activations quantized once per matmul (Q8_0: 34 bytes per 32 values, plus d and s floats).
-  const uint64_t widest = std::max({e, ff, ad});
-  bytes += n * ((widest + 31) / 32) * (34 + 8);
-  // Output: the last row normalized and its logits.
-  bytes += 4 * (e + static_cast<uint64_t>(m.n_vocab));
-  return bytes;
+  return ForwardScratch::RequiredBytes(ComputeScratchShape(m, o));
 }
 
 ModelShape ShapeFromModel(const Model& model) {
@@ -227,6 +229,7 @@ ModelShape ShapeFromModel(const Model& model) {
     }
   }
   if (!has_output) s.tied_output_bytes = embd;
+  s.matmuls = ForwardScratch::ShapeFor(model, 1, 1).matmuls;
   return s;
 }
 
@@ -262,6 +265,8 @@ StatusOr<ModelShape> ShapeFromDescription(const DescribedModel& d) {
   FERRY_ASSIGN_OR_RETURN(uint64_t out, mat(d.output_type, e, d.n_vocab));
   s.output_bytes = 4 * static_cast<uint64_t>(e) + (d.tied_output ? 0 : out);
   if (d.tied_output) s.tied_output_bytes = s.input_bytes;
+  s.matmuls = {{d.weight_type, e}, {d.weight_type, qd}, {d.weight_type, d.n_ff}};
+  if (!d.tied_output && d.output_type != d.weight_type) s.matmuls.push_back({d.output_type, e});
   return s;
 }
 

@@ -20,6 +20,7 @@
 #include "backend/device.h"
 #include "base/status.h"
 #include "model/model.h"
+#include "model/scratch.h"
 #include "tensor/dtype.h"
 
 namespace ferry {
@@ -35,6 +36,9 @@ struct ModelShape {
   uint64_t output_bytes = 0;  // output_norm + output
   uint64_t tied_output_bytes = 0;  // no output tensor: token_embd serves as the output, and a
                                    // GPU holding the output layer needs its own copy
+  // The distinct (type, cols) of the weights the forward pass multiplies: they size the
+  // activation-quantization workspace of the compute buffer. Empty: none counted.
+  std::vector<MatMulInput> matmuls;
 };
 
 // From a loaded Model: sizes from the tensor table; nothing is read from the weights.
@@ -120,8 +124,10 @@ std::string SuggestFits(const ModelShape& model, const DeviceInventory& devices,
 // "0-17,20,22-23" for a sorted list of layer indices.
 std::string FormatLayerRanges(const std::vector<int64_t>& layers);
 
-// Bytes the forward pass allocates as scratch for one step of `num_batch` tokens over
-// `num_ctx` keys (activations, attention rows, activation quantization, logits).
+// Bytes of the forward pass's scratch (model/scratch.h) for one step of min(num_batch, num_ctx)
+// tokens over num_ctx keys (activations, attention rows, activation quantization, logits):
+// exactly ForwardScratch::RequiredBytes, which the runtime allocates.
+ScratchShape ComputeScratchShape(const ModelShape& model, const LoadOptions& options);
 uint64_t ComputeBufferBytes(const ModelShape& model, const LoadOptions& options);
 
 }  // namespace ferry

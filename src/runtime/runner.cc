@@ -69,9 +69,16 @@ StatusOr<std::unique_ptr<Runner>> Runner::Create(const Model* model,
                     : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   r->options_.num_threads = threads;
   r->pool_ = std::make_unique<ThreadPool>(threads);
+  r->allocator_ = std::make_unique<DeviceAllocator>("cpu", options.cpu_capacity_bytes);
   FERRY_ASSIGN_OR_RETURN(
       r->kv_, KvCache::Create(model->KvOptions(options.kv_type, options.num_ctx, 1,
-                                               r->options_.num_batch)));
+                                               r->options_.num_batch),
+                              r->allocator_.get()));
+  FERRY_ASSIGN_OR_RETURN(
+      r->scratch_,
+      ForwardScratch::Create(
+          ForwardScratch::ShapeFor(*model, r->options_.num_batch, options.num_ctx),
+          *r->allocator_, options.compute_bytes));
   FERRY_ASSIGN_OR_RETURN(r->seq_, r->kv_->AddSequence());
   return r;
 }
@@ -82,8 +89,9 @@ Status Runner::Eval(std::span<const int32_t> tokens, int64_t pos0, bool all_logi
   ForwardOptions fo;
   fo.all_logits = all_logits;
   fo.pool = pool_.get();
+  fo.scratch = scratch_.get();
   if (all_logits) logits->clear();
-  std::vector<float> chunk_logits;
+  std::vector<float>& chunk_logits = chunk_logits_;
   for (size_t off = 0; off < tokens.size(); off += static_cast<size_t>(options_.num_batch)) {
     const size_t n = std::min(tokens.size() - off, static_cast<size_t>(options_.num_batch));
     const int64_t pos = pos0 + static_cast<int64_t>(off);

@@ -16,10 +16,12 @@
 #include <string>
 #include <vector>
 
+#include "backend/allocator.h"
 #include "base/status.h"
 #include "base/thread_pool.h"
 #include "kv/kv_cache.h"
 #include "model/model.h"
+#include "model/scratch.h"
 #include "sampling/sampler.h"
 #include "tokenizer/tokenizer.h"
 
@@ -30,6 +32,13 @@ struct RunnerOptions {
   int64_t num_batch = 512;   // prompt tokens per forward step
   DType kv_type = DType::kF16;  // f32, f16, q8_0 or q4_0
   int num_threads = 0;       // 0: all cores
+  // The plan's compute reservation for the CPU (DevicePlan::compute_bytes): the forward
+  // scratch is allocated with exactly these bytes, so allocated == planned. 0: exactly what the
+  // forward pass needs (ForwardScratch::RequiredBytes). Less than that is an error.
+  uint64_t compute_bytes = 0;
+  // Most bytes the runner may allocate on the CPU (KV + compute); 0: unlimited. Exceeding it
+  // is a ResourceExhausted error from Create.
+  uint64_t cpu_capacity_bytes = 0;
 };
 
 struct GenerateRequest {
@@ -54,8 +63,10 @@ using TextCallback = std::function<bool(std::string_view piece)>;
 
 class Runner {
  public:
-  // Allocates the KV cache for options.num_ctx. Errors: absurd options, KV type unsupported by
-  // the model's head sizes.
+  // Allocates, through the runner's CPU DeviceAllocator, the KV cache for options.num_ctx
+  // (purpose "kv") and the forward scratch for steps of num_batch tokens over num_ctx keys
+  // (purpose "compute"). Errors: absurd options, KV type unsupported by the model's head sizes,
+  // compute_bytes below what the forward pass needs, ResourceExhausted beyond the capacity.
   static StatusOr<std::unique_ptr<Runner>> Create(const Model* model,
                                                   const tokenizer::Tokenizer* tokenizer,
                                                   const RunnerOptions& options);
@@ -69,6 +80,14 @@ class Runner {
 
   const RunnerOptions& options() const { return options_; }
   const KvCache& kv() const { return *kv_; }
+  const ForwardScratch& scratch() const { return *scratch_; }
+  // Bytes held on the CPU through the runner's allocator: in total, and per purpose ("kv",
+  // "compute"; 0 for others).
+  uint64_t allocated_bytes() const { return allocator_->allocated_bytes(); }
+  uint64_t allocated_bytes(std::string_view purpose) const {
+    return allocator_->allocated_bytes(purpose);
+  }
+  const DeviceAllocator& allocator() const { return *allocator_; }
 
  private:
   Runner() = default;
@@ -80,7 +99,11 @@ class Runner {
   const tokenizer::Tokenizer* tokenizer_ = nullptr;
   RunnerOptions options_;
   std::unique_ptr<ThreadPool> pool_;
+  // Declared before what it allocates, so it is destroyed after them.
+  std::unique_ptr<DeviceAllocator> allocator_;
   std::unique_ptr<KvCache> kv_;
+  std::unique_ptr<ForwardScratch> scratch_;
+  std::vector<float> chunk_logits_;  // Eval's per-step logits, kept to reuse its capacity
   int32_t seq_ = 0;
 };
 

@@ -35,6 +35,50 @@ const KernelSet& Kernels(KernelPath path) {
 // split over threads only for long batches.
 constexpr int64_t kQuantizeTokensPerTask = 8;
 
+constexpr uint64_t kWorkspaceAlign = 64;
+uint64_t RoundUp(uint64_t n) { return (n + kWorkspaceAlign - 1) / kWorkspaceAlign * kWorkspaceAlign; }
+
+// Where the parts of a MatMul workspace go: [buf][block_d][block_s], each rounded to 64 bytes.
+struct WorkspaceLayout {
+  uint64_t buf_bytes = 0;  // quantized activation rows (unrounded)
+  uint64_t d_offset = 0, s_offset = 0;
+  uint64_t total = 0;
+};
+
+WorkspaceLayout LayoutFor(DType w_type, int64_t cols, int64_t n_tok) {
+  WorkspaceLayout l;
+  if (cols <= 0 || n_tok <= 0 || !MatMulSupports(w_type)) return l;
+  const uint64_t n = static_cast<uint64_t>(n_tok), c = static_cast<uint64_t>(cols);
+  switch (ActivationType(w_type)) {
+    case DType::kF16:
+    case DType::kBF16:
+      l.buf_bytes = n * c * sizeof(uint16_t);
+      l.total = RoundUp(l.buf_bytes);
+      break;
+    case DType::kQ8_0: {
+      if (cols % kQK4_0 != 0) return l;
+      const uint64_t nb = n * (c / kQK4_0);
+      l.buf_bytes = nb * sizeof(BlockQ8_0);
+      l.d_offset = RoundUp(l.buf_bytes);
+      l.s_offset = l.d_offset + RoundUp(nb * sizeof(float));
+      l.total = l.s_offset + RoundUp(nb * sizeof(float));
+      break;
+    }
+    case DType::kQ8_K:
+      if (cols % kQK_K != 0) return l;
+      l.buf_bytes = n * (c / kQK_K) * sizeof(BlockQ8_K);
+      l.total = RoundUp(l.buf_bytes);
+      break;
+    default:
+      break;  // f32 activations are used as given
+  }
+  return l;
+}
+
+Status MatMulImpl(const WeightMatrix& w, const float* x, int64_t n_tok, float* y,
+                  ThreadPool* pool, uint8_t* workspace, uint64_t workspace_bytes,
+                  KernelPath path);
+
 }  // namespace
 
 #if !defined(FERRY_HAVE_AVX2_KERNELS)
@@ -59,8 +103,32 @@ void QuantizeActivationsQ8_K(const float* x, int64_t n, BlockQ8_K* out, KernelPa
   Kernels(path).quantize_q8_k(x, n, out);
 }
 
+uint64_t MatMulWorkspaceBytes(DType w_type, int64_t cols, int64_t n_tok) {
+  return LayoutFor(w_type, cols, n_tok).total;
+}
+
 Status MatMul(const WeightMatrix& w, const float* x, int64_t n_tok, float* y, ThreadPool* pool,
               KernelPath path) {
+  // Workspace for this call only; uint64_t storage is 8-byte aligned, the parts need 4.
+  const uint64_t bytes = MatMulWorkspaceBytes(w.type, w.cols, n_tok);
+  std::vector<uint64_t> storage((bytes + 7) / 8);
+  return MatMulImpl(w, x, n_tok, y, pool, reinterpret_cast<uint8_t*>(storage.data()), bytes,
+                    path);
+}
+
+Status MatMul(const WeightMatrix& w, const float* x, int64_t n_tok, float* y, ThreadPool* pool,
+              std::span<uint8_t> workspace, KernelPath path) {
+  if (reinterpret_cast<uintptr_t>(workspace.data()) % kWorkspaceAlign != 0) {
+    return InvalidArgumentError("MatMul: the workspace is not {}-byte aligned", kWorkspaceAlign);
+  }
+  return MatMulImpl(w, x, n_tok, y, pool, workspace.data(), workspace.size(), path);
+}
+
+namespace {
+
+Status MatMulImpl(const WeightMatrix& w, const float* x, int64_t n_tok, float* y,
+                  ThreadPool* pool, uint8_t* workspace, uint64_t workspace_bytes,
+                  KernelPath path) {
   if (!w.present()) return InvalidArgumentError("MatMul with an absent weight");
   if (n_tok < 0 || w.cols < 0 || w.rows < 0) {
     return InvalidArgumentError("MatMul with negative sizes: n_tok {} cols {} rows {}", n_tok,
@@ -82,8 +150,14 @@ Status MatMul(const WeightMatrix& w, const float* x, int64_t n_tok, float* y, Th
   a.type = ActivationType(w.type);
   a.n_tok = n_tok;
   a.cols = cols;
-  std::vector<uint8_t> buf;
-  std::vector<float> block_d, block_s;
+  const WorkspaceLayout layout = LayoutFor(w.type, cols, n_tok);
+  if (workspace_bytes < layout.total) {
+    return InvalidArgumentError("MatMul: workspace of {} bytes, {} x {} {} needs {}",
+                                workspace_bytes, n_tok, cols, DTypeName(w.type), layout.total);
+  }
+  uint8_t* const buf = workspace;
+  float* const block_d = reinterpret_cast<float*>(workspace + layout.d_offset);
+  float* const block_s = reinterpret_cast<float*>(workspace + layout.s_offset);
   auto for_tokens = [&](const std::function<void(int64_t t)>& fn) {
     const int64_t tasks = (n_tok + kQuantizeTokensPerTask - 1) / kQuantizeTokensPerTask;
     ParallelFor(tasks > 1 ? pool : nullptr, tasks, [&](int64_t b, int64_t e) {
@@ -99,39 +173,34 @@ Status MatMul(const WeightMatrix& w, const float* x, int64_t n_tok, float* y, Th
     case DType::kF16:
     case DType::kBF16: {
       a.stride = static_cast<uint64_t>(cols) * sizeof(uint16_t);
-      buf.resize(a.stride * static_cast<uint64_t>(n_tok));
-      auto* h = reinterpret_cast<uint16_t*>(buf.data());
+      auto* h = reinterpret_cast<uint16_t*>(buf);
       const bool f16 = a.type == DType::kF16;
       for_tokens([&](int64_t t) {
         for (int64_t i = t * cols; i < (t + 1) * cols; ++i) {
           h[i] = f16 ? FloatToFp16(x[i]) : FloatToBf16(x[i]);
         }
       });
-      a.data = buf.data();
+      a.data = buf;
       break;
     }
     case DType::kQ8_0: {
       const int64_t nb = cols / kQK4_0;
       a.stride = static_cast<uint64_t>(nb) * sizeof(BlockQ8_0);
-      buf.resize(a.stride * static_cast<uint64_t>(n_tok));
-      block_d.resize(static_cast<size_t>(nb * n_tok));
-      block_s.resize(block_d.size());
       for_tokens([&](int64_t t) {
-        ks.quantize_q8_0(x + t * cols, cols, reinterpret_cast<BlockQ8_0*>(buf.data() + t * a.stride),
-                         block_d.data() + t * nb, block_s.data() + t * nb);
+        ks.quantize_q8_0(x + t * cols, cols, reinterpret_cast<BlockQ8_0*>(buf + t * a.stride),
+                         block_d + t * nb, block_s + t * nb);
       });
-      a.data = buf.data();
-      a.block_d = block_d.data();
-      a.block_s = block_s.data();
+      a.data = buf;
+      a.block_d = block_d;
+      a.block_s = block_s;
       break;
     }
     case DType::kQ8_K: {
       a.stride = static_cast<uint64_t>(cols / kQK_K) * sizeof(BlockQ8_K);
-      buf.resize(a.stride * static_cast<uint64_t>(n_tok));
       for_tokens([&](int64_t t) {
-        ks.quantize_q8_k(x + t * cols, cols, reinterpret_cast<BlockQ8_K*>(buf.data() + t * a.stride));
+        ks.quantize_q8_k(x + t * cols, cols, reinterpret_cast<BlockQ8_K*>(buf + t * a.stride));
       });
-      a.data = buf.data();
+      a.data = buf;
       break;
     }
     default:
@@ -142,5 +211,7 @@ Status MatMul(const WeightMatrix& w, const float* x, int64_t n_tok, float* y, Th
   ParallelFor(pool, w.rows, [&](int64_t r0, int64_t r1) { kernel(wr, r0, r1, a, y); });
   return Status::Ok();
 }
+
+}  // namespace
 
 }  // namespace ferry

@@ -23,6 +23,7 @@
 #define FERRY_KERNELS_CPU_MATMUL_H_
 
 #include <cstdint>
+#include <span>
 
 #include "base/status.h"
 #include "base/thread_pool.h"
@@ -50,8 +51,23 @@ bool MatMulSupports(DType w);
 // pool: threads to use; null runs on the calling thread.
 // Errors: InvalidArgument for an absent weight, negative sizes, cols not a multiple of the
 // block size, or row_bytes that disagree with the type and cols.
+// This overload allocates its activation-quantization buffers on each call.
 Status MatMul(const WeightMatrix& w, const float* x, int64_t n_tok, float* y, ThreadPool* pool,
               KernelPath path = KernelPath::kBest);
+
+// Bytes of workspace MatMul needs for n_tok rows of `cols` activations against weights of
+// type `w_type`: the quantized activations (f16/bf16 rows, Q8_0 blocks plus their f32 d and s
+// [n_tok, cols / 32] each, or Q8_K blocks), each part rounded up to 64 bytes. 0 for F32
+// weights, for types MatMul has no kernel for (they fall back to MatMulRef, which allocates),
+// and for invalid sizes (which MatMul rejects anyway).
+uint64_t MatMulWorkspaceBytes(DType w_type, int64_t cols, int64_t n_tok);
+
+// Same product, with the activations quantized into caller-provided `workspace` (no heap
+// allocation when the type has a kernel). workspace: at least MatMulWorkspaceBytes(w.type,
+// w.cols, n_tok) bytes, 64-byte aligned; it must not overlap x or y.
+// Errors: as above, plus InvalidArgument for a workspace that is too small or misaligned.
+Status MatMul(const WeightMatrix& w, const float* x, int64_t n_tok, float* y, ThreadPool* pool,
+              std::span<uint8_t> workspace, KernelPath path = KernelPath::kBest);
 
 // The activation quantizers MatMul uses, for tests. n: a multiple of 32 (Q8_0) or 256 (Q8_K).
 // Q8_0: the same blocks as QuantizeRowQ8_0 (kernels/ref/quantize.h); out: [n / 32].

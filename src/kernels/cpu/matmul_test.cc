@@ -102,6 +102,22 @@ TestMatrix MakeMatrix(DType type, int64_t rows, int64_t cols, bool random_bytes,
   return m;
 }
 
+// A 64-byte aligned byte buffer for MatMul's workspace overload.
+class AlignedWorkspace {
+ public:
+  explicit AlignedWorkspace(uint64_t bytes) : storage_(bytes + 64) {
+    const auto addr = reinterpret_cast<uintptr_t>(storage_.data());
+    data_ = storage_.data() + (64 - addr % 64) % 64;
+    size_ = bytes;
+  }
+  std::span<uint8_t> span() const { return {data_, size_}; }
+
+ private:
+  std::vector<uint8_t> storage_;
+  uint8_t* data_ = nullptr;
+  uint64_t size_ = 0;
+};
+
 // sum_i |w_i * x_i| for each (token, row), with x rounded as MatMulRef rounds it.
 std::vector<double> AbsDots(const WeightMatrix& w, const std::vector<float>& x, int64_t n_tok) {
   std::vector<float> xr = x;
@@ -152,6 +168,11 @@ double CheckAgainstRef(DType type, int64_t rows, int64_t cols, int64_t n_tok, bo
     EXPECT_TRUE(MatMul(m.w, x.data(), n_tok, y3.data(), &pool3, path).ok());
     EXPECT_EQ(std::memcmp(y1.data(), y2.data(), y1.size() * sizeof(float)), 0);
     EXPECT_EQ(std::memcmp(y1.data(), y3.data(), y1.size() * sizeof(float)), 0);
+    // A caller-provided workspace of exactly MatMulWorkspaceBytes changes nothing either.
+    AlignedWorkspace ws(MatMulWorkspaceBytes(type, cols, n_tok));
+    std::vector<float> y4(want.size(), NAN);
+    EXPECT_TRUE(MatMul(m.w, x.data(), n_tok, y4.data(), &pool2, ws.span(), path).ok());
+    EXPECT_EQ(std::memcmp(y1.data(), y4.data(), y1.size() * sizeof(float)), 0);
   }
   return worst;
 }
@@ -228,6 +249,19 @@ TEST(MatMulTest, Errors) {
   EXPECT_FALSE(MatMul(w, x.data(), 1, y.data(), nullptr).ok());
   w.cols = 32;
   EXPECT_FALSE(MatMul(w, x.data(), -1, y.data(), nullptr).ok());
+
+  // Workspaces: Q8_0 activations of 2 tokens x 32 values are 2 blocks (68 bytes, rounded to
+  // 128) plus d and s (8 bytes each, rounded to 64): 256 bytes. F32 weights need none.
+  EXPECT_EQ(MatMulWorkspaceBytes(DType::kQ8_0, 32, 2), 256u);
+  EXPECT_EQ(MatMulWorkspaceBytes(DType::kF32, 4096, 512), 0u);
+  EXPECT_EQ(MatMulWorkspaceBytes(DType::kF16, 64, 3), 384u);
+  EXPECT_EQ(MatMulWorkspaceBytes(DType::kQ4_K, 256, 1), 320u);  // one Q8_K block (292 bytes)
+  AlignedWorkspace ws(257);
+  EXPECT_TRUE(MatMul(w, x.data(), 2, y.data(), nullptr, ws.span().first(256)).ok());
+  EXPECT_EQ(MatMul(w, x.data(), 2, y.data(), nullptr, ws.span().first(255)).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(MatMul(w, x.data(), 1, y.data(), nullptr, ws.span().subspan(1)).code(),
+            StatusCode::kInvalidArgument);  // misaligned
 }
 
 // ---- activation quantizers ----

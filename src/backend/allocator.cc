@@ -1,0 +1,110 @@
+#include "backend/allocator.h"
+
+#include <algorithm>
+#include <cassert>
+#include <limits>
+#include <new>
+#include <utility>
+
+namespace ferry {
+
+DeviceAllocator::Buffer::Buffer(Buffer&& other) noexcept
+    : owner_(std::exchange(other.owner_, nullptr)),
+      data_(std::exchange(other.data_, nullptr)),
+      size_(std::exchange(other.size_, 0)),
+      purpose_(std::move(other.purpose_)) {}
+
+DeviceAllocator::Buffer& DeviceAllocator::Buffer::operator=(Buffer&& other) noexcept {
+  if (this != &other) {
+    Release();
+    owner_ = std::exchange(other.owner_, nullptr);
+    data_ = std::exchange(other.data_, nullptr);
+    size_ = std::exchange(other.size_, 0);
+    purpose_ = std::move(other.purpose_);
+  }
+  return *this;
+}
+
+DeviceAllocator::Buffer::~Buffer() { Release(); }
+
+void DeviceAllocator::Buffer::Release() {
+  if (data_ != nullptr) ::operator delete (data_, std::align_val_t{kAlignment});
+  if (owner_ != nullptr) owner_->Return(purpose_, size_);
+  owner_ = nullptr;
+  data_ = nullptr;
+  size_ = 0;
+}
+
+DeviceAllocator::DeviceAllocator(std::string device, uint64_t capacity_bytes)
+    : device_(std::move(device)), capacity_(capacity_bytes) {}
+
+DeviceAllocator::~DeviceAllocator() {
+  assert(total_ == 0 && "DeviceAllocator destroyed while buffers are still held");
+}
+
+StatusOr<DeviceAllocator::Buffer> DeviceAllocator::Allocate(uint64_t bytes,
+                                                            std::string_view purpose) {
+  if (purpose.empty()) return InvalidArgumentError("{}: allocation without a purpose", device_);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    uint64_t after;
+    if (__builtin_add_overflow(total_, bytes, &after) || (capacity_ > 0 && after > capacity_)) {
+      return MakeStatus(StatusCode::kResourceExhausted,
+                        "{}: cannot allocate {} bytes for {}: {} of {} bytes are in use", device_,
+                        bytes, purpose, total_, capacity_);
+    }
+    // Reserve the bytes before allocating, so concurrent calls cannot both pass the check.
+    total_ = after;
+    peak_ = std::max(peak_, total_);
+    auto it = by_purpose_.find(purpose);
+    if (it == by_purpose_.end()) it = by_purpose_.emplace(std::string(purpose), 0).first;
+    it->second += bytes;
+  }
+  Buffer b;
+  b.owner_ = this;
+  b.size_ = bytes;
+  b.purpose_ = std::string(purpose);
+  if (bytes > 0) {
+    void* p = bytes > static_cast<uint64_t>(std::numeric_limits<std::ptrdiff_t>::max())
+                  ? nullptr
+                  : ::operator new (bytes, std::align_val_t{kAlignment}, std::nothrow);
+    if (p == nullptr) {
+      b.Release();  // gives the reserved bytes back
+      return MakeStatus(StatusCode::kResourceExhausted,
+                        "{}: out of memory allocating {} bytes for {}", device_, bytes, purpose);
+    }
+    b.data_ = static_cast<uint8_t*>(p);
+  }
+  return b;
+}
+
+void DeviceAllocator::Return(const std::string& purpose, uint64_t bytes) {
+  std::lock_guard<std::mutex> lock(mu_);
+  total_ -= bytes;
+  auto it = by_purpose_.find(purpose);
+  assert(it != by_purpose_.end() && it->second >= bytes);
+  if (it != by_purpose_.end()) it->second -= bytes;
+}
+
+uint64_t DeviceAllocator::allocated_bytes() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return total_;
+}
+
+uint64_t DeviceAllocator::allocated_bytes(std::string_view purpose) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = by_purpose_.find(purpose);
+  return it == by_purpose_.end() ? 0 : it->second;
+}
+
+std::map<std::string, uint64_t, std::less<>> DeviceAllocator::allocated_by_purpose() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return by_purpose_;
+}
+
+uint64_t DeviceAllocator::peak_bytes() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return peak_;
+}
+
+}  // namespace ferry

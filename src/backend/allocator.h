@@ -1,0 +1,94 @@
+// DeviceAllocator: the accounting allocator of one device (invariant 1 of the design: the plan
+// is the allocation). Every byte the runtime holds for a model on a device (weights, KV cache,
+// compute scratch) comes from the device's DeviceAllocator, which counts it per purpose, so
+// what was allocated can be compared with what the planner planned.
+//
+// Buffers are host memory (the CPU device); GPU allocation is not implemented yet. Each buffer
+// is 64-byte aligned and returns its bytes to the allocator's counters when destroyed. A
+// capacity (optional) turns an allocation that would exceed it into a ResourceExhausted error,
+// never a crash.
+//
+// Thread-safety: Allocate(), the counters and buffer destruction may be called from any thread
+// concurrently (the counters are guarded by a mutex). A Buffer itself is not synchronized. The
+// allocator must outlive every buffer it handed out.
+#ifndef FERRY_BACKEND_ALLOCATOR_H_
+#define FERRY_BACKEND_ALLOCATOR_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <string_view>
+
+#include "base/status.h"
+
+namespace ferry {
+
+class DeviceAllocator {
+ public:
+  // Alignment of every buffer's data().
+  static constexpr std::size_t kAlignment = 64;
+
+  // An allocation: [size] bytes at data(), uninitialized. Move-only; an empty (default or
+  // moved-from) buffer has data() == nullptr and size() == 0.
+  class Buffer {
+   public:
+    Buffer() = default;
+    Buffer(Buffer&& other) noexcept;
+    Buffer& operator=(Buffer&& other) noexcept;
+    Buffer(const Buffer&) = delete;
+    Buffer& operator=(const Buffer&) = delete;
+    ~Buffer();
+
+    uint8_t* data() const { return data_; }
+    uint64_t size() const { return size_; }
+    const std::string& purpose() const { return purpose_; }
+
+   private:
+    friend class DeviceAllocator;
+    void Release();
+
+    DeviceAllocator* owner_ = nullptr;
+    uint8_t* data_ = nullptr;
+    uint64_t size_ = 0;
+    std::string purpose_;
+  };
+
+  // device: a name for messages ("cpu"). capacity_bytes: the most bytes held at once;
+  // 0 means unlimited.
+  explicit DeviceAllocator(std::string device = "cpu", uint64_t capacity_bytes = 0);
+  DeviceAllocator(const DeviceAllocator&) = delete;
+  DeviceAllocator& operator=(const DeviceAllocator&) = delete;
+  ~DeviceAllocator();
+
+  // Allocates `bytes` (counted exactly, 0 allowed: an empty buffer) for `purpose` ("weights",
+  // "kv", "compute"; any non-empty name). Errors: InvalidArgument for an empty purpose;
+  // ResourceExhausted when the capacity would be exceeded (the message names the device, the
+  // purpose and the numbers) or the system has no memory for it.
+  StatusOr<Buffer> Allocate(uint64_t bytes, std::string_view purpose);
+
+  const std::string& device() const { return device_; }
+  uint64_t capacity_bytes() const { return capacity_; }
+  // Bytes held now: in total, for one purpose (0 for one never used), and per purpose.
+  uint64_t allocated_bytes() const;
+  uint64_t allocated_bytes(std::string_view purpose) const;
+  std::map<std::string, uint64_t, std::less<>> allocated_by_purpose() const;
+  // Most bytes held at once since construction.
+  uint64_t peak_bytes() const;
+
+ private:
+  void Return(const std::string& purpose, uint64_t bytes);
+
+  const std::string device_;
+  const uint64_t capacity_;
+  mutable std::mutex mu_;
+  uint64_t total_ = 0;                                  // GUARDED_BY(mu_)
+  uint64_t peak_ = 0;                                   // GUARDED_BY(mu_)
+  std::map<std::string, uint64_t, std::less<>> by_purpose_;  // GUARDED_BY(mu_)
+};
+
+}  // namespace ferry
+
+#endif  // FERRY_BACKEND_ALLOCATOR_H_

@@ -1,0 +1,102 @@
+#include "model/scratch.h"
+
+#include <algorithm>
+
+#include "kernels/cpu/matmul.h"
+
+namespace ferry {
+namespace {
+
+uint64_t RoundUp64(uint64_t n) { return (n + 63) / 64 * 64; }
+
+}  // namespace
+
+ForwardScratch::Offsets ForwardScratch::Layout(const ScratchShape& s) {
+  const uint64_t n = static_cast<uint64_t>(std::max<int64_t>(0, s.max_tokens));
+  const uint64_t keys = static_cast<uint64_t>(std::max<int64_t>(0, s.max_keys));
+  Offsets o{};
+  uint64_t at = 0;
+  auto take = [&](uint64_t floats) {
+    const uint64_t start = at;
+    at += RoundUp64(floats * sizeof(float));
+    return start;
+  };
+  const auto u = [](int64_t v) { return static_cast<uint64_t>(v); };
+  o.x = take(n * u(s.n_embd));
+  o.cur = take(n * u(s.n_embd));
+  o.out = take(n * u(s.n_embd));
+  o.q = take(n * u(s.q_dim));
+  o.k = take(n * u(s.k_dim));
+  o.v = take(n * u(s.v_dim));
+  o.attn = take(n * u(s.attn_dim));
+  o.gate = take(n * u(s.n_ff));
+  o.up = take(n * u(s.n_ff));
+  o.kc = take(keys * u(s.k_dim));
+  o.vc = take(keys * u(s.v_dim));
+  o.scores = take(u(s.n_head) * keys);
+  o.logits = take(u(s.n_vocab));
+  o.workspace = at;
+  uint64_t ws = 0;
+  for (const MatMulInput& m : s.matmuls) {
+    ws = std::max(ws, MatMulWorkspaceBytes(m.type, m.cols, s.max_tokens));
+  }
+  o.end = at + RoundUp64(ws);
+  return o;
+}
+
+uint64_t ForwardScratch::RequiredBytes(const ScratchShape& shape) { return Layout(shape).end; }
+
+ScratchShape ForwardScratch::ShapeFor(const Model& model, int64_t max_tokens, int64_t max_keys) {
+  const HParams& hp = model.hparams();
+  ScratchShape s;
+  s.max_tokens = max_tokens;
+  s.max_keys = max_keys;
+  s.n_embd = hp.n_embd;
+  s.q_dim = hp.n_head * hp.head_dim_k;
+  s.k_dim = hp.n_head_kv * hp.head_dim_k;
+  s.v_dim = hp.n_head_kv * hp.head_dim_v;
+  s.attn_dim = hp.n_head * hp.head_dim_v;
+  s.n_ff = hp.n_ff;
+  s.n_head = hp.n_head;
+  s.n_vocab = hp.n_vocab;
+  auto add = [&](const WeightMatrix& w) {
+    if (!w.present()) return;
+    const MatMulInput in{w.type, w.cols};
+    if (std::find(s.matmuls.begin(), s.matmuls.end(), in) == s.matmuls.end()) {
+      s.matmuls.push_back(in);
+    }
+  };
+  const ModelWeights& w = model.weights();
+  for (const LayerWeights& l : w.layers) {
+    for (const WeightMatrix* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_gate, &l.ffn_up,
+                                  &l.ffn_down}) {
+      add(*m);
+    }
+  }
+  add(w.output.present() ? w.output : w.token_embd);
+  return s;
+}
+
+StatusOr<std::unique_ptr<ForwardScratch>> ForwardScratch::Create(const ScratchShape& shape,
+                                                                 DeviceAllocator& allocator,
+                                                                 uint64_t bytes) {
+  if (shape.max_tokens < 1 || shape.max_keys < 1) {
+    return InvalidArgumentError("forward scratch: max_tokens {} and max_keys {} must be >= 1",
+                                shape.max_tokens, shape.max_keys);
+  }
+  const uint64_t required = RequiredBytes(shape);
+  if (bytes == 0) bytes = required;
+  if (bytes < required) {
+    return InvalidArgumentError(
+        "forward scratch: {} bytes reserved but a step of {} tokens over {} keys needs {}", bytes,
+        shape.max_tokens, shape.max_keys, required);
+  }
+  std::unique_ptr<ForwardScratch> s(new ForwardScratch());
+  FERRY_ASSIGN_OR_RETURN(s->buffer_, allocator.Allocate(bytes, "compute"));
+  s->shape_ = shape;
+  s->off_ = Layout(shape);
+  s->required_ = required;
+  return s;
+}
+
+}  // namespace ferry
