@@ -272,6 +272,35 @@ inline __m256i ScalePair(__m128i scales, int p) {
   return _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, idx));
 }
 
+// Q4_K/Q5_K: unpacks the eight 6-bit scales into sc[8] and returns the eight mins, each
+// repeated for the two 16-element bsum groups of its 32-element group, as int16 lanes.
+inline __m256i UnpackScalesMinsK4(const uint8_t* s, uint8_t sc[8]) {
+  uint8_t mn[8];
+  for (int g = 0; g < 4; ++g) {
+    sc[g] = s[g] & 63;
+    mn[g] = s[g + 4] & 63;
+    sc[g + 4] = static_cast<uint8_t>((s[g + 8] & 15) | ((s[g] >> 6) << 4));
+    mn[g + 4] = static_cast<uint8_t>((s[g + 8] >> 4) | ((s[g + 4] >> 6) << 4));
+  }
+  uint64_t m;
+  std::memcpy(&m, mn, 8);
+  const __m128i mn8 = _mm_cvtsi64_si128(static_cast<long long>(m));
+  return _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mn8, mn8));
+}
+
+// Q2_K/Q4_K/Q5_K, super-block b: acc[t] += d * da * isum[t] - dmin * da * (mins16 . bsums),
+// mins16 holding the min of each 16-element bsum group.
+template <int NT>
+inline void AccumulateWithMins(const __m256i* isum, __m256i mins16, float d, float dmin,
+                               const BlockQ8_K* const* x, int64_t b, __m256* acc) {
+  for (int t = 0; t < NT; ++t) {
+    const __m256i msum = _mm256_madd_epi16(Load256(x[t][b].bsums), mins16);
+    const float da = x[t][b].d;
+    acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_set1_ps(d * da), acc[t]);
+    acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_set1_ps(dmin * da), acc[t]);
+  }
+}
+
 template <int NT>
 void DotQ4_K(const uint8_t* row, int64_t cols, const Activations& a, int64_t t0, float* out) {
   const auto* w = reinterpret_cast<const BlockQ4_K*>(row);
@@ -284,22 +313,8 @@ void DotQ4_K(const uint8_t* row, int64_t cols, const Activations& a, int64_t t0,
   const __m256i m4 = _mm256_set1_epi8(15);
   for (int64_t b = 0; b < cols / kQK_K; ++b) {
     const BlockQ4_K& blk = w[b];
-    const uint8_t* s = blk.scales;
-    uint8_t sc[8], mn[8];
-    for (int g = 0; g < 4; ++g) {
-      sc[g] = s[g] & 63;
-      mn[g] = s[g + 4] & 63;
-      sc[g + 4] = static_cast<uint8_t>((s[g + 8] & 15) | ((s[g] >> 6) << 4));
-      mn[g + 4] = static_cast<uint8_t>((s[g + 8] >> 4) | ((s[g + 4] >> 6) << 4));
-    }
-    // mins per 16-element bsum group: mn[g] twice.
-    __m128i mn8;
-    {
-      uint64_t m;
-      std::memcpy(&m, mn, 8);
-      mn8 = _mm_cvtsi64_si128(static_cast<long long>(m));
-    }
-    const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mn8, mn8));
+    uint8_t sc[8];
+    const __m256i mins16 = UnpackScalesMinsK4(blk.scales, sc);
     const float d = HalfToFloat(blk.d), dmin = HalfToFloat(blk.dmin);
     __m256i isum[NT];
     for (int t = 0; t < NT; ++t) isum[t] = _mm256_setzero_si256();
@@ -315,12 +330,7 @@ void DotQ4_K(const uint8_t* row, int64_t cols, const Activations& a, int64_t t0,
         isum[t] = _mm256_add_epi32(isum[t], DotU8Scaled(hi, Load256(xq + 32), s_hi));
       }
     }
-    for (int t = 0; t < NT; ++t) {
-      const __m256i msum = _mm256_madd_epi16(Load256(x[t][b].bsums), mins16);
-      const float da = x[t][b].d;
-      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_set1_ps(d * da), acc[t]);
-      acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_set1_ps(dmin * da), acc[t]);
-    }
+    AccumulateWithMins<NT>(isum, mins16, d, dmin, x, b, acc);
   }
   for (int t = 0; t < NT; ++t) out[t] = HorizontalSum(acc[t]);
 }
@@ -338,21 +348,8 @@ void DotQ5_K(const uint8_t* row, int64_t cols, const Activations& a, int64_t t0,
   const __m256i one = _mm256_set1_epi8(1);
   for (int64_t b = 0; b < cols / kQK_K; ++b) {
     const BlockQ5_K& blk = w[b];
-    const uint8_t* s = blk.scales;
-    uint8_t sc[8], mn[8];
-    for (int g = 0; g < 4; ++g) {
-      sc[g] = s[g] & 63;
-      mn[g] = s[g + 4] & 63;
-      sc[g + 4] = static_cast<uint8_t>((s[g + 8] & 15) | ((s[g] >> 6) << 4));
-      mn[g + 4] = static_cast<uint8_t>((s[g + 8] >> 4) | ((s[g + 4] >> 6) << 4));
-    }
-    __m128i mn8;
-    {
-      uint64_t m;
-      std::memcpy(&m, mn, 8);
-      mn8 = _mm_cvtsi64_si128(static_cast<long long>(m));
-    }
-    const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mn8, mn8));
+    uint8_t sc[8];
+    const __m256i mins16 = UnpackScalesMinsK4(blk.scales, sc);
     const float d = HalfToFloat(blk.d), dmin = HalfToFloat(blk.dmin);
     const __m256i qh = Load256(blk.qh);
     __m256i isum[NT];
@@ -372,12 +369,7 @@ void DotQ5_K(const uint8_t* row, int64_t cols, const Activations& a, int64_t t0,
         isum[t] = _mm256_add_epi32(isum[t], DotU8Scaled(hi, Load256(xq + 32), s_hi));
       }
     }
-    for (int t = 0; t < NT; ++t) {
-      const __m256i msum = _mm256_madd_epi16(Load256(x[t][b].bsums), mins16);
-      const float da = x[t][b].d;
-      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_set1_ps(d * da), acc[t]);
-      acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_set1_ps(dmin * da), acc[t]);
-    }
+    AccumulateWithMins<NT>(isum, mins16, d, dmin, x, b, acc);
   }
   for (int t = 0; t < NT; ++t) out[t] = HorizontalSum(acc[t]);
 }
@@ -503,12 +495,7 @@ void DotQ2_K(const uint8_t* row, int64_t cols, const Activations& a, int64_t t0,
         }
       }
     }
-    for (int t = 0; t < NT; ++t) {
-      const __m256i msum = _mm256_madd_epi16(Load256(x[t][b].bsums), mins16);
-      const float da = x[t][b].d;
-      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_set1_ps(d * da), acc[t]);
-      acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_set1_ps(dmin * da), acc[t]);
-    }
+    AccumulateWithMins<NT>(isum, mins16, d, dmin, x, b, acc);
   }
   for (int t = 0; t < NT; ++t) out[t] = HorizontalSum(acc[t]);
 }
