@@ -69,6 +69,12 @@ const DTypeTraits& Traits(DType type) {
   return kTable[0];  // unreachable for valid DType values
 }
 
+std::string DTypeLabel(DType t) {
+  auto traits = GetDTypeTraits(static_cast<uint32_t>(t));
+  if (traits) return std::string(traits->name);
+  return fmt::format("type id {}", static_cast<uint32_t>(t));
+}
+
 StatusOr<DType> ParseDType(std::string_view name) {
   for (const DTypeTraits& t : kTable) {
     if (EqualsIgnoreCase(t.name, name)) return t.type;

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <string_view>
 
 #include "base/status.h"
@@ -67,6 +68,8 @@ std::optional<DTypeTraits> GetDTypeTraits(uint32_t id);
 const DTypeTraits& Traits(DType type);
 
 inline std::string_view DTypeName(DType t) { return Traits(t).name; }
+// Like DTypeName, but safe for any id: "type id 4" for one ferry does not know (errors).
+std::string DTypeLabel(DType t);
 // Case-insensitive lookup by ggml name ("Q4_K", "q8_0", "F16").
 StatusOr<DType> ParseDType(std::string_view name);
 

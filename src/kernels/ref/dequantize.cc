@@ -12,12 +12,6 @@ namespace {
 inline int64_t Blocks(int64_t n, int block) { return n / block; }
 
 // Name for messages, also for ids outside the DType table.
-std::string TypeName(DType type) {
-  auto traits = GetDTypeTraits(static_cast<uint32_t>(type));
-  if (traits) return std::string(traits->name);
-  return fmt::format("type id {}", static_cast<uint32_t>(type));
-}
-
 // The fifth bits of a Q5_0/Q5_1 block: bit e belongs to element e.
 inline uint32_t HighBits(const uint8_t qh[4]) {
   return static_cast<uint32_t>(qh[0]) | static_cast<uint32_t>(qh[1]) << 8 |
@@ -222,7 +216,7 @@ bool CanDequantize(DType type) {
 
 Status DequantizeRow(DType type, const void* src, float* dst, int64_t n) {
   if (!CanDequantize(type)) {
-    return UnimplementedError("no reference dequantization kernel for {}", TypeName(type));
+    return UnimplementedError("no reference dequantization kernel for {}", DTypeLabel(type));
   }
   const DTypeTraits& traits = Traits(type);
   if (n < 0 || n % traits.block_size != 0) {

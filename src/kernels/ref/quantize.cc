@@ -11,12 +11,6 @@ namespace ferry {
 namespace {
 
 // Name for messages, also for ids outside the DType table.
-std::string TypeName(DType type) {
-  auto traits = GetDTypeTraits(static_cast<uint32_t>(type));
-  if (traits) return std::string(traits->name);
-  return fmt::format("type id {}", static_cast<uint32_t>(type));
-}
-
 // ---- numpy semantics used by gguf.quants ----
 
 // numpy's float32 -> int32 step of an integer cast on x86-64 (cvttss2si): truncation toward
@@ -448,7 +442,7 @@ bool CanQuantize(DType type) {
 
 Status QuantizeRow(DType type, const float* src, void* dst, int64_t n) {
   if (!CanQuantize(type)) {
-    return UnimplementedError("no reference quantizer for {}", TypeName(type));
+    return UnimplementedError("no reference quantizer for {}", DTypeLabel(type));
   }
   const DTypeTraits& traits = Traits(type);
   if (n < 0 || n % traits.block_size != 0) {
