@@ -206,6 +206,26 @@ std::vector<std::string> WpmWords(std::string_view text) {
   return words;
 }
 
+// The merge loop shared by SentencePiece and BPE: pops the best bigram (the queue's order
+// decides: highest score or lowest rank), skips it if a side has changed since it was queued,
+// merges the right symbol into the left and offers the two new neighbour pairs to try_add.
+template <typename Queue, typename TryAdd>
+void RunMerges(std::vector<Symbol>& symbols, Queue& queue, const TryAdd& try_add) {
+  while (!queue.empty()) {
+    const auto b = queue.top();
+    queue.pop();
+    Symbol& l = symbols[b.left];
+    Symbol& r = symbols[b.right];
+    if (l.length == 0 || r.length == 0 || l.length + r.length != b.size) continue;  // stale
+    l.length += r.length;
+    r.length = 0;
+    l.next = r.next;
+    if (r.next >= 0) symbols[r.next].prev = b.left;
+    try_add(l.prev, b.left);
+    try_add(b.left, l.next);
+  }
+}
+
 }  // namespace
 
 Tokenizer::Tokenizer(Vocab vocab) : vocab_(std::move(vocab)) {}
@@ -321,19 +341,7 @@ void Tokenizer::EncodeSpm(std::string_view fragment, bool add_prefix,
   };
   for (size_t i = 1; i < symbols.size(); ++i) try_add(static_cast<int>(i) - 1, static_cast<int>(i));
 
-  while (!queue.empty()) {
-    const SpmBigram b = queue.top();
-    queue.pop();
-    Symbol& l = symbols[b.left];
-    Symbol& r = symbols[b.right];
-    if (l.length == 0 || r.length == 0 || l.length + r.length != b.size) continue;  // stale
-    l.length += r.length;
-    r.length = 0;
-    l.next = r.next;
-    if (r.next >= 0) symbols[r.next].prev = b.left;
-    try_add(l.prev, b.left);
-    try_add(b.left, l.next);
-  }
+  RunMerges(symbols, queue, try_add);
 
   for (int i = 0; i >= 0 && i < static_cast<int>(symbols.size()); i = symbols[i].next) {
     const std::string_view piece = SymbolText(text, symbols[i]);
@@ -393,19 +401,7 @@ void Tokenizer::EncodeBpeWord(std::string_view word, std::vector<int32_t>* out) 
   };
   for (size_t i = 1; i < symbols.size(); ++i) try_add(static_cast<int>(i) - 1, static_cast<int>(i));
 
-  while (!queue.empty()) {
-    const BpeBigram b = queue.top();
-    queue.pop();
-    Symbol& l = symbols[b.left];
-    Symbol& r = symbols[b.right];
-    if (l.length == 0 || r.length == 0 || l.length + r.length != b.size) continue;  // stale
-    l.length += r.length;
-    r.length = 0;
-    l.next = r.next;
-    if (r.next >= 0) symbols[r.next].prev = b.left;
-    try_add(l.prev, b.left);
-    try_add(b.left, l.next);
-  }
+  RunMerges(symbols, queue, try_add);
 
   for (int i = 0; i >= 0 && i < static_cast<int>(symbols.size()); i = symbols[i].next) {
     const std::string_view piece = SymbolText(word, symbols[i]);
