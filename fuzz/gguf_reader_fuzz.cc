@@ -81,10 +81,13 @@ void WalkValue(const Value& v, int depth) {
   if (a.ok()) {
     const Array* arr = *a;
     Check(arr != nullptr);
-    for (const Value& item : arr->items) {
-      Check(item.type() == arr->type);
+    for (size_t k = 0; k < arr->size(); ++k) {
+      const Value item = arr->at(k);
+      Check(item.type() == arr->type());
+      if (arr->type() == ValueType::kString) Check(arr->string_at(k) == *item.AsString());
       WalkValue(item, depth + 1);
     }
+    Check(arr->heap_bytes() >= arr->text_bytes());
   }
   Check(v == v);
 }

@@ -55,10 +55,9 @@ Value Shrink(const Value& v, const Budget& b) {
   }
   if (v.type() == ValueType::kArray) {
     const Array& a = std::get<Array>(v.data);
-    Array out;
-    out.type = a.type;
-    size_t n = std::min(a.items.size(), b.max_items);
-    for (size_t i = 0; i < n; ++i) out.items.push_back(Shrink(a.items[i], b));
+    Array out(a.type());
+    size_t n = std::min(a.size(), b.max_items);
+    for (size_t i = 0; i < n; ++i) (void)out.Push(Shrink(a.at(i), b));  // same type as a's
     return Value(std::move(out));
   }
   return v;
@@ -139,10 +138,8 @@ StatusOr<std::vector<uint8_t>> BuildAllTypes(uint32_t version) {
 
   // One array per scalar type.
   auto array_of = [](ValueType t, std::vector<Value> items) {
-    Array a;
-    a.type = t;
-    a.items = std::move(items);
-    return Value(std::move(a));
+    StatusOr<Array> a = Array::FromValues(t, items);
+    return a.ok() ? Value(std::move(*a)) : Value(Array(t));
   };
   FERRY_RETURN_IF_ERROR(w.AddMetadata(
       "test.array.u8", array_of(ValueType::kUint8, {uint8_t{0}, uint8_t{1}, uint8_t{255}})));

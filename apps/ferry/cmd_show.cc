@@ -21,7 +21,7 @@ json ValueToJson(const gguf::Value& v) {
         using T = std::decay_t<decltype(x)>;
         if constexpr (std::is_same_v<T, gguf::Array>) {
           json items = json::array();
-          for (const gguf::Value& item : x.items) items.push_back(ValueToJson(item));
+          for (size_t i = 0; i < x.size(); ++i) items.push_back(ValueToJson(x.at(i)));
           return items;
         } else if constexpr (std::is_same_v<T, uint8_t> || std::is_same_v<T, uint16_t> ||
                              std::is_same_v<T, uint32_t> || std::is_same_v<T, uint64_t>) {
@@ -44,7 +44,7 @@ json TypedValueToJson(const gguf::Value& v) {
   j["type"] = gguf::ValueTypeName(v.type());
   if (v.type() == gguf::ValueType::kArray) {
     // Nested arrays: element_type of the outermost array only (the values carry the rest).
-    j["element_type"] = gguf::ValueTypeName(std::get<gguf::Array>(v.data).type);
+    j["element_type"] = gguf::ValueTypeName(std::get<gguf::Array>(v.data).type());
   }
   j["value"] = ValueToJson(v);
   return j;
@@ -135,10 +135,10 @@ json ShowJson(const gguf::GgufFile& f, const ModelInfo& m, const ShowOptions& o)
 std::string Brief(const gguf::Value& v) {
   if (v.type() == gguf::ValueType::kArray) {
     const gguf::Array& a = std::get<gguf::Array>(v.data);
-    std::string s = fmt::format("[{} × {}]", a.items.size(), gguf::ValueTypeName(a.type));
-    if (a.items.size() <= 8) {
+    std::string s = fmt::format("[{} × {}]", a.size(), gguf::ValueTypeName(a.type()));
+    if (a.size() <= 8) {
       s += " [";
-      for (size_t i = 0; i < a.items.size(); ++i) s += (i ? ", " : "") + Brief(a.items[i]);
+      for (size_t i = 0; i < a.size(); ++i) s += (i ? ", " : "") + Brief(a.at(i));
       s += "]";
     }
     return s;

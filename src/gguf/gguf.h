@@ -31,9 +31,9 @@ inline constexpr uint32_t kMagic = 0x46554747;  // "GGUF" read as little-endian 
 inline constexpr uint64_t kDefaultAlignment = 32;
 inline constexpr int kMaxDims = 4;
 inline constexpr int kMaxArrayNesting = 8;
-// Limit on metadata array items in one file (all arrays together). Each item costs ~40 bytes in
-// memory, so this bounds the parsed metadata near 700 MiB; the largest real vocabularies have
-// well under a million tokens.
+// Limit on metadata array items in one file (all arrays together). Items are stored packed
+// (at most 8 bytes each plus a string's text, which the file itself bounds); the largest real
+// vocabularies have well under a million tokens.
 inline constexpr uint64_t kMaxTotalArrayItems = uint64_t{1} << 24;
 
 // GGUF metadata value types; the numbers are the on-disk ids.
@@ -55,11 +55,64 @@ enum class ValueType : uint32_t {
 std::string_view ValueTypeName(ValueType t);
 
 struct Value;
-// A typed array: every item has type `type` (items of an array of arrays are arrays).
-struct Array {
-  ValueType type = ValueType::kUint8;
-  std::vector<Value> items;
+// A typed array: every item has type `type()` (items of an array of arrays are arrays).
+//
+// Stored compactly, because tokenizer vocabularies are arrays of 32k-262k items: numbers and
+// bools packed as on disk ([size() * item size] bytes, little-endian), strings as one byte blob
+// plus [size()] end offsets, arrays of arrays as Values. heap_bytes() is what an array holds on
+// the heap, exactly (capacities), which the memory planner counts.
+class Array {
+ public:
+  Array() = default;  // an empty uint8 array
+  explicit Array(ValueType type) : type_(type) {}
+  // Builds an array of `type` from `items`. Error: an item of another type (names its index).
+  static StatusOr<Array> FromValues(ValueType type, const std::vector<Value>& items);
+
+  ValueType type() const { return type_; }
+  size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+
+  // Item i (precondition: i < size()), as a Value (a copy).
+  Value at(size_t i) const;
+  // Item i of a string array (precondition: type() == kString, i < size()).
+  std::string_view string_at(size_t i) const;
+  // Item i of an array of arrays (precondition: type() == kArray, i < size()).
+  const Array& array_at(size_t i) const;
+  // Item i converted as Value::AsDouble / AsInt would (errors name the actual type).
+  StatusOr<double> DoubleAt(size_t i) const;
+  StatusOr<int64_t> IntAt(size_t i) const;
+
+  // Appends `v`. Error: v's type is not type().
+  Status Push(const Value& v);
+  // Appends a string (precondition: type() == kString).
+  void PushString(std::string_view s);
+  // Reserves room for `items` more items (and, for strings, `text_bytes` more bytes of text).
+  void Reserve(size_t items, size_t text_bytes = 0);
+  // Replaces the raw packed items of a number/bool array (what the reader does): `bytes` holds
+  // `count` items of type(). Precondition: type() is a number or bool type.
+  void AssignPacked(const uint8_t* bytes, size_t count);
+  // Keeps only the first n items (n <= size()).
+  void Truncate(size_t n);
+
+  // The packed items of a number or bool array: [size() * PackedSize(type())] bytes.
+  std::span<const uint8_t> packed_bytes() const { return blob_; }
+  // Total bytes of text in a string array (0 for other types).
+  uint64_t text_bytes() const { return type_ == ValueType::kString ? blob_.size() : 0; }
+  // Bytes held on the heap by this array and everything in it (capacities, exactly).
+  uint64_t heap_bytes() const;
+
+  bool operator==(const Array& other) const;
+
+ private:
+  ValueType type_ = ValueType::kUint8;
+  size_t size_ = 0;
+  std::vector<uint8_t> blob_;     // packed numbers/bools, or string bytes
+  std::vector<uint64_t> ends_;    // strings: end offset of item i in blob_
+  std::vector<Value> nested_;     // arrays of arrays
 };
+
+// Bytes of one packed item of a number or bool type (0 for strings and arrays).
+size_t PackedSize(ValueType t);
 
 // One metadata value. The variant's index equals the on-disk ValueType id, so
 // `static_cast<ValueType>(v.data.index())` is the value's type.
@@ -86,8 +139,9 @@ struct Value {
   StatusOr<const Array*> AsArray() const;
 
   bool operator==(const Value& other) const;
+  // Bytes held on the heap (a long string's buffer, an array's storage); not sizeof(Value).
+  uint64_t heap_bytes() const;
 };
-bool operator==(const Array& a, const Array& b);
 
 struct KeyValue {
   std::string key;
@@ -123,6 +177,10 @@ class GgufFile {
   // Metadata in file order.
   const std::vector<KeyValue>& metadata() const { return metadata_; }
   const Value* Find(std::string_view key) const;
+  // Bytes the parsed header holds on the heap: metadata keys and values (exact: string and
+  // array capacities), the tensor table, and the two name indexes (a fixed per-node cost of
+  // std::map's red-black tree nodes). The memory planner charges this to the CPU.
+  uint64_t heap_bytes() const;
   // Typed getters: NotFound when absent, InvalidArgument when of the wrong type.
   StatusOr<uint64_t> GetUint(std::string_view key) const;
   StatusOr<double> GetDouble(std::string_view key) const;

@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <random>
 #include <string>
 
@@ -30,11 +31,11 @@ std::vector<uint8_t> MakeSample(uint32_t version = 3, uint32_t alignment = 0) {
   EXPECT_TRUE(w.AddMetadata("u64", Value(uint64_t{1} << 60)).ok());
   EXPECT_TRUE(w.AddMetadata("i64", Value(int64_t{-(int64_t{1} << 60)})).ok());
   EXPECT_TRUE(w.AddMetadata("f64", Value(3.25)).ok());
-  Array strings{ValueType::kString, {Value("a"), Value(""), Value("héllo")}};
+  Array strings = *Array::FromValues(ValueType::kString, {Value("a"), Value(""), Value("héllo")});
   EXPECT_TRUE(w.AddMetadata("strings", Value(strings)).ok());
-  Array inner1{ValueType::kInt32, {Value(int32_t{1}), Value(int32_t{2})}};
-  Array inner2{ValueType::kInt32, {}};
-  Array nested{ValueType::kArray, {Value(inner1), Value(inner2)}};
+  Array inner1 = *Array::FromValues(ValueType::kInt32, {Value(int32_t{1}), Value(int32_t{2})});
+  Array inner2(ValueType::kInt32);
+  Array nested = *Array::FromValues(ValueType::kArray, {Value(inner1), Value(inner2)});
   EXPECT_TRUE(w.AddMetadata("nested", Value(nested)).ok());
   std::vector<uint8_t> f32(4 * 8 * 4);
   for (size_t i = 0; i < f32.size(); ++i) f32[i] = static_cast<uint8_t>(i * 7);
@@ -70,13 +71,16 @@ TEST(GgufTest, WriteThenReadRoundTrip) {
       EXPECT_EQ(*g.Find("i64"), Value(int64_t{-(int64_t{1} << 60)}));
       EXPECT_EQ(*g.GetDouble("f64"), 3.25);
       const Array* s = *g.GetArray("strings");
-      ASSERT_EQ(s->items.size(), 3u);
-      EXPECT_EQ(*s->items[2].AsString(), "héllo");
+      ASSERT_EQ(s->size(), 3u);
+      EXPECT_EQ(*s->at(2).AsString(), "héllo");
+      EXPECT_EQ(s->string_at(1), "");
+      EXPECT_EQ(s->string_at(2), "héllo");
       const Array* n = *g.GetArray("nested");
-      ASSERT_EQ(n->type, ValueType::kArray);
-      ASSERT_EQ(n->items.size(), 2u);
-      EXPECT_EQ((*n->items[0].AsArray())->items.size(), 2u);
-      EXPECT_EQ((*n->items[1].AsArray())->type, ValueType::kInt32);
+      ASSERT_EQ(n->type(), ValueType::kArray);
+      ASSERT_EQ(n->size(), 2u);
+      EXPECT_EQ(n->array_at(0).size(), 2u);
+      EXPECT_EQ(*n->array_at(0).IntAt(1), 2);
+      EXPECT_EQ(n->array_at(1).type(), ValueType::kInt32);
       ASSERT_EQ(g.tensors().size(), 3u);
       const TensorInfo* a = g.FindTensor("a.weight");
       ASSERT_NE(a, nullptr);
@@ -245,11 +249,76 @@ TEST(GgufTest, DataSectionPastEndIsRejected) {
       << f.status().ToString();
 }
 
+TEST(GgufTest, ArraysArePackedAndCountTheirHeapBytesExactly) {
+  // Every scalar type round-trips through the packed storage, bit for bit.
+  const std::vector<Value> items[] = {
+      {Value(uint8_t{0}), Value(uint8_t{255})},
+      {Value(int8_t{-128}), Value(int8_t{127})},
+      {Value(uint16_t{65535}), Value(uint16_t{1})},
+      {Value(int16_t{-32768}), Value(int16_t{5})},
+      {Value(uint32_t{4000000000u}), Value(uint32_t{7})},
+      {Value(int32_t{-2}), Value(int32_t{1 << 30})},
+      {Value(-0.0f), Value(std::numeric_limits<float>::quiet_NaN())},
+      {Value(true), Value(false)},
+      {Value(uint64_t{1} << 63), Value(uint64_t{9})},
+      {Value(int64_t{-1}), Value(int64_t{1} << 62)},
+      {Value(-0.0), Value(1e300)},
+  };
+  for (const auto& list : items) {
+    const ValueType t = list[0].type();
+    SCOPED_TRACE(std::string(ValueTypeName(t)));
+    auto a = Array::FromValues(t, list);
+    ASSERT_TRUE(a.ok()) << a.status().ToString();
+    ASSERT_EQ(a->size(), list.size());
+    for (size_t i = 0; i < list.size(); ++i) EXPECT_TRUE(a->at(i) == list[i]) << i;
+    EXPECT_EQ(a->packed_bytes().size(), list.size() * PackedSize(t));
+    // Read back from a file: the same items, stored as exactly the packed bytes.
+    GgufWriter w;
+    ASSERT_TRUE(w.AddMetadata("a", Value(*a)).ok());
+    auto bytes = w.Serialize();
+    ASSERT_TRUE(bytes.ok());
+    auto f = GgufFile::Parse(bytes->data(), bytes->size());
+    ASSERT_TRUE(f.ok()) << f.status().ToString();
+    const Array* r = *(*f)->GetArray("a");
+    EXPECT_TRUE(*r == *a);
+    EXPECT_EQ(r->heap_bytes(), list.size() * PackedSize(t));
+  }
+  // Strings: one blob plus 8 bytes of end offset per item, nothing else.
+  Array s(ValueType::kString);
+  uint64_t text = 0;
+  for (int i = 0; i < 1000; ++i) {
+    const std::string item(static_cast<size_t>(i % 37), static_cast<char>('a' + i % 26));
+    s.PushString(item);
+    text += item.size();
+  }
+  EXPECT_EQ(s.text_bytes(), text);
+  GgufWriter w;
+  ASSERT_TRUE(w.AddMetadata("tokens", Value(s)).ok());
+  auto bytes = w.Serialize();
+  ASSERT_TRUE(bytes.ok());
+  auto f = GgufFile::Parse(bytes->data(), bytes->size());
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  const Array* r = *(*f)->GetArray("tokens");
+  EXPECT_TRUE(*r == s);
+  EXPECT_EQ(r->heap_bytes(), text + 1000 * sizeof(uint64_t));
+  EXPECT_EQ(r->string_at(999), std::string(999 % 37, static_cast<char>('a' + 999 % 26)));
+  // The file's whole parsed header is that array, its key and fixed per-entry costs.
+  EXPECT_GE((*f)->heap_bytes(), r->heap_bytes());
+  EXPECT_LE((*f)->heap_bytes(), r->heap_bytes() + 1024);
+  // Truncate keeps a prefix.
+  Array t = s;
+  t.Truncate(3);
+  EXPECT_EQ(t.size(), 3u);
+  EXPECT_EQ(t.string_at(2), s.string_at(2));
+  EXPECT_EQ(t.text_bytes(), s.string_at(0).size() + s.string_at(1).size() + s.string_at(2).size());
+}
+
 TEST(GgufTest, TooManyArrayItemsIsRejected) {
   // One array claiming 2^25 one-byte items, backed by that many bytes.
   GgufWriter w;
-  Array big{ValueType::kUint8, {}};
-  big.items.assign((uint64_t{1} << 24) + 1, Value(uint8_t{0}));
+  Array big(ValueType::kUint8);
+  std::vector<uint8_t> zeros((uint64_t{1} << 24) + 1, 0);
+  big.AssignPacked(zeros.data(), zeros.size());
   ASSERT_TRUE(w.AddMetadata("big", Value(std::move(big))).ok());
   auto bytes = w.Serialize();
   ASSERT_TRUE(bytes.ok());
@@ -287,8 +356,14 @@ TEST(GgufTest, WriterRejectsBadInput) {
   EXPECT_FALSE(w.AddMetadata("k", Value(2u)).ok());
   EXPECT_FALSE(w.AddMetadata("general.alignment", Value(uint32_t{24})).ok());
   EXPECT_FALSE(w.AddMetadata("general.alignment", Value(uint64_t{32})).ok());
-  Array mixed{ValueType::kInt32, {Value(int32_t{1}), Value("x")}};
-  EXPECT_FALSE(w.AddMetadata("mixed", Value(mixed)).ok());
+  // An array cannot even be built with an item of another type.
+  auto mixed = Array::FromValues(ValueType::kInt32, {Value(int32_t{1}), Value("x")});
+  ASSERT_FALSE(mixed.ok());
+  EXPECT_NE(mixed.status().message().find("item 1 is a string"), std::string::npos)
+      << mixed.status().ToString();
+  Array ints(ValueType::kInt32);
+  EXPECT_FALSE(ints.Push(Value(1.5f)).ok());
+  EXPECT_TRUE(ints.Push(Value(int32_t{3})).ok());
   std::vector<uint8_t> data(10);
   EXPECT_FALSE(w.AddTensor("t", {3}, DType::kF32, data).ok());
   EXPECT_FALSE(w.AddTensor("t", {16}, DType::kQ8_0, data).ok());

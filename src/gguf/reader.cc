@@ -135,11 +135,53 @@ Status Parser::ReadValue(ValueType type, Value* out, int depth, std::string_view
         return Corrupt(at, "metadata '{}': more than {} array items in the file's metadata",
                        key, kMaxTotalArrayItems);
       }
-      Array arr;
-      arr.type = et;
-      arr.items.resize(static_cast<size_t>(count));
-      for (uint64_t i = 0; i < count; ++i) {
-        FERRY_RETURN_IF_ERROR(ReadValue(et, &arr.items[i], depth + 1, key));
+      Array arr(et);
+      if (et == ValueType::kString) {
+        // Two passes: check every length and sum the text, then copy into storage reserved
+        // exactly (so Array::heap_bytes is what the planner predicts).
+        const uint64_t first = pos_;
+        uint64_t text = 0;
+        for (uint64_t i = 0; i < count; ++i) {
+          const uint64_t start = pos_;
+          uint64_t len = 0;
+          FERRY_RETURN_IF_ERROR(ReadPod(&len, key));
+          if (len > left()) {
+            return Corrupt(start, "truncated file: metadata '{}' item {} has length {} but only "
+                           "{} bytes remain", key, i, len, left());
+          }
+          pos_ += len;
+          text += len;
+        }
+        pos_ = first;
+        arr.Reserve(static_cast<size_t>(count), static_cast<size_t>(text));
+        for (uint64_t i = 0; i < count; ++i) {
+          uint64_t len = 0;
+          std::memcpy(&len, data_ + pos_, sizeof len);
+          pos_ += sizeof len;
+          arr.PushString(std::string_view(reinterpret_cast<const char*>(data_ + pos_),
+                                          static_cast<size_t>(len)));
+          pos_ += len;
+        }
+      } else if (et == ValueType::kArray) {
+        arr.Reserve(static_cast<size_t>(count));
+        for (uint64_t i = 0; i < count; ++i) {
+          Value item;
+          FERRY_RETURN_IF_ERROR(ReadValue(et, &item, depth + 1, key));
+          FERRY_RETURN_IF_ERROR(arr.Push(item));
+        }
+      } else {
+        const uint64_t n = count * PackedSize(et);  // count <= left() / size: no overflow
+        FERRY_RETURN_IF_ERROR(Need(n, key));
+        if (et == ValueType::kBool) {
+          for (uint64_t i = 0; i < count; ++i) {
+            if (data_[pos_ + i] > 1) {
+              return Corrupt(pos_ + i, "metadata '{}': bool item {} is {}, neither 0 nor 1", key,
+                             i, data_[pos_ + i]);
+            }
+          }
+        }
+        arr.AssignPacked(data_ + pos_, static_cast<size_t>(count));
+        pos_ += n;
       }
       out->data = std::move(arr);
       return Status::Ok();
@@ -383,6 +425,23 @@ StatusOr<const Array*> GgufFile::GetArray(std::string_view key) const {
   auto r = v->AsArray();
   if (!r.ok()) return r.status().WithPrefix(fmt::format("{}: {}", name_, key));
   return r;
+}
+
+uint64_t GgufFile::heap_bytes() const {
+  // A std::map node: 32 bytes of tree links and colour, then the key and the value.
+  constexpr uint64_t kMapNode = 32 + sizeof(std::string) + sizeof(size_t);
+  auto string_heap = [](const std::string& s) -> uint64_t {
+    return s.capacity() > 15 ? s.capacity() + 1 : 0;
+  };
+  uint64_t bytes = metadata_.capacity() * sizeof(KeyValue) + tensors_.capacity() * sizeof(TensorInfo);
+  for (const KeyValue& kv : metadata_) {
+    bytes += string_heap(kv.key) + kv.value.heap_bytes() + kMapNode + string_heap(kv.key);
+  }
+  for (const TensorInfo& t : tensors_) {
+    bytes += string_heap(t.name) + t.dims.capacity() * sizeof(uint64_t) + kMapNode +
+             string_heap(t.name);
+  }
+  return bytes + string_heap(name_);
 }
 
 const TensorInfo* GgufFile::FindTensor(std::string_view name) const {

@@ -33,16 +33,24 @@ Status CheckArray(const Array& a, int depth) {
   if (depth >= kMaxArrayNesting) {
     return InvalidArgumentError("arrays nested deeper than {}", kMaxArrayNesting);
   }
-  for (const Value& v : a.items) {
-    if (v.type() != a.type) {
-      return InvalidArgumentError("array of {} holds an item of type {}", ValueTypeName(a.type),
-                                  ValueTypeName(v.type()));
-    }
-    if (v.type() == ValueType::kArray) {
-      FERRY_RETURN_IF_ERROR(CheckArray(std::get<Array>(v.data), depth + 1));
-    }
+  if (a.type() == ValueType::kArray) {
+    for (size_t i = 0; i < a.size(); ++i) FERRY_RETURN_IF_ERROR(CheckArray(a.array_at(i), depth + 1));
   }
   return Status::Ok();
+}
+
+void WriteValue(ByteSink& s, const Value& v);
+
+void WriteArray(ByteSink& s, const Array& a) {
+  s.Pod<uint32_t>(static_cast<uint32_t>(a.type()));
+  s.Pod<uint64_t>(a.size());
+  if (a.type() == ValueType::kString) {
+    for (size_t i = 0; i < a.size(); ++i) s.String(a.string_at(i));
+  } else if (a.type() == ValueType::kArray) {
+    for (size_t i = 0; i < a.size(); ++i) WriteArray(s, a.array_at(i));
+  } else {
+    s.Bytes(a.packed_bytes());  // numbers and bools are stored as on disk
+  }
 }
 
 void WriteValue(ByteSink& s, const Value& v) {
@@ -52,9 +60,7 @@ void WriteValue(ByteSink& s, const Value& v) {
         if constexpr (std::is_same_v<T, std::string>) {
           s.String(x);
         } else if constexpr (std::is_same_v<T, Array>) {
-          s.Pod<uint32_t>(static_cast<uint32_t>(x.type));
-          s.Pod<uint64_t>(x.items.size());
-          for (const Value& item : x.items) WriteValue(s, item);
+          WriteArray(s, x);
         } else if constexpr (std::is_same_v<T, bool>) {
           s.Pod<uint8_t>(x ? 1 : 0);
         } else {

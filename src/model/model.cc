@@ -24,17 +24,19 @@ Status ReadInt(const gguf::GgufFile& f, const std::string& key, bool required, i
     return Status::Ok();
   }
   const gguf::Value* scalar = v;
+  gguf::Value first;
   if (v->type() == gguf::ValueType::kArray) {
     // Per-layer values: ferry requires them to be equal for now.
     const gguf::Array& a = std::get<gguf::Array>(v->data);
-    if (a.items.empty()) return DataLossError("{}: '{}' is an empty array", f.name(), key);
-    for (const gguf::Value& item : a.items) {
-      if (!(item == a.items[0])) {
+    if (a.empty()) return DataLossError("{}: '{}' is an empty array", f.name(), key);
+    first = a.at(0);
+    for (size_t i = 1; i < a.size(); ++i) {
+      if (!(a.at(i) == first)) {
         return UnimplementedError("{}: '{}' differs between layers, which ferry does not support",
                                   f.name(), key);
       }
     }
-    scalar = &a.items[0];
+    scalar = &first;
   }
   auto u = scalar->AsUint();
   if (!u.ok()) return u.status().WithPrefix(fmt::format("{}: {}", f.name(), key));
@@ -158,7 +160,7 @@ Status ReadCommon(const gguf::GgufFile& f, HParams* hp) {
   // Vocabulary size: the tokenizer's token list, else {arch}.vocab_size, else token_embd rows.
   if (f.Find("tokenizer.ggml.tokens")) {
     FERRY_ASSIGN_OR_RETURN(const gguf::Array* tokens, f.GetArray("tokenizer.ggml.tokens"));
-    hp->n_vocab = static_cast<int64_t>(tokens->items.size());
+    hp->n_vocab = static_cast<int64_t>(tokens->size());
   } else {
     FERRY_RETURN_IF_ERROR(ReadInt(f, a + "vocab_size", false, &hp->n_vocab));
   }

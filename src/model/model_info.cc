@@ -70,8 +70,8 @@ Status ReadUintOrArray(const gguf::GgufFile& f, const std::string& key,
   if (v == nullptr) return Status::Ok();
   if (v->type() == gguf::ValueType::kArray) {
     const gguf::Array& a = std::get<gguf::Array>(v->data);
-    for (const gguf::Value& item : a.items) {
-      auto u = item.AsUint();
+    for (size_t i = 0; i < a.size(); ++i) {
+      auto u = a.at(i).AsUint();
       if (!u.ok()) return u.status().WithPrefix(fmt::format("{}: {}", f.name(), key));
       out->push_back(*u);
     }
@@ -149,7 +149,7 @@ StatusOr<ModelInfo> ReadModelInfo(const gguf::GgufFile& f) {
 
   if (f.Find("tokenizer.ggml.tokens")) {
     FERRY_ASSIGN_OR_RETURN(const gguf::Array* tokens, f.GetArray("tokenizer.ggml.tokens"));
-    m.vocab_size = tokens->items.size();
+    m.vocab_size = tokens->size();
   } else {
     FERRY_RETURN_IF_ERROR(ReadOptUint(f, a + "vocab_size", &m.vocab_size));
   }

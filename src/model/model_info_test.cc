@@ -56,8 +56,9 @@ TEST(ModelInfoTest, PerLayerHeadsAndBadTypes) {
   ASSERT_TRUE(w.AddMetadata("x.block_count", gguf::Value(uint32_t{3})).ok());
   ASSERT_TRUE(w.AddMetadata("x.embedding_length", gguf::Value(uint32_t{64})).ok());
   ASSERT_TRUE(w.AddMetadata("x.attention.head_count", gguf::Value(uint32_t{2})).ok());
-  gguf::Array kv{gguf::ValueType::kInt32,
-                 {gguf::Value(int32_t{2}), gguf::Value(int32_t{1}), gguf::Value(int32_t{0})}};
+  gguf::Array kv = *gguf::Array::FromValues(
+      gguf::ValueType::kInt32,
+      {gguf::Value(int32_t{2}), gguf::Value(int32_t{1}), gguf::Value(int32_t{0})});
   ASSERT_TRUE(w.AddMetadata("x.attention.head_count_kv", gguf::Value(kv)).ok());
   {
     auto bytes = w.Serialize();

@@ -119,7 +119,7 @@ TEST(ModelLoadTest, VocabularyShorterThanEmbedding) {
         for (auto& kv : *md) {
           if (kv.key.rfind("tokenizer.ggml.", 0) == 0 &&
               kv.value.type() == gguf::ValueType::kArray) {
-            std::get<gguf::Array>(kv.value.data).items.resize(500);
+            std::get<gguf::Array>(kv.value.data).Truncate(500);
           }
         }
       },

@@ -390,12 +390,11 @@ void Tokenizer::EncodeBpeWord(std::string_view word, std::vector<int32_t>* out) 
   }
   std::vector<Symbol> symbols = MakeSymbols(word);
   std::priority_queue<BpeBigram, std::vector<BpeBigram>, BpeBigramWorse> queue;
-  std::string scratch;
   auto try_add = [&](int left, int right) {
     if (left < 0 || right < 0) return;
     const Symbol& l = symbols[left];
     const Symbol& r = symbols[right];
-    const int32_t rank = vocab_.MergeRank(SymbolText(word, l), SymbolText(word, r), &scratch);
+    const int32_t rank = vocab_.MergeRank(SymbolText(word, l), SymbolText(word, r));
     if (rank < 0) return;
     queue.push({rank, left, right, l.length + r.length});
   };
@@ -455,14 +454,15 @@ void Tokenizer::EncodeWpm(std::string_view fragment, std::vector<int32_t>* out) 
 std::string Tokenizer::TokenToPiece(int32_t id, bool show_special) const {
   std::string out;
   if (!vocab_.IsValid(id)) return out;
-  const TokenData& t = vocab_.token(id);
-  switch (t.type) {
+  const TokenType type = vocab_.type(id);
+  const std::string_view text = vocab_.text(id);
+  switch (type) {
     case TokenType::kControl:
     case TokenType::kUnknown:
-      if (show_special) out = t.text;
+      if (show_special) out = text;
       return out;
     case TokenType::kUserDefined:
-      return t.text;
+      return std::string(text);
     case TokenType::kUnused:
     case TokenType::kUndefined:
       return out;
@@ -473,15 +473,14 @@ std::string Tokenizer::TokenToPiece(int32_t id, bool show_special) const {
   switch (vocab_.type()) {
     case VocabType::kSpm:
     case VocabType::kWpm:
-      if (t.type == TokenType::kByte) {
-        const int byte = ParseByteToken(t.text);
+      if (type == TokenType::kByte) {
+        const int byte = ParseByteToken(text);
         if (byte >= 0) out.push_back(static_cast<char>(byte));
       } else {
-        AppendUnescapedSpm(t.text, &out);
+        AppendUnescapedSpm(text, &out);
       }
       break;
     case VocabType::kBpe: {
-      const std::string_view text = t.text;
       size_t pos = 0;
       while (pos < text.size()) {
         const size_t start = pos;

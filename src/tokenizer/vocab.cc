@@ -1,6 +1,8 @@
 #include "tokenizer/vocab.h"
 
 #include <algorithm>
+#include <functional>
+#include <iterator>
 #include <limits>
 #include <optional>
 #include <span>
@@ -224,92 +226,204 @@ StatusOr<Vocab> Vocab::FromGguf(const gguf::GgufFile& file) {
   return vocab;
 }
 
+namespace {
+
+// Open addressing tables: a power of two of at least twice the entries (load <= 1/2), 0 for none.
+uint64_t SlotCount(uint64_t entries) {
+  if (entries == 0) return 0;
+  uint64_t n = 1;
+  while (n < 2 * entries) n <<= 1;
+  return n;
+}
+
+uint64_t HashText(std::string_view s) { return std::hash<std::string_view>{}(s); }
+uint64_t HashPair(std::string_view a, std::string_view b) {
+  return HashText(a) * 0x9E3779B97F4A7C15ull ^ HashText(b);
+}
+
+// Every vocabulary reserves room for this many ids in its end-of-generation list: the texts of
+// kEogTexts plus eos, eot and eom.
+constexpr size_t kEogCapacity = std::size(kEogTexts) + 3;
+
+bool IsSpecialType(int64_t t) {
+  return t == static_cast<int64_t>(TokenType::kControl) ||
+         t == static_cast<int64_t>(TokenType::kUnknown) ||
+         t == static_cast<int64_t>(TokenType::kUserDefined);
+}
+
+StatusOr<const gguf::Array*> StringArray(const gguf::GgufFile& file, std::string_view key) {
+  const gguf::Value* value = file.Find(key);
+  if (value == nullptr) return NotFoundError("missing {}", key);
+  StatusOr<const gguf::Array*> a = value->AsArray();
+  if (!a.ok()) return a.status().WithPrefix(key);
+  if (!(*a)->empty() && (*a)->type() != gguf::ValueType::kString) {
+    return InvalidArgumentError("{}: expected an array of strings, found an array of {}", key,
+                                gguf::ValueTypeName((*a)->type()));
+  }
+  return *a;
+}
+
+}  // namespace
+
+StatusOr<Vocab::Sizes> Vocab::SizesFromGguf(const gguf::GgufFile& file) {
+  Sizes sizes;
+  FERRY_ASSIGN_OR_RETURN(const gguf::Array* tokens, StringArray(file, kKeyTokens));
+  sizes.n_tokens = tokens->size();
+  sizes.text_bytes = tokens->text_bytes();
+  StatusOr<std::string_view> model = file.GetString(kKeyModel);
+  if (model.ok() && *model == "gpt2") {
+    FERRY_ASSIGN_OR_RETURN(const gguf::Array* merges, StringArray(file, kKeyMerges));
+    sizes.n_merges = merges->size();
+    if (merges->text_bytes() < merges->size()) {
+      return InvalidArgumentError("{}: a merge is not two tokens separated by a space", kKeyMerges);
+    }
+    sizes.merge_text_bytes = merges->text_bytes() - merges->size();
+  }
+  if (const gguf::Value* v = file.Find(kKeyTokenType); v != nullptr) {
+    StatusOr<const gguf::Array*> types = v->AsArray();
+    if (!types.ok()) return types.status().WithPrefix(kKeyTokenType);
+    const size_t n = std::min((*types)->size(), tokens->size());
+    for (size_t i = 0; i < n; ++i) {
+      StatusOr<int64_t> t = (*types)->IntAt(i);
+      if (t.ok() && IsSpecialType(*t) && !tokens->string_at(i).empty()) ++sizes.n_special;
+    }
+  }
+  return sizes;
+}
+
+uint64_t Vocab::HeapBytesFor(const Sizes& s) {
+  auto string_heap = [](uint64_t n) -> uint64_t { return n > 15 ? n + 1 : 0; };
+  return string_heap(s.text_bytes) + s.n_tokens * (sizeof(uint32_t) + sizeof(float) + 1) +
+         SlotCount(s.n_tokens) * sizeof(int32_t) + string_heap(s.merge_text_bytes) +
+         2 * s.n_merges * sizeof(uint32_t) + SlotCount(s.n_merges) * sizeof(int32_t) +
+         (s.n_special + std::size(kEogTexts)) * sizeof(int32_t) + kEogCapacity * sizeof(int32_t);
+}
+
+uint64_t Vocab::heap_bytes() const {
+  auto string_heap = [](const std::string& str) -> uint64_t {
+    return str.capacity() > 15 ? str.capacity() + 1 : 0;
+  };
+  return string_heap(text_blob_) + text_end_.capacity() * sizeof(uint32_t) +
+         scores_.capacity() * sizeof(float) + types_.capacity() +
+         token_slots_.capacity() * sizeof(int32_t) + string_heap(merge_blob_) +
+         merge_end_.capacity() * sizeof(uint32_t) + merge_slots_.capacity() * sizeof(int32_t) +
+         special_token_ids_.capacity() * sizeof(int32_t) + eog_ids_.capacity() * sizeof(int32_t);
+}
+
 Status Vocab::LoadTokens(const gguf::GgufFile& file) {
-  const gguf::Value* tokens_value = file.Find(kKeyTokens);
-  if (tokens_value == nullptr) return NotFoundError("missing {}", kKeyTokens);
-  StatusOr<const gguf::Array*> tokens = tokens_value->AsArray();
-  if (!tokens.ok()) return tokens.status().WithPrefix(kKeyTokens);
-  const std::vector<gguf::Value>& items = (*tokens)->items;
-  if (items.empty()) return InvalidArgumentError("{} is empty", kKeyTokens);
-  if ((*tokens)->type != gguf::ValueType::kString) {
-    return InvalidArgumentError("{}: expected an array of strings, found an array of {}",
-                                kKeyTokens, gguf::ValueTypeName((*tokens)->type));
+  FERRY_ASSIGN_OR_RETURN(const gguf::Array* tokens, StringArray(file, kKeyTokens));
+  if (tokens->empty()) return InvalidArgumentError("{} is empty", kKeyTokens);
+  if (tokens->size() > static_cast<size_t>(std::numeric_limits<int32_t>::max())) {
+    return OutOfRangeError("{}: {} tokens is too many", kKeyTokens, tokens->size());
   }
-  if (items.size() > static_cast<size_t>(std::numeric_limits<int32_t>::max())) {
-    return OutOfRangeError("{}: {} tokens is too many", kKeyTokens, items.size());
+  if (tokens->text_bytes() > std::numeric_limits<uint32_t>::max()) {
+    return OutOfRangeError("{}: {} bytes of token text is too many", kKeyTokens,
+                           tokens->text_bytes());
   }
-  const size_t n = items.size();
-  tokens_.resize(n);
-  for (size_t i = 0; i < n; ++i) tokens_[i].text = std::string(*items[i].AsString());
+  const size_t n = tokens->size();
+  text_blob_.reserve(static_cast<size_t>(tokens->text_bytes()));
+  text_end_.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    const std::string_view t = tokens->string_at(i);
+    text_blob_.append(t);
+    text_end_.push_back(static_cast<uint32_t>(text_blob_.size()));
+    max_token_length_ = std::max(max_token_length_, t.size());
+  }
+  scores_.assign(n, 0.0f);
+  types_.assign(n, static_cast<uint8_t>(TokenType::kNormal));
 
   if (const gguf::Value* scores_value = file.Find(kKeyScores); scores_value != nullptr) {
     StatusOr<const gguf::Array*> scores = scores_value->AsArray();
     if (!scores.ok()) return scores.status().WithPrefix(kKeyScores);
-    if ((*scores)->items.size() != n) {
+    if ((*scores)->size() != n) {
       return InvalidArgumentError("{} has {} entries but {} has {}", kKeyScores,
-                                  (*scores)->items.size(), kKeyTokens, n);
+                                  (*scores)->size(), kKeyTokens, n);
     }
     for (size_t i = 0; i < n; ++i) {
-      StatusOr<double> score = (*scores)->items[i].AsDouble();
+      StatusOr<double> score = (*scores)->DoubleAt(i);
       if (!score.ok()) return score.status().WithPrefix(fmt::format("{}[{}]", kKeyScores, i));
-      tokens_[i].score = static_cast<float>(*score);
+      scores_[i] = static_cast<float>(*score);
     }
   }
 
   if (const gguf::Value* types_value = file.Find(kKeyTokenType); types_value != nullptr) {
     StatusOr<const gguf::Array*> types = types_value->AsArray();
     if (!types.ok()) return types.status().WithPrefix(kKeyTokenType);
-    if ((*types)->items.size() != n) {
+    if ((*types)->size() != n) {
       return InvalidArgumentError("{} has {} entries but {} has {}", kKeyTokenType,
-                                  (*types)->items.size(), kKeyTokens, n);
+                                  (*types)->size(), kKeyTokens, n);
     }
     for (size_t i = 0; i < n; ++i) {
-      StatusOr<int64_t> t = (*types)->items[i].AsInt();
+      StatusOr<int64_t> t = (*types)->IntAt(i);
       if (!t.ok()) return t.status().WithPrefix(fmt::format("{}[{}]", kKeyTokenType, i));
       if (*t < 0 || *t > static_cast<int64_t>(TokenType::kByte)) {
         return OutOfRangeError("{}[{}] = {} is not a token type (0..6)", kKeyTokenType, i, *t);
       }
-      tokens_[i].type = static_cast<TokenType>(*t);
+      types_[i] = static_cast<uint8_t>(*t);
     }
   }
 
-  token_to_id_.reserve(n);
+  // Text -> id; a repeated text maps to its highest id.
+  token_slots_.assign(static_cast<size_t>(SlotCount(n)), kNoToken);
+  const uint64_t mask = token_slots_.size() - 1;
   for (size_t i = 0; i < n; ++i) {
-    token_to_id_.insert_or_assign(tokens_[i].text, static_cast<int32_t>(i));
-    max_token_length_ = std::max(max_token_length_, tokens_[i].text.size());
+    const std::string_view t = text(static_cast<int32_t>(i));
+    for (uint64_t slot = HashText(t) & mask;; slot = (slot + 1) & mask) {
+      int32_t& id = token_slots_[slot];
+      if (id == kNoToken || text(id) == t) {
+        id = static_cast<int32_t>(i);
+        break;
+      }
+    }
   }
   return Status::Ok();
 }
 
 Status Vocab::LoadMerges(const gguf::GgufFile& file) {
-  const gguf::Value* merges_value = file.Find(kKeyMerges);
-  if (merges_value == nullptr) return NotFoundError("missing {} (required for gpt2)", kKeyMerges);
-  StatusOr<const gguf::Array*> merges = merges_value->AsArray();
-  if (!merges.ok()) return merges.status().WithPrefix(kKeyMerges);
-  const std::vector<gguf::Value>& items = (*merges)->items;
-  if (!items.empty() && (*merges)->type != gguf::ValueType::kString) {
-    return InvalidArgumentError("{}: expected an array of strings, found an array of {}",
-                                kKeyMerges, gguf::ValueTypeName((*merges)->type));
+  StatusOr<const gguf::Array*> merges_or = StringArray(file, kKeyMerges);
+  if (!merges_or.ok()) {
+    if (merges_or.status().code() == StatusCode::kNotFound) {
+      return NotFoundError("missing {} (required for gpt2)", kKeyMerges);
+    }
+    return merges_or.status();
   }
-  if (items.size() > static_cast<size_t>(std::numeric_limits<int32_t>::max())) {
-    return OutOfRangeError("{}: {} merges is too many", kKeyMerges, items.size());
+  const gguf::Array& merges = **merges_or;
+  if (merges.size() > static_cast<size_t>(std::numeric_limits<int32_t>::max())) {
+    return OutOfRangeError("{}: {} merges is too many", kKeyMerges, merges.size());
   }
-  merge_ranks_.reserve(items.size());
-  std::string key;
-  for (size_t i = 0; i < items.size(); ++i) {
-    const std::string_view merge = *items[i].AsString();
+  if (merges.text_bytes() > std::numeric_limits<uint32_t>::max()) {
+    return OutOfRangeError("{}: {} bytes of merges is too many", kKeyMerges, merges.text_bytes());
+  }
+  const size_t n = merges.size();
+  if (merges.text_bytes() >= n) merge_blob_.reserve(static_cast<size_t>(merges.text_bytes() - n));
+  merge_end_.reserve(2 * n);
+  for (size_t i = 0; i < n; ++i) {
+    const std::string_view merge = merges.string_at(i);
     const size_t space = merge.size() > 1 ? merge.find(' ', 1) : std::string_view::npos;
     if (space == std::string_view::npos) {
       return InvalidArgumentError("{}[{}] = '{}' is not two tokens separated by a space",
                                   kKeyMerges, i, merge);
     }
-    key.assign(merge.substr(0, space));
-    key.push_back('\xff');
-    key.append(merge.substr(space + 1));
-    // The first (lowest) rank wins when a merge repeats.
-    merge_ranks_.try_emplace(key, static_cast<int32_t>(i));
+    merge_blob_.append(merge.substr(0, space));
+    merge_end_.push_back(static_cast<uint32_t>(merge_blob_.size()));
+    merge_blob_.append(merge.substr(space + 1));
+    merge_end_.push_back(static_cast<uint32_t>(merge_blob_.size()));
   }
-  n_merges_ = static_cast<int32_t>(items.size());
+  n_merges_ = static_cast<int32_t>(n);
+  merge_slots_.assign(static_cast<size_t>(SlotCount(n)), -1);
+  const uint64_t mask = merge_slots_.size() - 1;
+  for (int32_t r = 0; r < n_merges_; ++r) {
+    const std::string_view left = merge_side(r, 0), right = merge_side(r, 1);
+    for (uint64_t slot = HashPair(left, right) & mask;; slot = (slot + 1) & mask) {
+      int32_t& rank = merge_slots_[slot];
+      if (rank == -1) {
+        rank = r;
+        break;
+      }
+      // The first (lowest) rank wins when a merge repeats.
+      if (merge_side(rank, 0) == left && merge_side(rank, 1) == right) break;
+    }
+  }
   return Status::Ok();
 }
 
@@ -409,14 +523,22 @@ Status Vocab::LoadSpecialIds(const gguf::GgufFile& file) {
 }
 
 void Vocab::BuildDerivedTables() {
+  // Capacities are fixed by the sizes alone (HeapBytesFor): room for every special-typed token
+  // of the file plus the end-of-generation texts this function may force to control.
+  size_t n_special = 0;
+  for (int32_t id = 0; id < size(); ++id) {
+    if (IsSpecialType(types_[id]) && !text(id).empty()) ++n_special;
+  }
+  special_token_ids_.reserve(n_special + std::size(kEogTexts));
+  eog_ids_.reserve(kEogCapacity);
   // End-of-generation set; its texts are control tokens whatever the file says.
   for (std::string_view t : kEogTexts) {
     const int32_t id = Find(t);
     if (id == kNoToken) continue;
-    if (tokens_[id].type != TokenType::kControl) {
+    if (type(id) != TokenType::kControl) {
       log::Debug("tokenizer_eog_forced_control id={} text={} was={}", id, t,
-                 TokenTypeName(tokens_[id].type));
-      tokens_[id].type = TokenType::kControl;
+                 TokenTypeName(type(id)));
+      types_[id] = static_cast<uint8_t>(TokenType::kControl);
     }
     eog_ids_.push_back(id);
   }
@@ -428,9 +550,7 @@ void Vocab::BuildDerivedTables() {
 
   // Special tokens for the partition step, longest first.
   for (int32_t id = 0; id < size(); ++id) {
-    const TokenType t = tokens_[id].type;
-    if ((t == TokenType::kControl || t == TokenType::kUnknown || t == TokenType::kUserDefined) &&
-        !tokens_[id].text.empty()) {
+    if (IsSpecialType(types_[id]) && !text(id).empty()) {
       special_token_ids_.push_back(id);
     }
   }
@@ -445,18 +565,22 @@ void Vocab::BuildDerivedTables() {
   }
 }
 
-int32_t Vocab::Find(std::string_view text) const {
-  const auto it = token_to_id_.find(text);
-  return it == token_to_id_.end() ? kNoToken : it->second;
+int32_t Vocab::Find(std::string_view t) const {
+  const uint64_t mask = token_slots_.size() - 1;
+  for (uint64_t slot = HashText(t) & mask;; slot = (slot + 1) & mask) {
+    const int32_t id = token_slots_[slot];
+    if (id == kNoToken || text(id) == t) return id;
+  }
 }
 
-int32_t Vocab::MergeRank(std::string_view left, std::string_view right,
-                         std::string* scratch) const {
-  scratch->assign(left);
-  scratch->push_back('\xff');
-  scratch->append(right);
-  const auto it = merge_ranks_.find(std::string_view(*scratch));
-  return it == merge_ranks_.end() ? -1 : it->second;
+int32_t Vocab::MergeRank(std::string_view left, std::string_view right) const {
+  if (merge_slots_.empty()) return -1;
+  const uint64_t mask = merge_slots_.size() - 1;
+  for (uint64_t slot = HashPair(left, right) & mask;; slot = (slot + 1) & mask) {
+    const int32_t rank = merge_slots_[slot];
+    if (rank == -1) return -1;
+    if (merge_side(rank, 0) == left && merge_side(rank, 1) == right) return rank;
+  }
 }
 
 bool Vocab::IsEog(int32_t id) const {

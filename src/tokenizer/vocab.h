@@ -20,6 +20,10 @@
 //   WPM:  unk 100, bos = cls = 101, sep 102, pad 0, mask 103; add_bos true, add_sep true.
 // An explicit special id >= n_vocab is an error; a default that does not fit is dropped.
 //
+// Memory: the tables are flat arrays sized exactly at load (all token texts in one blob, open
+// addressing hash tables of ids), so heap_bytes() is known before loading: HeapBytesFor() of
+// the sizes SizesFromGguf() reads from the header. The memory planner charges it to the CPU.
+//
 // Thread-safety: immutable after FromGguf(); all const methods may be called from any thread.
 #ifndef FERRY_TOKENIZER_VOCAB_H_
 #define FERRY_TOKENIZER_VOCAB_H_
@@ -29,7 +33,6 @@
 #include <functional>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 #include "base/status.h"
@@ -70,12 +73,6 @@ enum class PreTokenizer {
   kDeepseekLlm,    // deepseek-llm
 };
 
-struct TokenData {
-  std::string text;
-  float score = 0.0f;
-  TokenType type = TokenType::kNormal;
-};
-
 // Special token ids; kNoToken where the vocabulary has none.
 struct SpecialTokenIds {
   int32_t bos = kNoToken;
@@ -94,24 +91,39 @@ class Vocab {
   // Reads and validates the vocabulary. Errors name the offending key (and index).
   static StatusOr<Vocab> FromGguf(const gguf::GgufFile& file);
 
+  // The sizes that determine a vocabulary's memory, read from the header without building it.
+  struct Sizes {
+    uint64_t n_tokens = 0;
+    uint64_t text_bytes = 0;        // all token texts together
+    uint64_t n_merges = 0;          // BPE only (0 for SPM and WPM)
+    uint64_t merge_text_bytes = 0;  // both sides of every merge, separators excluded
+    uint64_t n_special = 0;         // control/unknown/user-defined tokens with non-empty text
+  };
+  // Errors: the same missing or mistyped keys FromGguf reports.
+  static StatusOr<Sizes> SizesFromGguf(const gguf::GgufFile& file);
+  // Bytes a vocabulary of these sizes holds on the heap: equals heap_bytes() after FromGguf.
+  static uint64_t HeapBytesFor(const Sizes& sizes);
+  uint64_t heap_bytes() const;
+
   Vocab(Vocab&&) = default;
   Vocab& operator=(Vocab&&) = default;
   Vocab(const Vocab&) = default;
   Vocab& operator=(const Vocab&) = default;
 
-  int32_t size() const { return static_cast<int32_t>(tokens_.size()); }
+  int32_t size() const { return static_cast<int32_t>(text_end_.size()); }
   bool IsValid(int32_t id) const { return id >= 0 && id < size(); }
   // Precondition for the accessors below: IsValid(id).
-  const TokenData& token(int32_t id) const { return tokens_[id]; }
-  const std::string& text(int32_t id) const { return tokens_[id].text; }
-  float score(int32_t id) const { return tokens_[id].score; }
-  TokenType type(int32_t id) const { return tokens_[id].type; }
+  std::string_view text(int32_t id) const {
+    const uint32_t begin = id == 0 ? 0 : text_end_[id - 1];
+    return std::string_view(text_blob_).substr(begin, text_end_[id] - begin);
+  }
+  float score(int32_t id) const { return scores_[id]; }
+  TokenType type(int32_t id) const { return static_cast<TokenType>(types_[id]); }
 
   // Id of the token whose text is exactly `text` (the highest id when texts repeat), or kNoToken.
   int32_t Find(std::string_view text) const;
   // Rank of the BPE merge "left right" (lower merges first), or -1 when there is none.
-  // `scratch` is caller-owned working memory, so that concurrent callers do not share state.
-  int32_t MergeRank(std::string_view left, std::string_view right, std::string* scratch) const;
+  int32_t MergeRank(std::string_view left, std::string_view right) const;
   int32_t n_merges() const { return n_merges_; }
   // SPM byte fallback: the token for a raw byte ("<0xNN>", else the one-character token), or
   // kNoToken.
@@ -152,21 +164,28 @@ class Vocab {
  private:
   Vocab() = default;
 
-  struct StringHash {
-    using is_transparent = void;
-    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
-  };
-  using StringMap = std::unordered_map<std::string, int32_t, StringHash, std::equal_to<>>;
-
   Status LoadTokens(const gguf::GgufFile& file);
   Status LoadMerges(const gguf::GgufFile& file);
   Status LoadSpecialIds(const gguf::GgufFile& file);
   Status LoadFlags(const gguf::GgufFile& file);
   void BuildDerivedTables();
 
-  std::vector<TokenData> tokens_;
-  StringMap token_to_id_;
-  StringMap merge_ranks_;  // key: left + '\xff' + right (0xFF never occurs in UTF-8)
+  std::string_view merge_side(int32_t rank, int side) const {
+    const uint32_t i = static_cast<uint32_t>(2 * rank + side);
+    const uint32_t begin = i == 0 ? 0 : merge_end_[i - 1];
+    return std::string_view(merge_blob_).substr(begin, merge_end_[i] - begin);
+  }
+
+  std::string text_blob_;               // every token's text, concatenated
+  std::vector<uint32_t> text_end_;      // [n_vocab]: end of token i's text in text_blob_
+  std::vector<float> scores_;           // [n_vocab]
+  std::vector<uint8_t> types_;          // [n_vocab]: TokenType values
+  std::vector<int32_t> token_slots_;    // open addressing by text hash: token id or -1;
+                                        // [power of two >= 2 * n_vocab]
+  std::string merge_blob_;              // left and right of every merge, concatenated
+  std::vector<uint32_t> merge_end_;     // [2 * n_merges]: ends of left_r, right_r in merge_blob_
+  std::vector<int32_t> merge_slots_;    // open addressing by (left, right) hash: rank or -1;
+                                        // [power of two >= 2 * n_merges, or 0]
   int32_t n_merges_ = 0;
   std::array<int32_t, 256> byte_tokens_{};
   size_t max_token_length_ = 0;
