@@ -21,7 +21,8 @@ def test_plan_json_on_described_devices(ferry, default_model):
     for d in plan["devices"]:
         for key in ["weights_bytes", "kv_bytes", "compute_bytes", "total_bytes", "layers"]:
             assert key in d
-        assert d["total_bytes"] == d["weights_bytes"] + d["kv_bytes"] + d["compute_bytes"]
+        assert d["total_bytes"] == (d["weights_bytes"] + d["kv_bytes"] + d["compute_bytes"]
+                                    + d["host_bytes"])
     assert gpu["layers"] == list(range(18)) and gpu["output"]
     assert cpu["layers"] == [] and cpu["input"]
     # Gemma 3 270M: 3 global layers x 8192 + 15 sliding-window rings of ceil((512+512)/32)+1

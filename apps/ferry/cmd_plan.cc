@@ -45,6 +45,7 @@ json PlanJson(const Plan& p) {
                     {"weights_bytes", d.weights_bytes},
                     {"kv_bytes", d.kv_bytes},
                     {"compute_bytes", d.compute_bytes},
+                    {"host_bytes", d.host_bytes},
                     {"total_bytes", d.total_bytes},
                     {"capacity_bytes", d.capacity_bytes},
                     {"headroom_bytes", d.headroom_bytes()},
@@ -60,14 +61,16 @@ json PlanJson(const Plan& p) {
 }
 
 void PrintPlan(const Plan& p) {
-  std::printf("  %-8s %-22s %11s %11s %11s %11s %11s %11s\n", "device", "layers", "weights", "kv",
-              "compute", "total", "free", "headroom");
+  std::printf("  %-8s %-22s %11s %11s %11s %11s %11s %11s %11s\n", "device", "layers", "weights",
+              "kv", "compute", "host", "total", "free", "headroom");
   for (const DevicePlan& d : p.devices) {
-    std::printf("  %-8s %-22s %11s %11s %11s %11s %11s %11s\n", d.name.c_str(), What(d).c_str(),
-                FormatBytes(d.weights_bytes).c_str(), FormatBytes(d.kv_bytes).c_str(),
-                FormatBytes(d.compute_bytes).c_str(), FormatBytes(d.total_bytes).c_str(),
+    std::printf("  %-8s %-22s %11s %11s %11s %11s %11s %11s %11s\n", d.name.c_str(),
+                What(d).c_str(), FormatBytes(d.weights_bytes).c_str(),
+                FormatBytes(d.kv_bytes).c_str(), FormatBytes(d.compute_bytes).c_str(),
+                FormatBytes(d.host_bytes).c_str(), FormatBytes(d.total_bytes).c_str(),
                 FormatBytes(d.capacity_bytes).c_str(), Headroom(d).c_str());
   }
+  std::printf("  (host: the GGUF header, parsed metadata and tokenizer tables, on the CPU)\n");
   std::printf("  predicted decode speed: %.1f tok/s (bytes read per token / device bandwidth)\n",
               p.predicted_tok_s);
   for (const std::string& w : p.warnings) std::printf("  warning: %s\n", w.c_str());

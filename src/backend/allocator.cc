@@ -12,6 +12,7 @@ DeviceAllocator::Buffer::Buffer(Buffer&& other) noexcept
     : owner_(std::exchange(other.owner_, nullptr)),
       data_(std::exchange(other.data_, nullptr)),
       size_(std::exchange(other.size_, 0)),
+      owns_data_(std::exchange(other.owns_data_, false)),
       purpose_(std::move(other.purpose_)) {}
 
 DeviceAllocator::Buffer& DeviceAllocator::Buffer::operator=(Buffer&& other) noexcept {
@@ -20,6 +21,7 @@ DeviceAllocator::Buffer& DeviceAllocator::Buffer::operator=(Buffer&& other) noex
     owner_ = std::exchange(other.owner_, nullptr);
     data_ = std::exchange(other.data_, nullptr);
     size_ = std::exchange(other.size_, 0);
+    owns_data_ = std::exchange(other.owns_data_, false);
     purpose_ = std::move(other.purpose_);
   }
   return *this;
@@ -28,11 +30,12 @@ DeviceAllocator::Buffer& DeviceAllocator::Buffer::operator=(Buffer&& other) noex
 DeviceAllocator::Buffer::~Buffer() { Release(); }
 
 void DeviceAllocator::Buffer::Release() {
-  if (data_ != nullptr) ::operator delete (data_, std::align_val_t{kAlignment});
+  if (owns_data_ && data_ != nullptr) ::operator delete (data_, std::align_val_t{kAlignment});
   if (owner_ != nullptr) owner_->Return(purpose_, size_);
   owner_ = nullptr;
   data_ = nullptr;
   size_ = 0;
+  owns_data_ = false;
 }
 
 DeviceAllocator::DeviceAllocator(std::string device, uint64_t capacity_bytes)
@@ -42,24 +45,49 @@ DeviceAllocator::~DeviceAllocator() {
   assert(total_ == 0 && "DeviceAllocator destroyed while buffers are still held");
 }
 
+Status DeviceAllocator::Count(uint64_t bytes, std::string_view purpose) {
+  if (purpose.empty()) return InvalidArgumentError("{}: allocation without a purpose", device_);
+  std::lock_guard<std::mutex> lock(mu_);
+  uint64_t after;
+  if (__builtin_add_overflow(total_, bytes, &after) || (capacity_ > 0 && after > capacity_)) {
+    return MakeStatus(StatusCode::kResourceExhausted,
+                      "{}: cannot allocate {} bytes for {}: {} of {} bytes are in use", device_,
+                      bytes, purpose, total_, capacity_);
+  }
+  total_ = after;
+  peak_ = std::max(peak_, total_);
+  auto it = by_purpose_.find(purpose);
+  if (it == by_purpose_.end()) it = by_purpose_.emplace(std::string(purpose), 0).first;
+  it->second += bytes;
+  return Status::Ok();
+}
+
+StatusOr<DeviceAllocator::Buffer> DeviceAllocator::Charge(std::span<const uint8_t> memory,
+                                                          std::string_view purpose) {
+  FERRY_RETURN_IF_ERROR(Count(memory.size(), purpose));
+  Buffer b;
+  b.owner_ = this;
+  b.size_ = memory.size();
+  b.purpose_ = std::string(purpose);
+  b.data_ = const_cast<uint8_t*>(memory.data());  // not owned: never freed, never written here
+  b.owns_data_ = false;
+  return b;
+}
+
+StatusOr<DeviceAllocator::Buffer> DeviceAllocator::Charge(uint64_t bytes,
+                                                          std::string_view purpose) {
+  FERRY_RETURN_IF_ERROR(Count(bytes, purpose));
+  Buffer b;
+  b.owner_ = this;
+  b.size_ = bytes;
+  b.purpose_ = std::string(purpose);
+  return b;
+}
+
 StatusOr<DeviceAllocator::Buffer> DeviceAllocator::Allocate(uint64_t bytes,
                                                             std::string_view purpose) {
-  if (purpose.empty()) return InvalidArgumentError("{}: allocation without a purpose", device_);
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    uint64_t after;
-    if (__builtin_add_overflow(total_, bytes, &after) || (capacity_ > 0 && after > capacity_)) {
-      return MakeStatus(StatusCode::kResourceExhausted,
-                        "{}: cannot allocate {} bytes for {}: {} of {} bytes are in use", device_,
-                        bytes, purpose, total_, capacity_);
-    }
-    // Reserve the bytes before allocating, so concurrent calls cannot both pass the check.
-    total_ = after;
-    peak_ = std::max(peak_, total_);
-    auto it = by_purpose_.find(purpose);
-    if (it == by_purpose_.end()) it = by_purpose_.emplace(std::string(purpose), 0).first;
-    it->second += bytes;
-  }
+  // Reserve the bytes before allocating, so concurrent calls cannot both pass the check.
+  FERRY_RETURN_IF_ERROR(Count(bytes, purpose));
   Buffer b;
   b.owner_ = this;
   b.size_ = bytes;
@@ -74,6 +102,7 @@ StatusOr<DeviceAllocator::Buffer> DeviceAllocator::Allocate(uint64_t bytes,
                         "{}: out of memory allocating {} bytes for {}", device_, bytes, purpose);
     }
     b.data_ = static_cast<uint8_t*>(p);
+    b.owns_data_ = true;
   }
   return b;
 }

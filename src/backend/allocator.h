@@ -1,7 +1,8 @@
 // DeviceAllocator: the accounting allocator of one device (invariant 1 of the design: the plan
 // is the allocation). Every byte the runtime holds for a model on a device (weights, KV cache,
-// compute scratch) comes from the device's DeviceAllocator, which counts it per purpose, so
-// what was allocated can be compared with what the planner planned.
+// compute scratch, the loader's host tables) is allocated or charged through the device's
+// DeviceAllocator, which counts it per purpose, so what was allocated can be compared with
+// what the planner planned.
 //
 // Buffers are host memory (the CPU device); GPU allocation is not implemented yet. Each buffer
 // is 64-byte aligned and returns its bytes to the allocator's counters when destroyed. A
@@ -19,6 +20,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -45,6 +47,8 @@ class DeviceAllocator {
     uint8_t* data() const { return data_; }
     uint64_t size() const { return size_; }
     const std::string& purpose() const { return purpose_; }
+    // False for a charge (memory the allocator counts but does not own).
+    bool owns_data() const { return owns_data_; }
 
    private:
     friend class DeviceAllocator;
@@ -53,6 +57,7 @@ class DeviceAllocator {
     DeviceAllocator* owner_ = nullptr;
     uint8_t* data_ = nullptr;
     uint64_t size_ = 0;
+    bool owns_data_ = false;
     std::string purpose_;
   };
 
@@ -69,6 +74,14 @@ class DeviceAllocator {
   // purpose and the numbers) or the system has no memory for it.
   StatusOr<Buffer> Allocate(uint64_t bytes, std::string_view purpose);
 
+  // Counts memory the device holds for the model that this allocator does not allocate, so
+  // that every byte is accounted in one place: weights used in place from a memory-mapped file
+  // (`memory` is the mapped span: data() points at it, nothing is copied, freed or written),
+  // or host tables built by other modules (`bytes`: data() is null). The charge is counted
+  // until the returned buffer is destroyed. Errors as Allocate (the capacity applies).
+  StatusOr<Buffer> Charge(std::span<const uint8_t> memory, std::string_view purpose);
+  StatusOr<Buffer> Charge(uint64_t bytes, std::string_view purpose);
+
   const std::string& device() const { return device_; }
   uint64_t capacity_bytes() const { return capacity_; }
   // Bytes held now: in total, for one purpose (0 for one never used), and per purpose.
@@ -79,6 +92,7 @@ class DeviceAllocator {
   uint64_t peak_bytes() const;
 
  private:
+  Status Count(uint64_t bytes, std::string_view purpose);
   void Return(const std::string& purpose, uint64_t bytes);
 
   const std::string device_;

@@ -1,6 +1,7 @@
 #include "backend/allocator.h"
 
 #include <cstdint>
+#include <span>
 #include <thread>
 #include <vector>
 
@@ -98,6 +99,38 @@ TEST(DeviceAllocatorTest, ConcurrentAllocationsStayWithinCapacity) {
   EXPECT_EQ(a.allocated_bytes(), 6400u);
   held.clear();
   EXPECT_EQ(a.allocated_bytes(), 0u);
+}
+
+TEST(DeviceAllocatorTest, ChargesCountMemoryTheAllocatorDoesNotOwn) {
+  DeviceAllocator a("cpu", 1000);
+  std::vector<uint8_t> mapped(300, 7);  // stands for a mapped weight file
+  {
+    auto w = a.Charge(std::span<const uint8_t>(mapped), "weights");
+    ASSERT_TRUE(w.ok()) << w.status().ToString();
+    EXPECT_EQ(w->data(), mapped.data());
+    EXPECT_EQ(w->size(), 300u);
+    EXPECT_FALSE(w->owns_data());
+    auto h = a.Charge(uint64_t{200}, "host");
+    ASSERT_TRUE(h.ok());
+    EXPECT_EQ(h->data(), nullptr);
+    auto k = a.Allocate(400, "kv");
+    ASSERT_TRUE(k.ok());
+    EXPECT_TRUE(k->owns_data());
+    EXPECT_EQ(a.allocated_bytes(), 900u);
+    EXPECT_EQ(a.allocated_bytes("weights"), 300u);
+    EXPECT_EQ(a.allocated_bytes("host"), 200u);
+    // The capacity applies to charges too.
+    auto over = a.Charge(uint64_t{101}, "host");
+    ASSERT_FALSE(over.ok());
+    EXPECT_EQ(over.status().code(), StatusCode::kResourceExhausted);
+    EXPECT_FALSE(a.Charge(uint64_t{1}, "").ok());
+    // Moving a charge keeps it counted once.
+    DeviceAllocator::Buffer moved = std::move(*w);
+    EXPECT_EQ(a.allocated_bytes("weights"), 300u);
+  }
+  EXPECT_EQ(a.allocated_bytes(), 0u);
+  EXPECT_EQ(mapped[0], 7);  // the charged memory was neither freed nor written
+  EXPECT_EQ(a.peak_bytes(), 900u);
 }
 
 }  // namespace

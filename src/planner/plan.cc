@@ -7,6 +7,7 @@
 
 #include "base/bytes.h"
 #include "kv/kv_cache.h"
+#include "tokenizer/vocab.h"
 
 namespace ferry {
 namespace {
@@ -70,6 +71,7 @@ Plan BuildPlan(const ModelShape& m, const DeviceInventory& inv, const LoadOption
   DevicePlan& cpu_plan = p.devices[static_cast<size_t>(cpu)];
   cpu_plan.has_input = true;
   cpu_plan.weights_bytes += m.input_bytes;
+  cpu_plan.host_bytes = m.host_bytes;
   for (int64_t l = 0; l < m.n_layer; ++l) {
     DevicePlan& d = p.devices[static_cast<size_t>(p.layer_device[static_cast<size_t>(l)])];
     d.layers.push_back(l);
@@ -88,7 +90,7 @@ Plan BuildPlan(const ModelShape& m, const DeviceInventory& inv, const LoadOption
     if (d.has_input && d.layers.empty() && !d.has_output) {
       d.compute_bytes = static_cast<uint64_t>(4 * n * m.n_embd);  // embedding rows only
     }
-    d.total_bytes = d.weights_bytes + d.kv_bytes + d.compute_bytes;
+    d.total_bytes = d.weights_bytes + d.kv_bytes + d.compute_bytes + d.host_bytes;
     // Decode reads every weight of the device once per token (the input embedding only one
     // row), and the KV of one sequence at a full context.
     uint64_t weights_read = d.weights_bytes - (d.has_input ? m.input_bytes : 0);
@@ -230,7 +232,16 @@ ModelShape ShapeFromModel(const Model& model) {
   }
   if (!has_output) s.tied_output_bytes = embd;
   s.matmuls = ForwardScratch::ShapeFor(model, 1, 1).matmuls;
+  s.host_bytes = HostBytesFor(model.file());
   return s;
+}
+
+uint64_t HostBytesFor(const gguf::GgufFile& file) {
+  uint64_t bytes = file.data_offset() + file.heap_bytes();
+  if (auto sizes = tokenizer::Vocab::SizesFromGguf(file); sizes.ok()) {
+    bytes += tokenizer::Vocab::HeapBytesFor(*sizes);
+  }
+  return bytes;
 }
 
 StatusOr<ModelShape> ShapeFromDescription(const DescribedModel& d) {
@@ -267,6 +278,8 @@ StatusOr<ModelShape> ShapeFromDescription(const DescribedModel& d) {
   if (d.tied_output) s.tied_output_bytes = s.input_bytes;
   s.matmuls = {{d.weight_type, e}, {d.weight_type, qd}, {d.weight_type, d.n_ff}};
   if (!d.tied_output && d.output_type != d.weight_type) s.matmuls.push_back({d.output_type, e});
+  s.host_bytes = kDescribedHostBaseBytes +
+                 static_cast<uint64_t>(d.n_vocab) * kDescribedHostBytesPerToken;
   return s;
 }
 
@@ -389,9 +402,11 @@ std::string Plan::Summary() const {
     std::string what = d.layers.empty() ? "" : "layers " + FormatLayerRanges(d.layers);
     if (d.has_output) what += what.empty() ? "output" : "+output";
     if (d.has_input) what += what.empty() ? "input" : "+input";
-    s += fmt::format(" {} [{}] {} (weights {}, kv {}, compute {}, headroom {});", d.name, what,
+    const std::string host =
+        d.host_bytes > 0 ? fmt::format(", host {}", FormatBytes(d.host_bytes)) : "";
+    s += fmt::format(" {} [{}] {} (weights {}, kv {}, compute {}{}, headroom {});", d.name, what,
                      FormatBytes(d.total_bytes), FormatBytes(d.weights_bytes),
-                     FormatBytes(d.kv_bytes), FormatBytes(d.compute_bytes),
+                     FormatBytes(d.kv_bytes), FormatBytes(d.compute_bytes), host,
                      d.headroom_bytes() >= 0 ? FormatBytes(static_cast<uint64_t>(d.headroom_bytes()))
                                              : "-" + FormatBytes(static_cast<uint64_t>(-d.headroom_bytes())));
   }

@@ -36,6 +36,9 @@ struct ModelShape {
   uint64_t output_bytes = 0;  // output_norm + output
   uint64_t tied_output_bytes = 0;  // no output tensor: token_embd serves as the output, and a
                                    // GPU holding the output layer needs its own copy
+  // CPU memory the loaded model holds besides weights, KV and compute: the GGUF header, the
+  // parsed metadata and the tokenizer's tables (HostBytesFor).
+  uint64_t host_bytes = 0;
   // The distinct (type, cols) of the weights the forward pass multiplies: they size the
   // activation-quantization workspace of the compute buffer. Empty: none counted.
   std::vector<MatMulInput> matmuls;
@@ -43,6 +46,21 @@ struct ModelShape {
 
 // From a loaded Model: sizes from the tensor table; nothing is read from the weights.
 ModelShape ShapeFromModel(const Model& model);
+
+// CPU bytes a model file costs on load besides its weights, KV cache and compute buffers:
+//  * the GGUF header, data_offset() bytes: mapped, and read by the loader, so resident;
+//  * the parsed metadata, GgufFile::heap_bytes() (exact for keys, strings and arrays);
+//  * the tokenizer's tables, Vocab::HeapBytesFor(Vocab::SizesFromGguf(file)) (exact), when
+//    the file has a vocabulary ferry can size.
+// The runtime charges the same three quantities, measured on what it built, to the CPU
+// allocator under the purpose "host".
+uint64_t HostBytesFor(const gguf::GgufFile& file);
+
+// For described models (no file): a vocabulary of n_vocab tokens costs about this many host
+// bytes per token (header + parsed metadata + tokenizer tables), measured on Llama 2's 32000
+// and Gemma 3's 262144 token files; plus kDescribedHostBaseBytes.
+inline constexpr uint64_t kDescribedHostBytesPerToken = 72;
+inline constexpr uint64_t kDescribedHostBaseBytes = uint64_t{1} << 20;
 
 // A llama-family shape with every 2-D weight of `type` (norms f32), for planning models that
 // are not on disk (tests, "what if" questions).
@@ -75,7 +93,8 @@ struct DevicePlan {
   uint64_t weights_bytes = 0;
   uint64_t kv_bytes = 0;
   uint64_t compute_bytes = 0;
-  uint64_t total_bytes = 0;     // weights + kv + compute
+  uint64_t host_bytes = 0;      // the CPU only: ModelShape::host_bytes
+  uint64_t total_bytes = 0;     // weights + kv + compute + host
   std::vector<int64_t> layers;  // the repeating blocks that run here
   bool has_input = false;       // token embedding
   bool has_output = false;      // output norm + output projection

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "base/bytes.h"
+#include "tokenizer/vocab.h"
 
 namespace ferry {
 namespace {
@@ -185,6 +186,33 @@ TEST(PlanTest, ShapeFromRealModelAccountsEveryByte) {
   auto kv = KvCache::Create((*model)->KvOptions(DType::kF16, 512, 1, 512));
   ASSERT_TRUE(kv.ok());
   EXPECT_EQ(p->devices[0].kv_bytes, (*kv)->bytes_allocated());
+  // The loader's host memory is planned on the CPU: header + parsed metadata + vocabulary.
+  const auto& f = (*model)->file();
+  auto sizes = tokenizer::Vocab::SizesFromGguf(f);
+  ASSERT_TRUE(sizes.ok());
+  EXPECT_EQ(s.host_bytes,
+            f.data_offset() + f.heap_bytes() + tokenizer::Vocab::HeapBytesFor(*sizes));
+  const DevicePlan& cpu = p->devices[0];
+  EXPECT_EQ(cpu.host_bytes, s.host_bytes);
+  EXPECT_EQ(cpu.total_bytes, cpu.weights_bytes + cpu.kv_bytes + cpu.compute_bytes + cpu.host_bytes);
+  EXPECT_NE(p->Summary().find("host "), std::string::npos) << p->Summary();
+}
+
+TEST(PlannerTest, HostMemoryStaysOnTheCpu) {
+  // A described model's host memory is estimated per token; it is never placed on a GPU.
+  DescribedModel d{.name = "m", .n_layer = 4, .n_embd = 256, .n_ff = 512, .n_head = 4,
+                   .n_head_kv = 4, .head_dim = 64, .n_vocab = 32000, .n_ctx_train = 4096};
+  auto m = ShapeFromDescription(d);
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m->host_bytes, kDescribedHostBaseBytes + 32000 * kDescribedHostBytesPerToken);
+  LoadOptions o;
+  o.num_ctx = 1024;
+  auto p = MakePlan(*m, Devices("cuda0=8GiB,cpu=4GiB"), o);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  EXPECT_EQ(p->devices[0].host_bytes, 0u);
+  EXPECT_EQ(p->devices[1].host_bytes, m->host_bytes);
+  EXPECT_EQ(p->devices[1].total_bytes, p->devices[1].weights_bytes + p->devices[1].kv_bytes +
+                                           p->devices[1].compute_bytes + m->host_bytes);
 }
 
 }  // namespace

@@ -121,7 +121,9 @@ TEST(AllocationTest, RunnerAllocatesWhatThePlanSays) {
         EXPECT_EQ(runner.allocated_bytes("kv"), cpu.kv_bytes);
         EXPECT_EQ(runner.kv().bytes_allocated(), cpu.kv_bytes);
         EXPECT_EQ(runner.allocated_bytes("compute"), cpu.compute_bytes);
-        EXPECT_EQ(runner.allocated_bytes(), cpu.kv_bytes + cpu.compute_bytes);
+        EXPECT_EQ(runner.allocated_bytes("weights"), cpu.weights_bytes);
+        EXPECT_EQ(runner.allocated_bytes("host"), cpu.host_bytes);
+        EXPECT_EQ(runner.allocated_bytes(), cpu.total_bytes);
         // What the forward pass uses, independently of the plan: at most the reservation,
         // and the reservation within 5% of it.
         const uint64_t needed = runner.scratch().required_bytes();

@@ -70,6 +70,22 @@ StatusOr<std::unique_ptr<Runner>> Runner::Create(const Model* model,
   r->options_.num_threads = threads;
   r->pool_ = std::make_unique<ThreadPool>(threads);
   r->allocator_ = std::make_unique<DeviceAllocator>("cpu", options.cpu_capacity_bytes);
+  // The weights are used in place from the mapping: each tensor's mapped bytes are charged, so
+  // the allocator accounts them with everything else (a tied output is token_embd itself and
+  // is not counted twice: it is one tensor).
+  const gguf::GgufFile& file = model->file();
+  r->weight_charges_.reserve(file.tensors().size());
+  for (const gguf::TensorInfo& t : file.tensors()) {
+    FERRY_ASSIGN_OR_RETURN(DeviceAllocator::Buffer b,
+                           r->allocator_->Charge(file.TensorData(t), "weights"));
+    r->weight_charges_.push_back(std::move(b));
+  }
+  // The loader's host memory, as built: the mapped header, the parsed metadata and the
+  // tokenizer's tables (the planner predicts the same three from the header: HostBytesFor).
+  FERRY_ASSIGN_OR_RETURN(r->host_charge_,
+                         r->allocator_->Charge(file.data_offset() + file.heap_bytes() +
+                                                   tokenizer->vocab().heap_bytes(),
+                                               "host"));
   FERRY_ASSIGN_OR_RETURN(
       r->kv_, KvCache::Create(model->KvOptions(options.kv_type, options.num_ctx, 1,
                                                r->options_.num_batch),

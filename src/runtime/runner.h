@@ -36,8 +36,8 @@ struct RunnerOptions {
   // scratch is allocated with exactly these bytes, so allocated == planned. 0: exactly what the
   // forward pass needs (ForwardScratch::RequiredBytes). Less than that is an error.
   uint64_t compute_bytes = 0;
-  // Most bytes the runner may allocate on the CPU (KV + compute); 0: unlimited. Exceeding it
-  // is a ResourceExhausted error from Create.
+  // Most bytes the runner may hold on the CPU (weights + host + KV + compute); 0: unlimited.
+  // Exceeding it is a ResourceExhausted error from Create.
   uint64_t cpu_capacity_bytes = 0;
 };
 
@@ -63,9 +63,12 @@ using TextCallback = std::function<bool(std::string_view piece)>;
 
 class Runner {
  public:
-  // Allocates, through the runner's CPU DeviceAllocator, the KV cache for options.num_ctx
-  // (purpose "kv") and the forward scratch for steps of num_batch tokens over num_ctx keys
-  // (purpose "compute"). Errors: absurd options, KV type unsupported by the model's head sizes,
+  // Accounts, through the runner's CPU DeviceAllocator, everything the model holds on the CPU:
+  // it charges the mapped weights (purpose "weights", every tensor of the file) and the
+  // loader's host memory (purpose "host": the GGUF header, the parsed metadata, the
+  // tokenizer's tables), and allocates the KV cache for options.num_ctx (purpose "kv") and the
+  // forward scratch for steps of num_batch tokens over num_ctx keys (purpose "compute").
+  // `model` and `tokenizer` must outlive the runner. Errors: absurd options, KV type unsupported by the model's head sizes,
   // compute_bytes below what the forward pass needs, ResourceExhausted beyond the capacity.
   static StatusOr<std::unique_ptr<Runner>> Create(const Model* model,
                                                   const tokenizer::Tokenizer* tokenizer,
@@ -81,8 +84,8 @@ class Runner {
   const RunnerOptions& options() const { return options_; }
   const KvCache& kv() const { return *kv_; }
   const ForwardScratch& scratch() const { return *scratch_; }
-  // Bytes held on the CPU through the runner's allocator: in total, and per purpose ("kv",
-  // "compute"; 0 for others).
+  // Bytes held on the CPU through the runner's allocator: in total, and per purpose
+  // ("weights", "host", "kv", "compute"; 0 for others). These are what `ferry ps` reports.
   uint64_t allocated_bytes() const { return allocator_->allocated_bytes(); }
   uint64_t allocated_bytes(std::string_view purpose) const {
     return allocator_->allocated_bytes(purpose);
@@ -101,6 +104,8 @@ class Runner {
   std::unique_ptr<ThreadPool> pool_;
   // Declared before what it allocates, so it is destroyed after them.
   std::unique_ptr<DeviceAllocator> allocator_;
+  std::vector<DeviceAllocator::Buffer> weight_charges_;  // [n_tensors]: the mapped weights
+  DeviceAllocator::Buffer host_charge_;                  // header, metadata, vocabulary
   std::unique_ptr<KvCache> kv_;
   std::unique_ptr<ForwardScratch> scratch_;
   std::vector<float> chunk_logits_;  // Eval's per-step logits, kept to reuse its capacity
