@@ -24,6 +24,12 @@ def test_plan_json_on_described_devices(ferry, default_model):
         assert d["total_bytes"] == (d["weights_bytes"] + d["kv_bytes"] + d["compute_bytes"]
                                     + d["host_bytes"])
     assert gpu["layers"] == list(range(18)) and gpu["output"]
+    # Per layer: where it runs, its weights and its KV; they add up to the devices' totals.
+    per_layer = plan["layers"]
+    assert [l["layer"] for l in per_layer] == list(range(18))
+    assert all(l["device"] == "cuda0" for l in per_layer)
+    assert sum(l["kv_bytes"] for l in per_layer) == gpu["kv_bytes"]
+    assert sum(l["weights_bytes"] for l in per_layer) < gpu["weights_bytes"]  # + output
     assert cpu["layers"] == [] and cpu["input"]
     # Gemma 3 270M: 3 global layers x 8192 + 15 sliding-window rings of ceil((512+512)/32)+1
     # blocks x 32 tokens, each token 2 x 256 values x 2 bytes.
@@ -50,6 +56,14 @@ def test_sweep(ferry, default_model):
     text = run([ferry, "plan", default_model, "--ctx", "2048,8192", "--devices",
                 "cuda0=1GiB,cpu=4GiB"]).stdout
     assert "num_ctx" in text and "tok/s" in text and "18L+out" in text
+
+
+def test_layers_table(ferry):
+    text = run([ferry, "plan", STORIES, "--ctx", "512", "--devices", "cuda0=8GiB,cpu=1GiB",
+                "--num-gpu", "3", "--layers"]).stdout
+    rows = [line.split() for line in text.splitlines() if line.strip()[:1].isdigit()]
+    # stories260K has 5 layers: --num-gpu 3 puts the output and the last 2 blocks on cuda0.
+    assert [r[1] for r in rows] == ["cpu", "cpu", "cpu", "cuda0", "cuda0"]
 
 
 def test_above_trained_context_warns(ferry, default_model):

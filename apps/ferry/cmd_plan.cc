@@ -55,9 +55,27 @@ json PlanJson(const Plan& p) {
                     {"bytes_read_per_token", d.bytes_read_per_token}});
   }
   j["devices"] = devs;
+  json layers = json::array();
+  for (size_t l = 0; l < p.layer_device.size(); ++l) {
+    layers.push_back({{"layer", l},
+                      {"device", p.devices[static_cast<size_t>(p.layer_device[l])].name},
+                      {"weights_bytes", p.layer_weights_bytes[l]},
+                      {"kv_bytes", p.layer_kv_bytes[l]}});
+  }
+  j["layers"] = layers;
   j["predicted_tok_s"] = p.predicted_tok_s;
   j["warnings"] = p.warnings;
   return j;
+}
+
+void PrintLayers(const Plan& p) {
+  std::printf("  %-6s %-8s %11s %11s\n", "layer", "device", "weights", "kv");
+  for (size_t l = 0; l < p.layer_device.size(); ++l) {
+    std::printf("  %-6zu %-8s %11s %11s\n", l,
+                p.devices[static_cast<size_t>(p.layer_device[l])].name.c_str(),
+                FormatBytes(p.layer_weights_bytes[l]).c_str(),
+                FormatBytes(p.layer_kv_bytes[l]).c_str());
+  }
 }
 
 void PrintPlan(const Plan& p) {
@@ -94,6 +112,7 @@ void AddPlanCommand(CLI::App& app, PlanOptions& o) {
                   "(optional @bandwidth, e.g. cuda0=24GiB@1000GB/s)");
   cmd->add_option("--gpu-memory", o.gpu_memory, "Use at most this much memory per GPU");
   cmd->add_flag("--json", o.json, "Print JSON");
+  cmd->add_flag("--layers", o.layers, "Also print each layer's device, weight and KV bytes");
 }
 
 int RunPlan(const Settings& settings, const PlanOptions& o) {
@@ -200,6 +219,7 @@ int RunPlan(const Settings& settings, const PlanOptions& o) {
     std::printf("num_ctx %lld x %d sequences, kv %s, batch %lld\n", static_cast<long long>(c),
                 t.num_parallel, o.kv_type.c_str(), static_cast<long long>(t.num_batch));
     PrintPlan(*plan);
+    if (o.layers) PrintLayers(*plan);
   }
   ContextLimits lim = ComputeContextLimits(shape, inv, base);
   if (o.json) {

@@ -22,6 +22,7 @@ struct PlanOptions {
   std::string devices;       // described devices; empty: this machine's
   std::string gpu_memory;    // cap per GPU
   bool json = false;
+  bool layers = false;       // also print one row per layer
 };
 
 void AddPlanCommand(CLI::App& app, PlanOptions& options);

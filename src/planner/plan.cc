@@ -72,6 +72,8 @@ Plan BuildPlan(const ModelShape& m, const DeviceInventory& inv, const LoadOption
   cpu_plan.has_input = true;
   cpu_plan.weights_bytes += m.input_bytes;
   cpu_plan.host_bytes = m.host_bytes;
+  p.layer_weights_bytes = m.layer_weight_bytes;
+  p.layer_kv_bytes = kv_layer;
   for (int64_t l = 0; l < m.n_layer; ++l) {
     DevicePlan& d = p.devices[static_cast<size_t>(p.layer_device[static_cast<size_t>(l)])];
     d.layers.push_back(l);

@@ -109,6 +109,8 @@ struct Plan {
   LoadOptions options;
   std::vector<DevicePlan> devices;  // inventory order: GPUs, then the CPU
   std::vector<int> layer_device;    // [n_layer]: index into devices
+  std::vector<uint64_t> layer_weights_bytes;  // [n_layer]: every blk.N.* tensor
+  std::vector<uint64_t> layer_kv_bytes;       // [n_layer]: K + V of all sequences
   int output_device = 0;
   int gpu_layers = 0;               // llama.cpp's count: offloaded blocks (+1 for the output)
   double predicted_tok_s = 0.0;     // decode speed from the bandwidth model
