@@ -1,5 +1,6 @@
 #include "cmd_run.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -43,7 +44,13 @@ struct Loaded {
   std::unique_ptr<Runner> runner;
 };
 
-StatusOr<Loaded> Load(const Settings& settings, const std::string& name, const RequestFlags& r) {
+// Perplexity computes every token's logits, this many tokens at a time (the compute buffer
+// holds [rows, n_vocab] floats: 64 MiB for a 262144-token vocabulary).
+constexpr int64_t kPerplexityLogitRows = 64;
+
+// logit_rows: RunnerOptions::logit_rows (1 for generation).
+StatusOr<Loaded> Load(const Settings& settings, const std::string& name, const RequestFlags& r,
+                      int64_t logit_rows = 1) {
   FERRY_ASSIGN_OR_RETURN(std::string path, ResolveModel(settings, name));
   Loaded l;
   FERRY_ASSIGN_OR_RETURN(l.model, Model::Load(path));
@@ -57,6 +64,7 @@ StatusOr<Loaded> Load(const Settings& settings, const std::string& name, const R
   ro.num_ctx = r.num_ctx;
   ro.num_batch = r.num_batch;
   ro.num_threads = r.num_thread;
+  ro.logit_rows = std::max<int64_t>(1, std::min(logit_rows, r.num_batch));
   FERRY_ASSIGN_OR_RETURN(ro.kv_type, ParseDType(r.kv_type));
   if (ro.kv_type != DType::kF16 && ro.kv_type != DType::kQ8_0 && ro.kv_type != DType::kQ4_0 &&
       ro.kv_type != DType::kF32) {
@@ -67,6 +75,7 @@ StatusOr<Loaded> Load(const Settings& settings, const std::string& name, const R
   lo.num_ctx = ro.num_ctx;
   lo.num_batch = ro.num_batch;
   lo.kv_type = ro.kv_type;
+  lo.logit_rows = ro.logit_rows;
   lo.num_gpu = 0;
   FERRY_RETURN_IF_ERROR(ValidateLoadOptions(lo));
   FERRY_ASSIGN_OR_RETURN(DeviceInventory inv, DiscoverDevices());
@@ -226,7 +235,7 @@ int RunPerplexity(const Settings& settings, const PerplexityOptions& o) {
   if (!in) return Fail("perplexity", NotFoundError("{}: cannot read the text file", o.file));
   std::stringstream ss;
   ss << in.rdbuf();
-  auto loaded = Load(settings, o.model, o.request);
+  auto loaded = Load(settings, o.model, o.request, kPerplexityLogitRows);
   if (!loaded.ok()) return Fail("perplexity", loaded.status());
   auto tokens = loaded->tokenizer->Encode(ss.str(), false, false);
   if (!tokens.ok()) return Fail("perplexity", tokens.status());

@@ -65,7 +65,10 @@ Status Model::Forward(std::span<const int32_t> tokens, int64_t pos0, KvCache& kv
   if (sc == nullptr) {
     own_allocator = std::make_unique<DeviceAllocator>("cpu");
     FERRY_ASSIGN_OR_RETURN(own_scratch,
-                           ForwardScratch::Create(ForwardScratch::ShapeFor(*this, n, pos0 + n),
+                           ForwardScratch::Create(ForwardScratch::ShapeFor(*this, n, pos0 + n,
+                                                                           options.each_logits
+                                                                               ? std::min<int64_t>(n, 32)
+                                                                               : 1),
                                                   *own_allocator));
     sc = own_scratch.get();
   } else {
@@ -194,20 +197,40 @@ Status Model::Forward(std::span<const int32_t> tokens, int64_t pos0, KvCache& kv
   }
 
   // Output: logits for the last token, or all. The normed rows go to cur.
+  const WeightMatrix& wout = w_.output.present() ? w_.output : w_.token_embd;
+  auto softcap = [&](float* z, int64_t count) {
+    if (hp.final_logit_softcap <= 0.0f) return;
+    const float c = hp.final_logit_softcap;
+    for (int64_t i = 0; i < count; ++i) z[i] = c * std::tanh(z[i] / c);
+  };
+  if (options.each_logits) {
+    // Every token's logits, logit_rows at a time through the scratch.
+    logits->clear();
+    std::copy(x, x + n * e, cur);
+    NormRows(cur, w_.output_norm, n, e, hp.norm_eps);
+    const int64_t rows = std::max<int64_t>(1, sc->shape().logit_rows);
+    float* const y = sc->logits();
+    for (int64_t i0 = 0; i0 < n; i0 += rows) {
+      const int64_t r = std::min(rows, n - i0);
+      FERRY_RETURN_IF_ERROR(MatMul(wout, cur + i0 * e, r, y, options.pool, ws));
+      softcap(y, r * hp.n_vocab);
+      for (int64_t i = 0; i < r; ++i) {
+        FERRY_RETURN_IF_ERROR(options.each_logits(
+            i0 + i, std::span<const float>(y + i * hp.n_vocab, static_cast<size_t>(hp.n_vocab))));
+      }
+    }
+    return Status::Ok();
+  }
   const int64_t first_out = options.all_logits ? 0 : n - 1;
   const int64_t n_out = n - first_out;
   std::copy(x + first_out * e, x + n * e, cur);
   NormRows(cur, w_.output_norm, n_out, e, hp.norm_eps);
-  const WeightMatrix& wout = w_.output.present() ? w_.output : w_.token_embd;
   logits->resize(static_cast<size_t>(n_out * hp.n_vocab));
   // One row: into the scratch, then copied (the caller's vector keeps its capacity).
   float* const y = n_out == 1 ? sc->logits() : logits->data();
   FERRY_RETURN_IF_ERROR(MatMul(wout, cur, n_out, y, options.pool, ws));
   if (y != logits->data()) std::copy(y, y + hp.n_vocab, logits->data());
-  if (hp.final_logit_softcap > 0.0f) {
-    const float c = hp.final_logit_softcap;
-    for (float& z : *logits) z = c * std::tanh(z / c);
-  }
+  softcap(logits->data(), static_cast<int64_t>(logits->size()));
   return Status::Ok();
 }
 

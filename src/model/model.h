@@ -11,6 +11,7 @@
 #define FERRY_MODEL_MODEL_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -77,8 +78,15 @@ struct ModelWeights {
 class ForwardScratch;  // model/scratch.h
 
 // Per-batch options of Forward().
+// Receives the logits of token i of the batch: [n_vocab], valid during the call only.
+using LogitsCallback = std::function<Status(int64_t i, std::span<const float> logits)>;
+
 struct ForwardOptions {
-  bool all_logits = false;  // logits for every token (perplexity) instead of only the last
+  bool all_logits = false;  // logits for every token into *logits instead of only the last
+  // When set: called with every token's logits in order, computed scratch.logit_rows tokens
+  // at a time into the scratch, so no [n, n_vocab] array is ever held (perplexity);
+  // *logits is left empty. An error from the callback stops Forward and is returned.
+  LogitsCallback each_logits;
   // Threads for the matrix products and attention heads; null runs on the calling thread.
   // Results do not depend on the thread count. The pool must not be used by anyone else
   // during Forward() (one ParallelFor at a time).
@@ -106,7 +114,8 @@ class Model {
 
   // Runs tokens[0..n) at positions pos0..pos0+n-1 of sequence `seq`; the cache must already
   // hold positions < pos0 and have room reserved up to pos0 + n. Writes logits:
-  // [n, n_vocab] with all_logits, else [1, n_vocab] for the last token.
+  // [n, n_vocab] with all_logits, else [1, n_vocab] for the last token (nothing when
+  // options.each_logits is set: see there).
   // Errors: a token id outside the vocabulary (InvalidArgument), a batch the scratch cannot
   // hold or a scratch made for another shape (InvalidArgument), kernel errors.
   Status Forward(std::span<const int32_t> tokens, int64_t pos0, KvCache& kv, int32_t seq,

@@ -34,7 +34,7 @@ ForwardScratch::Offsets ForwardScratch::Layout(const ScratchShape& s) {
   o.kc = take(keys * u(s.k_dim));
   o.vc = take(keys * u(s.v_dim));
   o.scores = take(u(s.n_head) * keys);
-  o.logits = take(u(s.n_vocab));
+  o.logits = take(u(std::max<int64_t>(1, s.logit_rows)) * u(s.n_vocab));
   o.workspace = at;
   uint64_t ws = 0;
   for (const MatMulInput& m : s.matmuls) {
@@ -46,9 +46,11 @@ ForwardScratch::Offsets ForwardScratch::Layout(const ScratchShape& s) {
 
 uint64_t ForwardScratch::RequiredBytes(const ScratchShape& shape) { return Layout(shape).end; }
 
-ScratchShape ForwardScratch::ShapeFor(const Model& model, int64_t max_tokens, int64_t max_keys) {
+ScratchShape ForwardScratch::ShapeFor(const Model& model, int64_t max_tokens, int64_t max_keys,
+                                      int64_t logit_rows) {
   const HParams& hp = model.hparams();
   ScratchShape s;
+  s.logit_rows = logit_rows;
   s.max_tokens = max_tokens;
   s.max_keys = max_keys;
   s.n_embd = hp.n_embd;
@@ -80,9 +82,10 @@ ScratchShape ForwardScratch::ShapeFor(const Model& model, int64_t max_tokens, in
 StatusOr<std::unique_ptr<ForwardScratch>> ForwardScratch::Create(const ScratchShape& shape,
                                                                  DeviceAllocator& allocator,
                                                                  uint64_t bytes) {
-  if (shape.max_tokens < 1 || shape.max_keys < 1) {
-    return InvalidArgumentError("forward scratch: max_tokens {} and max_keys {} must be >= 1",
-                                shape.max_tokens, shape.max_keys);
+  if (shape.max_tokens < 1 || shape.max_keys < 1 || shape.logit_rows < 1) {
+    return InvalidArgumentError(
+        "forward scratch: max_tokens {}, max_keys {} and logit_rows {} must be >= 1",
+        shape.max_tokens, shape.max_keys, shape.logit_rows);
   }
   const uint64_t required = RequiredBytes(shape);
   if (bytes == 0) bytes = required;

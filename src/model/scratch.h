@@ -12,7 +12,8 @@
 //   gate, up [n, n_ff]           feed-forward
 //   kc [keys, k_dim], vc [keys, v_dim]           K/V rows of the visible keys, as f32
 //   scores [n_head, keys]        one score row per head
-//   logits [n_vocab]             logits of the last token
+//   logits [logit_rows, n_vocab] logits of the last token, or of logit_rows tokens at a time
+//                                when Forward streams every token's logits (perplexity)
 //   workspace [bytes]            MatMul activation quantization: the largest
 //                                MatMulWorkspaceBytes(type, cols, n) over the products
 //
@@ -46,6 +47,7 @@ struct ScratchShape {
   int64_t max_keys = 0;    // keys one attention step can see (num_ctx)
   int64_t n_embd = 0, q_dim = 0, k_dim = 0, v_dim = 0, attn_dim = 0, n_ff = 0, n_head = 0;
   int64_t n_vocab = 0;
+  int64_t logit_rows = 1;  // tokens whose logits are computed at once (>= 1)
   std::vector<MatMulInput> matmuls;  // distinct (type, cols) of the multiplied weights
 };
 
@@ -53,12 +55,14 @@ class ForwardScratch {
  public:
   // Bytes of the layout above for `shape`.
   static uint64_t RequiredBytes(const ScratchShape& shape);
-  // The shape of `model` for steps of max_tokens tokens over max_keys keys.
-  static ScratchShape ShapeFor(const Model& model, int64_t max_tokens, int64_t max_keys);
+  // The shape of `model` for steps of max_tokens tokens over max_keys keys, computing the
+  // logits of logit_rows tokens at a time.
+  static ScratchShape ShapeFor(const Model& model, int64_t max_tokens, int64_t max_keys,
+                               int64_t logit_rows = 1);
 
   // Allocates the scratch from `allocator` (purpose "compute"): `bytes` exactly (the plan's
   // reservation), or RequiredBytes(shape) when bytes is 0. Errors: InvalidArgument for
-  // max_tokens or max_keys < 1, or bytes below RequiredBytes (the message names both);
+  // max_tokens, max_keys or logit_rows < 1, or bytes below RequiredBytes (the message names both);
   // the allocator's ResourceExhausted.
   static StatusOr<std::unique_ptr<ForwardScratch>> Create(const ScratchShape& shape,
                                                           DeviceAllocator& allocator,

@@ -192,6 +192,7 @@ ScratchShape ComputeScratchShape(const ModelShape& m, const LoadOptions& o) {
   s.n_ff = m.n_ff;
   s.n_head = m.n_head;
   s.n_vocab = m.n_vocab;
+  s.logit_rows = o.logit_rows;
   s.matmuls = m.matmuls;
   return s;
 }
@@ -294,6 +295,9 @@ Status ValidateLoadOptions(const LoadOptions& o) {
   }
   if (o.num_batch < 1 || o.num_batch > 65536) {
     return InvalidArgumentError("num_batch {} is out of range (1 .. 65536)", o.num_batch);
+  }
+  if (o.logit_rows < 1 || o.logit_rows > 4096) {
+    return InvalidArgumentError("logit_rows {} is out of range (1 .. 4096)", o.logit_rows);
   }
   if (o.kv_type != DType::kF16 && o.kv_type != DType::kQ8_0 && o.kv_type != DType::kQ4_0 &&
       o.kv_type != DType::kF32) {

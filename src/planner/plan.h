@@ -81,6 +81,8 @@ struct LoadOptions {
   int num_gpu = -1;            // layers on GPUs: -1 as many as fit; 0 none; n_layer + 1 all +
                                // the output layer (llama.cpp's counting)
   int main_gpu = 0;            // the GPU that holds the output layer
+  int64_t logit_rows = 1;      // tokens whose logits are computed at once: 1 for generation,
+                               // more for perplexity (RunnerOptions::logit_rows)
 };
 
 // Checks the options themselves (not whether they fit): num_ctx in 1..2^24, num_parallel >= 1,

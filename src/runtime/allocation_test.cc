@@ -225,5 +225,93 @@ TEST(AllocationTest, RunnerErrorsInsteadOfOverAllocating) {
   EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status().ToString();
 }
 
+// Perplexity's logits stream through the compute buffer logit_rows at a time: the same
+// numbers as a [n, n_vocab] array, and the plan (LoadOptions::logit_rows) sizes the buffer.
+TEST(AllocationTest, StreamedLogitsEqualAllLogitsAndArePlanned) {
+  for (const std::string& path : ModelPaths()) {
+    SCOPED_TRACE(path);
+    Loaded l = LoadOrDie(path);
+    ASSERT_NE(l.tok, nullptr);
+    const std::vector<int32_t> tokens = *l.tok->Encode("Once upon a time, there was a girl", true,
+                                                       false);
+    const int64_t n = static_cast<int64_t>(tokens.size());
+    DeviceAllocator alloc("cpu");
+    std::vector<float> all, streamed;
+    for (int64_t rows : {int64_t{0}, int64_t{3}}) {  // 0: all_logits into the vector
+      auto kv = KvCache::Create(l.model->KvOptions(DType::kF32, 64, 1, 64));
+      ASSERT_TRUE(kv.ok());
+      const int32_t seq = *(*kv)->AddSequence();
+      ASSERT_TRUE((*kv)->Reserve(seq, n).ok());
+      auto scratch = ForwardScratch::Create(
+          ForwardScratch::ShapeFor(*l.model, n, 64, std::max<int64_t>(rows, 1)), alloc);
+      ASSERT_TRUE(scratch.ok());
+      ForwardOptions fo;
+      fo.scratch = scratch->get();
+      std::vector<float> out;
+      int64_t expected_i = 0;
+      if (rows == 0) {
+        fo.all_logits = true;
+      } else {
+        fo.each_logits = [&](int64_t i, std::span<const float> row) -> Status {
+          EXPECT_EQ(i, expected_i++);
+          streamed.insert(streamed.end(), row.begin(), row.end());
+          return Status::Ok();
+        };
+      }
+      ASSERT_TRUE(l.model->Forward(tokens, 0, **kv, seq, fo, &out).ok());
+      if (rows == 0) {
+        all = out;
+      } else {
+        EXPECT_TRUE(out.empty());
+        EXPECT_EQ(expected_i, n);
+      }
+    }
+    ASSERT_EQ(streamed.size(), all.size());
+    for (size_t i = 0; i < all.size(); ++i) ASSERT_NEAR(streamed[i], all[i], 1e-5f) << i;
+
+    // A callback error stops the step and is returned.
+    {
+      auto kv = KvCache::Create(l.model->KvOptions(DType::kF32, 64, 1, 64));
+      const int32_t seq = *(*kv)->AddSequence();
+      ASSERT_TRUE((*kv)->Reserve(seq, n).ok());
+      ForwardOptions fo;
+      fo.each_logits = [](int64_t, std::span<const float>) -> Status {
+        return MakeStatus(StatusCode::kFailedPrecondition, "stop here");
+      };
+      std::vector<float> out;
+      const Status s = l.model->Forward(tokens, 0, **kv, seq, fo, &out);
+      EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition) << s.ToString();
+    }
+
+    // The runner for perplexity allocates what the plan says for its logit_rows.
+    LoadOptions lo;
+    lo.num_ctx = 256;
+    lo.num_batch = 128;
+    lo.logit_rows = 64;
+    lo.num_gpu = 0;
+    auto plan = MakePlan(ShapeFromModel(*l.model), CpuOnly(), lo);
+    ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+    LoadOptions lo1 = lo;
+    lo1.logit_rows = 1;
+    auto plan1 = MakePlan(ShapeFromModel(*l.model), CpuOnly(), lo1);
+    ASSERT_TRUE(plan1.ok());
+    EXPECT_GE(plan->devices[0].compute_bytes - plan1->devices[0].compute_bytes,
+              63 * static_cast<uint64_t>(l.model->hparams().n_vocab) * sizeof(float));
+    RunnerOptions ro;
+    ro.num_ctx = 256;
+    ro.num_batch = 128;
+    ro.logit_rows = 64;
+    ro.num_threads = 2;
+    ro.compute_bytes = plan->devices[0].compute_bytes;
+    auto r = Runner::Create(l.model.get(), l.tok.get(), ro);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ((*r)->allocated_bytes("compute"), plan->devices[0].compute_bytes);
+    EXPECT_EQ((*r)->scratch().required_bytes(), plan->devices[0].compute_bytes);
+    ro.logit_rows = 0;
+    EXPECT_EQ(Runner::Create(l.model.get(), l.tok.get(), ro).status().code(),
+              StatusCode::kInvalidArgument);
+  }
+}
+
 }  // namespace
 }  // namespace ferry

@@ -56,6 +56,9 @@ StatusOr<std::unique_ptr<Runner>> Runner::Create(const Model* model,
   if (options.num_batch <= 0 || options.num_batch > 65536) {
     return InvalidArgumentError("num_batch {} is out of range (1 .. 65536)", options.num_batch);
   }
+  if (options.logit_rows < 1 || options.logit_rows > 4096) {
+    return InvalidArgumentError("logit_rows {} is out of range (1 .. 4096)", options.logit_rows);
+  }
   if (options.num_threads < 0 || options.num_threads > 1024) {
     return InvalidArgumentError("num_thread {} is out of range", options.num_threads);
   }
@@ -93,32 +96,23 @@ StatusOr<std::unique_ptr<Runner>> Runner::Create(const Model* model,
   FERRY_ASSIGN_OR_RETURN(
       r->scratch_,
       ForwardScratch::Create(
-          ForwardScratch::ShapeFor(*model, r->options_.num_batch, options.num_ctx),
+          ForwardScratch::ShapeFor(*model, r->options_.num_batch, options.num_ctx,
+                                   options.logit_rows),
           *r->allocator_, options.compute_bytes));
   FERRY_ASSIGN_OR_RETURN(r->seq_, r->kv_->AddSequence());
   return r;
 }
 
-Status Runner::Eval(std::span<const int32_t> tokens, int64_t pos0, bool all_logits,
-                    std::vector<float>* logits) {
-  const int64_t n_vocab = model_->hparams().n_vocab;
+Status Runner::Eval(std::span<const int32_t> tokens, int64_t pos0, std::vector<float>* logits) {
   ForwardOptions fo;
-  fo.all_logits = all_logits;
   fo.pool = pool_.get();
   fo.scratch = scratch_.get();
-  if (all_logits) logits->clear();
-  std::vector<float>& chunk_logits = chunk_logits_;
   for (size_t off = 0; off < tokens.size(); off += static_cast<size_t>(options_.num_batch)) {
     const size_t n = std::min(tokens.size() - off, static_cast<size_t>(options_.num_batch));
     const int64_t pos = pos0 + static_cast<int64_t>(off);
     FERRY_RETURN_IF_ERROR(kv_->Reserve(seq_, pos + static_cast<int64_t>(n)));
-    FERRY_RETURN_IF_ERROR(
-        model_->Forward(tokens.subspan(off, n), pos, *kv_, seq_, fo, &chunk_logits));
-    if (all_logits) {
-      logits->insert(logits->end(), chunk_logits.begin(), chunk_logits.end());
-    } else if (off + n == tokens.size()) {
-      logits->assign(chunk_logits.end() - n_vocab, chunk_logits.end());
-    }
+    // Each chunk leaves its last token's logits; the last chunk's are the result.
+    FERRY_RETURN_IF_ERROR(model_->Forward(tokens.subspan(off, n), pos, *kv_, seq_, fo, logits));
   }
   return Status::Ok();
 }
@@ -146,7 +140,7 @@ StatusOr<GenerateResult> Runner::Generate(const GenerateRequest& req, const Text
   GenerateResult result;
   std::vector<float> logits;
   int64_t t0 = NowNs();
-  FERRY_RETURN_IF_ERROR(Eval(req.prompt, 0, false, &logits));
+  FERRY_RETURN_IF_ERROR(Eval(req.prompt, 0, &logits));
   result.prompt_eval_ns = NowNs() - t0;
   result.prompt_eval_count = n_prompt;
   for (int32_t t : req.prompt) sampler->Accept(t);
@@ -206,7 +200,7 @@ StatusOr<GenerateResult> Runner::Generate(const GenerateRequest& req, const Text
     if (req.num_predict >= 0 && result.eval_count >= req.num_predict) break;
     if (pos >= n_ctx) break;
     const int32_t next[1] = {tok};
-    FERRY_RETURN_IF_ERROR(Eval(next, pos, false, &logits));
+    FERRY_RETURN_IF_ERROR(Eval(next, pos, &logits));
     ++pos;
   }
   if (emitted < result.text.size() && on_text) {
@@ -228,21 +222,32 @@ StatusOr<double> Runner::Perplexity(const std::vector<int32_t>& tokens, int64_t*
   const bool add_bos = tokenizer_->vocab().add_bos() && tokenizer_->vocab().bos() >= 0;
   double nll = 0.0;
   int64_t count = 0;
-  std::vector<float> logits;
+  std::vector<float> unused;
+  ForwardOptions fo;
+  fo.pool = pool_.get();
+  fo.scratch = scratch_.get();
   for (int64_t c = 0; c < n_chunks; ++c) {
     std::vector<int32_t> window(tokens.begin() + c * n_ctx, tokens.begin() + (c + 1) * n_ctx);
     if (add_bos) window[0] = tokenizer_->vocab().bos();
     FERRY_RETURN_IF_ERROR(kv_->Truncate(seq_, 0));
-    FERRY_RETURN_IF_ERROR(Eval(window, 0, true, &logits));
-    // Score the second half: the logits at position j predict token j + 1.
-    for (int64_t j = n_ctx / 2; j < n_ctx - 1; ++j) {
-      const float* row = logits.data() + j * n_vocab;
-      const int32_t target = tokens[static_cast<size_t>(c * n_ctx + j + 1)];
-      float max = *std::max_element(row, row + n_vocab);
-      double sum = 0.0;
-      for (int64_t v = 0; v < n_vocab; ++v) sum += std::exp(static_cast<double>(row[v] - max));
-      nll += std::log(sum) - static_cast<double>(row[target] - max);
-      ++count;
+    for (int64_t off = 0; off < n_ctx; off += options_.num_batch) {
+      const int64_t n = std::min(n_ctx - off, options_.num_batch);
+      FERRY_RETURN_IF_ERROR(kv_->Reserve(seq_, off + n));
+      // Score the second half as the logits arrive: the logits at position j predict j + 1.
+      fo.each_logits = [&](int64_t i, std::span<const float> row) -> Status {
+        const int64_t j = off + i;
+        if (j < n_ctx / 2 || j >= n_ctx - 1) return Status::Ok();
+        const int32_t target = tokens[static_cast<size_t>(c * n_ctx + j + 1)];
+        const float max = *std::max_element(row.begin(), row.end());
+        double sum = 0.0;
+        for (float z : row) sum += std::exp(static_cast<double>(z - max));
+        nll += std::log(sum) - static_cast<double>(row[static_cast<size_t>(target)] - max);
+        ++count;
+        return Status::Ok();
+      };
+      FERRY_RETURN_IF_ERROR(model_->Forward(std::span<const int32_t>(window).subspan(
+                                                static_cast<size_t>(off), static_cast<size_t>(n)),
+                                            off, *kv_, seq_, fo, &unused));
     }
   }
   *n_scored = count;

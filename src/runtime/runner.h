@@ -36,6 +36,10 @@ struct RunnerOptions {
   // scratch is allocated with exactly these bytes, so allocated == planned. 0: exactly what the
   // forward pass needs (ForwardScratch::RequiredBytes). Less than that is an error.
   uint64_t compute_bytes = 0;
+  // Tokens whose logits one step computes at once when every token's logits are needed
+  // (Perplexity): the compute buffer holds [logit_rows, n_vocab] floats. 1 suits generation;
+  // perplexity wants more (the output matrix is read once per logit_rows tokens).
+  int64_t logit_rows = 1;
   // Most bytes the runner may hold on the CPU (weights + host + KV + compute); 0: unlimited.
   // Exceeding it is a ResourceExhausted error from Create.
   uint64_t cpu_capacity_bytes = 0;
@@ -77,7 +81,9 @@ class Runner {
   StatusOr<GenerateResult> Generate(const GenerateRequest& request, const TextCallback& on_text);
 
   // Perplexity of `tokens` in windows of num_ctx as llama.cpp computes it: each window starts
-  // with BOS (when the vocabulary adds one) and only its second half is scored.
+  // with BOS (when the vocabulary adds one) and only its second half is scored. Logits are
+  // scored as they are computed (options.logit_rows at a time): nothing beyond the plan's
+  // compute buffer is allocated.
   // Returns the perplexity; *n_scored gets the number of scored tokens.
   StatusOr<double> Perplexity(const std::vector<int32_t>& tokens, int64_t* n_scored);
 
@@ -94,9 +100,8 @@ class Runner {
 
  private:
   Runner() = default;
-  // Runs tokens from position pos0 in chunks of num_batch; logits of the last (or all) tokens.
-  Status Eval(std::span<const int32_t> tokens, int64_t pos0, bool all_logits,
-              std::vector<float>* logits);
+  // Runs tokens from position pos0 in chunks of num_batch; the logits of the last token.
+  Status Eval(std::span<const int32_t> tokens, int64_t pos0, std::vector<float>* logits);
 
   const Model* model_ = nullptr;
   const tokenizer::Tokenizer* tokenizer_ = nullptr;
@@ -108,7 +113,6 @@ class Runner {
   DeviceAllocator::Buffer host_charge_;                  // header, metadata, vocabulary
   std::unique_ptr<KvCache> kv_;
   std::unique_ptr<ForwardScratch> scratch_;
-  std::vector<float> chunk_logits_;  // Eval's per-step logits, kept to reuse its capacity
   int32_t seq_ = 0;
 };
 
