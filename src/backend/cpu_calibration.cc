@@ -20,8 +20,8 @@ namespace {
 // The synthetic weight matrix: [kRows, kCols], kCols a multiple of every block size (256).
 constexpr int64_t kRows = 512;
 constexpr int64_t kCols = 1024;
-// Calls per timed batch.
-constexpr int kBatch = 4;
+// Back-to-back calls per type in each round (the first may find the matrix in L3 only).
+constexpr int kCallsPerRound = 3;
 
 using Clock = std::chrono::steady_clock;
 
@@ -41,43 +41,44 @@ struct AlignedBytes {
   size_t size = 0;
 };
 
-// FLOP/s of MatMul(n_tok = 1) on a synthetic [kRows, kCols] matrix of `type`.
-StatusOr<double> TimeType(DType type, ThreadPool& pool, double budget_seconds) {
-  // One row quantized from a fixed pattern, copied to every row; a fixed activation vector.
-  std::vector<float> x(static_cast<size_t>(kCols));
-  for (int64_t i = 0; i < kCols; ++i) {
-    x[static_cast<size_t>(i)] = static_cast<float>(std::sin(0.37 * static_cast<double>(i)));
-  }
-  FERRY_ASSIGN_OR_RETURN(const uint64_t row_bytes, RowBytes(type, static_cast<uint64_t>(kCols)));
-  AlignedBytes weights(row_bytes * static_cast<uint64_t>(kRows));
-  FERRY_RETURN_IF_ERROR(QuantizeRow(type, x.data(), weights.data, kCols));
-  for (int64_t r = 1; r < kRows; ++r) {
-    std::memcpy(weights.data + static_cast<uint64_t>(r) * row_bytes, weights.data, row_bytes);
-  }
+// One type's synthetic problem: W [kRows, kCols] (one row quantized from a fixed pattern,
+// copied to every row), x [kCols] (the same pattern), y [kRows], and MatMul's workspace.
+struct Problem {
+  explicit Problem(uint64_t row_bytes, DType type)
+      : weights(row_bytes * static_cast<uint64_t>(kRows)),
+        workspace(MatMulWorkspaceBytes(type, kCols, 1)),
+        x(static_cast<size_t>(kCols)),
+        y(static_cast<size_t>(kRows)) {}
+  AlignedBytes weights;
+  AlignedBytes workspace;
+  std::vector<float> x;
+  std::vector<float> y;
   WeightMatrix w;
-  w.type = type;
-  w.data = weights.data;
-  w.cols = kCols;
-  w.rows = kRows;
-  w.row_bytes = row_bytes;
-  AlignedBytes workspace(MatMulWorkspaceBytes(type, kCols, 1));
-  const std::span<uint8_t> ws(workspace.data, workspace.size);
-  std::vector<float> y(static_cast<size_t>(kRows));
+  double best_seconds = 0.0;  // the fastest call so far
 
-  FERRY_RETURN_IF_ERROR(MatMul(w, x.data(), 1, y.data(), &pool, ws));  // untimed
-  double best = 0.0;  // seconds per call of the fastest batch
-  const Clock::time_point start = Clock::now();
-  do {
-    const Clock::time_point t0 = Clock::now();
-    for (int i = 0; i < kBatch; ++i) {
-      FERRY_RETURN_IF_ERROR(MatMul(w, x.data(), 1, y.data(), &pool, ws));
-    }
-    const double per_call = Seconds(t0, Clock::now()) / kBatch;
-    if (best == 0.0 || per_call < best) best = per_call;
-  } while (Seconds(start, Clock::now()) < budget_seconds);
-  // A clock too coarse to see a batch would give 0: count it as one tick of 1 ns.
-  best = std::max(best, 1e-9);
-  return 2.0 * static_cast<double>(kRows) * static_cast<double>(kCols) / best;
+  Status Call(ThreadPool& pool) {
+    return MatMul(w, x.data(), 1, y.data(), &pool,
+                  std::span<uint8_t>(workspace.data, workspace.size));
+  }
+};
+
+StatusOr<std::unique_ptr<Problem>> MakeProblem(DType type) {
+  FERRY_ASSIGN_OR_RETURN(const uint64_t row_bytes, RowBytes(type, static_cast<uint64_t>(kCols)));
+  auto p = std::make_unique<Problem>(row_bytes, type);
+  for (int64_t i = 0; i < kCols; ++i) {
+    p->x[static_cast<size_t>(i)] = static_cast<float>(std::sin(0.37 * static_cast<double>(i)));
+  }
+  FERRY_RETURN_IF_ERROR(QuantizeRow(type, p->x.data(), p->weights.data, kCols));
+  for (int64_t r = 1; r < kRows; ++r) {
+    std::memcpy(p->weights.data + static_cast<uint64_t>(r) * row_bytes, p->weights.data,
+                row_bytes);
+  }
+  p->w.type = type;
+  p->w.data = p->weights.data;
+  p->w.cols = kCols;
+  p->w.rows = kRows;
+  p->w.row_bytes = row_bytes;
+  return p;
 }
 
 }  // namespace
@@ -108,9 +109,30 @@ StatusOr<CpuCalibration> CalibrateCpuMatmul(const CpuCalibrationOptions& options
                       ? options.num_threads
                       : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   ThreadPool pool(c.num_threads);
-  const double per_type = options.budget_seconds / static_cast<double>(options.types.size());
+  std::vector<std::unique_ptr<Problem>> problems;
   for (DType t : options.types) {
-    FERRY_ASSIGN_OR_RETURN(c.flops_by_type[t], TimeType(t, pool, per_type));
+    FERRY_ASSIGN_OR_RETURN(problems.emplace_back(), MakeProblem(t));
+    FERRY_RETURN_IF_ERROR(problems.back()->Call(pool));  // untimed: wakes the pool
+  }
+  // Rounds over all types until the budget is spent, so that each type is sampled across the
+  // whole window: a neighbour that holds a core for a few milliseconds slows some calls of
+  // every type instead of all calls of one.
+  const Clock::time_point timed_start = Clock::now();
+  do {
+    for (std::unique_ptr<Problem>& p : problems) {
+      for (int i = 0; i < kCallsPerRound; ++i) {
+        const Clock::time_point t0 = Clock::now();
+        FERRY_RETURN_IF_ERROR(p->Call(pool));
+        const double s = Seconds(t0, Clock::now());
+        if (p->best_seconds == 0.0 || s < p->best_seconds) p->best_seconds = s;
+      }
+    }
+  } while (Seconds(timed_start, Clock::now()) < options.budget_seconds);
+  for (const std::unique_ptr<Problem>& p : problems) {
+    // A clock too coarse to see a call would give 0: count it as 1 ns.
+    const double seconds = std::max(p->best_seconds, 1e-9);
+    c.flops_by_type[p->w.type] =
+        2.0 * static_cast<double>(kRows) * static_cast<double>(kCols) / seconds;
   }
   c.matmul_flops = c.flops_by_type.at(options.representative);
   c.seconds = Seconds(start, Clock::now());

@@ -12,11 +12,13 @@
 // measurement and varies from run to run and with the machine's load. Tests may check that the
 // result is positive and finite, never how large it is.
 //
-// Method, per type: one untimed call (wakes the pool, brings the matrix into cache), then
-// batches of 4 calls until the type's share of the time budget is spent; the result is
-// 2 * rows * cols / (the mean call time of the fastest batch). The fastest batch is what the
-// machine does when nothing else competes for its cores (a busy neighbour makes slower
-// batches, not faster ones).
+// Method: one untimed call per type (wakes the pool, brings the matrix into cache), then rounds
+// over all types, 3 timed calls of each per round, until the time budget is spent; a type's
+// rate is 2 * rows * cols / (its fastest call). The fastest call is what the machine does when
+// nothing else competes for its cores: a busy neighbour makes calls slower, never faster, and
+// with several threads one descheduled worker stalls the whole call, so a mean would measure
+// the neighbour. On a quiet machine the fastest call is within a few percent of the mean. On a
+// busy one decode will run slower than this figure (pin it with FERRY_CPU_FLOPS if needed).
 //
 // Thread-safety: may be called from any thread; each call creates and joins its own pool.
 #ifndef FERRY_BACKEND_CPU_CALIBRATION_H_
@@ -42,8 +44,8 @@ struct CpuCalibrationOptions {
                               DType::kQ6_K, DType::kQ4_0, DType::kF16};
   // The representative type: its rate becomes CpuCalibration::matmul_flops. Must be in types.
   DType representative = DType::kQ4_K;
-  // Timed seconds in all, split evenly over the types (setup and the untimed calls come on
-  // top: about 1 ms for the default types). At least one batch per type is always timed.
+  // Timed seconds in all, shared by the types in rounds (setup and the untimed calls come on
+  // top: about 2 ms for the default types). At least one round is always timed.
   double budget_seconds = 0.012;
 };
 
@@ -51,7 +53,7 @@ struct CpuCalibration {
   double matmul_flops = 0.0;                // FLOP/s of `representative`
   std::map<DType, double> flops_by_type;    // FLOP/s per timed type
   int num_threads = 0;                      // threads actually used
-  double seconds = 0.0;                     // wall time of the whole calibration
+  double seconds = 0.0;                     // wall time of the whole calibration, setup included
 };
 
 // Errors: InvalidArgument for an empty or unsupported type list, a representative not in it,
