@@ -1,5 +1,7 @@
 """`ferry plan`: JSON shape, described devices, sweeps and bad input."""
 import json
+import math
+import os
 
 import pytest
 
@@ -80,6 +82,9 @@ def test_above_trained_context_warns(ferry, default_model):
     (["--kv-type", "q5_0"], "not supported"),
     (["--devices", "cuda0=8GiB"], "cpu"),
     (["--devices", "tpu0=8GiB,cpu=1GiB"], "tpu0"),
+    (["--devices", "cpu=1GiB@0GFLOPS"], "zero"),
+    (["--devices", "cpu=1GiB@1GFLOPS@2GFLOPS"], "more than one FLOPS"),
+    (["--num-thread", "-1"], "--num-thread"),
 ])
 def test_bad_input(ferry, args, needle):
     proc = run([ferry, "plan", STORIES, *args], check=False)
@@ -91,3 +96,42 @@ def test_nothing_fits_says_what_is_missing(ferry, default_model):
     proc = run([ferry, "plan", default_model, "--devices", "cpu=100MiB"], check=False)
     assert proc.returncode == 1
     assert "needs" in proc.stderr and "more on cpu" in proc.stderr
+
+
+def test_speed_model_with_described_flops(ferry):
+    # 1 GFLOP/s against 1 TB/s: the CPU is compute-bound and the speed is FLOP/s / FLOPs.
+    out = plan_json(ferry, STORIES, "--ctx", "512", "--devices", "cpu=1GiB@1TB/s@1GFLOPS")
+    cpu = out["plan"]["devices"][0]
+    assert cpu["matmul_flops"] == 1e9 and cpu["matmul_flops_source"] == "described"
+    assert cpu["bandwidth_bytes_per_s"] == 1e12
+    assert cpu["flops_per_token"] > 0 and cpu["bound"] == "compute-bound"
+    assert out["plan"]["predicted_tok_s"] == pytest.approx(1e9 / cpu["flops_per_token"])
+    # 10 MB/s against 1 TFLOP/s: memory-bound.
+    out = plan_json(ferry, STORIES, "--ctx", "512", "--devices", "cpu=1GiB@10MB/s@1TFLOPS")
+    cpu = out["plan"]["devices"][0]
+    assert cpu["bound"] == "memory-bound"
+    assert out["plan"]["predicted_tok_s"] == pytest.approx(1e7 / cpu["bytes_read_per_token"])
+    text = run([ferry, "plan", STORIES, "--devices", "cpu=1GiB@1TB/s@1GFLOPS"]).stdout
+    assert "compute-bound" in text and "1.00 GFLOP/s" in text
+
+
+def test_cpu_flops_measured_overridden_or_off(ferry):
+    env = dict(os.environ)
+    env.pop("FERRY_CPU_FLOPS", None)
+    cpu = plan_json_env(ferry, env)["plan"]["devices"][0]
+    assert cpu["matmul_flops_source"] == "measured"
+    assert cpu["matmul_flops"] > 0 and math.isfinite(cpu["matmul_flops"])  # a measurement
+    env["FERRY_CPU_FLOPS"] = "50GFLOPS"
+    cpu = plan_json_env(ferry, env)["plan"]["devices"][0]
+    assert cpu["matmul_flops"] == 50e9 and cpu["matmul_flops_source"] == "override"
+    env["FERRY_CPU_FLOPS"] = "off"
+    cpu = plan_json_env(ferry, env)["plan"]["devices"][0]
+    assert cpu["matmul_flops"] == 0 and cpu["bound"] == "memory-bound"
+    env["FERRY_CPU_FLOPS"] = "fast"
+    proc = run([ferry, "plan", STORIES], check=False, env=env)
+    assert proc.returncode != 0 and "FERRY_CPU_FLOPS" in proc.stderr
+
+
+def plan_json_env(ferry, env):
+    return json.loads(run([ferry, "plan", STORIES, "--json", "--num-thread", "1"],
+                          env=env).stdout)

@@ -32,7 +32,12 @@ std::string Headroom(const DevicePlan& d) {
   return h >= 0 ? FormatBytes(static_cast<uint64_t>(h)) : "-" + FormatBytes(static_cast<uint64_t>(-h));
 }
 
-json PlanJson(const Plan& p) {
+std::string FlopsSource(const DeviceInventory& inv, const std::string& name) {
+  const Device* d = inv.Find(name);
+  return d != nullptr ? d->matmul_flops_source : "";
+}
+
+json PlanJson(const Plan& p, const DeviceInventory& inv) {
   json j;
   j["num_ctx"] = p.options.num_ctx;
   j["num_parallel"] = p.options.num_parallel;
@@ -52,7 +57,14 @@ json PlanJson(const Plan& p) {
                     {"layers", d.layers},
                     {"output", d.has_output},
                     {"input", d.has_input},
-                    {"bytes_read_per_token", d.bytes_read_per_token}});
+                    {"bytes_read_per_token", d.bytes_read_per_token},
+                    {"bandwidth_bytes_per_s", d.bandwidth_bytes_per_s},
+                    {"flops_per_token", d.flops_per_token},
+                    {"matmul_flops", d.matmul_flops},
+                    {"matmul_flops_source", FlopsSource(inv, d.name)},
+                    {"memory_seconds_per_token", d.memory_seconds},
+                    {"compute_seconds_per_token", d.compute_seconds},
+                    {"bound", d.bound()}});
   }
   j["devices"] = devs;
   json layers = json::array();
@@ -78,7 +90,7 @@ void PrintLayers(const Plan& p) {
   }
 }
 
-void PrintPlan(const Plan& p) {
+void PrintPlan(const Plan& p, const DeviceInventory& inv) {
   std::printf("  %-8s %-22s %11s %11s %11s %11s %11s %11s %11s\n", "device", "layers", "weights",
               "kv", "compute", "host", "total", "free", "headroom");
   for (const DevicePlan& d : p.devices) {
@@ -89,8 +101,29 @@ void PrintPlan(const Plan& p) {
                 FormatBytes(d.capacity_bytes).c_str(), Headroom(d).c_str());
   }
   std::printf("  (host: the GGUF header, parsed metadata and tokenizer tables, on the CPU)\n");
-  std::printf("  predicted decode speed: %.1f tok/s (bytes read per token / device bandwidth)\n",
-              p.predicted_tok_s);
+  // The speed model: per device max(bytes read / bandwidth, FLOPs / mat-vec throughput).
+  std::printf("  %-8s %11s %11s %11s %18s %9s  %s\n", "device", "read/token", "bandwidth",
+              "FLOP/token", "mat-vec", "ms/token", "bound");
+  for (const DevicePlan& d : p.devices) {
+    if (d.bytes_read_per_token == 0 && d.flops_per_token == 0) continue;
+    const std::string source = FlopsSource(inv, d.name);
+    std::printf("  %-8s %11s %11s %10.3gG %18s %9.2f  %s\n", d.name.c_str(),
+                FormatBytes(d.bytes_read_per_token).c_str(),
+                FormatBandwidth(d.bandwidth_bytes_per_s).c_str(),
+                static_cast<double>(d.flops_per_token) / 1e9,
+                d.matmul_flops > 0
+                    ? fmt::format("{}{}", FormatFlops(d.matmul_flops),
+                                  source == "measured" ? "*" : "")
+                          .c_str()
+                    : "unknown",
+                d.seconds_per_token() * 1e3, d.bound());
+  }
+  std::printf("  predicted decode speed: %.1f tok/s (per device the slower of reading its bytes "
+              "and multiplying its weights%s)\n",
+              p.predicted_tok_s,
+              FlopsSource(inv, "cpu") == "measured"
+                  ? "; * measured Q4_K mat-vec on this CPU, other types timed too"
+                  : "");
   for (const std::string& w : p.warnings) std::printf("  warning: %s\n", w.c_str());
 }
 
@@ -109,7 +142,11 @@ void AddPlanCommand(CLI::App& app, PlanOptions& o) {
   cmd->add_option("--main-gpu", o.main_gpu, "GPU that holds the output layer");
   cmd->add_option("--devices", o.devices,
                   "Describe devices instead of discovering them: cuda0=24GiB,cpu=64GiB "
-                  "(optional @bandwidth, e.g. cuda0=24GiB@1000GB/s)");
+                  "(optional @bandwidth and @FLOPS, e.g. cuda0=24GiB@1000GB/s, "
+                  "cpu=64GiB@40GB/s@200GFLOPS)");
+  cmd->add_option("--num-thread", o.num_thread,
+                  "CPU threads decode would use: the CPU calibration runs with them (0: all "
+                  "cores)");
   cmd->add_option("--gpu-memory", o.gpu_memory, "Use at most this much memory per GPU");
   cmd->add_flag("--json", o.json, "Print JSON");
   cmd->add_flag("--layers", o.layers, "Also print each layer's device, weight and KV bytes");
@@ -130,6 +167,12 @@ int RunPlan(const Settings& settings, const PlanOptions& o) {
   } else {
     DiscoverOptions d;
     d.gpu_overhead_bytes = settings.gpu_overhead_bytes;
+    d.cpu_matmul_flops = settings.cpu_matmul_flops;
+    if (o.num_thread < 0 || o.num_thread > 1024) {
+      return Fail(InvalidArgumentError("--num-thread {} is out of range (0 .. 1024)",
+                                       o.num_thread));
+    }
+    d.cpu_threads = o.num_thread;
     if (!o.gpu_memory.empty()) {
       auto cap = ParseBytes(o.gpu_memory);
       if (!cap.ok()) return Fail(cap.status().WithPrefix("--gpu-memory"));
@@ -185,7 +228,7 @@ int RunPlan(const Settings& settings, const PlanOptions& o) {
     auto plan = MakePlan(shape, inv, t);
     if (o.json) {
       if (plan.ok()) {
-        rows.push_back(PlanJson(*plan));
+        rows.push_back(PlanJson(*plan, inv));
       } else {
         rows.push_back({{"num_ctx", c}, {"error", plan.status().message()}});
         rc = sweep ? rc : 1;
@@ -218,7 +261,7 @@ int RunPlan(const Settings& settings, const PlanOptions& o) {
     }
     std::printf("num_ctx %lld x %d sequences, kv %s, batch %lld\n", static_cast<long long>(c),
                 t.num_parallel, o.kv_type.c_str(), static_cast<long long>(t.num_batch));
-    PrintPlan(*plan);
+    PrintPlan(*plan, inv);
     if (o.layers) PrintLayers(*plan);
   }
   ContextLimits lim = ComputeContextLimits(shape, inv, base);

@@ -21,6 +21,7 @@ struct PlanOptions {
   int main_gpu = 0;
   std::string devices;       // described devices; empty: this machine's
   std::string gpu_memory;    // cap per GPU
+  int num_thread = 0;        // CPU threads decode would use (calibration); 0: all cores
   bool json = false;
   bool layers = false;       // also print one row per layer
 };

@@ -78,7 +78,10 @@ StatusOr<Loaded> Load(const Settings& settings, const std::string& name, const R
   lo.logit_rows = ro.logit_rows;
   lo.num_gpu = 0;
   FERRY_RETURN_IF_ERROR(ValidateLoadOptions(lo));
-  FERRY_ASSIGN_OR_RETURN(DeviceInventory inv, DiscoverDevices());
+  DiscoverOptions discover;
+  discover.cpu_threads = ro.num_threads;  // the calibration runs on as many threads as decode
+  discover.cpu_matmul_flops = settings.cpu_matmul_flops;
+  FERRY_ASSIGN_OR_RETURN(DeviceInventory inv, DiscoverDevices(discover));
   FERRY_ASSIGN_OR_RETURN(Plan plan, MakePlan(ShapeFromModel(*l.model), inv, lo));
   const DevicePlan& cpu_plan = plan.devices.back();
   ro.compute_bytes = cpu_plan.compute_bytes;

@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include "backend/device.h"
 #include "base/bytes.h"
 
 namespace ferry::app {
@@ -13,6 +14,16 @@ StatusOr<Settings> ReadSettings() {
     auto b = ParseBytes(o);
     if (!b.ok()) return b.status().WithPrefix("FERRY_GPU_OVERHEAD");
     s.gpu_overhead_bytes = *b;
+  }
+  if (const char* f = std::getenv("FERRY_CPU_FLOPS"); f != nullptr && *f != '\0') {
+    const std::string v = f;
+    if (v == "off" || v == "0") {
+      s.cpu_matmul_flops = 0.0;
+    } else {
+      auto flops = ParseFlops(v);
+      if (!flops.ok()) return flops.status().WithPrefix("FERRY_CPU_FLOPS");
+      s.cpu_matmul_flops = *flops;
+    }
   }
   if (const char* m = std::getenv("FERRY_MODELS"); m != nullptr && *m != '\0') {
     s.models_dir = m;

@@ -3,6 +3,7 @@
 #ifndef FERRY_APPS_FERRY_SETTINGS_H_
 #define FERRY_APPS_FERRY_SETTINGS_H_
 
+#include <optional>
 #include <string>
 
 #include "base/status.h"
@@ -14,6 +15,10 @@ struct Settings {
   std::string models_dir;
   // FERRY_GPU_OVERHEAD: bytes to leave free on every GPU (e.g. "1GiB"); 0 when unset.
   uint64_t gpu_overhead_bytes = 0;
+  // FERRY_CPU_FLOPS: the CPU's mat-vec throughput for the speed model instead of measuring it
+  // at discovery ("200GFLOPS", see ParseFlops); "off" or "0": no compute term (bandwidth
+  // only). Unset: measured (DiscoverOptions::cpu_matmul_flops).
+  std::optional<double> cpu_matmul_flops;
 };
 
 // Errors: a FERRY_* value that does not parse (named in the message).

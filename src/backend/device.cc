@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "backend/cpu_calibration.h"
 #include "backend/device_cuda.h"
 #include "base/bytes.h"
 #include "base/log.h"
@@ -26,6 +27,8 @@ namespace {
 constexpr uint64_t kMaxDescribedBytes = uint64_t{1} << 60;
 // Largest bandwidth ParseBandwidth accepts: 1 PB/s, far above any memory system.
 constexpr double kMaxBandwidth = 1e15;
+// Largest throughput ParseFlops accepts: 1e18 FLOP/s (1 EFLOP/s), far above any one device.
+constexpr double kMaxFlops = 1e18;
 // The files discovery reads are a few KiB; refuse to slurp anything absurd.
 constexpr size_t kMaxSmallFileBytes = size_t{4} << 20;
 
@@ -293,11 +296,85 @@ std::string FormatBandwidth(double bytes_per_s) {
   return fmt::format("{:.2f} {}", v, kUnits[unit]);
 }
 
+namespace {
+
+// True if `text` (spaces ignored, any case) ends in "flops" or "flop/s".
+bool LooksLikeFlops(std::string_view text) {
+  std::string s;
+  for (char c : text) {
+    if (!IsSpace(c)) s += c;
+  }
+  s = ToLower(s);
+  auto ends_with = [&](std::string_view suffix) {
+    return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(),
+                                                  suffix.data(), suffix.size()) == 0;
+  };
+  return ends_with("flops") || ends_with("flop/s");
+}
+
+}  // namespace
+
+StatusOr<double> ParseFlops(std::string_view text) {
+  std::string s;
+  for (char c : text) {
+    if (!IsSpace(c)) s += c;
+  }
+  s = ToLower(s);
+  if (s.empty()) return InvalidArgumentError("empty FLOPS value");
+  if (s.front() == '-') return InvalidArgumentError("FLOPS '{}' is negative", Trim(text));
+  if (s.size() >= 6 && s.compare(s.size() - 6, 6, "flop/s") == 0) {
+    s.resize(s.size() - 6);
+  } else if (s.size() >= 5 && s.compare(s.size() - 5, 5, "flops") == 0) {
+    s.resize(s.size() - 5);
+  } else {
+    return InvalidArgumentError("FLOPS '{}' needs a FLOPS unit (e.g. 200GFLOPS)", Trim(text));
+  }
+  double value = 0.0;
+  const auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), value);
+  if (ec != std::errc() || ptr == s.data()) {
+    return InvalidArgumentError("FLOPS '{}' does not start with a number", Trim(text));
+  }
+  const std::string prefix = s.substr(static_cast<size_t>(ptr - s.data()));
+  double multiplier = 1.0;
+  if (!prefix.empty()) {
+    static constexpr std::string_view kPrefixes = "kmgtp";
+    const size_t power = prefix.size() == 1 ? kPrefixes.find(prefix[0]) : std::string_view::npos;
+    if (power == std::string_view::npos) {
+      return InvalidArgumentError("FLOPS '{}' has an unknown prefix '{}' (use k, M, G, T or P)",
+                                  Trim(text), prefix);
+    }
+    multiplier = std::pow(1000.0, static_cast<double>(power + 1));
+  }
+  const double flops = value * multiplier;
+  if (!std::isfinite(flops)) {
+    return InvalidArgumentError("FLOPS '{}' is not a finite number", Trim(text));
+  }
+  if (flops <= 0.0) return InvalidArgumentError("FLOPS '{}' is zero", Trim(text));
+  if (flops > kMaxFlops) {
+    return OutOfRangeError("FLOPS '{}' is absurd (more than 1e18 FLOP/s)", Trim(text));
+  }
+  return flops;
+}
+
+std::string FormatFlops(double flops) {
+  static constexpr const char* kUnits[] = {"FLOP/s",  "kFLOP/s", "MFLOP/s",
+                                           "GFLOP/s", "TFLOP/s", "PFLOP/s"};
+  double v = flops;
+  int unit = 0;
+  while (unit < 5 && std::round(v) >= 999.5) {
+    v /= 1000.0;
+    ++unit;
+  }
+  if (unit == 0 || v >= 99.95) return fmt::format("{:.0f} {}", v, kUnits[unit]);
+  if (v >= 9.995) return fmt::format("{:.1f} {}", v, kUnits[unit]);
+  return fmt::format("{:.2f} {}", v, kUnits[unit]);
+}
+
 StatusOr<DeviceInventory> ParseDevices(std::string_view description) {
   const std::string_view trimmed = Trim(description);
   if (trimmed.empty()) {
     return InvalidArgumentError(
-        "empty device description (expected NAME=SIZE[@BANDWIDTH],..., e.g. "
+        "empty device description (expected NAME=SIZE[@BANDWIDTH][@FLOPS],..., e.g. "
         "\"cuda0=24GiB,cpu=64GiB\")");
   }
   std::vector<Device> gpus;
@@ -316,7 +393,8 @@ StatusOr<DeviceInventory> ParseDevices(std::string_view description) {
     }
     const size_t eq = entry.find('=');
     if (eq == std::string_view::npos) {
-      return InvalidArgumentError("device entry '{}': expected NAME=SIZE[@BANDWIDTH]", entry);
+      return InvalidArgumentError("device entry '{}': expected NAME=SIZE[@BANDWIDTH][@FLOPS]",
+                                  entry);
     }
     const std::string name = ToLower(Trim(entry.substr(0, eq)));
     const std::string_view value = entry.substr(eq + 1);
@@ -351,13 +429,36 @@ StatusOr<DeviceInventory> ParseDevices(std::string_view description) {
     device.source = "described";
     device.bandwidth_bytes_per_s =
         parsed->kind == DeviceKind::kCpu ? kDefaultCpuBandwidth : kDefaultCudaBandwidth;
-    if (at != std::string_view::npos) {
-      StatusOr<double> bandwidth = ParseBandwidth(value.substr(at + 1));
-      if (!bandwidth.ok()) {
-        return Status(bandwidth.status().code(),
-                      fmt::format("device entry '{}': {}", entry, bandwidth.status().message()));
+    device.matmul_flops =
+        parsed->kind == DeviceKind::kCpu ? kDefaultCpuMatmulFlops : kDefaultCudaMatmulFlops;
+    device.matmul_flops_source = "default";
+    // The parts after SIZE: a bandwidth and/or a FLOPS figure, told apart by the unit.
+    bool have_bandwidth = false;
+    bool have_flops = false;
+    for (size_t part_at = at; part_at != std::string_view::npos;) {
+      const size_t next = value.find('@', part_at + 1);
+      const std::string_view part = value.substr(
+          part_at + 1, next == std::string_view::npos ? std::string_view::npos
+                                                       : next - part_at - 1);
+      part_at = next;
+      const bool is_flops = LooksLikeFlops(part);
+      if (is_flops ? have_flops : have_bandwidth) {
+        return InvalidArgumentError("device entry '{}': more than one {}", entry,
+                                    is_flops ? "FLOPS figure" : "bandwidth");
       }
-      device.bandwidth_bytes_per_s = *bandwidth;
+      StatusOr<double> number = is_flops ? ParseFlops(part) : ParseBandwidth(part);
+      if (!number.ok()) {
+        return Status(number.status().code(),
+                      fmt::format("device entry '{}': {}", entry, number.status().message()));
+      }
+      if (is_flops) {
+        device.matmul_flops = *number;
+        device.matmul_flops_source = "described";
+        have_flops = true;
+      } else {
+        device.bandwidth_bytes_per_s = *number;
+        have_bandwidth = true;
+      }
     }
     if (parsed->kind == DeviceKind::kCpu) {
       cpu = std::move(device);
@@ -441,7 +542,24 @@ StatusOr<DeviceInventory> DiscoverDevices(const DiscoverOptions& options) {
   DeviceInventory inventory;
   inventory.devices = internal::DiscoverCudaDevices();
   ApplyGpuReservations(inventory, options);
+  for (Device& d : inventory.devices) {
+    d.matmul_flops = options.cuda_matmul_flops;
+    d.matmul_flops_source = "default";
+  }
   FERRY_ASSIGN_OR_RETURN(Device cpu, DiscoverCpu(options.cpu_sources));
+  if (options.cpu_matmul_flops.has_value()) {
+    cpu.matmul_flops = std::max(0.0, *options.cpu_matmul_flops);
+    cpu.matmul_flops_source = cpu.matmul_flops > 0.0 ? "override" : "off";
+  } else {
+    CpuCalibrationOptions calibration;
+    calibration.num_threads = options.cpu_threads;
+    FERRY_ASSIGN_OR_RETURN(CpuCalibration measured, CalibrateCpuMatmul(calibration));
+    cpu.matmul_flops = measured.matmul_flops;
+    cpu.matmul_flops_by_type = measured.flops_by_type;
+    cpu.matmul_flops_source = "measured";
+    log::Debug("cpu_matmul_calibration threads={} flops={:.4g} seconds={:.4f}",
+               measured.num_threads, measured.matmul_flops, measured.seconds);
+  }
   inventory.devices.push_back(std::move(cpu));
   log::Debug("devices_discovered cuda_build={} devices=\"{}\"", BuiltWithCuda(),
              DescribeInventory(inventory));

@@ -1,22 +1,25 @@
 // Devices ferry can place model memory on, and how to find or describe them.
 //
 // A DeviceInventory lists the GPUs (CUDA, in index order) and then the CPU. Each device has the
-// bytes ferry may use (`free_bytes`, after reservations) and a memory bandwidth used by the
-// planner's speed model. Inventories come from discovery (the machine itself) or from a
-// description (`cuda0=24GiB,cpu=64GiB`), which is how `ferry plan --devices` and the planner
-// tests work without hardware.
+// bytes ferry may use (`free_bytes`, after reservations), and a memory bandwidth and a mat-vec
+// compute throughput used by the planner's speed model. Inventories come from discovery (the
+// machine itself; the CPU's throughput is measured, see cpu_calibration.h) or from a description
+// (`cuda0=24GiB,cpu=64GiB@40GB/s@200GFLOPS`), which is how `ferry plan --devices` and the
+// planner tests work without hardware.
 //
 // Thread-safety: plain values; the functions are safe to call from any thread.
 #ifndef FERRY_BACKEND_DEVICE_H_
 #define FERRY_BACKEND_DEVICE_H_
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "base/status.h"
+#include "tensor/dtype.h"
 
 namespace ferry {
 
@@ -30,6 +33,16 @@ struct Device {
                                        // CPU: MemTotal, or the cgroup limit when that is lower)
   uint64_t free_bytes = 0;             // what ferry may allocate on it, reservations subtracted
   double bandwidth_bytes_per_s = 0.0;  // memory bandwidth for the speed model
+  // Compute throughput of the quantized matrix-vector product decode runs, in FLOP/s (2 per
+  // weight element: multiply and add). 0 = unknown: the speed model uses the bandwidth alone.
+  // Discovered CPU: measured (CalibrateCpuMatmul, Q4_K); described: the @FLOPS of the entry or
+  // kDefaultCpuMatmulFlops / kDefaultCudaMatmulFlops. The planner uses it for weight types
+  // without an entry in matmul_flops_by_type and for attention.
+  double matmul_flops = 0.0;
+  // Measured per weight type (discovered CPU only; empty otherwise), FLOP/s.
+  std::map<DType, double> matmul_flops_by_type;
+  // Where matmul_flops comes from: "measured", "described", "default", "override", "off".
+  std::string matmul_flops_source;
   std::string source;                  // "described", "MemAvailable", "cgroup memory.max", "CUDA"
   std::string product;                 // hardware name from the driver ("NVIDIA H100 80GB HBM3");
                                        // empty for the CPU and for described devices
@@ -48,16 +61,30 @@ struct DeviceInventory {
 inline constexpr double kDefaultCpuBandwidth = 40e9;
 inline constexpr double kDefaultCudaBandwidth = 900e9;
 
-// Parses a description: comma-separated `NAME=SIZE[@BANDWIDTH]`, NAME one of cpu, cuda0,
-// cuda1, ... (case-insensitive; whitespace around names, sizes and commas is ignored).
+// Default mat-vec throughputs for described devices without an @FLOPS part. CPU: a
+// conservative 2-4 core AVX2 machine (ferry's Q4_K/Q8_0 mat-vec runs at ~50 GFLOP/s per Zen 3
+// core with the weights in cache). CUDA: 20 TFLOP/s, a conservative int8 dot-product rate for
+// a mid-range GPU; quantized decode on a GPU is memory-bound far below it, so it rarely binds.
+// A discovered CPU is measured instead (see DiscoverOptions::cpu_matmul_flops).
+inline constexpr double kDefaultCpuMatmulFlops = 100e9;
+inline constexpr double kDefaultCudaMatmulFlops = 20e12;
+
+// Parses a description: comma-separated `NAME=SIZE[@BANDWIDTH][@FLOPS]`, NAME one of cpu,
+// cuda0, cuda1, ... (case-insensitive; whitespace around names, sizes and commas is ignored).
 // SIZE is read by ParseBytes ("24GiB"; every suffix binary, so "24GB" = 24 * 2^30) and must be
 // in (0, 2^60]. BANDWIDTH is read by ParseBandwidth ("900GB/s", "3.35TB/s", "800GiB/s"):
 // unlike sizes, bandwidths are decimal SI (GB = 1e9) because that is how vendors quote them.
-// Without a bandwidth a device gets kDefaultCpuBandwidth / kDefaultCudaBandwidth.
+// FLOPS is read by ParseFlops ("200GFLOPS", "1.5 TFLOP/s"): the part whose unit ends in
+// "FLOPS" or "FLOP/s" is the compute throughput, any other part after SIZE the bandwidth, so
+// `cpu=64GiB@200GFLOPS` (default bandwidth), `cpu=64GiB@40GB/s@200GFLOPS` and
+// `cpu=64GiB@200GFLOPS@40GB/s` all work; at most one of each.
+// Without a bandwidth a device gets kDefaultCpuBandwidth / kDefaultCudaBandwidth, without a
+// FLOPS part kDefaultCpuMatmulFlops / kDefaultCudaMatmulFlops (matmul_flops_source "default").
 // A described device has total_bytes = free_bytes = SIZE and source "described".
 // A missing cpu entry is an error (the CPU always exists). Errors name the bad entry:
-// empty entries, duplicate names, unknown names, zero / negative / absurd sizes, cudaN listed
-// out of index order or with a gap (cuda1 without cuda0).
+// empty entries, duplicate names, unknown names, zero / negative / absurd sizes, bandwidths or
+// FLOPS, two bandwidths or two FLOPS parts, cudaN listed out of index order or with a gap
+// (cuda1 without cuda0).
 StatusOr<DeviceInventory> ParseDevices(std::string_view description);
 
 // Parses a memory bandwidth in bytes per second: a number, an optional unit and an optional
@@ -69,6 +96,15 @@ StatusOr<double> ParseBandwidth(std::string_view text);
 
 // "900 GB/s", "40.0 GB/s", "3.35 TB/s": decimal SI, 3 significant digits.
 std::string FormatBandwidth(double bytes_per_s);
+
+// Parses a compute throughput in FLOP/s: a number, an optional decimal prefix k/M/G/T/P
+// (1e3 ... 1e15) and a required "FLOPS" or "FLOP/s" (case-insensitive, spaces allowed):
+// "200GFLOPS", "1.5 TFLOP/s", "5e10flops". Rejects empty, negative, zero, non-finite values,
+// a missing or unknown unit and anything above 1e18 FLOP/s (a typo, not a device).
+StatusOr<double> ParseFlops(std::string_view text);
+
+// "200 GFLOP/s", "1.50 TFLOP/s": decimal SI, 3 significant digits.
+std::string FormatFlops(double flops);
 
 // Reads /proc/meminfo MemAvailable and the cgroup (v2 memory.max - memory.current, v1
 // memory.limit_in_bytes - memory.usage_in_bytes) limit for the CPU, taking the lower. Paths are
@@ -83,7 +119,8 @@ std::string FormatBandwidth(double bytes_per_s);
 // the lower of MemAvailable and the cgroup headroom; `source` names the one that won
 // ("MemAvailable", "cgroup memory.max", "cgroup memory.limit_in_bytes"). Without a
 // MemAvailable line (kernels before 3.14) MemFree + Cached is used and `source` is "MemFree".
-// The bandwidth is kDefaultCpuBandwidth (nothing is benchmarked at discovery).
+// The bandwidth is kDefaultCpuBandwidth (no bandwidth is benchmarked); matmul_flops is left 0
+// (DiscoverDevices measures it).
 // Errors: the meminfo file is missing (the error names the path) or has no MemTotal.
 struct CpuMemorySources {
   std::string meminfo = "/proc/meminfo";
@@ -100,11 +137,22 @@ struct DiscoverOptions {
   uint64_t gpu_overhead_bytes = 0;
   std::optional<uint64_t> gpu_memory_bytes;
   CpuMemorySources cpu_sources;
+  // The CPU's mat-vec throughput. nullopt (default): measured by CalibrateCpuMatmul with
+  // `cpu_threads` threads (about 15 ms; source "measured"). A value: used as is without
+  // measuring (FERRY_CPU_FLOPS; source "override"), 0 meaning unknown (bandwidth-only speed
+  // model, source "off"). Tests set it so that nothing depends on timing.
+  std::optional<double> cpu_matmul_flops;
+  // Threads the calibration runs with: the number decode will use (--num-thread); 0 = all
+  // cores (std::thread::hardware_concurrency), as the Runner does.
+  int cpu_threads = 0;
+  // CUDA devices' throughput (nothing is measured on GPUs).
+  double cuda_matmul_flops = kDefaultCudaMatmulFlops;
 };
 //
 // Without a GPU (no driver, no device, CUDA_VISIBLE_DEVICES empty) the inventory is the CPU
 // alone; that is logged at debug level, not an error. A GPU whose memory cannot be queried is
-// skipped with a warning. Errors come only from DiscoverCpu.
+// skipped with a warning. Errors come from DiscoverCpu and from the CPU calibration (which
+// fails only on a bug: it multiplies a synthetic matrix it builds itself).
 StatusOr<DeviceInventory> DiscoverDevices(const DiscoverOptions& options = {});
 
 // Applies the GPU reservations of `options` to every CUDA device of `inventory` (the CPU is

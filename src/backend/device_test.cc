@@ -86,6 +86,56 @@ TEST(ParseDevicesTest, BandwidthSuffixIsDecimal) {
   EXPECT_DOUBLE_EQ(inv->cpu().bandwidth_bytes_per_s, 51.2e9);
 }
 
+TEST(ParseDevicesTest, FlopsPartInEitherOrderOrAlone) {
+  StatusOr<DeviceInventory> inv =
+      ParseDevices("cuda0=8GiB@900GB/s@50TFLOPS,cpu=32GiB@200 GFLOP/s@51.2GB/s");
+  ASSERT_TRUE(inv.ok()) << inv.status().ToString();
+  EXPECT_DOUBLE_EQ(inv->devices[0].bandwidth_bytes_per_s, 900e9);
+  EXPECT_DOUBLE_EQ(inv->devices[0].matmul_flops, 50e12);
+  EXPECT_EQ(inv->devices[0].matmul_flops_source, "described");
+  EXPECT_DOUBLE_EQ(inv->cpu().bandwidth_bytes_per_s, 51.2e9);
+  EXPECT_DOUBLE_EQ(inv->cpu().matmul_flops, 200e9);
+  EXPECT_TRUE(inv->cpu().matmul_flops_by_type.empty());
+
+  inv = ParseDevices("cpu=32GiB@40e9flops");
+  ASSERT_TRUE(inv.ok()) << inv.status().ToString();
+  EXPECT_EQ(inv->cpu().bandwidth_bytes_per_s, kDefaultCpuBandwidth);
+  EXPECT_DOUBLE_EQ(inv->cpu().matmul_flops, 40e9);
+}
+
+TEST(ParseDevicesTest, WithoutFlopsDevicesGetTheDefaults) {
+  StatusOr<DeviceInventory> inv = ParseDevices("cuda0=8GiB@900GB/s,cpu=32GiB");
+  ASSERT_TRUE(inv.ok()) << inv.status().ToString();
+  EXPECT_EQ(inv->devices[0].matmul_flops, kDefaultCudaMatmulFlops);
+  EXPECT_EQ(inv->devices[0].matmul_flops_source, "default");
+  EXPECT_EQ(inv->cpu().matmul_flops, kDefaultCpuMatmulFlops);
+  EXPECT_EQ(inv->cpu().matmul_flops_source, "default");
+}
+
+TEST(ParseDevicesTest, BadFlopsNameTheEntry) {
+  std::string m = ParseError("cpu=8GiB@0GFLOPS");
+  EXPECT_NE(m.find("'cpu=8GiB@0GFLOPS'"), std::string::npos) << m;
+  EXPECT_NE(m.find("zero"), std::string::npos) << m;
+  m = ParseError("cpu=8GiB@-5GFLOPS");
+  EXPECT_NE(m.find("negative"), std::string::npos) << m;
+  m = ParseError("cpu=8GiB@xGFLOPS");
+  EXPECT_NE(m.find("number"), std::string::npos) << m;
+  m = ParseError("cpu=8GiB@5QFLOPS");
+  EXPECT_NE(m.find("prefix"), std::string::npos) << m;
+  m = ParseError("cpu=8GiB@5EFLOPS");
+  EXPECT_NE(m.find("prefix"), std::string::npos) << m;
+  m = ParseError("cpu=8GiB@2000PFLOPS");
+  EXPECT_NE(m.find("absurd"), std::string::npos) << m;
+  m = ParseError("cpu=8GiB@1GFLOPS@2GFLOPS");
+  EXPECT_NE(m.find("more than one FLOPS"), std::string::npos) << m;
+  m = ParseError("cpu=8GiB@40GB/s@50GB/s");
+  EXPECT_NE(m.find("more than one bandwidth"), std::string::npos) << m;
+  m = ParseError("cpu=8GiB@40GB/s@");
+  EXPECT_NE(m.find("'cpu=8GiB@40GB/s@'"), std::string::npos) << m;
+  m = ParseError("cpu=8GiB@inf FLOPS");
+  EXPECT_NE(m.find("'cpu=8GiB@inf FLOPS'"), std::string::npos) << m;
+}
+
 TEST(ParseDevicesTest, WhitespaceAndCaseTolerated) {
   StatusOr<DeviceInventory> inv =
       ParseDevices("  CUDA0 = 24 GiB @ 3.35 TB/s ,\tcuda1=8GiB ,  Cpu =64GiB  \n");
@@ -203,6 +253,27 @@ TEST(ParseBandwidthTest, Errors) {
                           "900 GiBB/s", "inf", "nan", "2PB/s", "1e400"}) {
     EXPECT_FALSE(ParseBandwidth(bad).ok()) << "'" << bad << "' parsed";
   }
+}
+
+TEST(ParseFlopsTest, UnitsAndErrors) {
+  EXPECT_DOUBLE_EQ(ParseFlops("200GFLOPS").value(), 200e9);
+  EXPECT_DOUBLE_EQ(ParseFlops(" 1.5 TFLOP/s ").value(), 1.5e12);
+  EXPECT_DOUBLE_EQ(ParseFlops("5e10flops").value(), 5e10);
+  EXPECT_DOUBLE_EQ(ParseFlops("3 kFlops").value(), 3e3);
+  EXPECT_DOUBLE_EQ(ParseFlops("2MFLOPS").value(), 2e6);
+  EXPECT_DOUBLE_EQ(ParseFlops("1PFLOPS").value(), 1e15);
+  for (const char* bad : {"", "200", "200G", "200GB/s", "GFLOPS", "-1GFLOPS", "0FLOPS",
+                          "nanFLOPS", "infGFLOPS", "2e18FLOPS", "1GiFLOPS", "1 G G FLOPS"}) {
+    EXPECT_FALSE(ParseFlops(bad).ok()) << "'" << bad << "' parsed";
+  }
+}
+
+TEST(FormatFlopsTest, ThreeSignificantDigits) {
+  EXPECT_EQ(FormatFlops(200e9), "200 GFLOP/s");
+  EXPECT_EQ(FormatFlops(55.44e9), "55.4 GFLOP/s");
+  EXPECT_EQ(FormatFlops(1.5e12), "1.50 TFLOP/s");
+  EXPECT_EQ(FormatFlops(999.7e9), "1.00 TFLOP/s");
+  EXPECT_EQ(FormatFlops(12), "12 FLOP/s");
 }
 
 TEST(FormatBandwidthTest, ThreeSignificantDigits) {

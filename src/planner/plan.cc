@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 
 #include <fmt/format.h>
 
@@ -61,8 +62,12 @@ Plan BuildPlan(const ModelShape& m, const DeviceInventory& inv, const LoadOption
     dp.name = d.name;
     dp.capacity_bytes = d.free_bytes;
     dp.bandwidth_bytes_per_s = d.bandwidth_bytes_per_s;
+    dp.matmul_flops = d.matmul_flops;
     p.devices.push_back(dp);
   }
+  // Compute work per device: weight FLOPs by type, attention FLOPs (see DevicePlan).
+  std::vector<std::map<DType, uint64_t>> weight_flops(inv.devices.size());
+  std::vector<uint64_t> attention_flops(inv.devices.size(), 0);
   const bool has_gpu = cpu > 0;
   const int64_t blocks_on_gpu = has_gpu ? std::max<int64_t>(0, gpu_layers - 1) : 0;
   p.layer_device = AssignLayers(m, inv, std::min<int64_t>(blocks_on_gpu, m.n_layer));
@@ -76,33 +81,63 @@ Plan BuildPlan(const ModelShape& m, const DeviceInventory& inv, const LoadOption
   p.layer_kv_bytes = kv_layer;
   for (int64_t l = 0; l < m.n_layer; ++l) {
     DevicePlan& d = p.devices[static_cast<size_t>(p.layer_device[static_cast<size_t>(l)])];
+    const size_t di = static_cast<size_t>(p.layer_device[static_cast<size_t>(l)]);
     d.layers.push_back(l);
     d.weights_bytes += m.layer_weight_bytes[static_cast<size_t>(l)];
     d.kv_bytes += kv_layer[static_cast<size_t>(l)];
+    if (static_cast<size_t>(l) < m.layer_matmul_elements.size()) {
+      for (const WeightElements& w : m.layer_matmul_elements[static_cast<size_t>(l)]) {
+        weight_flops[di][w.type] += 2 * w.elements;
+      }
+    }
+    const int64_t window = static_cast<size_t>(l) < m.swa_window.size()
+                               ? m.swa_window[static_cast<size_t>(l)]
+                               : 0;
+    const int64_t keys = window > 0 ? std::min(window, o.num_ctx) : o.num_ctx;
+    attention_flops[di] += static_cast<uint64_t>(2 * m.n_head * (m.head_dim_k + m.head_dim_v)) *
+                           static_cast<uint64_t>(keys);
   }
   DevicePlan& out = p.devices[static_cast<size_t>(p.output_device)];
   out.has_output = true;
   out.weights_bytes += m.output_bytes;
   if (p.output_device != cpu) out.weights_bytes += m.tied_output_bytes;
+  for (const WeightElements& w : m.output_matmul_elements) {
+    weight_flops[static_cast<size_t>(p.output_device)][w.type] += 2 * w.elements;
+  }
 
   const uint64_t layer_compute = ComputeBufferBytes(m, o);
   const int64_t n = std::min(o.num_batch, o.num_ctx);
-  for (DevicePlan& d : p.devices) {
+  double seconds = 0.0;
+  for (size_t i = 0; i < p.devices.size(); ++i) {
+    DevicePlan& d = p.devices[i];
+    const Device& device = inv.devices[i];
     if (!d.layers.empty() || d.has_output) d.compute_bytes = layer_compute;
     if (d.has_input && d.layers.empty() && !d.has_output) {
       d.compute_bytes = static_cast<uint64_t>(4 * n * m.n_embd);  // embedding rows only
     }
     d.total_bytes = d.weights_bytes + d.kv_bytes + d.compute_bytes + d.host_bytes;
     // Decode reads every weight of the device once per token (the input embedding only one
-    // row), and the KV of one sequence at a full context.
+    // row; but a tied output multiplies the whole embedding where it sits), and the KV of one
+    // sequence at a full context.
     uint64_t weights_read = d.weights_bytes - (d.has_input ? m.input_bytes : 0);
+    if (d.has_input && d.has_output) weights_read += m.tied_output_bytes;
     d.bytes_read_per_token = weights_read + d.kv_bytes / static_cast<uint64_t>(o.num_parallel);
-  }
-  double seconds = 0.0;
-  for (const DevicePlan& d : p.devices) {
     if (d.bandwidth_bytes_per_s > 0) {
-      seconds += static_cast<double>(d.bytes_read_per_token) / d.bandwidth_bytes_per_s;
+      d.memory_seconds = static_cast<double>(d.bytes_read_per_token) / d.bandwidth_bytes_per_s;
     }
+    d.flops_per_token = attention_flops[i];
+    for (const auto& [type, flops] : weight_flops[i]) d.flops_per_token += flops;
+    if (d.matmul_flops > 0) {
+      d.compute_seconds = static_cast<double>(attention_flops[i]) / d.matmul_flops;
+      for (const auto& [type, flops] : weight_flops[i]) {
+        auto rate = device.matmul_flops_by_type.find(type);
+        const double r = rate != device.matmul_flops_by_type.end() && rate->second > 0
+                             ? rate->second
+                             : d.matmul_flops;
+        d.compute_seconds += static_cast<double>(flops) / r;
+      }
+    }
+    if (d.bandwidth_bytes_per_s > 0) seconds += d.seconds_per_token();
   }
   p.predicted_tok_s = seconds > 0 ? 1.0 / seconds : 0.0;
   return p;
@@ -235,6 +270,28 @@ ModelShape ShapeFromModel(const Model& model) {
   }
   if (!has_output) s.tied_output_bytes = embd;
   s.matmuls = ForwardScratch::ShapeFor(model, 1, 1).matmuls;
+  // Compute work: the matrices of the blocks and the output projection (the embedding when
+  // tied); 1-D tensors (norms, biases) are not matrix products.
+  s.layer_matmul_elements.assign(static_cast<size_t>(hp.n_layer), {});
+  auto add = [](std::vector<WeightElements>& v, DType type, uint64_t elements) {
+    for (WeightElements& w : v) {
+      if (w.type == type) {
+        w.elements += elements;
+        return;
+      }
+    }
+    v.push_back({type, elements});
+  };
+  for (const gguf::TensorInfo& t : model.file().tensors()) {
+    if (t.dims.size() < 2) continue;
+    int64_t layer = -1;
+    if (t.name.rfind("blk.", 0) == 0) layer = std::strtoll(t.name.c_str() + 4, nullptr, 10);
+    if (layer >= 0 && layer < hp.n_layer) {
+      add(s.layer_matmul_elements[static_cast<size_t>(layer)], t.type, t.n_elements);
+    } else if (t.name == "output.weight" || (!has_output && t.name == "token_embd.weight")) {
+      add(s.output_matmul_elements, t.type, t.n_elements);
+    }
+  }
   s.host_bytes = HostBytesFor(model.file());
   return s;
 }
@@ -279,6 +336,12 @@ StatusOr<ModelShape> ShapeFromDescription(const DescribedModel& d) {
   FERRY_ASSIGN_OR_RETURN(uint64_t out, mat(d.output_type, e, d.n_vocab));
   s.output_bytes = 4 * static_cast<uint64_t>(e) + (d.tied_output ? 0 : out);
   if (d.tied_output) s.tied_output_bytes = s.input_bytes;
+  const auto layer_elements =
+      static_cast<uint64_t>(e * qd + 2 * e * kd + qd * e + 3 * e * d.n_ff);
+  s.layer_matmul_elements.assign(static_cast<size_t>(d.n_layer),
+                                 {{d.weight_type, layer_elements}});
+  s.output_matmul_elements = {{d.tied_output ? d.weight_type : d.output_type,
+                               static_cast<uint64_t>(e * d.n_vocab)}};
   s.matmuls = {{d.weight_type, e}, {d.weight_type, qd}, {d.weight_type, d.n_ff}};
   if (!d.tied_output && d.output_type != d.weight_type) s.matmuls.push_back({d.output_type, e});
   s.host_bytes = kDescribedHostBaseBytes +
@@ -334,8 +397,9 @@ StatusOr<Plan> MakePlan(const ModelShape& m, const DeviceInventory& inv, const L
   const int64_t cpu_layers = static_cast<int64_t>(plan.devices.back().layers.size());
   if (gpus > 0 && cpu_layers > 0) {
     plan.warnings.push_back(fmt::format(
-        "{} of {} layers run on the CPU{}: decode is bound by CPU memory bandwidth",
-        cpu_layers, m.n_layer, plan.output_device == gpus ? " with the output layer" : ""));
+        "{} of {} layers run on the CPU{}: decode is bound by the CPU's {}", cpu_layers,
+        m.n_layer, plan.output_device == gpus ? " with the output layer" : "",
+        plan.devices.back().compute_bound() ? "compute" : "memory bandwidth"));
   }
   return plan;
 }
@@ -395,6 +459,11 @@ std::string SuggestFits(const ModelShape& m, const DeviceInventory& inv, const L
   return msg;
 }
 
+const char* DevicePlan::bound() const {
+  if (bytes_read_per_token == 0 && flops_per_token == 0) return "-";
+  return compute_bound() ? "compute-bound" : "memory-bound";
+}
+
 uint64_t Plan::total_bytes() const {
   uint64_t t = 0;
   for (const DevicePlan& d : devices) t += d.total_bytes;
@@ -410,11 +479,12 @@ std::string Plan::Summary() const {
     if (d.has_input) what += what.empty() ? "input" : "+input";
     const std::string host =
         d.host_bytes > 0 ? fmt::format(", host {}", FormatBytes(d.host_bytes)) : "";
-    s += fmt::format(" {} [{}] {} (weights {}, kv {}, compute {}{}, headroom {});", d.name, what,
-                     FormatBytes(d.total_bytes), FormatBytes(d.weights_bytes),
+    s += fmt::format(" {} [{}] {} (weights {}, kv {}, compute {}{}, headroom {}, {});", d.name,
+                     what, FormatBytes(d.total_bytes), FormatBytes(d.weights_bytes),
                      FormatBytes(d.kv_bytes), FormatBytes(d.compute_bytes), host,
                      d.headroom_bytes() >= 0 ? FormatBytes(static_cast<uint64_t>(d.headroom_bytes()))
-                                             : "-" + FormatBytes(static_cast<uint64_t>(-d.headroom_bytes())));
+                                             : "-" + FormatBytes(static_cast<uint64_t>(-d.headroom_bytes())),
+                     d.bound());
   }
   s += fmt::format(" num_ctx {} x {}, kv {}; predicted {:.1f} tok/s", options.num_ctx,
                    options.num_parallel, DTypeName(options.kv_type), predicted_tok_s);

@@ -13,6 +13,7 @@
 #ifndef FERRY_PLANNER_PLAN_H_
 #define FERRY_PLANNER_PLAN_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -24,6 +25,13 @@
 #include "tensor/dtype.h"
 
 namespace ferry {
+
+// Weight elements of one type that decode multiplies by the activation vector per token.
+struct WeightElements {
+  DType type = DType::kF32;
+  uint64_t elements = 0;
+  bool operator==(const WeightElements&) const = default;
+};
 
 // What the planner needs to know about a model.
 struct ModelShape {
@@ -42,6 +50,12 @@ struct ModelShape {
   // The distinct (type, cols) of the weights the forward pass multiplies: they size the
   // activation-quantization workspace of the compute buffer. Empty: none counted.
   std::vector<MatMulInput> matmuls;
+  // The speed model's compute work: elements of the matrices (tensors of 2 or more dimensions)
+  // multiplied per decoded token, by type. [n_layer][distinct types] for the blk.N.* weights
+  // (every expert of a mixture counted); the output projection (the token embedding when the
+  // output is tied). Empty: no compute term for that part.
+  std::vector<std::vector<WeightElements>> layer_matmul_elements;
+  std::vector<WeightElements> output_matmul_elements;
 };
 
 // From a loaded Model: sizes from the tensor table; nothing is read from the weights.
@@ -100,8 +114,23 @@ struct DevicePlan {
   std::vector<int64_t> layers;  // the repeating blocks that run here
   bool has_input = false;       // token embedding
   bool has_output = false;      // output norm + output projection
-  double bandwidth_bytes_per_s = 0.0;
-  uint64_t bytes_read_per_token = 0;  // weights here + KV here at a full context
+  // The speed model of one decoded token on this device (see Plan::predicted_tok_s).
+  double bandwidth_bytes_per_s = 0.0;  // Device::bandwidth_bytes_per_s
+  double matmul_flops = 0.0;           // Device::matmul_flops (0: unknown, no compute term)
+  uint64_t bytes_read_per_token = 0;   // weights here (the input embedding: one row; a tied
+                                       // output: the whole embedding) + one sequence's KV here
+                                       // at a full context
+  uint64_t flops_per_token = 0;  // 2 x weight elements multiplied here + attention: 2 x n_head
+                                 // x (head_dim_k + head_dim_v) x keys per layer, keys = num_ctx
+                                 // (min(window, num_ctx) for sliding-window layers)
+  double memory_seconds = 0.0;   // bytes_read_per_token / bandwidth
+  double compute_seconds = 0.0;  // each type's weight FLOPs / the device's rate for that type
+                                 // (matmul_flops_by_type, else matmul_flops) + attention FLOPs /
+                                 // matmul_flops; 0 when matmul_flops is 0
+  double seconds_per_token() const { return std::max(memory_seconds, compute_seconds); }
+  bool compute_bound() const { return compute_seconds > memory_seconds; }
+  // "compute-bound" or "memory-bound"; "-" for a device with nothing to read or compute.
+  const char* bound() const;
   int64_t headroom_bytes() const {
     return static_cast<int64_t>(capacity_bytes) - static_cast<int64_t>(total_bytes);
   }
@@ -115,12 +144,17 @@ struct Plan {
   std::vector<uint64_t> layer_kv_bytes;       // [n_layer]: K + V of all sequences
   int output_device = 0;
   int gpu_layers = 0;               // llama.cpp's count: offloaded blocks (+1 for the output)
-  double predicted_tok_s = 0.0;     // decode speed from the bandwidth model
+  // Decode speed of one sequence: 1 / sum over devices of max(memory_seconds,
+  // compute_seconds), i.e. each device is bound by reading its bytes or by multiplying its
+  // weights, whichever takes longer, and the devices run one after another (layer split).
+  // 0 when no device has a bandwidth.
+  double predicted_tok_s = 0.0;
   std::vector<std::string> warnings;
 
   uint64_t total_bytes() const;
-  // One line: "plan: cuda0 layers 0-31+output 4.1 GiB (w 3.9 GiB, kv 128 MiB, compute 80 MiB),
-  // cpu ... ; headroom ...; ~52.3 tok/s".
+  // One line: "plan: cuda0 [layers 0-31+output] 4.1 GiB (weights 3.9 GiB, kv 128 MiB, compute
+  // 80 MiB, headroom 1.2 GiB, memory-bound); cpu ...; num_ctx 2048 x 1, kv f16; predicted
+  // 52.3 tok/s".
   std::string Summary() const;
 };
 

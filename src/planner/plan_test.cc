@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "base/bytes.h"
+#include "kv/kv_cache.h"
 #include "tokenizer/vocab.h"
 
 namespace ferry {
@@ -213,6 +214,153 @@ TEST(PlannerTest, HostMemoryStaysOnTheCpu) {
   EXPECT_EQ(p->devices[1].host_bytes, m->host_bytes);
   EXPECT_EQ(p->devices[1].total_bytes, p->devices[1].weights_bytes + p->devices[1].kv_bytes +
                                            p->devices[1].compute_bytes + m->host_bytes);
+}
+
+TEST(PlanTest, ShapeFromRealModelCountsEveryMatrixElementOnce) {
+  auto model = Model::Load(kShared + "/models/stories260K.gguf");
+  ASSERT_TRUE(model.ok());
+  ModelShape s = ShapeFromModel(**model);
+  ASSERT_EQ(s.layer_matmul_elements.size(), static_cast<size_t>(s.n_layer));
+  uint64_t counted = 0;
+  for (const auto& layer : s.layer_matmul_elements) {
+    for (const WeightElements& w : layer) counted += w.elements;
+  }
+  for (const WeightElements& w : s.output_matmul_elements) counted += w.elements;
+  // Every tensor of 2+ dimensions is multiplied once per token, except the input embedding,
+  // which is only looked up (unless it doubles as the output).
+  uint64_t expected = 0;
+  bool tied = true;
+  for (const auto& t : (*model)->file().tensors()) tied &= t.name != "output.weight";
+  for (const auto& t : (*model)->file().tensors()) {
+    if (t.dims.size() < 2) continue;
+    if (t.name == "token_embd.weight" && !tied) continue;
+    expected += t.n_elements;
+  }
+  EXPECT_EQ(counted, expected);
+  EXPECT_FALSE(s.output_matmul_elements.empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The speed model: per device max(bytes read / bandwidth, FLOPs / mat-vec throughput).
+
+// A small llama shape, Q8_0 weights, Q6_K output: 2 layers, n_embd 256, n_ff 512, 4 heads of
+// 64, 2 KV heads, 1000 tokens.
+DescribedModel Small(bool tied = false) {
+  return DescribedModel{.name = "small", .n_layer = 2, .n_embd = 256, .n_ff = 512, .n_head = 4,
+                        .n_head_kv = 2, .head_dim = 64, .n_vocab = 1000, .n_ctx_train = 4096,
+                        .weight_type = DType::kQ8_0, .output_type = DType::kQ6_K,
+                        .tied_output = tied};
+}
+
+// 2 x weight elements multiplied per token + attention at num_ctx keys.
+uint64_t SmallFlops(int64_t num_ctx) {
+  const uint64_t layer = 256 * 256 + 2 * 256 * 128 + 256 * 256 + 3 * 256 * 512;
+  const uint64_t attention = 2 * 4 * (64 + 64) * static_cast<uint64_t>(num_ctx);
+  return 2 * (2 * layer + 256 * 1000) + 2 * attention;
+}
+
+TEST(PlanSpeedTest, ComputeBoundCpu) {
+  LoadOptions o;
+  o.num_ctx = 1024;
+  auto p = MakePlan(*ShapeFromDescription(Small()), Devices("cpu=8GiB@1TB/s@10GFLOPS"), o);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  const DevicePlan& cpu = p->devices[0];
+  EXPECT_EQ(cpu.flops_per_token, SmallFlops(1024));
+  EXPECT_EQ(cpu.flops_per_token, 2'871'296u + 2'097'152u);  // weights + attention
+  EXPECT_DOUBLE_EQ(cpu.matmul_flops, 10e9);
+  EXPECT_DOUBLE_EQ(cpu.compute_seconds, 4'968'448 / 10e9);
+  EXPECT_TRUE(cpu.compute_bound());
+  EXPECT_STREQ(cpu.bound(), "compute-bound");
+  EXPECT_DOUBLE_EQ(p->predicted_tok_s, 10e9 / 4'968'448);  // 2012.7 tok/s
+  EXPECT_NE(p->Summary().find("compute-bound"), std::string::npos) << p->Summary();
+}
+
+TEST(PlanSpeedTest, MemoryBoundCpuReadsWeightsAndOneSequencesKv) {
+  LoadOptions o;
+  o.num_ctx = 1024;
+  o.num_parallel = 2;
+  ModelShape m = *ShapeFromDescription(Small());
+  auto p = MakePlan(m, Devices("cpu=8GiB@10GB/s@100TFLOPS"), o);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  const DevicePlan& cpu = p->devices[0];
+  // Weights except the input embedding (one row is looked up), plus the KV of one of the two
+  // sequences: 2 layers x (K + V) x 2 heads x 64 x 2 bytes x 1024 tokens.
+  const uint64_t weights = m.layer_weight_bytes[0] * 2 + m.output_bytes;
+  EXPECT_EQ(cpu.kv_bytes, uint64_t{2} * 2 * 128 * 2 * 1024 * 2);
+  EXPECT_EQ(cpu.bytes_read_per_token, weights + cpu.kv_bytes / 2);
+  EXPECT_FALSE(cpu.compute_bound());
+  EXPECT_STREQ(cpu.bound(), "memory-bound");
+  EXPECT_DOUBLE_EQ(p->predicted_tok_s, 10e9 / static_cast<double>(cpu.bytes_read_per_token));
+}
+
+TEST(PlanSpeedTest, TiedOutputOnTheCpuReadsAndMultipliesTheWholeEmbedding) {
+  LoadOptions o;
+  o.num_ctx = 1024;
+  ModelShape m = *ShapeFromDescription(Small(/*tied=*/true));
+  auto p = MakePlan(m, Devices("cpu=8GiB@10GB/s@10GFLOPS"), o);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  const DevicePlan& cpu = p->devices[0];
+  EXPECT_EQ(cpu.bytes_read_per_token,
+            m.layer_weight_bytes[0] * 2 + m.output_bytes + m.tied_output_bytes + cpu.kv_bytes);
+  EXPECT_EQ(cpu.flops_per_token, SmallFlops(1024));
+  ASSERT_EQ(m.output_matmul_elements.size(), 1u);
+  EXPECT_EQ(m.output_matmul_elements[0].type, DType::kQ8_0);
+}
+
+TEST(PlanSpeedTest, SlidingWindowLayersAttendOverTheWindow) {
+  LoadOptions o;
+  o.num_ctx = 1024;
+  ModelShape m = *ShapeFromDescription(Small());
+  m.swa_window = {256, 0};
+  auto p = MakePlan(m, Devices("cpu=8GiB@1TB/s@10GFLOPS"), o);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  EXPECT_EQ(p->devices[0].flops_per_token,
+            SmallFlops(1024) - uint64_t{2} * 4 * 128 * (1024 - 256));
+}
+
+TEST(PlanSpeedTest, DevicesAddTheirOwnBound) {
+  LoadOptions o;
+  o.num_ctx = 1024;
+  o.num_gpu = 2;  // the output and layer 1 on the GPU, layer 0 on the CPU
+  ModelShape m = *ShapeFromDescription(Small());
+  auto p = MakePlan(m, Devices("cuda0=8GiB@1TB/s@1TFLOPS,cpu=8GiB@1TB/s@1GFLOPS"), o);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  const DevicePlan& gpu = p->devices[0];
+  const DevicePlan& cpu = p->devices[1];
+  ASSERT_EQ(cpu.layers, std::vector<int64_t>{0});
+  ASSERT_TRUE(gpu.has_output);
+  const uint64_t layer = 2 * (256 * 256 + 2 * 256 * 128 + 256 * 256 + 3 * 256 * 512) +
+                         2 * 4 * 128 * 1024;
+  EXPECT_EQ(cpu.flops_per_token, layer);
+  EXPECT_EQ(gpu.flops_per_token, layer + 2 * 256 * 1000);
+  EXPECT_TRUE(cpu.compute_bound());
+  EXPECT_DOUBLE_EQ(p->predicted_tok_s,
+                   1.0 / (gpu.seconds_per_token() + static_cast<double>(layer) / 1e9));
+}
+
+TEST(PlanSpeedTest, PerTypeRatesAndUnknownThroughput) {
+  LoadOptions o;
+  o.num_ctx = 1024;
+  ModelShape m = *ShapeFromDescription(Small());
+  DeviceInventory inv = Devices("cpu=8GiB@1TB/s@10GFLOPS");
+  // Measured per type: Q8_0 weights at 20 GFLOP/s, the Q6_K output and attention at the
+  // device's 10 GFLOP/s.
+  inv.devices[0].matmul_flops_by_type = {{DType::kQ8_0, 20e9}};
+  auto p = MakePlan(m, inv, o);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  const double layers = 2.0 * 2 * (256 * 256 + 2 * 256 * 128 + 256 * 256 + 3 * 256 * 512);
+  const double rest = 2.0 * 256 * 1000 + 2.0 * 2 * 4 * 128 * 1024;
+  EXPECT_DOUBLE_EQ(p->devices[0].compute_seconds, layers / 20e9 + rest / 10e9);
+
+  // matmul_flops 0: unknown, the bandwidth alone (the model before the compute term).
+  inv.devices[0].matmul_flops = 0.0;
+  inv.devices[0].matmul_flops_by_type.clear();
+  p = MakePlan(m, inv, o);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->devices[0].compute_seconds, 0.0);
+  EXPECT_GT(p->devices[0].flops_per_token, 0u);
+  EXPECT_DOUBLE_EQ(p->predicted_tok_s,
+                   1e12 / static_cast<double>(p->devices[0].bytes_read_per_token));
 }
 
 }  // namespace
