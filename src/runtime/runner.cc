@@ -212,7 +212,6 @@ StatusOr<GenerateResult> Runner::Generate(const GenerateRequest& req, const Text
 
 StatusOr<double> Runner::Perplexity(const std::vector<int32_t>& tokens, int64_t* n_scored) {
   const int64_t n_ctx = options_.num_ctx;
-  const int64_t n_vocab = model_->hparams().n_vocab;
   if (n_ctx < 4) return InvalidArgumentError("num_ctx {} is too small for perplexity", n_ctx);
   const int64_t n_chunks = static_cast<int64_t>(tokens.size()) / n_ctx;
   if (n_chunks == 0) {
