@@ -64,7 +64,9 @@ struct Value;
 class Array {
  public:
   Array() = default;  // an empty uint8 array
-  explicit Array(ValueType type) : type_(type) {}
+  // Defined out of line: Value is incomplete here, and an inline constructor would need
+  // std::vector<Value>'s destructor (clang rejects that).
+  explicit Array(ValueType type);
   // Builds an array of `type` from `items`. Error: an item of another type (names its index).
   static StatusOr<Array> FromValues(ValueType type, const std::vector<Value>& items);
 

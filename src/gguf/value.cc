@@ -154,6 +154,8 @@ T LoadPacked(const uint8_t* p) {
 
 }  // namespace
 
+Array::Array(ValueType type) : type_(type) {}
+
 StatusOr<Array> Array::FromValues(ValueType type, const std::vector<Value>& items) {
   Array a(type);
   a.Reserve(items.size());
