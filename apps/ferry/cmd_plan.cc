@@ -101,7 +101,8 @@ void PrintPlan(const Plan& p, const DeviceInventory& inv) {
                 FormatBytes(d.capacity_bytes).c_str(), Headroom(d).c_str());
   }
   std::printf("  (host: the GGUF header, parsed metadata and tokenizer tables, on the CPU)\n");
-  // The speed model: per device max(bytes read / bandwidth, FLOPs / mat-vec throughput).
+  // The speed model: per device bytes read / bandwidth and FLOPs / mat-vec throughput, added on
+  // the CPU, the larger of the two on a GPU (DevicePlan::seconds_per_token).
   std::printf("  %-8s %11s %11s %11s %18s %9s  %s\n", "device", "read/token", "bandwidth",
               "FLOP/token", "mat-vec", "ms/token", "bound");
   for (const DevicePlan& d : p.devices) {
@@ -118,8 +119,8 @@ void PrintPlan(const Plan& p, const DeviceInventory& inv) {
                     : "unknown",
                 d.seconds_per_token() * 1e3, d.bound());
   }
-  std::printf("  predicted decode speed: %.1f tok/s (per device the slower of reading its bytes "
-              "and multiplying its weights%s)\n",
+  std::printf("  predicted decode speed: %.1f tok/s (per device: reading its bytes plus "
+              "multiplying its weights on the CPU, the slower of the two on a GPU%s)\n",
               p.predicted_tok_s,
               FlopsSource(inv, "cpu") == "measured"
                   ? "; * measured Q4_K mat-vec on this CPU, other types timed too"
