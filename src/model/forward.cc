@@ -5,6 +5,8 @@
 
 #include "backend/allocator.h"
 #include "base/thread_pool.h"
+#include "kernels/cpu/activation.h"
+#include "kernels/cpu/attention.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/ref/ops.h"
 #include "model/model.h"
@@ -55,7 +57,6 @@ Status Model::Forward(std::span<const int32_t> tokens, int64_t pos0, KvCache& kv
   if (n == 0) return InvalidArgumentError("Forward() needs at least one token");
   const int64_t e = hp.n_embd, dk = hp.head_dim_k, dv = hp.head_dim_v;
   const int64_t qd = hp.n_head * dk, kd = hp.n_head_kv * dk, vd = hp.n_head_kv * dv;
-  const int64_t group = hp.n_head / hp.n_head_kv;
   const float scale = hp.attn_scale > 0.0f ? hp.attn_scale : 1.0f / std::sqrt(static_cast<float>(dk));
 
   // The scratch: the caller's (checked against this batch), or one for this call only.
@@ -148,34 +149,24 @@ Status Model::Forward(std::span<const int32_t> tokens, int64_t pos0, KvCache& kv
 
     // kc [n_keys, kd], vc [n_keys, vd].
     kv.Load(seq, static_cast<int>(l), p_lo, p_hi, kc, vc);
-    // Heads are independent: split them over the pool, one row of scores per head.
-    ParallelFor(options.pool, hp.n_head, [&](int64_t h_begin, int64_t h_end) {
-      for (int64_t h = h_begin; h < h_end; ++h) {
-        const int64_t g = h / group;
-        float* sh = scores + h * n_keys;
-        for (int64_t t = 0; t < n; ++t) {
-          const int64_t p = pos0 + t;
-          const int64_t first = window > 0 ? std::max(p_lo, p - window + 1) : p_lo;
-          const int64_t count = p - first + 1;  // keys first..p (causal)
-          const float* qh = q + t * qd + h * dk;
-          for (int64_t j = 0; j < count; ++j) {
-            const float* kj = kc + (first - p_lo + j) * kd + g * dk;
-            double dot = 0.0;
-            for (int64_t i = 0; i < dk; ++i) dot += static_cast<double>(qh[i]) * kj[i];
-            sh[j] = static_cast<float>(dot) * scale;
-          }
-          SoftmaxRef(sh, count);
-          float* oh = attn + t * hp.n_head * dv + h * dv;
-          for (int64_t i = 0; i < dv; ++i) {
-            double acc = 0.0;
-            for (int64_t j = 0; j < count; ++j) {
-              acc += static_cast<double>(sh[j]) * vc[(first - p_lo + j) * vd + g * dv + i];
-            }
-            oh[i] = static_cast<float>(acc);
-          }
-        }
-      }
-    });
+    // Heads are independent: split over the pool, one row of scores per head.
+    AttentionArgs args;
+    args.q = q;
+    args.k = kc;
+    args.v = vc;
+    args.out = attn;
+    args.scores = scores;
+    args.n_tok = n;
+    args.n_keys = n_keys;
+    args.n_head = hp.n_head;
+    args.n_head_kv = hp.n_head_kv;
+    args.head_dim_k = dk;
+    args.head_dim_v = dv;
+    args.pos0 = pos0;
+    args.p_lo = p_lo;
+    args.window = window;
+    args.scale = scale;
+    Attention(args, options.pool);
     FERRY_RETURN_IF_ERROR(MatMul(L.wo, attn, n, out, options.pool, ws));
     AddBias(out, L.bo, n, e);
     if (hp.post_norms) NormRows(out, L.post_attn_norm, n, e, hp.norm_eps);
@@ -186,10 +177,10 @@ Status Model::Forward(std::span<const int32_t> tokens, int64_t pos0, KvCache& kv
     NormRows(cur, L.ffn_norm, n, e, hp.norm_eps);
     FERRY_RETURN_IF_ERROR(MatMul(L.ffn_gate, cur, n, gate, options.pool, ws));
     FERRY_RETURN_IF_ERROR(MatMul(L.ffn_up, cur, n, up, options.pool, ws));
-    for (int64_t i = 0; i < n * hp.n_ff; ++i) {
-      const float a = hp.activation == FfnActivation::kSilu ? SiluRef(gate[i])
-                                                             : GeluTanhF16Ref(gate[i]);
-      gate[i] = a * up[i];
+    if (hp.activation == FfnActivation::kSilu) {
+      SiluMul(gate, up, n * hp.n_ff, options.pool);
+    } else {
+      GeluTanhF16Mul(gate, up, n * hp.n_ff, options.pool);
     }
     FERRY_RETURN_IF_ERROR(MatMul(L.ffn_down, gate, n, out, options.pool, ws));
     if (hp.post_norms) NormRows(out, L.post_ffw_norm, n, e, hp.norm_eps);

@@ -2,6 +2,10 @@
 same thread count, same prompt and greedy settings, in one run. A benchmark, not a test.
 
   python tests/bench/vs_llama_cpp.py FERRY_BINARY MODEL.gguf [--threads 2] [--n 64]
+      [--prompt-file tests/data/story.txt] [--prompt-chars 2000] [--num-ctx 1024]
+
+--prompt-file replaces the short built-in prompt (a long prompt measures prefill: the first
+--prompt-chars characters of tests/data/story.txt are ~500 Gemma 3 tokens).
 
 Needs llama-cpp-python (pip install llama-cpp-python; it builds llama.cpp from source).
 """
@@ -14,20 +18,20 @@ PROMPT = ("Once upon a time, in a small village by the sea, there lived an old f
           "every morning walked down to the harbour to look at the boats. One day he saw")
 
 
-def bench_ferry(binary, model, threads, n):
-    out = subprocess.run([binary, "run", model, PROMPT, "--raw", "--temperature", "0",
+def bench_ferry(binary, model, threads, n, prompt, n_ctx):
+    out = subprocess.run([binary, "run", model, prompt, "--raw", "--temperature", "0",
                           "--num-predict", str(n), "--num-thread", str(threads), "--verbose",
-                          "--num-ctx", "1024"], capture_output=True, text=True, check=True)
+                          "--num-ctx", str(n_ctx)], capture_output=True, text=True, check=True)
     p = re.search(r"prompt: (\d+) tokens in ([\d.]+) s", out.stderr)
     g = re.search(r"generation: (\d+) tokens in ([\d.]+) s", out.stderr)
     return int(p[1]) / float(p[2]), int(g[1]) / float(g[2])
 
 
-def bench_llama_cpp(model, threads, n):
+def bench_llama_cpp(model, threads, n, prompt, n_ctx):
     from llama_cpp import Llama
-    llm = Llama(model_path=model, n_ctx=1024, n_threads=threads, n_threads_batch=threads,
-                verbose=False)
-    tokens = llm.tokenize(PROMPT.encode(), add_bos=True)
+    llm = Llama(model_path=model, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
+                n_batch=n_ctx, n_ubatch=n_ctx, verbose=False)
+    tokens = llm.tokenize(prompt.encode(), add_bos=True)
     t0 = time.perf_counter()
     llm.eval(tokens)
     t1 = time.perf_counter()
@@ -47,11 +51,20 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--prompt-file", help="prompt text instead of the short built-in one")
+    ap.add_argument("--prompt-chars", type=int, default=0, help="use only this many characters")
+    ap.add_argument("--num-ctx", type=int, default=1024)
     a = ap.parse_args()
+    prompt = PROMPT
+    if a.prompt_file:
+        with open(a.prompt_file, encoding="utf-8") as f:
+            prompt = f.read()
+    if a.prompt_chars > 0:
+        prompt = prompt[:a.prompt_chars]
     rows = []
     for _ in range(a.repeat):
-        rows.append(("ferry",) + bench_ferry(a.ferry, a.model, a.threads, a.n))
-        rows.append(("llama.cpp",) + bench_llama_cpp(a.model, a.threads, a.n))
+        rows.append(("ferry",) + bench_ferry(a.ferry, a.model, a.threads, a.n, prompt, a.num_ctx))
+        rows.append(("llama.cpp",) + bench_llama_cpp(a.model, a.threads, a.n, prompt, a.num_ctx))
     for engine in ["ferry", "llama.cpp"]:
         r = [x for x in rows if x[0] == engine]
         best_p = max(x[1] for x in r)

@@ -46,12 +46,8 @@ inline __m256i Load256(const void* p) {
 }
 inline __m128i Load128(const void* p) { return _mm_loadu_si128(static_cast<const __m128i*>(p)); }
 
-// 8 int32 lanes of sum a*b over 32 int8 pairs; a may be -128, b may not.
-inline __m256i DotI8(__m256i a, __m256i b) {
-  const __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a));
-  return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
-}
-// Same for unsigned a (0..127 at most 63 here) and signed b, each int16 pair sum times the
+// 8 int32 lanes of sum a*b over 32 pairs of unsigned a (0..127, at most 63 here) and signed
+// b, each int16 pair sum times the
 // int16 scale of its lane.
 inline __m256i DotU8Scaled(__m256i a_u8, __m256i b, __m256i scale16) {
   return _mm256_madd_epi16(_mm256_maddubs_epi16(a_u8, b), scale16);
@@ -173,94 +169,118 @@ inline const BlockQ8_K* Q8KBlocks(const Activations& a, int64_t t) {
 
 // ---- 32-element weight blocks times Q8_0 activations ----
 //
-// Decode(block) gives 32 weight codes as int8 plus the block scale; kUnsigned codes (Q4_1,
-// Q5_1) are 0..31 with an extra m * s term, signed codes are q - offset.
+// Decode(block) gives 32 weight codes as bytes. Q4_0 / Q5_0 codes are taken unsigned (the
+// nibble, plus the fifth bit: 0..15 / 0..31) with kOffset 8 / 16: sum (u - off) * a =
+// sum u * a - off * sum a, and off * d_w * (d_a * sum a) is added as a float "min" term,
+// m = -off * d_w, exactly like Q4_1 / Q5_1's m * s (llama.cpp's Q8_1 decomposition). Unsigned
+// codes go straight into maddubs; Q8_0 codes are signed (-128..127) and take the sign trick.
 
 struct DecodeQ4_0 {
   using Block = BlockQ4_0;
   static constexpr bool kHasMin = false;
-  static __m256i Codes(const Block& b) { return _mm256_sub_epi8(Nibbles32(b.qs), _mm256_set1_epi8(8)); }
+  static constexpr int kOffset = 8;
+  static __m256i Codes(const Block& b) { return Nibbles32(b.qs); }
 };
 struct DecodeQ5_0 {
   using Block = BlockQ5_0;
   static constexpr bool kHasMin = false;
+  static constexpr int kOffset = 16;
   static __m256i Codes(const Block& b) {
-    // q - 16 = nibble - (fifth bit ? 0 : 16)
-    return _mm256_sub_epi8(Nibbles32(b.qs), _mm256_andnot_si256(BitMask32(b.qh), _mm256_set1_epi8(16)));
+    return _mm256_or_si256(Nibbles32(b.qs), _mm256_and_si256(BitMask32(b.qh), _mm256_set1_epi8(16)));
   }
 };
 struct DecodeQ8_0 {
   using Block = BlockQ8_0;
   static constexpr bool kHasMin = false;
+  static constexpr int kOffset = 0;
   static __m256i Codes(const Block& b) { return Load256(b.qs); }
 };
 struct DecodeQ4_1 {
   using Block = BlockQ4_1;
   static constexpr bool kHasMin = true;
+  static constexpr int kOffset = 0;
   static __m256i Codes(const Block& b) { return Nibbles32(b.qs); }
 };
 struct DecodeQ5_1 {
   using Block = BlockQ5_1;
   static constexpr bool kHasMin = true;
+  static constexpr int kOffset = 0;
   static __m256i Codes(const Block& b) {
     return _mm256_or_si256(Nibbles32(b.qs), _mm256_and_si256(BitMask32(b.qh), _mm256_set1_epi8(16)));
   }
 };
 
-// Blocks are taken two at a time: their scaled sums are combined, then added to the token's
-// accumulator (a short dependency chain, same order for every tile size).
+// The fp16 field at `first` and at the same offset in the next seven blocks (`stride` bytes
+// apart) as f32; lanes not set in `lanes` (all-ones int32 lanes) are not read and give 0.
+inline __m256 HalvesOfBlocks(const uint16_t* first, int64_t stride, __m256i lanes) {
+  const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                         _mm256_set1_epi32(static_cast<int>(stride)));
+  // 4-byte reads: the field and the 2 bytes after it, inside the same block.
+  __m256i v = _mm256_mask_i32gather_epi32(_mm256_setzero_si256(), reinterpret_cast<const int*>(first),
+                                          idx, lanes, 1);
+  v = _mm256_and_si256(v, _mm256_set1_epi32(0xffff));
+  const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(v, v), _MM_SHUFFLE(3, 1, 2, 0));
+  return _mm256_cvtph_ps(_mm256_castsi256_si128(packed));
+}
+
+// Blocks are taken eight at a time: the eight products d_w * d_a per token are one vector
+// multiply (broadcast back per block from a small stack array: a load, not ALU work), and the min term
+// sum_b m_b * s_a[b] is one FMA per token per eight blocks into the same accumulator. Each token's
+// accumulator takes one FMA per block in block order: a token's result is the same whichever
+// tile size computes it.
 template <typename D, int NT>
 void DotQ8Family(const uint8_t* row, int64_t cols, const Activations& a, int64_t t0, float* out) {
   using Block = typename D::Block;
+  constexpr bool kMinTerm = D::kHasMin || D::kOffset != 0;
+  constexpr bool kSigned = !D::kHasMin && D::kOffset == 0;
   const Block* w = reinterpret_cast<const Block*>(row);
   const int64_t nb = cols / kQ;
   const BlockQ8_0* x[NT];
   const float* xd[NT];
   const float* xs[NT];
   __m256 acc[NT];
-  float macc[NT];
   for (int t = 0; t < NT; ++t) {
     x[t] = Q8Blocks(a, t0 + t);
     xd[t] = a.block_d + (t0 + t) * nb;
     xs[t] = a.block_s + (t0 + t) * nb;
     acc[t] = _mm256_setzero_ps();
-    macc[t] = 0.0f;
   }
-  auto block_sum = [&](int64_t b, __m256i codes, int t) -> __m256i {
-    const __m256i xq = Load256(x[t][b].qs);
+  const __m256i ones16 = _mm256_set1_epi16(1);
+  for (int64_t b0 = 0; b0 < nb; b0 += 8) {
+    const int g = nb - b0 < 8 ? static_cast<int>(nb - b0) : 8;
+    const __m256i lanes = _mm256_cmpgt_epi32(_mm256_set1_epi32(g), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    const __m256 dwv = HalvesOfBlocks(&w[b0].d, sizeof(Block), lanes);
+    __m256 mwv = _mm256_setzero_ps();
     if constexpr (D::kHasMin) {
-      return _mm256_madd_epi16(_mm256_maddubs_epi16(codes, xq), _mm256_set1_epi16(1));
-    } else {
-      return DotI8(codes, xq);
+      mwv = HalvesOfBlocks(&w[b0].m, sizeof(Block), lanes);
+    } else if constexpr (D::kOffset != 0) {
+      mwv = _mm256_mul_ps(dwv, _mm256_set1_ps(-static_cast<float>(D::kOffset)));
     }
-  };
-  int64_t b = 0;
-  for (; b + 1 < nb; b += 2) {
-    const __m256i c0 = D::Codes(w[b]);
-    const __m256i c1 = D::Codes(w[b + 1]);
-    const float d0 = HalfToFloat(w[b].d), d1 = HalfToFloat(w[b + 1].d);
+    alignas(32) float scale[NT][8];  // d_w * d_a of the eight blocks
+#pragma GCC unroll 8
     for (int t = 0; t < NT; ++t) {
-      const __m256 p0 = _mm256_cvtepi32_ps(block_sum(b, c0, t));
-      const __m256 p1 = _mm256_cvtepi32_ps(block_sum(b + 1, c1, t));
-      __m256 s = _mm256_mul_ps(p0, _mm256_set1_ps(d0 * xd[t][b]));
-      s = _mm256_fmadd_ps(p1, _mm256_set1_ps(d1 * xd[t][b + 1]), s);
-      acc[t] = _mm256_add_ps(acc[t], s);
-      if constexpr (D::kHasMin) {
-        macc[t] += HalfToFloat(w[b].m) * xs[t][b];
-        macc[t] += HalfToFloat(w[b + 1].m) * xs[t][b + 1];
+      const __m256 dx = _mm256_maskload_ps(xd[t] + b0, lanes);
+      _mm256_store_ps(scale[t], _mm256_mul_ps(dwv, dx));
+      if constexpr (kMinTerm) {
+        acc[t] = _mm256_fmadd_ps(mwv, _mm256_maskload_ps(xs[t] + b0, lanes), acc[t]);
+      }
+    }
+    for (int k = 0; k < g; ++k) {
+      const __m256i codes = D::Codes(w[b0 + k]);
+      const __m256i abs_codes = kSigned ? _mm256_sign_epi8(codes, codes) : codes;
+  #pragma GCC unroll 8
+    for (int t = 0; t < NT; ++t) {
+        __m256i xq = Load256(x[t][b0 + k].qs);
+        if constexpr (kSigned) xq = _mm256_sign_epi8(xq, codes);
+        const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(abs_codes, xq), ones16);
+        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(&scale[t][k]), acc[t]);
       }
     }
   }
-  if (b < nb) {
-    const __m256i c0 = D::Codes(w[b]);
-    const float d0 = HalfToFloat(w[b].d);
-    for (int t = 0; t < NT; ++t) {
-      const __m256 p0 = _mm256_cvtepi32_ps(block_sum(b, c0, t));
-      acc[t] = _mm256_fmadd_ps(p0, _mm256_set1_ps(d0 * xd[t][b]), acc[t]);
-      if constexpr (D::kHasMin) macc[t] += HalfToFloat(w[b].m) * xs[t][b];
-    }
+#pragma GCC unroll 8
+  for (int t = 0; t < NT; ++t) {
+    out[t] = HorizontalSum(acc[t]);
   }
-  for (int t = 0; t < NT; ++t) out[t] = HorizontalSum(acc[t]) + macc[t];
 }
 
 // ---- K-quants times Q8_K activations ----

@@ -1,0 +1,27 @@
+// Feed-forward gating activations over whole buffers: gate[i] = act(gate[i]) * up[i].
+//
+// GeluTanhF16Mul gives bitwise GeluTanhF16Ref(gate[i]) * up[i] (kernels/ref/ops.h): the
+// activation goes through fp16 as ggml's table does, so it is read from a table of all 65536
+// fp16 inputs (256 KiB of static storage, filled once on first use).
+// SiluMul gives bitwise SiluRef(gate[i]) * up[i]. Both split [0, n) over `pool` (null: the
+// calling thread); each element depends only on its inputs, so any thread count gives the same
+// result.
+//
+// Thread-safety: pure functions over caller-owned buffers (the table's one-time fill is
+// thread-safe); concurrent calls are safe with distinct pools.
+#ifndef FERRY_KERNELS_CPU_ACTIVATION_H_
+#define FERRY_KERNELS_CPU_ACTIVATION_H_
+
+#include <cstdint>
+
+#include "base/thread_pool.h"
+
+namespace ferry {
+
+// gate, up: [n] f32; gate is overwritten with the product. They may not overlap.
+void GeluTanhF16Mul(float* gate, const float* up, int64_t n, ThreadPool* pool);
+void SiluMul(float* gate, const float* up, int64_t n, ThreadPool* pool);
+
+}  // namespace ferry
+
+#endif  // FERRY_KERNELS_CPU_ACTIVATION_H_
