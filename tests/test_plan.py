@@ -24,7 +24,7 @@ def test_plan_json_on_described_devices(ferry, default_model):
         for key in ["weights_bytes", "kv_bytes", "compute_bytes", "total_bytes", "layers"]:
             assert key in d
         assert d["total_bytes"] == (d["weights_bytes"] + d["kv_bytes"] + d["compute_bytes"]
-                                    + d["host_bytes"])
+                                    + d["host_bytes"] + d["sampling_bytes"])
     assert gpu["layers"] == list(range(18)) and gpu["output"]
     # Per layer: where it runs, its weights and its KV; they add up to the devices' totals.
     per_layer = plan["layers"]

@@ -51,6 +51,7 @@ json PlanJson(const Plan& p, const DeviceInventory& inv) {
                     {"kv_bytes", d.kv_bytes},
                     {"compute_bytes", d.compute_bytes},
                     {"host_bytes", d.host_bytes},
+                    {"sampling_bytes", d.sampling_bytes},
                     {"total_bytes", d.total_bytes},
                     {"capacity_bytes", d.capacity_bytes},
                     {"headroom_bytes", d.headroom_bytes()},
@@ -91,16 +92,18 @@ void PrintLayers(const Plan& p) {
 }
 
 void PrintPlan(const Plan& p, const DeviceInventory& inv) {
-  std::printf("  %-8s %-22s %11s %11s %11s %11s %11s %11s %11s\n", "device", "layers", "weights",
-              "kv", "compute", "host", "total", "free", "headroom");
+  std::printf("  %-8s %-20s %10s %10s %10s %10s %10s %10s %10s %10s\n", "device", "layers",
+              "weights", "kv", "compute", "host", "sampling", "total", "free", "headroom");
   for (const DevicePlan& d : p.devices) {
-    std::printf("  %-8s %-22s %11s %11s %11s %11s %11s %11s %11s\n", d.name.c_str(),
+    std::printf("  %-8s %-20s %10s %10s %10s %10s %10s %10s %10s %10s\n", d.name.c_str(),
                 What(d).c_str(), FormatBytes(d.weights_bytes).c_str(),
                 FormatBytes(d.kv_bytes).c_str(), FormatBytes(d.compute_bytes).c_str(),
-                FormatBytes(d.host_bytes).c_str(), FormatBytes(d.total_bytes).c_str(),
-                FormatBytes(d.capacity_bytes).c_str(), Headroom(d).c_str());
+                FormatBytes(d.host_bytes).c_str(), FormatBytes(d.sampling_bytes).c_str(),
+                FormatBytes(d.total_bytes).c_str(), FormatBytes(d.capacity_bytes).c_str(),
+                Headroom(d).c_str());
   }
-  std::printf("  (host: the GGUF header, parsed metadata and tokenizer tables, on the CPU)\n");
+  std::printf("  (host: the GGUF header, parsed metadata and tokenizer tables; sampling: the "
+              "sampler's working memory; both on the CPU)\n");
   // The speed model: per device bytes read / bandwidth and FLOPs / mat-vec throughput, added on
   // the CPU, the larger of the two on a GPU (DevicePlan::seconds_per_token).
   std::printf("  %-8s %11s %11s %11s %18s %9s  %s\n", "device", "read/token", "bandwidth",

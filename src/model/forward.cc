@@ -63,6 +63,9 @@ Status Model::Forward(std::span<const int32_t> tokens, int64_t pos0, KvCache& kv
   std::unique_ptr<DeviceAllocator> own_allocator;
   std::unique_ptr<ForwardScratch> own_scratch;
   ForwardScratch* sc = options.scratch;
+  if (options.logits_in_scratch && sc == nullptr) {
+    return InvalidArgumentError("Forward: logits_in_scratch needs a scratch from the caller");
+  }
   if (sc == nullptr) {
     own_allocator = std::make_unique<DeviceAllocator>("cpu");
     FERRY_ASSIGN_OR_RETURN(own_scratch,
@@ -216,11 +219,17 @@ Status Model::Forward(std::span<const int32_t> tokens, int64_t pos0, KvCache& kv
   const int64_t n_out = n - first_out;
   std::copy(x + first_out * e, x + n * e, cur);
   NormRows(cur, w_.output_norm, n_out, e, hp.norm_eps);
+  if (n_out == 1) {
+    // One row: into the scratch, where it stays with logits_in_scratch (else copied; the
+    // caller's vector keeps its capacity).
+    float* const y = sc->logits();
+    FERRY_RETURN_IF_ERROR(MatMul(wout, cur, 1, y, options.pool, ws));
+    softcap(y, hp.n_vocab);
+    if (!options.logits_in_scratch) logits->assign(y, y + hp.n_vocab);
+    return Status::Ok();
+  }
   logits->resize(static_cast<size_t>(n_out * hp.n_vocab));
-  // One row: into the scratch, then copied (the caller's vector keeps its capacity).
-  float* const y = n_out == 1 ? sc->logits() : logits->data();
-  FERRY_RETURN_IF_ERROR(MatMul(wout, cur, n_out, y, options.pool, ws));
-  if (y != logits->data()) std::copy(y, y + hp.n_vocab, logits->data());
+  FERRY_RETURN_IF_ERROR(MatMul(wout, cur, n_out, logits->data(), options.pool, ws));
   softcap(logits->data(), static_cast<int64_t>(logits->size()));
   return Status::Ok();
 }

@@ -87,6 +87,9 @@ struct ForwardOptions {
   // at a time into the scratch, so no [n, n_vocab] array is ever held (perplexity);
   // *logits is left empty. An error from the callback stops Forward and is returned.
   LogitsCallback each_logits;
+  // Without all_logits or each_logits: leave the last token's logits in the scratch
+  // (ForwardScratch::logits(), [n_vocab]) and do not touch *logits. Needs options.scratch.
+  bool logits_in_scratch = false;
   // Threads for the matrix products and attention heads; null runs on the calling thread.
   // Results do not depend on the thread count. The pool must not be used by anyone else
   // during Forward() (one ParallelFor at a time).

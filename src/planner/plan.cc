@@ -2,12 +2,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
 
 #include <fmt/format.h>
 
 #include "base/bytes.h"
 #include "kv/kv_cache.h"
+#include "sampling/sampler.h"
 #include "tokenizer/vocab.h"
 
 namespace ferry {
@@ -77,6 +79,10 @@ Plan BuildPlan(const ModelShape& m, const DeviceInventory& inv, const LoadOption
   cpu_plan.has_input = true;
   cpu_plan.weights_bytes += m.input_bytes;
   cpu_plan.host_bytes = m.host_bytes;
+  cpu_plan.sampling_bytes =
+      static_cast<uint64_t>(o.num_parallel) *
+      Sampler::WorkspaceBytes(static_cast<int32_t>(std::min<int64_t>(m.n_vocab, std::numeric_limits<int32_t>::max())),
+                              static_cast<int32_t>(o.num_ctx));
   p.layer_weights_bytes = m.layer_weight_bytes;
   p.layer_kv_bytes = kv_layer;
   for (int64_t l = 0; l < m.n_layer; ++l) {
@@ -116,7 +122,8 @@ Plan BuildPlan(const ModelShape& m, const DeviceInventory& inv, const LoadOption
     if (d.has_input && d.layers.empty() && !d.has_output) {
       d.compute_bytes = static_cast<uint64_t>(4 * n * m.n_embd);  // embedding rows only
     }
-    d.total_bytes = d.weights_bytes + d.kv_bytes + d.compute_bytes + d.host_bytes;
+    d.total_bytes =
+        d.weights_bytes + d.kv_bytes + d.compute_bytes + d.host_bytes + d.sampling_bytes;
     // Decode reads every weight of the device once per token (the input embedding only one
     // row; but a tied output multiplies the whole embedding where it sits), and the KV of one
     // sequence at a full context.
@@ -478,8 +485,9 @@ std::string Plan::Summary() const {
     std::string what = d.layers.empty() ? "" : "layers " + FormatLayerRanges(d.layers);
     if (d.has_output) what += what.empty() ? "output" : "+output";
     if (d.has_input) what += what.empty() ? "input" : "+input";
-    const std::string host =
+    std::string host =
         d.host_bytes > 0 ? fmt::format(", host {}", FormatBytes(d.host_bytes)) : "";
+    if (d.sampling_bytes > 0) host += fmt::format(", sampling {}", FormatBytes(d.sampling_bytes));
     s += fmt::format(" {} [{}] {} (weights {}, kv {}, compute {}{}, headroom {}, {});", d.name,
                      what, FormatBytes(d.total_bytes), FormatBytes(d.weights_bytes),
                      FormatBytes(d.kv_bytes), FormatBytes(d.compute_bytes), host,

@@ -110,7 +110,9 @@ struct DevicePlan {
   uint64_t kv_bytes = 0;
   uint64_t compute_bytes = 0;
   uint64_t host_bytes = 0;      // the CPU only: ModelShape::host_bytes
-  uint64_t total_bytes = 0;     // weights + kv + compute + host
+  uint64_t sampling_bytes = 0;  // the CPU only: num_parallel x Sampler::WorkspaceBytes(n_vocab,
+                                // num_ctx), the sampler's working memory per sequence
+  uint64_t total_bytes = 0;     // weights + kv + compute + host + sampling
   std::vector<int64_t> layers;  // the repeating blocks that run here
   bool has_input = false;       // token embedding
   bool has_output = false;      // output norm + output projection

@@ -4,6 +4,7 @@
 
 #include "base/bytes.h"
 #include "kv/kv_cache.h"
+#include "sampling/sampler.h"
 #include "tokenizer/vocab.h"
 
 namespace ferry {
@@ -195,7 +196,9 @@ TEST(PlanTest, ShapeFromRealModelAccountsEveryByte) {
             f.data_offset() + f.heap_bytes() + tokenizer::Vocab::HeapBytesFor(*sizes));
   const DevicePlan& cpu = p->devices[0];
   EXPECT_EQ(cpu.host_bytes, s.host_bytes);
-  EXPECT_EQ(cpu.total_bytes, cpu.weights_bytes + cpu.kv_bytes + cpu.compute_bytes + cpu.host_bytes);
+  EXPECT_EQ(cpu.sampling_bytes, Sampler::WorkspaceBytes(512, 512));
+  EXPECT_EQ(cpu.total_bytes, cpu.weights_bytes + cpu.kv_bytes + cpu.compute_bytes +
+                                 cpu.host_bytes + cpu.sampling_bytes);
   EXPECT_NE(p->Summary().find("host "), std::string::npos) << p->Summary();
 }
 
@@ -212,8 +215,11 @@ TEST(PlannerTest, HostMemoryStaysOnTheCpu) {
   ASSERT_TRUE(p.ok()) << p.status().ToString();
   EXPECT_EQ(p->devices[0].host_bytes, 0u);
   EXPECT_EQ(p->devices[1].host_bytes, m->host_bytes);
+  EXPECT_EQ(p->devices[0].sampling_bytes, 0u);
+  EXPECT_EQ(p->devices[1].sampling_bytes, Sampler::WorkspaceBytes(32000, 1024));
   EXPECT_EQ(p->devices[1].total_bytes, p->devices[1].weights_bytes + p->devices[1].kv_bytes +
-                                           p->devices[1].compute_bytes + m->host_bytes);
+                                           p->devices[1].compute_bytes + m->host_bytes +
+                                           p->devices[1].sampling_bytes);
 }
 
 TEST(PlanTest, ShapeFromRealModelCountsEveryMatrixElementOnce) {

@@ -123,6 +123,7 @@ TEST(AllocationTest, RunnerAllocatesWhatThePlanSays) {
         EXPECT_EQ(runner.allocated_bytes("compute"), cpu.compute_bytes);
         EXPECT_EQ(runner.allocated_bytes("weights"), cpu.weights_bytes);
         EXPECT_EQ(runner.allocated_bytes("host"), cpu.host_bytes);
+        EXPECT_EQ(runner.allocated_bytes("sampling"), cpu.sampling_bytes);
         EXPECT_EQ(runner.allocated_bytes(), cpu.total_bytes);
         // What the forward pass uses, independently of the plan: at most the reservation,
         // and the reservation within 5% of it.

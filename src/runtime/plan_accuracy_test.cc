@@ -12,9 +12,9 @@
 //    loading the model and its tokenizer, touching every weight page (weights are mapped, so
 //    "mapped-and-touched"), creating the Runner (the KV arena is zeroed by KvCache) and
 //    touching the compute scratch (the forward pass writes all of it at a full batch over a
-//    full context; here it is memset), is within 5% of the plan's CPU total (weights + kv +
-//    compute + host) plus an absolute 2 MiB (allocator and thread-stack overheads, which
-//    dominate stories260K's ~4 MiB plan).
+//    full context; here it is memset) and generating one token with every vocabulary entry a
+//    sampling candidate (which writes the sampler's working memory), is within 5% of the
+//    plan's CPU total (weights + kv + compute + host + sampling).
 //
 // The synthetic model (~620 MB) is written once per test binary run into a temporary
 // directory, with the real 32000-token Llama-2 vocabulary copied from llama-2-tiny-random.gguf,
@@ -233,8 +233,8 @@ TEST_F(PlanAccuracyTest, RunnerAllocatesThePlanAcrossContextsAndCacheTypes) {
         EXPECT_EQ(cpu.weights_bytes, tensor_bytes);
         EXPECT_TRUE(cpu.has_input);
         EXPECT_TRUE(cpu.has_output);
-        EXPECT_EQ(cpu.total_bytes,
-                  cpu.weights_bytes + cpu.kv_bytes + cpu.compute_bytes + cpu.host_bytes);
+        EXPECT_EQ(cpu.total_bytes, cpu.weights_bytes + cpu.kv_bytes + cpu.compute_bytes +
+                                       cpu.host_bytes + cpu.sampling_bytes);
 
         RunnerOptions ro;
         ro.num_ctx = ctx;
@@ -251,6 +251,7 @@ TEST_F(PlanAccuracyTest, RunnerAllocatesThePlanAcrossContextsAndCacheTypes) {
         // Weights (mapped, charged) and the loader's host memory: exactly the plan, too.
         EXPECT_EQ(runner.allocated_bytes("weights"), cpu.weights_bytes);
         EXPECT_EQ(runner.allocated_bytes("host"), cpu.host_bytes);
+        EXPECT_EQ(runner.allocated_bytes("sampling"), cpu.sampling_bytes);
         EXPECT_EQ(runner.allocated_bytes(), cpu.total_bytes);
         // The forward pass's own need, computed from the loaded model, not the plan.
         const uint64_t needed = ForwardScratch::RequiredBytes(
@@ -320,6 +321,18 @@ std::string LoadAndTouch(const std::string& path, int64_t ctx, DType kv_type,
   auto ws = scratch.workspace();
   uint8_t* base = ws.data() + ws.size() - scratch.size_bytes();
   std::memset(base, 1, scratch.size_bytes());
+  // One request that uses the sampler's whole working memory: every token a candidate
+  // (top_k 0), top_p's histogram, penalties over the whole context.
+  GenerateRequest req;
+  req.prompt = {tok->vocab().bos() >= 0 ? tok->vocab().bos() : 0};
+  req.num_predict = 1;
+  req.sampling.top_k = 0;
+  req.sampling.top_p = 0.9f;
+  req.sampling.repeat_last_n = -1;
+  req.sampling.temperature = 0.8f;
+  req.sampling.seed = 1;
+  auto g = (*r)->Generate(req, nullptr);
+  if (!g.ok()) return g.status().ToString();
   *cpu_plan = cpu;
   measure();
   return "";

@@ -99,22 +99,33 @@ StatusOr<std::unique_ptr<Runner>> Runner::Create(const Model* model,
           ForwardScratch::ShapeFor(*model, r->options_.num_batch, options.num_ctx,
                                    options.logit_rows),
           *r->allocator_, options.compute_bytes));
+  // The sampler's working memory for one sequence (Sampler::WorkspaceBytes), so generating
+  // allocates nothing.
+  FERRY_ASSIGN_OR_RETURN(
+      r->sampling_,
+      r->allocator_->Allocate(Sampler::WorkspaceBytes(static_cast<int32_t>(model->hparams().n_vocab),
+                                                      static_cast<int32_t>(options.num_ctx)),
+                              "sampling"));
   FERRY_ASSIGN_OR_RETURN(r->seq_, r->kv_->AddSequence());
   return r;
 }
 
-Status Runner::Eval(std::span<const int32_t> tokens, int64_t pos0, std::vector<float>* logits) {
+StatusOr<std::span<const float>> Runner::Eval(std::span<const int32_t> tokens, int64_t pos0) {
   ForwardOptions fo;
   fo.pool = pool_.get();
   fo.scratch = scratch_.get();
+  fo.logits_in_scratch = true;
+  std::vector<float> untouched;  // logits stay in the scratch
   for (size_t off = 0; off < tokens.size(); off += static_cast<size_t>(options_.num_batch)) {
     const size_t n = std::min(tokens.size() - off, static_cast<size_t>(options_.num_batch));
     const int64_t pos = pos0 + static_cast<int64_t>(off);
     FERRY_RETURN_IF_ERROR(kv_->Reserve(seq_, pos + static_cast<int64_t>(n)));
     // Each chunk leaves its last token's logits; the last chunk's are the result.
-    FERRY_RETURN_IF_ERROR(model_->Forward(tokens.subspan(off, n), pos, *kv_, seq_, fo, logits));
+    FERRY_RETURN_IF_ERROR(
+        model_->Forward(tokens.subspan(off, n), pos, *kv_, seq_, fo, &untouched));
   }
-  return Status::Ok();
+  return std::span<const float>(scratch_->logits(),
+                                static_cast<size_t>(model_->hparams().n_vocab));
 }
 
 StatusOr<GenerateResult> Runner::Generate(const GenerateRequest& req, const TextCallback& on_text) {
@@ -134,13 +145,14 @@ StatusOr<GenerateResult> Runner::Generate(const GenerateRequest& req, const Text
   const int64_t n_vocab = model_->hparams().n_vocab;
   FERRY_ASSIGN_OR_RETURN(std::unique_ptr<Sampler> sampler,
                          Sampler::Create(req.sampling, static_cast<int32_t>(n_vocab),
-                                         static_cast<int32_t>(n_ctx)));
+                                         static_cast<int32_t>(n_ctx),
+                                         std::span<uint8_t>(sampling_.data(),
+                                                            static_cast<size_t>(sampling_.size()))));
   FERRY_RETURN_IF_ERROR(kv_->Truncate(seq_, 0));
 
   GenerateResult result;
-  std::vector<float> logits;
   int64_t t0 = NowNs();
-  FERRY_RETURN_IF_ERROR(Eval(req.prompt, 0, &logits));
+  FERRY_ASSIGN_OR_RETURN(std::span<const float> logits, Eval(req.prompt, 0));
   result.prompt_eval_ns = NowNs() - t0;
   result.prompt_eval_count = n_prompt;
   for (int32_t t : req.prompt) sampler->Accept(t);
@@ -200,7 +212,7 @@ StatusOr<GenerateResult> Runner::Generate(const GenerateRequest& req, const Text
     if (req.num_predict >= 0 && result.eval_count >= req.num_predict) break;
     if (pos >= n_ctx) break;
     const int32_t next[1] = {tok};
-    FERRY_RETURN_IF_ERROR(Eval(next, pos, &logits));
+    FERRY_ASSIGN_OR_RETURN(logits, Eval(next, pos));
     ++pos;
   }
   if (emitted < result.text.size() && on_text) {

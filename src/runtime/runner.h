@@ -70,8 +70,10 @@ class Runner {
   // Accounts, through the runner's CPU DeviceAllocator, everything the model holds on the CPU:
   // it charges the mapped weights (purpose "weights", every tensor of the file) and the
   // loader's host memory (purpose "host": the GGUF header, the parsed metadata, the
-  // tokenizer's tables), and allocates the KV cache for options.num_ctx (purpose "kv") and the
-  // forward scratch for steps of num_batch tokens over num_ctx keys (purpose "compute").
+  // tokenizer's tables), and allocates the KV cache for options.num_ctx (purpose "kv"), the
+  // forward scratch for steps of num_batch tokens over num_ctx keys (purpose "compute") and
+  // the sampler's working memory (purpose "sampling"). Generate then allocates nothing per
+  // token.
   // `model` and `tokenizer` must outlive the runner. Errors: absurd options, KV type unsupported by the model's head sizes,
   // compute_bytes below what the forward pass needs, ResourceExhausted beyond the capacity.
   static StatusOr<std::unique_ptr<Runner>> Create(const Model* model,
@@ -91,7 +93,8 @@ class Runner {
   const KvCache& kv() const { return *kv_; }
   const ForwardScratch& scratch() const { return *scratch_; }
   // Bytes held on the CPU through the runner's allocator: in total, and per purpose
-  // ("weights", "host", "kv", "compute"; 0 for others). These are what `ferry ps` reports.
+  // ("weights", "host", "kv", "compute", "sampling"; 0 for others). These are what
+  // `ferry ps` reports.
   uint64_t allocated_bytes() const { return allocator_->allocated_bytes(); }
   uint64_t allocated_bytes(std::string_view purpose) const {
     return allocator_->allocated_bytes(purpose);
@@ -100,8 +103,9 @@ class Runner {
 
  private:
   Runner() = default;
-  // Runs tokens from position pos0 in chunks of num_batch; the logits of the last token.
-  Status Eval(std::span<const int32_t> tokens, int64_t pos0, std::vector<float>* logits);
+  // Runs tokens from position pos0 in chunks of num_batch; the logits of the last token:
+  // [n_vocab] in the scratch, valid until the next Eval.
+  StatusOr<std::span<const float>> Eval(std::span<const int32_t> tokens, int64_t pos0);
 
   const Model* model_ = nullptr;
   const tokenizer::Tokenizer* tokenizer_ = nullptr;
@@ -113,6 +117,7 @@ class Runner {
   DeviceAllocator::Buffer host_charge_;                  // header, metadata, vocabulary
   std::unique_ptr<KvCache> kv_;
   std::unique_ptr<ForwardScratch> scratch_;
+  DeviceAllocator::Buffer sampling_;  // Sampler::WorkspaceBytes(n_vocab, num_ctx)
   int32_t seq_ = 0;
 };
 

@@ -104,24 +104,93 @@ using sampling_internal::Candidate;
 using sampling_internal::IdBefore;
 using sampling_internal::RanksBefore;
 
+namespace {
+
+constexpr int kBuckets = 2048;  // top_p's histogram: kBuckets + 1 bins
+
+uint64_t RoundUp64(uint64_t n) { return (n + 63) / 64 * 64; }
+
+// Offsets of the workspace's parts (see Sampler::WorkspaceBytes).
+struct WorkspaceLayout {
+  uint64_t counts, active_index, active, window, candidates, bucket_mass, end;
+  uint64_t n_active;
+};
+
+WorkspaceLayout Layout(int32_t vocab_size, int32_t num_ctx) {
+  const uint64_t v = static_cast<uint64_t>(vocab_size), c = static_cast<uint64_t>(num_ctx);
+  WorkspaceLayout l{};
+  l.n_active = std::min(v, c);
+  uint64_t at = 0;
+  auto take = [&](uint64_t bytes) {
+    const uint64_t start = at;
+    at += RoundUp64(bytes);
+    return start;
+  };
+  l.counts = take(v * sizeof(int32_t));
+  l.active_index = take(v * sizeof(int32_t));
+  l.active = take(l.n_active * sizeof(int32_t));
+  l.window = take(c * sizeof(int32_t));
+  l.candidates = take(v * sizeof(Candidate));
+  l.bucket_mass = take(static_cast<uint64_t>(kBuckets + 1) * sizeof(double));
+  l.end = at;
+  return l;
+}
+
+}  // namespace
+
+uint64_t Sampler::WorkspaceBytes(int32_t vocab_size, int32_t num_ctx) {
+  if (vocab_size <= 0 || num_ctx <= 0) return 0;
+  return Layout(vocab_size, num_ctx).end;
+}
+
 StatusOr<std::unique_ptr<Sampler>> Sampler::Create(const SamplingOptions& options,
-                                                   int32_t vocab_size, int32_t num_ctx) {
+                                                   int32_t vocab_size, int32_t num_ctx,
+                                                   std::span<uint8_t> workspace) {
   FERRY_RETURN_IF_ERROR(ValidateSamplingOptions(options));
   if (vocab_size <= 0) return InvalidArgumentError("vocab_size must be > 0, got {}", vocab_size);
   if (num_ctx <= 0) return InvalidArgumentError("num_ctx must be > 0, got {}", num_ctx);
-  return std::unique_ptr<Sampler>(new Sampler(options, vocab_size, num_ctx));
+  if (!workspace.empty()) {
+    const uint64_t need = WorkspaceBytes(vocab_size, num_ctx);
+    if (workspace.size() < need) {
+      return InvalidArgumentError("sampler workspace of {} bytes; {} tokens and num_ctx {} need {}",
+                                  workspace.size(), vocab_size, num_ctx, need);
+    }
+    if (reinterpret_cast<uintptr_t>(workspace.data()) % 64 != 0) {
+      return InvalidArgumentError("sampler workspace is not 64-byte aligned");
+    }
+  }
+  return std::unique_ptr<Sampler>(new Sampler(options, vocab_size, num_ctx, workspace));
 }
 
-Sampler::Sampler(const SamplingOptions& options, int32_t vocab_size, int32_t num_ctx)
+Sampler::Sampler(const SamplingOptions& options, int32_t vocab_size, int32_t num_ctx,
+                 std::span<uint8_t> workspace)
     : options_(options),
       vocab_size_(vocab_size),
       greedy_(options.temperature <= 0.0f),
       window_capacity_(sampling_internal::PenaltyWindow(options, num_ctx)),
       seed_(sampling_internal::ResolveSeed(options)),
       rng_(seed_) {
+  const WorkspaceLayout l = Layout(vocab_size, num_ctx);
+  if (workspace.empty()) {
+    // 64-byte aligned storage of our own: over-allocate and align the start.
+    own_workspace_.resize(static_cast<size_t>(l.end) + 64);
+    const uintptr_t p = reinterpret_cast<uintptr_t>(own_workspace_.data());
+    workspace = std::span<uint8_t>(own_workspace_).subspan((64 - p % 64) % 64);
+  }
+  uint8_t* const base = workspace.data();
+  const size_t v = static_cast<size_t>(vocab_size);
+  counts_ = FixedVector<int32_t>(reinterpret_cast<int32_t*>(base + l.counts), v);
+  active_index_ = FixedVector<int32_t>(reinterpret_cast<int32_t*>(base + l.active_index), v);
+  active_ = FixedVector<int32_t>(reinterpret_cast<int32_t*>(base + l.active),
+                                 static_cast<size_t>(l.n_active));
+  window_ = FixedVector<int32_t>(reinterpret_cast<int32_t*>(base + l.window),
+                                 static_cast<size_t>(num_ctx));
+  candidates_ = FixedVector<Candidate>(reinterpret_cast<Candidate*>(base + l.candidates), v);
+  bucket_mass_ = FixedVector<double>(reinterpret_cast<double*>(base + l.bucket_mass),
+                                     static_cast<size_t>(kBuckets + 1));
   if (window_capacity_ > 0) {
-    counts_.assign(vocab_size_, 0);
-    active_index_.assign(vocab_size_, -1);
+    counts_.assign(v, 0);
+    active_index_.assign(v, -1);
   }
 }
 
@@ -269,7 +338,6 @@ void Sampler::ApplyTopP() {
   // the logit, so those candidates are exactly the best-ranked ones. The scan below checks the
   // cut exactly and falls back to growing the sorted prefix if rounding left it short.
   constexpr size_t kMinSizeForBuckets = 4096;
-  constexpr int kBuckets = 2048;
   constexpr float kBucketsPerLogit = 64.0f;  // the last bucket holds everything 32 below the max
   if (sorted_ == 0 && n >= kMinSizeForBuckets && std::isfinite(max_logit)) {
     auto bucket_of = [max_logit](float logit) {

@@ -38,6 +38,8 @@
 #ifndef FERRY_SAMPLING_SAMPLER_H_
 #define FERRY_SAMPLING_SAMPLER_H_
 
+#include <algorithm>
+#include <cassert>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -116,6 +118,53 @@ inline bool IdBefore(const Candidate& a, const Candidate& b) { return a.id < b.i
 
 // NaN -> -infinity; everything else unchanged.
 float SanitizeLogit(float logit);
+
+// A vector over caller-provided storage: [capacity] T at data, of which the first size() are
+// in use. Growing past the capacity is a bug (checked by assert); it never allocates.
+template <typename T>
+class FixedVector {
+ public:
+  FixedVector() = default;
+  FixedVector(T* data, size_t capacity) : data_(data), capacity_(capacity) {}
+
+  size_t size() const { return size_; }
+  size_t capacity() const { return capacity_; }
+  bool empty() const { return size_ == 0; }
+  T* begin() { return data_; }
+  T* end() { return data_ + size_; }
+  const T* begin() const { return data_; }
+  const T* end() const { return data_ + size_; }
+  T& operator[](size_t i) { return data_[i]; }
+  const T& operator[](size_t i) const { return data_[i]; }
+  T& front() { return data_[0]; }
+  const T& front() const { return data_[0]; }
+  T& back() { return data_[size_ - 1]; }
+  void clear() { size_ = 0; }
+  void push_back(const T& v) {
+    assert(size_ < capacity_);
+    data_[size_++] = v;
+  }
+  void pop_back() { --size_; }
+  // New items (n > size()) are left as the storage holds them.
+  void resize(size_t n) {
+    assert(n <= capacity_);
+    size_ = n;
+  }
+  void assign(size_t n, const T& v) {
+    resize(n);
+    std::fill(data_, data_ + n, v);
+  }
+  // Drops [first, end()).
+  void erase(T* first, T* last) {
+    assert(last == end());
+    size_ = static_cast<size_t>(first - data_);
+  }
+
+ private:
+  T* data_ = nullptr;
+  size_t capacity_ = 0;
+  size_t size_ = 0;
+};
 // The logit after repeat / frequency / presence penalties for a token seen `count` > 0 times.
 float PenalizedLogit(float logit, int32_t count, const SamplingOptions& options);
 // exp(logit - max_logit), and exactly 1 where logit == max_logit (so +-infinity stay defined).
@@ -145,9 +194,22 @@ struct TokenProb {
 // that generates the sequence.
 class Sampler {
  public:
-  // Validates `options`; vocab_size and num_ctx must be > 0.
+  // Bytes of working memory a sampler for this vocabulary and context uses at most (penalties
+  // over a window of num_ctx tokens, every token a candidate), whatever its options: the
+  // workspace Create takes. Layout, each part starting at a multiple of 64 bytes:
+  //   counts [vocab] i32, active_index [vocab] i32, active [min(vocab, num_ctx)] i32,
+  //   window [num_ctx] i32, candidates [vocab] Candidate, bucket_mass [2049] f64.
+  // 0 when vocab_size or num_ctx is not positive.
+  static uint64_t WorkspaceBytes(int32_t vocab_size, int32_t num_ctx);
+
+  // Validates `options`; vocab_size and num_ctx must be > 0. `workspace`: at least
+  // WorkspaceBytes(vocab_size, num_ctx) bytes, 64-byte aligned, outliving the sampler and used
+  // by no one else meanwhile (the runner's planned "sampling" buffer), so sampling allocates
+  // nothing; empty: the sampler allocates its own. Errors: InvalidArgument for bad options or
+  // a workspace that is too small or misaligned.
   static StatusOr<std::unique_ptr<Sampler>> Create(const SamplingOptions& options,
-                                                   int32_t vocab_size, int32_t num_ctx);
+                                                   int32_t vocab_size, int32_t num_ctx,
+                                                   std::span<uint8_t> workspace = {});
 
   Sampler(const Sampler&) = delete;
   Sampler& operator=(const Sampler&) = delete;
@@ -177,7 +239,8 @@ class Sampler {
  private:
   using Candidate = sampling_internal::Candidate;
 
-  Sampler(const SamplingOptions& options, int32_t vocab_size, int32_t num_ctx);
+  Sampler(const SamplingOptions& options, int32_t vocab_size, int32_t num_ctx,
+          std::span<uint8_t> workspace);
 
   // Leaves in candidates_, in rank order, the k best-ranked tokens after penalties (fewer when
   // the vocabulary is smaller). O(V) with a size k + (distinct penalized tokens) heap; never
@@ -202,19 +265,24 @@ class Sampler {
   const uint64_t seed_;
   std::mt19937_64 rng_;
 
-  // Penalty window: ring buffer of the last window_capacity_ accepted tokens.
-  std::vector<int32_t> window_;
-  size_t window_head_ = 0;  // index of the oldest token once the ring is full
-  // [vocab_size] occurrences of each token in the window (allocated when penalties are on).
-  std::vector<int32_t> counts_;
-  // Ids with counts_ > 0, and [vocab_size] each id's index in active_ (-1: absent).
-  std::vector<int32_t> active_;
-  std::vector<int32_t> active_index_;
+  template <typename T>
+  using FixedVector = sampling_internal::FixedVector<T>;
 
-  // Reusable scratch: up to [vocab_size] candidates, and top_p's histogram of probability mass
-  // by logit distance from the maximum.
-  std::vector<Candidate> candidates_;
-  std::vector<double> bucket_mass_;
+  std::vector<uint8_t> own_workspace_;  // when Create was given none
+
+  // Penalty window: ring buffer of the last window_capacity_ accepted tokens.
+  FixedVector<int32_t> window_;
+  size_t window_head_ = 0;  // index of the oldest token once the ring is full
+  // [vocab_size] occurrences of each token in the window (set up when penalties are on).
+  FixedVector<int32_t> counts_;
+  // Ids with counts_ > 0, and [vocab_size] each id's index in active_ (-1: absent).
+  FixedVector<int32_t> active_;
+  FixedVector<int32_t> active_index_;
+
+  // Scratch: up to [vocab_size] candidates, and top_p's histogram of probability mass by logit
+  // distance from the maximum.
+  FixedVector<Candidate> candidates_;
+  FixedVector<double> bucket_mass_;
   // candidates_[0, sorted_) are the best candidates in rank order, and all rank before the rest.
   size_t sorted_ = 0;
   // True while candidates_ are still in ascending id order.

@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <random>
+#include <span>
 #include <vector>
 
 #include "sampling/sampler_reference.h"
@@ -517,6 +518,11 @@ TEST(SamplerReferenceTest, FastPathMatchesReference) {
   const float kTemperature[] = {0.0f, 0.3f, 0.8f, 1.0f, 1.5f};
   const int32_t kLastN[] = {0, 1, 8, 64, -1};
   int compared_draws = 0;
+  // Odd seeds run on a caller-provided workspace, reused from sampler to sampler and filled
+  // with garbage first: a sampler must not depend on what its workspace held.
+  std::vector<uint8_t> storage(Sampler::WorkspaceBytes(20000, 80) + 64);
+  const size_t skew = (64 - reinterpret_cast<uintptr_t>(storage.data()) % 64) % 64;
+  const std::span<uint8_t> workspace = std::span<uint8_t>(storage).subspan(skew);
   for (uint64_t seed = 0; seed < 300; ++seed) {
     auto pick = [&rng](const auto& arr) { return arr[rng() % std::size(arr)]; };
     SamplingOptions o;
@@ -532,7 +538,15 @@ TEST(SamplerReferenceTest, FastPathMatchesReference) {
     const int32_t vocab = pick(kVocabSizes);
     const int32_t num_ctx = 16 + static_cast<int32_t>(rng() % 64);
 
-    auto fast = MustCreate(o, vocab, num_ctx);
+    std::unique_ptr<Sampler> fast;
+    if (seed % 2 == 1) {
+      std::fill(workspace.begin(), workspace.end(), uint8_t{0xAB});
+      auto s = Sampler::Create(o, vocab, num_ctx, workspace);
+      ASSERT_TRUE(s.ok()) << s.status().ToString();
+      fast = std::move(*s);
+    } else {
+      fast = MustCreate(o, vocab, num_ctx);
+    }
     ReferenceSampler ref(o, vocab, num_ctx);
     for (int i = 0; i < static_cast<int>(rng() % 40); ++i) {
       const int32_t t = static_cast<int32_t>(rng() % (vocab + 2)) - 1;  // a few out of range
@@ -559,6 +573,24 @@ TEST(SamplerReferenceTest, FastPathMatchesReference) {
     }
   }
   EXPECT_EQ(compared_draws, 300 * 12);
+}
+
+TEST(SamplerTest, WorkspaceIsSizedCheckedAndAligned) {
+  // counts, active_index [1000] i32 = 4000 -> 4032 bytes each; active [min(1000, 100)] and
+  // window [100] i32 = 400 -> 448 each; candidates [1000] x 12 = 12000 -> 12032; bucket_mass
+  // [2049] f64 = 16392 -> 16448.
+  EXPECT_EQ(Sampler::WorkspaceBytes(1000, 100), 2 * 4032u + 2 * 448u + 12032u + 16448u);
+  EXPECT_EQ(Sampler::WorkspaceBytes(0, 100), 0u);
+  EXPECT_EQ(Sampler::WorkspaceBytes(1000, 0), 0u);
+  std::vector<uint8_t> storage(Sampler::WorkspaceBytes(1000, 100) + 128);
+  const size_t skew = (64 - reinterpret_cast<uintptr_t>(storage.data()) % 64) % 64;
+  std::span<uint8_t> ok = std::span<uint8_t>(storage).subspan(skew, storage.size() - 128);
+  EXPECT_TRUE(Sampler::Create(SamplingOptions(), 1000, 100, ok).ok());
+  auto small = Sampler::Create(SamplingOptions(), 1000, 100, ok.first(ok.size() - 1));
+  EXPECT_EQ(small.status().code(), StatusCode::kInvalidArgument);
+  auto misaligned = Sampler::Create(SamplingOptions(), 1000, 100,
+                                    std::span<uint8_t>(storage).subspan(skew + 8, ok.size()));
+  EXPECT_EQ(misaligned.status().code(), StatusCode::kInvalidArgument);
 }
 
 TEST(SamplerReferenceTest, LargeVocabularyMatchesReference) {
