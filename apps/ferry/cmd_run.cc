@@ -88,12 +88,14 @@ StatusOr<Loaded> Load(const Settings& settings, const std::string& name, const R
   FERRY_ASSIGN_OR_RETURN(l.runner, Runner::Create(l.model.get(), l.tokenizer.get(), ro));
   // One line per load: the plan, and what was actually allocated next to it (invariant 1: the
   // plan is the allocation). Visible with --verbose.
-  log::Info("load {}: {}; allocated cpu {} (weights {}, kv {}, compute {}, host {})", path,
+  log::Info("load {}: {}; allocated cpu {} (weights {}, kv {}, compute {}, host {}, sampling {})",
+            path,
             plan.Summary(), FormatBytes(l.runner->allocated_bytes()),
             FormatBytes(l.runner->allocated_bytes("weights")),
             FormatBytes(l.runner->allocated_bytes("kv")),
             FormatBytes(l.runner->allocated_bytes("compute")),
-            FormatBytes(l.runner->allocated_bytes("host")));
+            FormatBytes(l.runner->allocated_bytes("host")),
+            FormatBytes(l.runner->allocated_bytes("sampling")));
   return l;
 }
 
