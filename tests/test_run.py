@@ -28,6 +28,21 @@ def test_verbose_prints_timings(ferry):
     assert "prompt:" in proc.stderr and "generation:" in proc.stderr and "tok/s" in proc.stderr
 
 
+def test_each_load_logs_one_line_with_the_plan_and_the_allocation(ferry):
+    out = run([ferry, "run", str(STORIES), "Once", "--raw", "--num-predict", "2", "--verbose",
+               "--num-ctx", "512"])
+    loads = [line for line in out.stderr.splitlines() if " info load " in line]
+    assert len(loads) == 1, out.stderr
+    line = loads[0]
+    assert "plan: cpu [layers 0-4+output+input]" in line
+    for part in ("weights", "kv", "compute", "host", "sampling", "predicted", "headroom"):
+        assert part in line, line
+    # What was allocated is what was planned: the same total on both sides of the line.
+    planned = line.split("plan: cpu [layers 0-4+output+input] ")[1].split(" (")[0]
+    allocated = line.split("allocated cpu ")[1].split(" (")[0]
+    assert planned == allocated, line
+
+
 def test_seed_makes_sampling_reproducible(ferry):
     args = [ferry, "run", STORIES, "Once upon a time", "--raw", "--temperature", "1.2",
             "--num-predict", "30", "--seed"]
