@@ -275,7 +275,7 @@ uint64_t RssBytes() {
 
 struct RssResult {
   int ok = 0;
-  uint64_t weights = 0, kv = 0, compute = 0, host = 0, plan_total = 0, growth = 0;
+  uint64_t weights = 0, kv = 0, compute = 0, host = 0, sampling = 0, plan_total = 0, growth = 0;
   char error[256] = {};
 };
 
@@ -367,6 +367,7 @@ RssResult MeasureInChild(const std::string& path, int64_t ctx, DType kv_type) {
   res.kv = cpu.kv_bytes;
   res.compute = cpu.compute_bytes;
   res.host = cpu.host_bytes;
+  res.sampling = cpu.sampling_bytes;
   res.plan_total = cpu.total_bytes;
   res.growth = rss1 > rss0 ? rss1 - rss0 : 0;
   return res;
@@ -424,11 +425,13 @@ TEST_F(PlanAccuracyTest, RssGrowthOnLoadMatchesThePlansCpuTotal) {
       const double growth = static_cast<double>(r.growth);
       const double diff_pct = 100.0 * (growth - total) / total;
       std::printf(
-          "rss %-26s ctx %6lld %-4s: plan cpu %9.2f MiB (w %.2f, kv %.2f, compute %.2f, host %.2f) "
+          "rss %-26s ctx %6lld %-4s: plan cpu %9.2f MiB (w %.2f, kv %.2f, compute %.2f, host %.2f, "
+          "sampling %.2f) "
           "rss growth %9.2f MiB (%+.2f%%)\n",
           std::filesystem::path(path).filename().c_str(), static_cast<long long>(ctx),
           std::string(DTypeName(kv_type)).c_str(), total / kMiB, static_cast<double>(r.weights) / kMiB, static_cast<double>(r.kv) / kMiB,
           static_cast<double>(r.compute) / kMiB, static_cast<double>(r.host) / kMiB,
+          static_cast<double>(r.sampling) / kMiB,
           growth / kMiB, diff_pct);
       EXPECT_LE(std::abs(growth - total), 0.05 * total)
           << "plan " << r.plan_total << " bytes, rss growth " << r.growth << " bytes";
