@@ -7,6 +7,7 @@
 #include <new>
 #include <utility>
 
+#include "kernels/cpu/convert.h"
 #include "kernels/ref/dequantize.h"
 #include "kernels/ref/quantize.h"
 
@@ -426,11 +427,19 @@ void KvCache::Load(int32_t seq, int layer_index, int64_t p0, int64_t p1, float* 
       const uint64_t row = static_cast<uint64_t>(block) * bt + static_cast<uint64_t>(start % bt);
       const uint8_t* k_src = layer.arena.data() + row * layer.k_row_bytes;
       const uint8_t* v_src = layer.arena.data() + layer.v_offset + row * layer.v_row_bytes;
-      [[maybe_unused]] Status k_status =
-          DequantizeRow(options_.type, k_src, k_out + (start - p0) * layer.k_dim, n * layer.k_dim);
-      [[maybe_unused]] Status v_status =
-          DequantizeRow(options_.type, v_src, v_out + (start - p0) * layer.v_dim, n * layer.v_dim);
-      assert(k_status.ok() && v_status.ok());
+      float* const k_dst = k_out + (start - p0) * layer.k_dim;
+      float* const v_dst = v_out + (start - p0) * layer.v_dim;
+      if (options_.type == DType::kF16) {
+        // The common cache type, read on every step: the F16C conversion (bitwise the same).
+        ConvertF16ToF32(reinterpret_cast<const uint16_t*>(k_src), k_dst, n * layer.k_dim);
+        ConvertF16ToF32(reinterpret_cast<const uint16_t*>(v_src), v_dst, n * layer.v_dim);
+      } else {
+        [[maybe_unused]] Status k_status =
+            DequantizeRow(options_.type, k_src, k_dst, n * layer.k_dim);
+        [[maybe_unused]] Status v_status =
+            DequantizeRow(options_.type, v_src, v_dst, n * layer.v_dim);
+        assert(k_status.ok() && v_status.ok());
+      }
     }
     p = run_end;
   }

@@ -1,0 +1,24 @@
+// Fast conversion of fp16 rows to f32 (the KV cache's f16 rows, read for every attention step).
+//
+// ConvertF16ToF32 gives bitwise what Fp16ToFloat (tensor/fp16.h) gives for every non-NaN input
+// (fp16 -> f32 is exact), and a NaN for every NaN input (F16C quiets signalling NaNs; the
+// reference keeps their payload bits). AVX2/F16C when the CPU has it (CpuHasAvx2Kernels), else
+// the reference loop.
+//
+// Thread-safety: a pure function over caller-owned buffers.
+#ifndef FERRY_KERNELS_CPU_CONVERT_H_
+#define FERRY_KERNELS_CPU_CONVERT_H_
+
+#include <cstdint>
+
+#include "kernels/cpu/matmul.h"
+
+namespace ferry {
+
+// src: [n] fp16 bits, dst: [n] f32; they must not overlap.
+void ConvertF16ToF32(const uint16_t* src, float* dst, int64_t n,
+                     KernelPath path = KernelPath::kBest);
+
+}  // namespace ferry
+
+#endif  // FERRY_KERNELS_CPU_CONVERT_H_
