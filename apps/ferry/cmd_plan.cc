@@ -104,8 +104,7 @@ void PrintPlan(const Plan& p, const DeviceInventory& inv) {
   }
   std::printf("  (host: the GGUF header, parsed metadata and tokenizer tables; sampling: the "
               "sampler's working memory; both on the CPU)\n");
-  // The speed model: per device bytes read / bandwidth and FLOPs / mat-vec throughput, added on
-  // the CPU, the larger of the two on a GPU (DevicePlan::seconds_per_token).
+  // The speed model: per device max(bytes read / bandwidth, FLOPs / mat-vec throughput).
   std::printf("  %-8s %11s %11s %11s %18s %9s  %s\n", "device", "read/token", "bandwidth",
               "FLOP/token", "mat-vec", "ms/token", "bound");
   for (const DevicePlan& d : p.devices) {
@@ -122,8 +121,8 @@ void PrintPlan(const Plan& p, const DeviceInventory& inv) {
                     : "unknown",
                 d.seconds_per_token() * 1e3, d.bound());
   }
-  std::printf("  predicted decode speed: %.1f tok/s (per device: reading its bytes plus "
-              "multiplying its weights on the CPU, the slower of the two on a GPU%s)\n",
+  std::printf("  predicted decode speed: %.1f tok/s (per device the slower of reading its bytes "
+              "and multiplying its weights%s)\n",
               p.predicted_tok_s,
               FlopsSource(inv, "cpu") == "measured"
                   ? "; * measured Q4_K mat-vec on this CPU, other types timed too"

@@ -117,7 +117,6 @@ Plan BuildPlan(const ModelShape& m, const DeviceInventory& inv, const LoadOption
   for (size_t i = 0; i < p.devices.size(); ++i) {
     DevicePlan& d = p.devices[i];
     const Device& device = inv.devices[i];
-    d.overlapped = device.kind == DeviceKind::kCuda;
     if (!d.layers.empty() || d.has_output) d.compute_bytes = layer_compute;
     if (d.has_input && d.layers.empty() && !d.has_output) {
       d.compute_bytes = static_cast<uint64_t>(4 * n * m.n_embd);  // embedding rows only

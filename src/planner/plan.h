@@ -129,15 +129,7 @@ struct DevicePlan {
   double compute_seconds = 0.0;  // each type's weight FLOPs / the device's rate for that type
                                  // (matmul_flops_by_type, else matmul_flops) + attention FLOPs /
                                  // matmul_flops; 0 when matmul_flops is 0
-  // Whether reading and multiplying overlap. A GPU's memory system streams while its SMs
-  // compute (roofline: the slower of the two); a CPU's cores both issue the loads and do the
-  // arithmetic, so the two add up (measured in docs/planner.md: the sum predicts ferry's
-  // decode within ~20% where the max was 1.5-1.8x too fast).
-  bool overlapped = false;  // true for CUDA devices
-  double seconds_per_token() const {
-    return overlapped ? std::max(memory_seconds, compute_seconds)
-                      : memory_seconds + compute_seconds;
-  }
+  double seconds_per_token() const { return std::max(memory_seconds, compute_seconds); }
   bool compute_bound() const { return compute_seconds > memory_seconds; }
   // "compute-bound" or "memory-bound"; "-" for a device with nothing to read or compute.
   const char* bound() const;
@@ -154,9 +146,9 @@ struct Plan {
   std::vector<uint64_t> layer_kv_bytes;       // [n_layer]: K + V of all sequences
   int output_device = 0;
   int gpu_layers = 0;               // llama.cpp's count: offloaded blocks (+1 for the output)
-  // Decode speed of one sequence: 1 / sum over devices of seconds_per_token(): on a GPU the
-  // slower of reading its bytes and multiplying its weights, on the CPU both, one after the
-  // other; the devices run one after another (layer split).
+  // Decode speed of one sequence: 1 / sum over devices of max(memory_seconds,
+  // compute_seconds), i.e. each device is bound by reading its bytes or by multiplying its
+  // weights, whichever takes longer, and the devices run one after another (layer split).
   // 0 when no device has a bandwidth.
   double predicted_tok_s = 0.0;
   std::vector<std::string> warnings;
