@@ -68,12 +68,11 @@ Status Model::Forward(std::span<const int32_t> tokens, int64_t pos0, KvCache& kv
   }
   if (sc == nullptr) {
     own_allocator = std::make_unique<DeviceAllocator>("cpu");
-    FERRY_ASSIGN_OR_RETURN(own_scratch,
-                           ForwardScratch::Create(ForwardScratch::ShapeFor(*this, n, pos0 + n,
-                                                                           options.each_logits
-                                                                               ? std::min<int64_t>(n, 32)
-                                                                               : 1),
-                                                  *own_allocator));
+    // Streamed logits (each_logits) are computed up to 32 rows at a time.
+    const int64_t logit_rows = options.each_logits ? std::min<int64_t>(n, 32) : 1;
+    FERRY_ASSIGN_OR_RETURN(
+        own_scratch, ForwardScratch::Create(ForwardScratch::ShapeFor(*this, n, pos0 + n, logit_rows),
+                                            *own_allocator));
     sc = own_scratch.get();
   } else {
     const ScratchShape& s = sc->shape();
