@@ -241,14 +241,55 @@ const Device* DeviceInventory::Find(std::string_view name) const {
   return nullptr;
 }
 
-StatusOr<double> ParseBandwidth(std::string_view text) {
+namespace {
+
+// `text` without whitespace, lower-cased: the form the rate parsers read.
+std::string CompactLower(std::string_view text) {
   std::string s;
   for (char c : text) {
     if (!IsSpace(c)) s += c;
   }
-  s = ToLower(s);
+  return ToLower(s);
+}
+
+bool EndsWith(std::string_view s, std::string_view suffix) {
+  return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
+}
+
+// The checks every parsed rate gets: finite, positive, at most `max` (`max_text` for people).
+// `what` names the quantity in messages ("bandwidth", "FLOPS").
+StatusOr<double> CheckRate(double rate, std::string_view what, std::string_view text, double max,
+                           std::string_view max_text) {
+  if (!std::isfinite(rate)) {
+    return InvalidArgumentError("{} '{}' is not a finite number", what, Trim(text));
+  }
+  if (rate <= 0.0) return InvalidArgumentError("{} '{}' is zero", what, Trim(text));
+  if (rate > max) {
+    return OutOfRangeError("{} '{}' is absurd (more than {})", what, Trim(text), max_text);
+  }
+  return rate;
+}
+
+// v in units[0], scaled by 1000 per step and printed with 3 significant digits ("1.00 TB/s",
+// "40.0 GB/s", "900 GB/s"; whole numbers in units[0]).
+std::string FormatSi3(double v, const char* const (&units)[6]) {
+  int unit = 0;
+  // Round to 3 significant digits first so that 999.7e9 prints "1.00 TB/s", not "1000 GB/s".
+  while (unit < 5 && std::round(v) >= 999.5) {
+    v /= 1000.0;
+    ++unit;
+  }
+  if (unit == 0 || v >= 99.95) return fmt::format("{:.0f} {}", v, units[unit]);
+  if (v >= 9.995) return fmt::format("{:.1f} {}", v, units[unit]);
+  return fmt::format("{:.2f} {}", v, units[unit]);
+}
+
+}  // namespace
+
+StatusOr<double> ParseBandwidth(std::string_view text) {
+  std::string s = CompactLower(text);
   if (s.empty()) return InvalidArgumentError("empty bandwidth");
-  if (s.size() >= 2 && s.compare(s.size() - 2, 2, "/s") == 0) s.resize(s.size() - 2);
+  if (EndsWith(s, "/s")) s.resize(s.size() - 2);
   if (!s.empty() && s.front() == '-') {
     return InvalidArgumentError("bandwidth '{}' is negative", Trim(text));
   }
@@ -270,61 +311,31 @@ StatusOr<double> ParseBandwidth(std::string_view text) {
     const double base = rest == "ib" ? 1024.0 : 1000.0;
     multiplier = std::pow(base, static_cast<double>(power + 1));
   }
-  const double bytes_per_s = value * multiplier;
-  if (!std::isfinite(bytes_per_s)) {
-    return InvalidArgumentError("bandwidth '{}' is not a finite number", Trim(text));
-  }
-  if (bytes_per_s <= 0.0) return InvalidArgumentError("bandwidth '{}' is zero", Trim(text));
-  if (bytes_per_s > kMaxBandwidth) {
-    return OutOfRangeError("bandwidth '{}' is absurd (more than 1 PB/s)", Trim(text));
-  }
-  return bytes_per_s;
+  return CheckRate(value * multiplier, "bandwidth", text, kMaxBandwidth, "1 PB/s");
 }
 
 std::string FormatBandwidth(double bytes_per_s) {
   static constexpr const char* kUnits[] = {"B/s", "kB/s", "MB/s", "GB/s", "TB/s", "PB/s"};
-  double v = bytes_per_s;
-  int unit = 0;
-  // Round to 3 significant digits first so that 999.7e9 prints "1.00 TB/s", not "1000 GB/s".
-  while (unit < 5 && std::round(v) >= 999.5) {
-    v /= 1000.0;
-    ++unit;
-  }
-  if (unit == 0) return fmt::format("{:.0f} {}", v, kUnits[unit]);
-  if (v >= 99.95) return fmt::format("{:.0f} {}", v, kUnits[unit]);
-  if (v >= 9.995) return fmt::format("{:.1f} {}", v, kUnits[unit]);
-  return fmt::format("{:.2f} {}", v, kUnits[unit]);
+  return FormatSi3(bytes_per_s, kUnits);
 }
 
 namespace {
 
 // True if `text` (spaces ignored, any case) ends in "flops" or "flop/s".
 bool LooksLikeFlops(std::string_view text) {
-  std::string s;
-  for (char c : text) {
-    if (!IsSpace(c)) s += c;
-  }
-  s = ToLower(s);
-  auto ends_with = [&](std::string_view suffix) {
-    return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(),
-                                                  suffix.data(), suffix.size()) == 0;
-  };
-  return ends_with("flops") || ends_with("flop/s");
+  const std::string s = CompactLower(text);
+  return EndsWith(s, "flops") || EndsWith(s, "flop/s");
 }
 
 }  // namespace
 
 StatusOr<double> ParseFlops(std::string_view text) {
-  std::string s;
-  for (char c : text) {
-    if (!IsSpace(c)) s += c;
-  }
-  s = ToLower(s);
+  std::string s = CompactLower(text);
   if (s.empty()) return InvalidArgumentError("empty FLOPS value");
   if (s.front() == '-') return InvalidArgumentError("FLOPS '{}' is negative", Trim(text));
-  if (s.size() >= 6 && s.compare(s.size() - 6, 6, "flop/s") == 0) {
+  if (EndsWith(s, "flop/s")) {
     s.resize(s.size() - 6);
-  } else if (s.size() >= 5 && s.compare(s.size() - 5, 5, "flops") == 0) {
+  } else if (EndsWith(s, "flops")) {
     s.resize(s.size() - 5);
   } else {
     return InvalidArgumentError("FLOPS '{}' needs a FLOPS unit (e.g. 200GFLOPS)", Trim(text));
@@ -345,29 +356,13 @@ StatusOr<double> ParseFlops(std::string_view text) {
     }
     multiplier = std::pow(1000.0, static_cast<double>(power + 1));
   }
-  const double flops = value * multiplier;
-  if (!std::isfinite(flops)) {
-    return InvalidArgumentError("FLOPS '{}' is not a finite number", Trim(text));
-  }
-  if (flops <= 0.0) return InvalidArgumentError("FLOPS '{}' is zero", Trim(text));
-  if (flops > kMaxFlops) {
-    return OutOfRangeError("FLOPS '{}' is absurd (more than 1e18 FLOP/s)", Trim(text));
-  }
-  return flops;
+  return CheckRate(value * multiplier, "FLOPS", text, kMaxFlops, "1e18 FLOP/s");
 }
 
 std::string FormatFlops(double flops) {
   static constexpr const char* kUnits[] = {"FLOP/s",  "kFLOP/s", "MFLOP/s",
                                            "GFLOP/s", "TFLOP/s", "PFLOP/s"};
-  double v = flops;
-  int unit = 0;
-  while (unit < 5 && std::round(v) >= 999.5) {
-    v /= 1000.0;
-    ++unit;
-  }
-  if (unit == 0 || v >= 99.95) return fmt::format("{:.0f} {}", v, kUnits[unit]);
-  if (v >= 9.995) return fmt::format("{:.1f} {}", v, kUnits[unit]);
-  return fmt::format("{:.2f} {}", v, kUnits[unit]);
+  return FormatSi3(flops, kUnits);
 }
 
 StatusOr<DeviceInventory> ParseDevices(std::string_view description) {
