@@ -10,23 +10,13 @@
 namespace ferry::gguf {
 
 // Smallest encoding of one value of each type: used to bound counts before reserving.
+// Numbers and bools are stored as they are packed (PackedSize).
 static uint64_t MinEncodedSize(ValueType t) {
   switch (t) {
-    case ValueType::kUint8:
-    case ValueType::kInt8:
-    case ValueType::kBool: return 1;
-    case ValueType::kUint16:
-    case ValueType::kInt16: return 2;
-    case ValueType::kUint32:
-    case ValueType::kInt32:
-    case ValueType::kFloat32: return 4;
-    case ValueType::kUint64:
-    case ValueType::kInt64:
-    case ValueType::kFloat64:
     case ValueType::kString: return 8;  // u64 length
     case ValueType::kArray: return 12;  // u32 type + u64 count
+    default: return PackedSize(t);
   }
-  return 1;
 }
 
 static bool IsKnownValueType(uint32_t t) { return t <= 12; }
