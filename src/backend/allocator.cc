@@ -64,13 +64,8 @@ Status DeviceAllocator::Count(uint64_t bytes, std::string_view purpose) {
 
 StatusOr<DeviceAllocator::Buffer> DeviceAllocator::Charge(std::span<const uint8_t> memory,
                                                           std::string_view purpose) {
-  FERRY_RETURN_IF_ERROR(Count(memory.size(), purpose));
-  Buffer b;
-  b.owner_ = this;
-  b.size_ = memory.size();
-  b.purpose_ = std::string(purpose);
+  FERRY_ASSIGN_OR_RETURN(Buffer b, Charge(memory.size(), purpose));
   b.data_ = const_cast<uint8_t*>(memory.data());  // not owned: never freed, never written here
-  b.owns_data_ = false;
   return b;
 }
 
