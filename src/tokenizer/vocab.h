@@ -113,10 +113,7 @@ class Vocab {
   int32_t size() const { return static_cast<int32_t>(text_end_.size()); }
   bool IsValid(int32_t id) const { return id >= 0 && id < size(); }
   // Precondition for the accessors below: IsValid(id).
-  std::string_view text(int32_t id) const {
-    const uint32_t begin = id == 0 ? 0 : text_end_[id - 1];
-    return std::string_view(text_blob_).substr(begin, text_end_[id] - begin);
-  }
+  std::string_view text(int32_t id) const { return Slice(text_blob_, text_end_, id); }
   float score(int32_t id) const { return scores_[id]; }
   TokenType type(int32_t id) const { return static_cast<TokenType>(types_[id]); }
 
@@ -170,10 +167,14 @@ class Vocab {
   Status LoadFlags(const gguf::GgufFile& file);
   void BuildDerivedTables();
 
+  // Item i of a blob of concatenated strings whose end offsets are ends[].
+  static std::string_view Slice(const std::string& blob, const std::vector<uint32_t>& ends,
+                                int64_t i) {
+    const uint32_t begin = i == 0 ? 0 : ends[static_cast<size_t>(i - 1)];
+    return std::string_view(blob).substr(begin, ends[static_cast<size_t>(i)] - begin);
+  }
   std::string_view merge_side(int32_t rank, int side) const {
-    const uint32_t i = static_cast<uint32_t>(2 * rank + side);
-    const uint32_t begin = i == 0 ? 0 : merge_end_[i - 1];
-    return std::string_view(merge_blob_).substr(begin, merge_end_[i] - begin);
+    return Slice(merge_blob_, merge_end_, 2 * int64_t{rank} + side);
   }
 
   std::string text_blob_;               // every token's text, concatenated
