@@ -13,6 +13,7 @@
 #include "backend/device.h"
 #include "model/scratch.h"
 #include "planner/plan.h"
+#include "runtime/plan_testing.h"
 #include "runtime/runner.h"
 
 namespace ferry {
@@ -109,22 +110,10 @@ TEST(AllocationTest, RunnerAllocatesWhatThePlanSays) {
         ASSERT_TRUE(plan.ok()) << plan.status().ToString();
         const DevicePlan& cpu = plan->devices.back();
 
-        RunnerOptions ro;
-        ro.num_ctx = ctx;
-        ro.num_batch = 512;
-        ro.kv_type = kv_type;
-        ro.num_threads = 2;
-        ro.compute_bytes = cpu.compute_bytes;
-        auto r = Runner::Create(l.model.get(), l.tok.get(), ro);
+        auto r = Runner::Create(l.model.get(), l.tok.get(), RunnerOptionsFromPlan(*plan, 2));
         ASSERT_TRUE(r.ok()) << r.status().ToString();
         const Runner& runner = **r;
-        EXPECT_EQ(runner.allocated_bytes("kv"), cpu.kv_bytes);
-        EXPECT_EQ(runner.kv().bytes_allocated(), cpu.kv_bytes);
-        EXPECT_EQ(runner.allocated_bytes("compute"), cpu.compute_bytes);
-        EXPECT_EQ(runner.allocated_bytes("weights"), cpu.weights_bytes);
-        EXPECT_EQ(runner.allocated_bytes("host"), cpu.host_bytes);
-        EXPECT_EQ(runner.allocated_bytes("sampling"), cpu.sampling_bytes);
-        EXPECT_EQ(runner.allocated_bytes(), cpu.total_bytes);
+        ExpectAllocatedAsPlanned(runner, cpu);
         // What the forward pass uses, independently of the plan: at most the reservation,
         // and the reservation within 5% of it.
         const uint64_t needed = runner.scratch().required_bytes();
@@ -298,12 +287,7 @@ TEST(AllocationTest, StreamedLogitsEqualAllLogitsAndArePlanned) {
     ASSERT_TRUE(plan1.ok());
     EXPECT_GE(plan->devices[0].compute_bytes - plan1->devices[0].compute_bytes,
               63 * static_cast<uint64_t>(l.model->hparams().n_vocab) * sizeof(float));
-    RunnerOptions ro;
-    ro.num_ctx = 256;
-    ro.num_batch = 128;
-    ro.logit_rows = 64;
-    ro.num_threads = 2;
-    ro.compute_bytes = plan->devices[0].compute_bytes;
+    RunnerOptions ro = RunnerOptionsFromPlan(*plan, 2);
     auto r = Runner::Create(l.model.get(), l.tok.get(), ro);
     ASSERT_TRUE(r.ok()) << r.status().ToString();
     EXPECT_EQ((*r)->allocated_bytes("compute"), plan->devices[0].compute_bytes);

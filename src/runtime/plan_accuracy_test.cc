@@ -40,6 +40,7 @@
 #include "gguf/gguf.h"
 #include "model/scratch.h"
 #include "planner/plan.h"
+#include "runtime/plan_testing.h"
 #include "runtime/runner.h"
 
 namespace ferry {
@@ -236,23 +237,10 @@ TEST_F(PlanAccuracyTest, RunnerAllocatesThePlanAcrossContextsAndCacheTypes) {
         EXPECT_EQ(cpu.total_bytes, cpu.weights_bytes + cpu.kv_bytes + cpu.compute_bytes +
                                        cpu.host_bytes + cpu.sampling_bytes);
 
-        RunnerOptions ro;
-        ro.num_ctx = ctx;
-        ro.num_batch = 512;
-        ro.kv_type = kv_type;
-        ro.num_threads = 1;
-        ro.compute_bytes = cpu.compute_bytes;
-        auto r = Runner::Create(&model, tok->get(), ro);
+        auto r = Runner::Create(&model, tok->get(), RunnerOptionsFromPlan(*plan, 1));
         ASSERT_TRUE(r.ok()) << r.status().ToString();
         const Runner& runner = **r;
-        EXPECT_EQ(runner.allocated_bytes("kv"), cpu.kv_bytes);
-        EXPECT_EQ(runner.kv().bytes_allocated(), cpu.kv_bytes);
-        EXPECT_EQ(runner.allocated_bytes("compute"), cpu.compute_bytes);
-        // Weights (mapped, charged) and the loader's host memory: exactly the plan, too.
-        EXPECT_EQ(runner.allocated_bytes("weights"), cpu.weights_bytes);
-        EXPECT_EQ(runner.allocated_bytes("host"), cpu.host_bytes);
-        EXPECT_EQ(runner.allocated_bytes("sampling"), cpu.sampling_bytes);
-        EXPECT_EQ(runner.allocated_bytes(), cpu.total_bytes);
+        ExpectAllocatedAsPlanned(runner, cpu);
         // The forward pass's own need, computed from the loaded model, not the plan.
         const uint64_t needed = ForwardScratch::RequiredBytes(
             ForwardScratch::ShapeFor(model, std::min<int64_t>(512, ctx), ctx));
@@ -308,13 +296,7 @@ std::string LoadAndTouch(const std::string& path, int64_t ctx, DType kv_type,
   auto plan = PlanFor(model, ctx, kv_type);
   if (!plan.ok()) return plan.status().ToString();
   const DevicePlan& cpu = plan->devices.back();
-  RunnerOptions ro;
-  ro.num_ctx = ctx;
-  ro.num_batch = 512;
-  ro.kv_type = kv_type;
-  ro.num_threads = 1;
-  ro.compute_bytes = cpu.compute_bytes;
-  auto r = Runner::Create(&model, tok.get(), ro);
+  auto r = Runner::Create(&model, tok.get(), RunnerOptionsFromPlan(*plan, 1));
   if (!r.ok()) return r.status().ToString();
   // The whole compute buffer, as a full-batch step over a full context would write it.
   const ForwardScratch& scratch = (*r)->scratch();
