@@ -81,12 +81,8 @@ StatusOr<DeviceAllocator::Buffer> DeviceAllocator::Charge(uint64_t bytes,
 
 StatusOr<DeviceAllocator::Buffer> DeviceAllocator::Allocate(uint64_t bytes,
                                                             std::string_view purpose) {
-  // Reserve the bytes before allocating, so concurrent calls cannot both pass the check.
-  FERRY_RETURN_IF_ERROR(Count(bytes, purpose));
-  Buffer b;
-  b.owner_ = this;
-  b.size_ = bytes;
-  b.purpose_ = std::string(purpose);
+  // Count (charge) the bytes before allocating, so concurrent calls cannot both pass the check.
+  FERRY_ASSIGN_OR_RETURN(Buffer b, Charge(bytes, purpose));
   if (bytes > 0) {
     void* p = bytes > static_cast<uint64_t>(std::numeric_limits<std::ptrdiff_t>::max())
                   ? nullptr
