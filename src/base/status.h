@@ -30,6 +30,7 @@ enum class StatusCode {
   kFailedPrecondition,
   kIoError,            // the operating system refused (open, mmap, write)
   kInternal,
+  kUnavailable,        // the serving side went away (model unloaded, shutting down)
 };
 
 std::string_view StatusCodeName(StatusCode code);
@@ -86,6 +87,18 @@ Status OutOfRangeError(fmt::format_string<Args...> f, Args&&... args) {
 template <typename... Args>
 Status IoError(fmt::format_string<Args...> f, Args&&... args) {
   return Status(StatusCode::kIoError, fmt::format(f, std::forward<Args>(args)...));
+}
+template <typename... Args>
+Status ResourceExhaustedError(fmt::format_string<Args...> f, Args&&... args) {
+  return Status(StatusCode::kResourceExhausted, fmt::format(f, std::forward<Args>(args)...));
+}
+template <typename... Args>
+Status FailedPreconditionError(fmt::format_string<Args...> f, Args&&... args) {
+  return Status(StatusCode::kFailedPrecondition, fmt::format(f, std::forward<Args>(args)...));
+}
+template <typename... Args>
+Status UnavailableError(fmt::format_string<Args...> f, Args&&... args) {
+  return Status(StatusCode::kUnavailable, fmt::format(f, std::forward<Args>(args)...));
 }
 template <typename... Args>
 Status InternalError(fmt::format_string<Args...> f, Args&&... args) {
