@@ -14,6 +14,8 @@
 #include "base/log.h"
 #include "model/model.h"
 #include "planner/plan.h"
+#include "kv/kv_cache.h"
+#include "runtime/loader.h"
 #include "runtime/runner.h"
 #include "tokenizer/tokenizer.h"
 
@@ -21,96 +23,49 @@ namespace ferry::app {
 namespace {
 
 void AddRequestFlags(CLI::App* cmd, RequestFlags& r) {
-  cmd->add_option("--num-ctx", r.num_ctx, "Context length in tokens (KV cache size)");
-  cmd->add_option("--num-predict", r.num_predict, "Tokens to generate (-1: until done)");
-  cmd->add_option("--num-batch", r.num_batch, "Prompt tokens per forward step");
-  cmd->add_option("--num-thread", r.num_thread, "CPU threads (0: all cores)");
+  RequestOptions& o = r.options;
+  SamplingOptions& s = o.sampling;
+  cmd->add_option("--num-ctx", o.num_ctx, "Context length in tokens (KV cache size)");
+  cmd->add_option("--num-predict", o.num_predict, "Tokens to generate (-1: until done)");
+  cmd->add_option("--num-batch", o.num_batch, "Prompt tokens per forward step");
+  cmd->add_option("--num-thread", o.num_thread, "CPU threads (0: all cores)");
   cmd->add_option("--kv-type", r.kv_type, "KV cache type: f16, q8_0, q4_0 or f32");
-  cmd->add_option("--temperature", r.temperature, "Sampling temperature (0: greedy)");
-  cmd->add_option("--top-k", r.top_k, "Keep the k most likely tokens (0: off)");
-  cmd->add_option("--top-p", r.top_p, "Nucleus sampling mass (1: off)");
-  cmd->add_option("--min-p", r.min_p, "Drop tokens below min_p x the top probability");
-  cmd->add_option("--repeat-penalty", r.repeat_penalty, "Penalty for repeated tokens (1: off)");
-  cmd->add_option("--repeat-last-n", r.repeat_last_n, "Tokens the penalties look back over");
-  cmd->add_option("--presence-penalty", r.presence_penalty, "Presence penalty");
-  cmd->add_option("--frequency-penalty", r.frequency_penalty, "Frequency penalty");
-  cmd->add_option("--seed", r.seed, "Random seed for reproducible sampling");
-  cmd->add_option("--stop", r.stop, "Stop string (repeatable)");
+  cmd->add_option("--temperature", s.temperature, "Sampling temperature (0: greedy)");
+  cmd->add_option("--top-k", s.top_k, "Keep the k most likely tokens (0: off)");
+  cmd->add_option("--top-p", s.top_p, "Nucleus sampling mass (1: off)");
+  cmd->add_option("--min-p", s.min_p, "Drop tokens below min_p x the top probability");
+  cmd->add_option("--repeat-penalty", s.repeat_penalty, "Penalty for repeated tokens (1: off)");
+  cmd->add_option("--repeat-last-n", s.repeat_last_n, "Tokens the penalties look back over");
+  cmd->add_option("--presence-penalty", s.presence_penalty, "Presence penalty");
+  cmd->add_option("--frequency-penalty", s.frequency_penalty, "Frequency penalty");
+  cmd->add_option("--seed", s.seed, "Random seed for reproducible sampling");
+  cmd->add_option("--stop", o.stop, "Stop string (repeatable)");
 }
-
-struct Loaded {
-  std::unique_ptr<Model> model;
-  std::unique_ptr<tokenizer::Tokenizer> tokenizer;
-  std::unique_ptr<Runner> runner;
-};
 
 // Perplexity computes every token's logits, this many tokens at a time (the compute buffer
 // holds [rows, n_vocab] floats: 64 MiB for a 262144-token vocabulary).
 constexpr int64_t kPerplexityLogitRows = 64;
 
-// logit_rows: RunnerOptions::logit_rows (1 for generation).
-StatusOr<Loaded> Load(const Settings& settings, const std::string& name, const RequestFlags& r,
-                      int64_t logit_rows = 1) {
+// logit_rows: LoadOptions::logit_rows (1 for generation). Without an inference thread: the
+// command drives the runner itself (one request at a time).
+StatusOr<std::unique_ptr<Runner>> Load(const Settings& settings, const std::string& name,
+                                       const RequestFlags& r, int64_t logit_rows = 1) {
   FERRY_ASSIGN_OR_RETURN(std::string path, ResolveModel(settings, name));
-  Loaded l;
-  FERRY_ASSIGN_OR_RETURN(l.model, Model::Load(path));
-  FERRY_ASSIGN_OR_RETURN(tokenizer::Vocab vocab, tokenizer::Vocab::FromGguf(l.model->file()));
-  if (vocab.size() != l.model->hparams().n_vocab) {
-    return DataLossError("{}: the tokenizer has {} tokens but the model {}", path, vocab.size(),
-                         l.model->hparams().n_vocab);
-  }
-  FERRY_ASSIGN_OR_RETURN(l.tokenizer, tokenizer::Tokenizer::Create(std::move(vocab)));
-  RunnerOptions ro;
-  ro.num_ctx = r.num_ctx;
-  ro.num_batch = r.num_batch;
-  ro.num_threads = r.num_thread;
-  ro.logit_rows = std::max<int64_t>(1, std::min(logit_rows, r.num_batch));
-  FERRY_ASSIGN_OR_RETURN(ro.kv_type, ParseDType(r.kv_type));
-  if (ro.kv_type != DType::kF16 && ro.kv_type != DType::kQ8_0 && ro.kv_type != DType::kQ4_0 &&
-      ro.kv_type != DType::kF32) {
-    return InvalidArgumentError("--kv-type {} is not supported (f16, q8_0, q4_0, f32)", r.kv_type);
-  }
-  // The plan of this load (ferry runs on the CPU so far): one log line, as every load logs.
+  FERRY_RETURN_IF_ERROR(ValidateRequestOptions(r.options));
   LoadOptions lo;
-  lo.num_ctx = ro.num_ctx;
-  lo.num_batch = ro.num_batch;
-  lo.kv_type = ro.kv_type;
-  lo.logit_rows = ro.logit_rows;
-  lo.num_gpu = 0;
-  FERRY_RETURN_IF_ERROR(ValidateLoadOptions(lo));
+  lo.num_ctx = r.options.num_ctx;
+  lo.num_batch = std::min(r.options.num_batch, r.options.num_ctx);
+  FERRY_ASSIGN_OR_RETURN(lo.kv_type, ParseKvCacheType(r.kv_type));
+  lo.logit_rows = std::max<int64_t>(1, std::min(logit_rows, lo.num_batch));
+  lo.num_gpu = 0;  // ferry runs on the CPU so far
   DiscoverOptions discover;
-  discover.cpu_threads = ro.num_threads;  // the calibration runs on as many threads as decode
+  discover.cpu_threads = r.options.num_thread;  // the calibration runs on as many threads as decode
   discover.cpu_matmul_flops = settings.cpu_matmul_flops;
   FERRY_ASSIGN_OR_RETURN(DeviceInventory inv, DiscoverDevices(discover));
-  FERRY_ASSIGN_OR_RETURN(Plan plan, MakePlan(ShapeFromModel(*l.model), inv, lo));
-  const DevicePlan& cpu_plan = plan.devices.back();
-  ro.compute_bytes = cpu_plan.compute_bytes;
-  FERRY_ASSIGN_OR_RETURN(l.runner, Runner::Create(l.model.get(), l.tokenizer.get(), ro));
-  // One line per load: the plan, and what was actually allocated next to it (invariant 1: the
-  // plan is the allocation). Visible with --verbose.
-  log::Info("load {}: {}; allocated cpu {} (weights {}, kv {}, compute {}, host {}, sampling {})",
-            path,
-            plan.Summary(), FormatBytes(l.runner->allocated_bytes()),
-            FormatBytes(l.runner->allocated_bytes("weights")),
-            FormatBytes(l.runner->allocated_bytes("kv")),
-            FormatBytes(l.runner->allocated_bytes("compute")),
-            FormatBytes(l.runner->allocated_bytes("host")),
-            FormatBytes(l.runner->allocated_bytes("sampling")));
-  return l;
-}
-
-SamplingOptions Sampling(const RequestFlags& r) {
-  SamplingOptions s;
-  s.temperature = r.temperature;
-  s.top_k = r.top_k;
-  s.top_p = r.top_p;
-  s.min_p = r.min_p;
-  s.repeat_penalty = r.repeat_penalty;
-  s.repeat_last_n = r.repeat_last_n;
-  s.presence_penalty = r.presence_penalty;
-  s.frequency_penalty = r.frequency_penalty;
-  s.seed = r.seed;
-  return s;
+  RunnerOptions ro;
+  ro.num_threads = r.options.num_thread;
+  ro.start_thread = false;
+  return LoadRunner(path, inv, lo, ro);
 }
 
 int Fail(std::string_view cmd, const Status& s) {
@@ -119,25 +74,24 @@ int Fail(std::string_view cmd, const Status& s) {
 }
 
 // Generates one answer, streaming it to stdout. Returns the answer text.
-StatusOr<std::string> Answer(Loaded& l, const std::vector<int32_t>& prompt,
+StatusOr<std::string> Answer(Runner& runner, const std::vector<int32_t>& prompt,
                              const RunOptions& o) {
   GenerateRequest req;
   req.prompt = prompt;
-  req.num_predict = o.request.num_predict;
-  req.stop = o.request.stop;
-  req.sampling = Sampling(o.request);
-  FERRY_ASSIGN_OR_RETURN(GenerateResult res, l.runner->Generate(req, [](std::string_view s) {
+  req.options = o.request.options;
+  FERRY_ASSIGN_OR_RETURN(GenerateResult gen, runner.Generate(req, [](std::string_view s) {
     std::fwrite(s.data(), 1, s.size(), stdout);
     std::fflush(stdout);
     return true;
   }));
   std::printf("\n");
   std::fflush(stdout);
-  if (res.done_reason == "length") {
-    const int64_t used = res.prompt_eval_count + res.eval_count;
-    if (used >= l.runner->options().num_ctx) {
+  const GenerateStats& res = gen.stats;
+  if (res.done_reason == DoneReason::kLength) {
+    const int64_t used = static_cast<int64_t>(prompt.size()) + res.eval_count;
+    if (used >= req.options.num_ctx) {
       std::fprintf(stderr, "[stopped: the context of %lld tokens is full; raise --num-ctx]\n",
-                   static_cast<long long>(l.runner->options().num_ctx));
+                   static_cast<long long>(req.options.num_ctx));
     }
   }
   if (o.verbose) {
@@ -148,9 +102,10 @@ StatusOr<std::string> Answer(Loaded& l, const std::vector<int32_t>& prompt,
                  static_cast<long long>(res.prompt_eval_count), res.prompt_eval_ns / 1e9,
                  rate(res.prompt_eval_count, res.prompt_eval_ns),
                  static_cast<long long>(res.eval_count), res.eval_ns / 1e9,
-                 rate(res.eval_count, res.eval_ns), res.done_reason.c_str());
+                 rate(res.eval_count, res.eval_ns),
+                 std::string(DoneReasonName(res.done_reason)).c_str());
   }
-  return res.text;
+  return gen.text;
 }
 
 }  // namespace
@@ -179,15 +134,17 @@ int RunRun(const Settings& settings, const RunOptions& o) {
   if (o.verbose && log::GetLevel() > log::Level::kInfo) log::SetLevel(log::Level::kInfo);
   auto loaded = Load(settings, o.model, o.request);
   if (!loaded.ok()) return Fail("run", loaded.status());
-  Loaded& l = *loaded;
+  Runner& runner = **loaded;
+  const Model& model = runner.model();
+  const tokenizer::Tokenizer& tokenizer = runner.tokenizer();
   std::optional<chat::ChatTemplate> tmpl;
   if (!o.raw) {
     std::string jinja;
-    if (const gguf::Value* v = l.model->file().Find("tokenizer.chat_template")) {
+    if (const gguf::Value* v = model.file().Find("tokenizer.chat_template")) {
       if (auto s = v->AsString(); s.ok()) jinja = std::string(*s);
     }
-    auto t = chat::ChatTemplate::Detect(jinja, l.model->hparams().arch,
-                                        l.tokenizer->vocab().Find("<|start_header_id|>") >= 0);
+    auto t = chat::ChatTemplate::Detect(jinja, model.hparams().arch,
+                                        tokenizer.vocab().Find("<|start_header_id|>") >= 0);
     if (!t.ok()) return Fail("run", t.status());
     tmpl = *t;
     if (o.verbose) {
@@ -202,16 +159,16 @@ int RunRun(const Settings& settings, const RunOptions& o) {
   auto one_turn = [&](const std::string& text) -> Status {
     std::vector<int32_t> prompt;
     if (o.raw) {
-      FERRY_ASSIGN_OR_RETURN(prompt, l.tokenizer->Encode(text, true, false));
+      FERRY_ASSIGN_OR_RETURN(prompt, tokenizer.Encode(text, true, false));
       if (prompt.empty()) {
         return InvalidArgumentError("the prompt is empty and the model adds no BOS token");
       }
     } else {
       conversation.push_back({"user", text});
       FERRY_ASSIGN_OR_RETURN(std::string rendered, tmpl->Render(conversation, true));
-      FERRY_ASSIGN_OR_RETURN(prompt, l.tokenizer->Encode(rendered, true, true));
+      FERRY_ASSIGN_OR_RETURN(prompt, tokenizer.Encode(rendered, true, true));
     }
-    FERRY_ASSIGN_OR_RETURN(std::string answer, Answer(l, prompt, o));
+    FERRY_ASSIGN_OR_RETURN(std::string answer, Answer(runner, prompt, o));
     if (!o.raw) conversation.push_back({"assistant", answer});
     return Status::Ok();
   };
@@ -242,14 +199,14 @@ int RunPerplexity(const Settings& settings, const PerplexityOptions& o) {
   ss << in.rdbuf();
   auto loaded = Load(settings, o.model, o.request, kPerplexityLogitRows);
   if (!loaded.ok()) return Fail("perplexity", loaded.status());
-  auto tokens = loaded->tokenizer->Encode(ss.str(), false, false);
+  auto tokens = (*loaded)->tokenizer().Encode(ss.str(), false, false);
   if (!tokens.ok()) return Fail("perplexity", tokens.status());
   int64_t scored = 0;
-  auto ppl = loaded->runner->Perplexity(*tokens, &scored);
+  auto ppl = (*loaded)->Perplexity(*tokens, &scored);
   if (!ppl.ok()) return Fail("perplexity", ppl.status());
   std::printf("perplexity %.4f over %lld scored tokens (%lld tokens, windows of %lld)\n", *ppl,
               static_cast<long long>(scored), static_cast<long long>(tokens->size()),
-              static_cast<long long>(o.request.num_ctx));
+              static_cast<long long>(o.request.options.num_ctx));
   return 0;
 }
 

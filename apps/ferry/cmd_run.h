@@ -8,27 +8,16 @@
 
 #include <CLI/CLI.hpp>
 
+#include "runtime/request.h"
 #include "settings.h"
 
 namespace ferry::app {
 
-// Request options, each also a flag with dashes (--num-ctx ...), Ollama's names.
+// Request options, each also a flag with dashes (--num-ctx ...), Ollama's names: the
+// library's one RequestOptions, plus the load options a command line may set.
 struct RequestFlags {
-  int64_t num_ctx = 2048;
-  int64_t num_predict = -1;
-  int64_t num_batch = 512;
-  int num_thread = 0;
+  RequestOptions options;
   std::string kv_type = "f16";
-  float temperature = 0.8f;
-  int top_k = 40;
-  float top_p = 0.9f;
-  float min_p = 0.0f;
-  float repeat_penalty = 1.1f;
-  int repeat_last_n = 64;
-  float presence_penalty = 0.0f;
-  float frequency_penalty = 0.0f;
-  std::optional<uint64_t> seed;
-  std::vector<std::string> stop;
 };
 
 struct RunOptions {

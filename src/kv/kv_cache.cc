@@ -14,8 +14,7 @@
 namespace ferry {
 namespace {
 
-// Arena start alignment: a cache line, enough for every block struct and for SIMD loads.
-// Quantized K/V rows are whole 32-element blocks.
+// Quantized K/V rows are whole q8_0 / q4_0 blocks of 32 elements.
 constexpr int64_t kQuantBlock = 32;
 
 // The sizes of one layer, computed the same way for PoolBytes and Create.
@@ -33,20 +32,18 @@ bool MulOverflows(uint64_t a, uint64_t b, uint64_t* out) {
 }
 
 StatusOr<std::vector<LayerGeometry>> ComputeGeometry(const KvCacheOptions& o) {
-  switch (o.type) {
-    case DType::kF32:
-    case DType::kF16:
-    case DType::kQ8_0:
-    case DType::kQ4_0:
-      break;
-    default:
-      return InvalidArgumentError("kv cache type {} is not supported (f32, f16, q8_0, q4_0)",
-                                  static_cast<uint32_t>(o.type));
+  if (!IsKvCacheType(o.type)) {
+    return InvalidArgumentError("kv cache type {} is not supported (f16, q8_0, q4_0, f32)",
+                                DTypeName(o.type));
   }
   const bool quantized = o.type == DType::kQ8_0 || o.type == DType::kQ4_0;
   if (o.num_ctx <= 0) return InvalidArgumentError("kv cache num_ctx {} must be > 0", o.num_ctx);
   if (o.num_seqs <= 0) {
     return InvalidArgumentError("kv cache num_seqs {} must be > 0", o.num_seqs);
+  }
+  if (o.max_seqs != 0 && o.max_seqs < o.num_seqs) {
+    return InvalidArgumentError("kv cache max_seqs {} must be 0 or >= num_seqs {}", o.max_seqs,
+                                o.num_seqs);
   }
   if (o.max_batch <= 0) {
     return InvalidArgumentError("kv cache max_batch {} must be > 0", o.max_batch);
@@ -126,6 +123,41 @@ StatusOr<std::vector<LayerGeometry>> ComputeGeometry(const KvCacheOptions& o) {
 }  // namespace
 
 
+KvCacheOptions KvOptionsForLayers(DType type, int64_t n_layer, int64_t n_head_kv,
+                                  int64_t head_dim_k, int64_t head_dim_v,
+                                  const std::vector<int64_t>& window, int64_t num_ctx,
+                                  int32_t num_seqs, int32_t max_seqs, int64_t max_batch) {
+  KvCacheOptions o;
+  o.type = type;
+  o.k_dim.assign(static_cast<size_t>(n_layer), n_head_kv * head_dim_k);
+  o.v_dim.assign(static_cast<size_t>(n_layer), n_head_kv * head_dim_v);
+  o.window = window;
+  o.num_ctx = num_ctx;
+  o.num_seqs = num_seqs;
+  o.max_seqs = max_seqs;
+  o.max_batch = std::min(max_batch, num_ctx);
+  return o;
+}
+
+const std::vector<DType>& KvCacheTypes() {
+  static const std::vector<DType> kTypes = {DType::kF16, DType::kQ8_0, DType::kQ4_0};
+  return kTypes;
+}
+
+bool IsKvCacheType(DType type) {
+  return type == DType::kF32 ||
+         std::find(KvCacheTypes().begin(), KvCacheTypes().end(), type) != KvCacheTypes().end();
+}
+
+StatusOr<DType> ParseKvCacheType(std::string_view name) {
+  for (DType t : KvCacheTypes()) {
+    if (name == DTypeName(t)) return t;
+  }
+  if (name == DTypeName(DType::kF32)) return DType::kF32;
+  return InvalidArgumentError("KV cache type '{}' is not supported (f16, q8_0, q4_0; f32 for tests)",
+                              name);
+}
+
 StatusOr<std::vector<uint64_t>> KvCache::PoolLayerBytes(const KvCacheOptions& options) {
   FERRY_ASSIGN_OR_RETURN(std::vector<LayerGeometry> geometry, ComputeGeometry(options));
   std::vector<uint64_t> bytes;
@@ -172,26 +204,19 @@ StatusOr<std::unique_ptr<KvCache>> KvCache::Create(const KvCacheOptions& options
     layer.slots = g.slots;
     layer.blocks = g.blocks;
     layer.bytes = g.bytes;
-    layer.v_offset = g.v_offset;
-    auto arena = allocator->Allocate(g.bytes, "kv");
-    if (!arena.ok()) {
-      return MakeStatus(StatusCode::kResourceExhausted,
-                        "kv cache: cannot allocate {} bytes for layer {} ({} bytes so far): {}",
-                        g.bytes, l, total, arena.status().message());
+    cache->allocator_ = allocator;
+    Status st = cache->AddArena(static_cast<int>(l), g.blocks);
+    if (!st.ok()) {
+      return ResourceExhaustedError("kv cache: cannot allocate {} bytes for layer {} ({} bytes so far): {}",
+                                    g.bytes, l, total, st.message());
     }
-    layer.arena = std::move(*arena);
-    uint8_t* const data = layer.arena.data();
-    // Zeroing commits the pages now (a load that does not fit fails here, not mid-generation)
-    // and makes never-stored rows read as zeros.
-    std::memset(data, 0, g.bytes);
     total += g.bytes;
-    layer.free_blocks.resize(static_cast<std::size_t>(g.blocks));
-    // A stack: block 0 is handed out first.
-    for (int32_t i = 0; i < g.blocks; ++i) layer.free_blocks[g.blocks - 1 - i] = i;
   }
   cache->bytes_allocated_ = total;
 
-  cache->seqs_.resize(static_cast<std::size_t>(options.num_seqs));
+  if (cache->options_.max_seqs == 0) cache->options_.max_seqs = options.num_seqs;
+  cache->allocator_ = allocator;
+  cache->seqs_.resize(static_cast<std::size_t>(cache->options_.max_seqs));
   for (Sequence& s : cache->seqs_) {
     s.block.resize(geometry.size());
     s.logical.resize(geometry.size());
@@ -202,6 +227,139 @@ StatusOr<std::unique_ptr<KvCache>> KvCache::Create(const KvCacheOptions& options
     }
   }
   return cache;
+}
+
+Status KvCache::AddArena(int l, int32_t blocks) {
+  Layer& layer = layers_[static_cast<std::size_t>(l)];
+  const uint64_t bt = static_cast<uint64_t>(options_.block_tokens);
+  const uint64_t rows = static_cast<uint64_t>(blocks) * bt;
+  const uint64_t bytes = rows * (layer.k_row_bytes + layer.v_row_bytes);
+  FERRY_ASSIGN_OR_RETURN(DeviceAllocator::Buffer buffer, allocator_->Allocate(bytes, "kv"));
+  // Zeroing commits the pages now (a load that does not fit fails here, not mid-generation)
+  // and makes never-stored rows read as zeros.
+  std::memset(buffer.data(), 0, bytes);
+  Layer::Arena arena;
+  arena.first_block = layer.arenas.empty()
+                          ? 0
+                          : layer.arenas.back().first_block + layer.arenas.back().blocks;
+  arena.blocks = blocks;
+  arena.v_offset = rows * layer.k_row_bytes;
+  arena.buffer = std::move(buffer);
+  // A stack: the lowest new block is handed out first.
+  layer.free_blocks.reserve(layer.free_blocks.size() + static_cast<std::size_t>(blocks));
+  for (int32_t i = blocks - 1; i >= 0; --i) layer.free_blocks.push_back(arena.first_block + i);
+  layer.arenas.push_back(std::move(arena));
+  return Status::Ok();
+}
+
+uint8_t* KvCache::Layer::KRow(int32_t block, int64_t r, int64_t bt) const {
+  for (const Arena& a : arenas) {
+    if (block < a.first_block + a.blocks) {
+      const uint64_t row = static_cast<uint64_t>(block - a.first_block) * bt + r;
+      return a.buffer.data() + row * k_row_bytes;
+    }
+  }
+  return nullptr;
+}
+
+uint8_t* KvCache::Layer::VRow(int32_t block, int64_t r, int64_t bt) const {
+  for (const Arena& a : arenas) {
+    if (block < a.first_block + a.blocks) {
+      const uint64_t row = static_cast<uint64_t>(block - a.first_block) * bt + r;
+      return a.buffer.data() + a.v_offset + row * v_row_bytes;
+    }
+  }
+  return nullptr;
+}
+
+Status KvCache::Grow(int64_t new_num_ctx) {
+  if (new_num_ctx <= options_.num_ctx) return Status::Ok();
+  KvCacheOptions grown = options_;
+  grown.num_ctx = new_num_ctx;
+  FERRY_ASSIGN_OR_RETURN(std::vector<LayerGeometry> geometry, ComputeGeometry(grown));
+  // Allocate every layer's new arena before changing anything visible.
+  std::vector<std::size_t> old_arenas(layers_.size());
+  for (std::size_t l = 0; l < layers_.size(); ++l) {
+    old_arenas[l] = layers_[l].arenas.size();
+    const int32_t extra = geometry[l].blocks - layers_[l].blocks;
+    if (extra < 0 || geometry[l].slots < layers_[l].slots) {
+      return InternalError("kv cache: growing to num_ctx {} would shrink layer {}", new_num_ctx, l);
+    }
+    if (extra == 0) continue;
+    const std::size_t free_before = layers_[l].free_blocks.size();
+    Status st = AddArena(static_cast<int>(l), extra);
+    if (!st.ok()) {
+      // Undo the layers already grown.
+      for (std::size_t u = 0; u <= l; ++u) {
+        while (layers_[u].arenas.size() > old_arenas[u]) {
+          const Layer::Arena& a = layers_[u].arenas.back();
+          std::erase_if(layers_[u].free_blocks, [&](int32_t b) { return b >= a.first_block; });
+          layers_[u].arenas.pop_back();
+        }
+      }
+      (void)free_before;
+      return ResourceExhaustedError("kv cache: cannot grow layer {} to num_ctx {}: {}", l,
+                                    new_num_ctx, st.message());
+    }
+  }
+  for (std::size_t l = 0; l < layers_.size(); ++l) {
+    Layer& layer = layers_[l];
+    const int32_t old_slots = layer.slots;
+    layer.slots = geometry[l].slots;
+    layer.blocks = geometry[l].blocks;
+    bytes_allocated_ += geometry[l].bytes - layer.bytes;
+    layer.bytes = geometry[l].bytes;
+    if (layer.slots != old_slots) {
+      for (Sequence& s : seqs_) {
+        s.block[l].resize(static_cast<std::size_t>(layer.slots), -1);
+        s.logical[l].resize(static_cast<std::size_t>(layer.slots), -1);
+      }
+    }
+  }
+  options_.num_ctx = new_num_ctx;
+  return Status::Ok();
+}
+
+int64_t KvCache::total_blocks() const {
+  int64_t n = 0;
+  for (const Layer& l : layers_) n += l.blocks;
+  return n;
+}
+
+int64_t KvCache::free_blocks() const {
+  int64_t n = 0;
+  for (const Layer& l : layers_) n += static_cast<int64_t>(l.free_blocks.size());
+  return n;
+}
+
+int32_t KvCache::BlocksFor(int layer, int64_t len) const {
+  if (len <= 0) return 0;
+  const int64_t n = (len - 1) / options_.block_tokens + 1;
+  return static_cast<int32_t>(std::min<int64_t>(n, layers_[layer].slots));
+}
+
+int32_t KvCache::HeldBlocks(int32_t seq, int layer) const {
+  if (!is_live(seq)) return 0;
+  int32_t n = 0;
+  for (int32_t b : seqs_[seq].block[layer]) n += b >= 0 ? 1 : 0;
+  return n;
+}
+
+int32_t KvCache::BlocksToReserve(int32_t seq, int layer, int64_t new_len) const {
+  if (!is_live(seq)) return 0;
+  const Sequence& s = seqs_[seq];
+  if (new_len <= s.len) return 0;
+  const int64_t bt = options_.block_tokens;
+  const int32_t slots = layers_[layer].slots;
+  const int64_t first = s.len / bt;
+  const int64_t last = (new_len - 1) / bt;
+  int32_t need = 0;
+  // Slots visited once each (a span longer than the ring wraps onto itself).
+  const int64_t span = std::min<int64_t>(last - first + 1, slots);
+  for (int64_t b = first; b < first + span; ++b) {
+    if (s.block[layer][b % slots] < 0) ++need;
+  }
+  return need;
 }
 
 uint64_t KvCache::layer_bytes(int layer) const {
@@ -225,19 +383,19 @@ int32_t KvCache::layer_slots(int layer) const {
 }
 
 bool KvCache::is_live(int32_t seq) const {
-  return seq >= 0 && seq < options_.num_seqs && seqs_[seq].live;
+  return seq >= 0 && seq < options_.max_seqs && seqs_[seq].live;
 }
 
 Status KvCache::CheckSequence(int32_t seq) const {
-  if (seq < 0 || seq >= options_.num_seqs) {
-    return InvalidArgumentError("kv cache: sequence {} outside [0, {})", seq, options_.num_seqs);
+  if (seq < 0 || seq >= options_.max_seqs) {
+    return InvalidArgumentError("kv cache: sequence {} outside [0, {})", seq, options_.max_seqs);
   }
   if (!seqs_[seq].live) return NotFoundError("kv cache: sequence {} is not live", seq);
   return Status::Ok();
 }
 
 StatusOr<int32_t> KvCache::AddSequence() {
-  for (int32_t i = 0; i < options_.num_seqs; ++i) {
+  for (int32_t i = 0; i < options_.max_seqs; ++i) {
     Sequence& s = seqs_[i];
     if (s.live) continue;
     s.live = true;
@@ -247,7 +405,7 @@ StatusOr<int32_t> KvCache::AddSequence() {
     return i;
   }
   return MakeStatus(StatusCode::kResourceExhausted, "kv cache: all {} sequences are in use",
-                    options_.num_seqs);
+                    options_.max_seqs);
 }
 
 void KvCache::FreeSlot(int layer, Sequence& s, int32_t slot) {
@@ -368,81 +526,73 @@ Status KvCache::Truncate(int32_t seq, int64_t len) {
   return Status::Ok();
 }
 
-void KvCache::Store(int32_t seq, int layer_index, int64_t pos, const float* k, const float* v) {
-  const bool args_ok = is_live(seq) && layer_index >= 0 && layer_index < num_layers() && pos >= 0 &&
-                       pos < seqs_[seq].len;
-  assert(args_ok && "KvCache::Store: not a live sequence, layer or reserved position");
-  if (!args_ok) return;
+Status KvCache::Store(int32_t seq, int layer_index, int64_t pos, const float* k,
+                      const float* v) {
+  if (!(is_live(seq) && layer_index >= 0 && layer_index < num_layers() && pos >= 0 &&
+        pos < seqs_[seq].len)) {
+    return InvalidArgumentError(
+        "KvCache::Store: sequence {} layer {} position {} is not a live sequence's reserved "
+        "position", seq, layer_index, pos);
+  }
   const Sequence& s = seqs_[seq];
   Layer& layer = layers_[layer_index];
   const int64_t bt = options_.block_tokens;
   const int64_t b = pos / bt;
   const int64_t slot = b % layer.slots;
   const int32_t block = s.block[layer_index][slot];
-  const bool held = block >= 0 && s.logical[layer_index][slot] == b;
-  assert(held && "KvCache::Store: position evicted from the sliding-window ring");
-  if (!held) return;
-  const uint64_t row = static_cast<uint64_t>(block) * bt + static_cast<uint64_t>(pos % bt);
-  uint8_t* k_dst = layer.arena.data() + row * layer.k_row_bytes;
-  uint8_t* v_dst = layer.arena.data() + layer.v_offset + row * layer.v_row_bytes;
-  // Dims and types were validated by Create, so these cannot fail.
-  [[maybe_unused]] Status k_status = QuantizeRow(options_.type, k, k_dst, layer.k_dim);
-  [[maybe_unused]] Status v_status = QuantizeRow(options_.type, v, v_dst, layer.v_dim);
-  assert(k_status.ok() && v_status.ok());
+  if (block < 0 || s.logical[layer_index][slot] != b) {
+    return FailedPreconditionError(
+        "KvCache::Store: position {} of sequence {} was evicted from layer {}'s ring", pos, seq,
+        layer_index);
+  }
+  FERRY_RETURN_IF_ERROR(QuantizeRow(options_.type, k, layer.KRow(block, pos % bt, bt), layer.k_dim));
+  return QuantizeRow(options_.type, v, layer.VRow(block, pos % bt, bt), layer.v_dim);
 }
 
-void KvCache::Load(int32_t seq, int layer_index, int64_t p0, int64_t p1, float* k_out,
-                   float* v_out) const {
-  const bool args_ok = is_live(seq) && layer_index >= 0 && layer_index < num_layers() && p0 >= 0 &&
-                       p0 <= p1 && p1 <= seqs_[seq].len;
-  assert(args_ok && "KvCache::Load: not a live sequence, layer or stored range");
-  if (!args_ok) return;
+Status KvCache::Load(int32_t seq, int layer_index, int64_t p0, int64_t p1, float* k_out,
+                     float* v_out) const {
+  if (!(is_live(seq) && layer_index >= 0 && layer_index < num_layers() && p0 >= 0 && p0 <= p1 &&
+        p1 <= seqs_[seq].len)) {
+    return InvalidArgumentError(
+        "KvCache::Load: sequence {} layer {} positions [{}, {}) are not a live sequence's "
+        "reserved range", seq, layer_index, p0, p1);
+  }
   const Sequence& s = seqs_[seq];
   const Layer& layer = layers_[layer_index];
   const int64_t bt = options_.block_tokens;
-  const int64_t readable_from = s.readable_from[layer_index];
-  assert(p0 >= std::min(readable_from, p1) &&
-         "KvCache::Load: position evicted from the sliding-window ring");
-
+  if (p0 < p1 && p0 < s.readable_from[layer_index]) {
+    return FailedPreconditionError(
+        "KvCache::Load: position {} of sequence {} was evicted from layer {}'s ring", p0, seq,
+        layer_index);
+  }
   int64_t p = p0;
   while (p < p1) {
     const int64_t b = p / bt;
     const int64_t run_end = std::min(p1, (b + 1) * bt);  // positions of one block
     const int64_t slot = b % layer.slots;
     const int32_t block = s.block[layer_index][slot];
-    const bool held = block >= 0 && s.logical[layer_index][slot] == b;
-    assert(held && "KvCache::Load: position not held by the cache");
-    int64_t start = p;
-    if (!held || p < readable_from) {
-      // Release builds only (asserted above): evicted rows read as zeros.
-      const int64_t zero_end = held ? std::min(run_end, readable_from) : run_end;
-      const int64_t n = zero_end - p;
-      std::fill_n(k_out + (p - p0) * layer.k_dim, n * layer.k_dim, 0.0f);
-      std::fill_n(v_out + (p - p0) * layer.v_dim, n * layer.v_dim, 0.0f);
-      start = zero_end;
+    if (block < 0 || s.logical[layer_index][slot] != b) {
+      return FailedPreconditionError(
+          "KvCache::Load: position {} of sequence {} is not held by layer {}", p, seq,
+          layer_index);
     }
-    if (start < run_end) {
-      // Consecutive rows of a block are one contiguous row of the cache type.
-      const int64_t n = run_end - start;
-      const uint64_t row = static_cast<uint64_t>(block) * bt + static_cast<uint64_t>(start % bt);
-      const uint8_t* k_src = layer.arena.data() + row * layer.k_row_bytes;
-      const uint8_t* v_src = layer.arena.data() + layer.v_offset + row * layer.v_row_bytes;
-      float* const k_dst = k_out + (start - p0) * layer.k_dim;
-      float* const v_dst = v_out + (start - p0) * layer.v_dim;
-      if (options_.type == DType::kF16) {
-        // The common cache type, read on every step: the F16C conversion (bitwise the same).
-        ConvertF16ToF32(reinterpret_cast<const uint16_t*>(k_src), k_dst, n * layer.k_dim);
-        ConvertF16ToF32(reinterpret_cast<const uint16_t*>(v_src), v_dst, n * layer.v_dim);
-      } else {
-        [[maybe_unused]] Status k_status =
-            DequantizeRow(options_.type, k_src, k_dst, n * layer.k_dim);
-        [[maybe_unused]] Status v_status =
-            DequantizeRow(options_.type, v_src, v_dst, n * layer.v_dim);
-        assert(k_status.ok() && v_status.ok());
-      }
+    // Consecutive rows of a block are one contiguous row of the cache type.
+    const int64_t n = run_end - p;
+    const uint8_t* k_src = layer.KRow(block, p % bt, bt);
+    const uint8_t* v_src = layer.VRow(block, p % bt, bt);
+    float* const k_dst = k_out + (p - p0) * layer.k_dim;
+    float* const v_dst = v_out + (p - p0) * layer.v_dim;
+    if (options_.type == DType::kF16) {
+      // The common cache type, read on every step: the F16C conversion (bitwise the same).
+      ConvertF16ToF32(reinterpret_cast<const uint16_t*>(k_src), k_dst, n * layer.k_dim);
+      ConvertF16ToF32(reinterpret_cast<const uint16_t*>(v_src), v_dst, n * layer.v_dim);
+    } else {
+      FERRY_RETURN_IF_ERROR(DequantizeRow(options_.type, k_src, k_dst, n * layer.k_dim));
+      FERRY_RETURN_IF_ERROR(DequantizeRow(options_.type, v_src, v_dst, n * layer.v_dim));
     }
     p = run_end;
   }
+  return Status::Ok();
 }
 
 }  // namespace ferry

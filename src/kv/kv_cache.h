@@ -4,11 +4,12 @@
 // bytes a memory planner predicts with PoolBytes() are exactly the bytes held (invariant 1 of
 // the design: the plan is the allocation).
 //
-// Layout. Each layer owns one contiguous arena, split into fixed-size blocks of
-// `block_tokens` positions:
-//   arena = K part [num_blocks, block_tokens, k_row_bytes] then V part [num_blocks,
+// Layout. Each layer owns one or more arenas (one from Create, one more per Grow), each split
+// into fixed-size blocks of `block_tokens` positions:
+//   arena = K part [arena_blocks, block_tokens, k_row_bytes] then V part [arena_blocks,
 //           block_tokens, v_row_bytes], where k_row_bytes = RowBytes(type, k_dim) (one token's
 //           K row: n_kv_heads * head_dim_k elements, e.g. 34 bytes per 32 values for q8_0).
+// Physical block ids run over the layer's arenas in order (arena 0 holds ids 0..n0-1, ...).
 // Rows inside a block are consecutive, so a run of positions inside one block is one
 // contiguous row of `type`. Each live sequence keeps, per layer, a block table mapping its
 // logical block b (positions b*block_tokens .. (b+1)*block_tokens-1) to a physical block:
@@ -18,8 +19,15 @@
 //     slots, position p in slot (p / block_tokens) % ring_blocks; when the ring wraps, the
 //     oldest block is overwritten (evicted). If ring_blocks would be >= the full-layer slot
 //     count, the layer is stored like a full-attention layer and never evicts.
-// Layer blocks: num_seqs * slots per sequence. Free blocks of each layer are kept on a free
+// Layer blocks: num_seqs * slots per sequence — the pool holds num_seqs full sequences.
+// Blocks are shared by all sequences (paged): a sequence takes blocks as it grows, so up to
+// max_seqs shorter sequences can be live at once. Free blocks of each layer are kept on a free
 // list; Reserve takes blocks from it, Truncate and RemoveSequence give them back.
+//
+// Growing. Grow(num_ctx') makes the pool what Create would have made for num_ctx' (same
+// bytes, per layer: PoolLayerBytes), adding one arena per layer with the new blocks; held
+// blocks and live sequences are untouched. It is valid because a layer's slot count only
+// grows with num_ctx while it is below the ring size, and then no sequence has wrapped.
 //
 // Positions. A sequence holds positions [0, seq_len). Reserve(seq, n) extends it to n
 // positions (the next step's batch); the caller then Store()s every new position in every
@@ -40,6 +48,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string_view>
 #include <vector>
 
 #include "backend/allocator.h"
@@ -67,9 +76,12 @@ struct KvCacheOptions {
   // Most positions per sequence (positions 0..num_ctx-1); > 0. Memory grows linearly with it
   // for full-attention layers.
   int64_t num_ctx = 0;
-  // Sequences that can be live at once (parallel slots); > 0. Default 1. Memory grows
-  // linearly with it: every sequence can reach num_ctx.
+  // Full sequences the pool holds (num_parallel); > 0. Default 1. Memory grows linearly with
+  // it: that many sequences can all reach num_ctx at once.
   int32_t num_seqs = 1;
+  // Sequence ids that can be live at once (0: num_seqs); >= num_seqs. More live sequences than
+  // num_seqs share the same blocks: they fit while they are short. Costs no pool memory.
+  int32_t max_seqs = 0;
   // Most positions added to a sequence in one step (num_batch); > 0. Default 512. Sizes the
   // sliding-window rings: a larger batch needs larger rings.
   int64_t max_batch = 512;
@@ -77,6 +89,22 @@ struct KvCacheOptions {
   // sequence and in rings but make block tables longer and contiguous runs shorter.
   int32_t block_tokens = 32;
 };
+
+// The cache of a decoder whose every layer has n_head_kv heads of head_dim_k / head_dim_v
+// (windows per layer, 0 = full): the one definition Model::KvOptions and the planner's
+// KvOptionsFor both use.
+KvCacheOptions KvOptionsForLayers(DType type, int64_t n_layer, int64_t n_head_kv,
+                                  int64_t head_dim_k, int64_t head_dim_v,
+                                  const std::vector<int64_t>& window, int64_t num_ctx,
+                                  int32_t num_seqs, int32_t max_seqs, int64_t max_batch);
+
+// The KV cache element types ferry offers users, in order of preference: f16, q8_0, q4_0
+// (f32 is accepted too, for tests and reference runs). The one list the CLI, the planner and
+// the server check against.
+const std::vector<DType>& KvCacheTypes();
+bool IsKvCacheType(DType type);  // one of KvCacheTypes() or f32
+// Parses "f16", "q8_0", "q4_0" or "f32"; InvalidArgument naming the accepted names.
+StatusOr<DType> ParseKvCacheType(std::string_view name);
 
 class KvCache {
  public:
@@ -97,6 +125,13 @@ class KvCache {
   static StatusOr<uint64_t> PoolBytes(const KvCacheOptions& options);
   static StatusOr<std::vector<uint64_t>> PoolLayerBytes(const KvCacheOptions& options);
 
+  // Grows the pool to what Create would allocate for num_ctx = new_num_ctx (the other options
+  // unchanged): one more arena per layer, from the same allocator; live sequences keep their
+  // blocks and positions and may then reach new_num_ctx. new_num_ctx <= num_ctx: nothing
+  // happens. Errors (nothing changes): InvalidArgument as Create; ResourceExhausted from the
+  // allocator.
+  Status Grow(int64_t new_num_ctx);
+
   KvCache(const KvCache&) = delete;
   KvCache& operator=(const KvCache&) = delete;
   ~KvCache();
@@ -112,12 +147,23 @@ class KvCache {
   // Block-table slots per sequence of a layer: ceil(num_ctx / block_tokens) for full
   // attention, the ring size for a sliding-window layer that evicts.
   int32_t layer_slots(int layer) const;
+  // Blocks of all layers: in the pool, free, held by sequences.
+  int64_t total_blocks() const;
+  int64_t free_blocks() const;
+  int64_t used_blocks() const { return total_blocks() - free_blocks(); }
+  // Blocks a sequence of `len` positions holds in `layer` (at most the layer's slots).
+  int32_t BlocksFor(int layer, int64_t len) const;
+  // Blocks that Reserve(seq, new_len) would take from `layer`'s free list now (0 for a
+  // sequence that is not live).
+  int32_t BlocksToReserve(int32_t seq, int layer, int64_t new_len) const;
+  // Blocks `seq` holds in `layer`.
+  int32_t HeldBlocks(int32_t seq, int layer) const;
 
-  // Starts an empty sequence and returns its id, the lowest free id in [0, num_seqs).
-  // ResourceExhausted when num_seqs sequences are live.
+  // Starts an empty sequence and returns its id, the lowest free id in [0, max_seqs).
+  // ResourceExhausted when max_seqs sequences are live.
   StatusOr<int32_t> AddSequence();
   // Ends a live sequence and returns its blocks to the free lists; its id may be reused.
-  // InvalidArgument for an id outside [0, num_seqs), NotFound for one that is not live.
+  // InvalidArgument for an id outside [0, max_seqs), NotFound for one that is not live.
   Status RemoveSequence(int32_t seq);
   int32_t num_live_sequences() const { return num_live_; }
   bool is_live(int32_t seq) const;
@@ -143,17 +189,19 @@ class KvCache {
 
   // Stores position pos of one layer of a live sequence, converting from f32 to the cache type.
   //   k: [k_dim(layer)] floats, v: [v_dim(layer)] floats (finite).
-  // Preconditions (asserted in debug builds; in release a violating call writes nothing):
-  // seq live, 0 <= layer < num_layers, 0 <= pos < seq_len(seq).
-  void Store(int32_t seq, int layer, int64_t pos, const float* k, const float* v);
+  // Errors (checked in every build; nothing is written): InvalidArgument unless seq is live,
+  // 0 <= layer < num_layers and 0 <= pos < seq_len(seq); FailedPrecondition for a position a
+  // sliding-window ring has already evicted.
+  Status Store(int32_t seq, int layer, int64_t pos, const float* k, const float* v);
 
   // Reads positions [p0, p1) of one layer of a live sequence, converted to f32:
   //   k_out: [p1 - p0, k_dim(layer)] floats, v_out: [p1 - p0, v_dim(layer)] floats.
   // Preconditions: seq live, 0 <= layer < num_layers, 0 <= p0 <= p1 <= seq_len(seq), and for a
   // sliding-window layer p0 >= oldest_readable(seq, layer) (see the file comment for when
-  // that holds). Reading an evicted position is a programming error: it asserts in debug
-  // builds; in release builds those rows read as zeros (never out-of-bounds memory).
-  void Load(int32_t seq, int layer, int64_t p0, int64_t p1, float* k_out, float* v_out) const;
+  // that holds). Errors (checked in every build; the outputs are then unspecified):
+  // InvalidArgument for arguments outside those ranges, FailedPrecondition for a position that
+  // was evicted or never reserved.
+  Status Load(int32_t seq, int layer, int64_t p0, int64_t p1, float* k_out, float* v_out) const;
 
  private:
   struct Layer {
@@ -165,9 +213,18 @@ class KvCache {
     int32_t slots = 0;      // block-table slots per sequence
     int32_t blocks = 0;     // physical blocks: num_seqs * slots
     uint64_t bytes = 0;     // blocks * block_tokens * (k_row_bytes + v_row_bytes)
-    uint64_t v_offset = 0;  // where the V part starts in the arena
-    DeviceAllocator::Buffer arena;  // [bytes], 64-byte aligned
+    // Arenas in block-id order: arena i holds blocks [first_block, first_block + blocks).
+    struct Arena {
+      int32_t first_block = 0;
+      int32_t blocks = 0;
+      uint64_t v_offset = 0;          // where the V part starts: blocks * block_tokens * k_row
+      DeviceAllocator::Buffer buffer;  // [blocks * block_tokens * (k_row + v_row)], 64-aligned
+    };
+    std::vector<Arena> arenas;
     std::vector<int32_t> free_blocks;  // stack of free physical block ids
+    // Addresses of the K and V rows of position `r` (0 .. block_tokens) of a block.
+    uint8_t* KRow(int32_t block, int64_t r, int64_t bt) const;
+    uint8_t* VRow(int32_t block, int64_t r, int64_t bt) const;
   };
   struct Sequence {
     bool live = false;
@@ -182,13 +239,16 @@ class KvCache {
 
   explicit KvCache(const KvCacheOptions& options);
   Status CheckSequence(int32_t seq) const;
+  // Allocates an arena of `blocks` new blocks for layer l and puts them on its free list.
+  Status AddArena(int l, int32_t blocks);
   void FreeSlot(int layer, Sequence& s, int32_t slot);
 
   KvCacheOptions options_;
   // Set when Create() was given no allocator; declared before layers_ so it outlives them.
   std::unique_ptr<DeviceAllocator> own_allocator_;
   std::vector<Layer> layers_;
-  std::vector<Sequence> seqs_;  // [num_seqs]
+  DeviceAllocator* allocator_ = nullptr;
+  std::vector<Sequence> seqs_;  // [max_seqs]
   int32_t num_live_ = 0;
   uint64_t bytes_allocated_ = 0;
 };

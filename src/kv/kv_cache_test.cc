@@ -56,7 +56,7 @@ void Fill(KvCache& cache, int32_t seq, int64_t len, float salt = 0.0f) {
       for (int64_t p = from; p < to; ++p) {
         auto k = RowValues(seq, l, p, o.k_dim[l], false, salt);
         auto v = RowValues(seq, l, p, o.v_dim[l], true, salt);
-        cache.Store(seq, l, p, k.data(), v.data());
+        ASSERT_TRUE(cache.Store(seq, l, p, k.data(), v.data()).ok());
       }
     }
   }
@@ -68,7 +68,7 @@ void ExpectRows(const KvCache& cache, int32_t seq, int layer, int64_t p0, int64_
   const KvCacheOptions& o = cache.options();
   const int64_t kd = o.k_dim[layer], vd = o.v_dim[layer];
   std::vector<float> k(static_cast<size_t>((p1 - p0) * kd)), v(static_cast<size_t>((p1 - p0) * vd));
-  cache.Load(seq, layer, p0, p1, k.data(), v.data());
+  ASSERT_TRUE(cache.Load(seq, layer, p0, p1, k.data(), v.data()).ok());
   const int vs = value_seq < 0 ? seq : value_seq;
   for (int64_t p = p0; p < p1; ++p) {
     auto want_k = RoundTrip(o.type, RowValues(vs, layer, p, kd, false, salt));
@@ -108,7 +108,7 @@ TEST(KvCacheTest, F32StoresAndLoadsExactly) {
   EXPECT_EQ(cache->seq_len(*seq), 100);
   for (int l = 0; l < 2; ++l) {
     std::vector<float> k(100 * o.k_dim[l]), v(100 * o.v_dim[l]);
-    cache->Load(*seq, l, 0, 100, k.data(), v.data());
+    ASSERT_TRUE(cache->Load(*seq, l, 0, 100, k.data(), v.data()).ok());
     for (int64_t p = 0; p < 100; ++p) {
       auto want_k = RowValues(*seq, l, p, o.k_dim[l], false);
       auto want_v = RowValues(*seq, l, p, o.v_dim[l], true);
@@ -128,7 +128,7 @@ TEST(KvCacheTest, F16EqualsFp16RoundTrip) {
   for (int l = 0; l < 2; ++l) {
     const int64_t kd = cache->options().k_dim[l];
     std::vector<float> k(77 * kd), v(77 * cache->options().v_dim[l]);
-    cache->Load(seq, l, 0, 77, k.data(), v.data());
+    ASSERT_TRUE(cache->Load(seq, l, 0, 77, k.data(), v.data()).ok());
     for (int64_t p = 0; p < 77; ++p) {
       auto row = RowValues(seq, l, p, kd, false);
       for (int64_t i = 0; i < kd; ++i) {
@@ -151,7 +151,7 @@ TEST_P(KvCacheQuantTest, EqualsQuantizeDequantizeAndIsClose) {
     ExpectRows(*cache, seq, l, 0, 60);  // bit-exact against QuantizeRow -> DequantizeRow
     const int64_t kd = cache->options().k_dim[l];
     std::vector<float> k(60 * kd), v(60 * cache->options().v_dim[l]);
-    cache->Load(seq, l, 0, 60, k.data(), v.data());
+    ASSERT_TRUE(cache->Load(seq, l, 0, 60, k.data(), v.data()).ok());
     for (int64_t p = 0; p < 60; ++p) {
       auto row = RowValues(seq, l, p, kd, false);
       // Per 32-value block: q8_0 rounds to d / 2 with d = amax / 127; q4_0 is within d =
@@ -454,20 +454,81 @@ TEST(KvCacheTest, TruncateInsideAnEvictedBlockAfterWrap) {
   ExpectRows(*cache, seq, 1, 46, 50, 5.0f);
 }
 
-TEST(KvCacheTest, LoadingAnEvictedPositionIsAProgrammingError) {
+TEST(KvCacheTest, LoadingAnEvictedPositionIsAnError) {
   auto cache = MakeCache(SmallRingOptions());
   ASSERT_NE(cache, nullptr);
   int32_t seq = cache->AddSequence().value();
   Fill(*cache, seq, 100);
   std::vector<float> k(4 * 4, 1.0f), v(4 * 4, 1.0f);
-#ifdef NDEBUG
-  // Release builds never read freed or foreign memory: evicted rows come back as zeros.
-  cache->Load(seq, 1, 0, 4, k.data(), v.data());
-  for (float x : k) EXPECT_EQ(x, 0.0f);
-  for (float x : v) EXPECT_EQ(x, 0.0f);
-#else
-  EXPECT_DEATH(cache->Load(seq, 1, 0, 4, k.data(), v.data()), "evicted");
-#endif
+  // Checked in every build: never freed or foreign memory, never silent zeros.
+  const Status s = cache->Load(seq, 1, 0, 4, k.data(), v.data());
+  EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition) << s.ToString();
+  EXPECT_NE(s.message().find("evicted"), std::string::npos) << s.message();
+  // Storing an evicted or unreserved position, or into a sequence that is not live, too.
+  EXPECT_EQ(cache->Store(seq, 1, 0, k.data(), v.data()).code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(cache->Store(seq, 1, 100, k.data(), v.data()).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(cache->Store(seq + 1, 0, 0, k.data(), v.data()).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(cache->Load(seq, 7, 0, 1, k.data(), v.data()).code(), StatusCode::kInvalidArgument);
+}
+
+// Paged sharing: a pool for num_seqs full sequences serves more (max_seqs) short ones, and
+// refuses (ResourceExhausted, nothing changed) when the blocks run out.
+TEST(KvCacheTest, MoreShortSequencesThanFullOnesShareThePool) {
+  KvCacheOptions o = SmallOptions(DType::kF16);
+  o.num_ctx = 128;  // 8 blocks of 16 per layer
+  o.num_seqs = 1;
+  o.max_seqs = 4;
+  auto cache = MakeCache(o);
+  ASSERT_NE(cache, nullptr);
+  const int64_t total = cache->total_blocks();
+  std::vector<int32_t> seqs;
+  for (int i = 0; i < 4; ++i) seqs.push_back(cache->AddSequence().value());
+  EXPECT_EQ(cache->AddSequence().status().code(), StatusCode::kResourceExhausted);
+  const int64_t quarter = o.num_ctx / 4;
+  for (int32_t s : seqs) Fill(*cache, s, quarter);
+  for (int32_t s : seqs) {
+    for (int l = 0; l < cache->num_layers(); ++l) ExpectRows(*cache, s, l, 0, quarter);
+  }
+  EXPECT_EQ(cache->free_blocks(), 0);
+  EXPECT_EQ(cache->BlocksToReserve(seqs[0], 0, quarter + 1), 1);
+  const Status st = cache->Reserve(seqs[0], quarter + 1);
+  EXPECT_EQ(st.code(), StatusCode::kResourceExhausted) << st.ToString();
+  EXPECT_EQ(cache->seq_len(seqs[0]), quarter);
+  ASSERT_TRUE(cache->RemoveSequence(seqs[3]).ok());
+  EXPECT_EQ(cache->free_blocks(), total / 4);
+  EXPECT_TRUE(cache->Reserve(seqs[0], quarter + 1).ok());
+}
+
+// Grow: the pool becomes exactly what Create makes for the larger num_ctx, live sequences keep
+// their rows and can continue past the old limit; ring layers keep their ring.
+TEST(KvCacheTest, GrowKeepsSequencesAndMatchesAFreshPool) {
+  for (const KvCacheOptions& base : {SmallOptions(DType::kQ8_0), SmallRingOptions()}) {
+    DeviceAllocator alloc("cpu");
+    auto created = KvCache::Create(base, &alloc);
+    ASSERT_TRUE(created.ok()) << created.status().ToString();
+    KvCache& cache = **created;
+    const int32_t seq = cache.AddSequence().value();
+    Fill(cache, seq, base.num_ctx);
+    EXPECT_EQ(cache.Reserve(seq, base.num_ctx + 1).code(), StatusCode::kOutOfRange);
+    KvCacheOptions bigger = base;
+    bigger.num_ctx = base.num_ctx * 3;
+    ASSERT_TRUE(cache.Grow(bigger.num_ctx).ok());
+    EXPECT_EQ(cache.options().num_ctx, bigger.num_ctx);
+    EXPECT_EQ(cache.bytes_allocated(), KvCache::PoolBytes(bigger).value());
+    EXPECT_EQ(alloc.allocated_bytes("kv"), KvCache::PoolBytes(bigger).value());
+    for (int l = 0; l < cache.num_layers(); ++l) {
+      EXPECT_EQ(cache.layer_bytes(l), KvCache::PoolLayerBytes(bigger).value()[l]);
+    }
+    Fill(cache, seq, bigger.num_ctx);
+    for (int l = 0; l < cache.num_layers(); ++l) {
+      const int64_t from = cache.oldest_readable(seq, l);
+      ExpectRows(cache, seq, l, from, bigger.num_ctx);
+    }
+    // Smaller: nothing happens.
+    ASSERT_TRUE(cache.Grow(base.num_ctx).ok());
+    EXPECT_EQ(cache.options().num_ctx, bigger.num_ctx);
+  }
 }
 
 TEST(KvCacheTest, InvalidOptions) {

@@ -1,5 +1,6 @@
 // The decoder forward pass shared by every registered architecture, written to be read top to
-// bottom (model-notes §2). Architecture differences are the HParams feature flags.
+// bottom, as llama.cpp's llm_build_llama / llm_build_gemma3 graphs compute it. Architecture
+// differences are the HParams feature flags.
 #include <algorithm>
 #include <cmath>
 
@@ -9,6 +10,7 @@
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/ref/ops.h"
+#include "model/batch.h"
 #include "model/model.h"
 #include "model/scratch.h"
 
@@ -50,34 +52,72 @@ RopeParams LayerRope(const HParams& hp, const ModelWeights& w, bool sliding) {
 
 }  // namespace
 
-Status Model::Forward(std::span<const int32_t> tokens, int64_t pos0, KvCache& kv, int32_t seq,
-                      const ForwardOptions& options, std::vector<float>* logits) const {
+Status Model::Forward(const Batch& batch, KvCache& kv, const ForwardOptions& options) const {
   const HParams& hp = hp_;
-  const int64_t n = static_cast<int64_t>(tokens.size());
+  const int64_t n = batch.size();
   if (n == 0) return InvalidArgumentError("Forward() needs at least one token");
   const int64_t e = hp.n_embd, dk = hp.head_dim_k, dv = hp.head_dim_v;
   const int64_t qd = hp.n_head * dk, kd = hp.n_head_kv * dk, vd = hp.n_head_kv * dv;
+  const int64_t ad = hp.n_head * dv;
   const float scale = hp.attn_scale > 0.0f ? hp.attn_scale : 1.0f / std::sqrt(static_cast<float>(dk));
+
+  // The runs: consecutive entries of one sequence at consecutive positions, each starting at
+  // the sequence's length before the step.
+  struct Run {
+    int32_t seq;
+    int64_t first;  // index in the batch
+    int64_t count;
+    int64_t pos0;
+  };
+  std::vector<Run> runs;
+  int64_t n_logits = 0;
+  int64_t max_pos = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const BatchEntry& b = batch.entries[static_cast<size_t>(i)];
+    if (b.token < 0 || b.token >= hp.n_vocab) {
+      return InvalidArgumentError("token id {} is outside the vocabulary of {} tokens", b.token,
+                                  hp.n_vocab);
+    }
+    n_logits += b.logits ? 1 : 0;
+    max_pos = std::max(max_pos, b.pos);
+    if (!runs.empty() && runs.back().seq == b.seq && b.pos == runs.back().pos0 + runs.back().count) {
+      ++runs.back().count;
+      continue;
+    }
+    for (const Run& r : runs) {
+      if (r.seq == b.seq) {
+        return InvalidArgumentError(
+            "Forward(): sequence {} appears in two runs of the batch (entry {})", b.seq, i);
+      }
+    }
+    if (!kv.is_live(b.seq)) {
+      return InvalidArgumentError("Forward(): sequence {} is not live in the cache", b.seq);
+    }
+    runs.push_back(Run{b.seq, i, 1, b.pos});
+  }
+  for (const Run& r : runs) {
+    if (r.pos0 < 0 || r.pos0 + r.count > kv.seq_len(r.seq)) {
+      return InvalidArgumentError(
+          "Forward(): positions {}..{} of sequence {} are not reserved in the cache (length {})",
+          r.pos0, r.pos0 + r.count - 1, r.seq, kv.seq_len(r.seq));
+    }
+  }
 
   // The scratch: the caller's (checked against this batch), or one for this call only.
   std::unique_ptr<DeviceAllocator> own_allocator;
   std::unique_ptr<ForwardScratch> own_scratch;
   ForwardScratch* sc = options.scratch;
-  if (options.logits_in_scratch && sc == nullptr) {
-    return InvalidArgumentError("Forward: logits_in_scratch needs a scratch from the caller");
-  }
   if (sc == nullptr) {
     own_allocator = std::make_unique<DeviceAllocator>("cpu");
-    // Streamed logits (each_logits) are computed up to 32 rows at a time.
-    const int64_t logit_rows = options.each_logits ? std::min<int64_t>(n, 32) : 1;
+    const int64_t logit_rows = std::max<int64_t>(1, std::min<int64_t>(n_logits, 32));
     FERRY_ASSIGN_OR_RETURN(
-        own_scratch, ForwardScratch::Create(ForwardScratch::ShapeFor(*this, n, pos0 + n, logit_rows),
+        own_scratch, ForwardScratch::Create(ForwardScratch::ShapeFor(*this, n, max_pos + 1, logit_rows),
                                             *own_allocator));
     sc = own_scratch.get();
   } else {
     const ScratchShape& s = sc->shape();
     if (s.n_embd != e || s.q_dim != qd || s.k_dim != kd || s.v_dim != vd ||
-        s.attn_dim != hp.n_head * dv || s.n_ff != hp.n_ff || s.n_head != hp.n_head ||
+        s.attn_dim != ad || s.n_ff != hp.n_ff || s.n_head != hp.n_head ||
         s.n_vocab != hp.n_vocab) {
       return InvalidArgumentError("Forward(): the scratch was made for another model shape");
     }
@@ -86,6 +126,11 @@ Status Model::Forward(std::span<const int32_t> tokens, int64_t pos0, KvCache& kv
           "Forward(): a batch of {} tokens does not fit the scratch, sized for {} tokens per step",
           n, s.max_tokens);
     }
+  }
+  if (n_logits > sc->shape().logit_rows && !options.each_logits) {
+    return InvalidArgumentError(
+        "Forward(): {} entries want logits but the scratch holds {} rows (stream them with "
+        "each_logits)", n_logits, sc->shape().logit_rows);
   }
   const std::span<uint8_t> ws = sc->workspace();
   float* const x = sc->x();
@@ -103,12 +148,8 @@ Status Model::Forward(std::span<const int32_t> tokens, int64_t pos0, KvCache& kv
 
   // Activations: x [n, e].
   for (int64_t t = 0; t < n; ++t) {
-    const int32_t id = tokens[static_cast<size_t>(t)];
-    if (id < 0 || id >= hp.n_vocab) {
-      return InvalidArgumentError("token id {} is outside the vocabulary of {} tokens", id,
-                                  hp.n_vocab);
-    }
-    FERRY_RETURN_IF_ERROR(GetRowRef(w_.token_embd, id, x + t * e));
+    FERRY_RETURN_IF_ERROR(GetRowRef(w_.token_embd, batch.entries[static_cast<size_t>(t)].token,
+                                    x + t * e));
     if (hp.embed_scale) {
       const float s = std::sqrt(static_cast<float>(e));
       for (int64_t i = 0; i < e; ++i) x[t * e + i] *= s;
@@ -119,17 +160,7 @@ Status Model::Forward(std::span<const int32_t> tokens, int64_t pos0, KvCache& kv
     const LayerWeights& L = w_.layers[static_cast<size_t>(l)];
     const int64_t window = hp.swa_window[static_cast<size_t>(l)];
 
-    // Keys visible to this batch: [p_lo, pos0 + n).
-    const int64_t p_hi = pos0 + n;
-    const int64_t p_lo = window > 0 ? std::max<int64_t>(0, pos0 - window + 1) : 0;
-    const int64_t n_keys = p_hi - p_lo;
-    if (n_keys > sc->shape().max_keys) {
-      return InvalidArgumentError(
-          "Forward(): layer {} attends over {} keys but the scratch holds {} (num_ctx)", l,
-          n_keys, sc->shape().max_keys);
-    }
-
-    // Attention: cur = norm(x); q, k, v projections.
+    // Attention: cur = norm(x); q, k, v projections of every entry at once.
     std::copy(x, x + n * e, cur);
     NormRows(cur, L.attn_norm, n, e, hp.norm_eps);
     FERRY_RETURN_IF_ERROR(MatMul(L.wq, cur, n, q, options.pool, ws));
@@ -144,31 +175,42 @@ Status Model::Forward(std::span<const int32_t> tokens, int64_t pos0, KvCache& kv
     }
     const RopeParams rope = LayerRope(hp, w_, window > 0);
     for (int64_t t = 0; t < n; ++t) {
-      RopeRef(q + t * qd, hp.n_head, dk, pos0 + t, rope);
-      RopeRef(k + t * kd, hp.n_head_kv, dk, pos0 + t, rope);
-      kv.Store(seq, static_cast<int>(l), pos0 + t, k + t * kd, v + t * vd);
+      const BatchEntry& b = batch.entries[static_cast<size_t>(t)];
+      RopeRef(q + t * qd, hp.n_head, dk, b.pos, rope);
+      RopeRef(k + t * kd, hp.n_head_kv, dk, b.pos, rope);
+      FERRY_RETURN_IF_ERROR(kv.Store(b.seq, static_cast<int>(l), b.pos, k + t * kd, v + t * vd));
     }
 
-    // kc [n_keys, kd], vc [n_keys, vd].
-    kv.Load(seq, static_cast<int>(l), p_lo, p_hi, kc, vc);
-    // Heads are independent: split over the pool, one row of scores per head.
-    AttentionArgs args;
-    args.q = q;
-    args.k = kc;
-    args.v = vc;
-    args.out = attn;
-    args.scores = scores;
-    args.n_tok = n;
-    args.n_keys = n_keys;
-    args.n_head = hp.n_head;
-    args.n_head_kv = hp.n_head_kv;
-    args.head_dim_k = dk;
-    args.head_dim_v = dv;
-    args.pos0 = pos0;
-    args.p_lo = p_lo;
-    args.window = window;
-    args.scale = scale;
-    Attention(args, options.pool);
+    // Each run attends over its own sequence's keys [p_lo, pos0 + count).
+    for (const Run& r : runs) {
+      const int64_t p_hi = r.pos0 + r.count;
+      const int64_t p_lo = window > 0 ? std::max<int64_t>(0, r.pos0 - window + 1) : 0;
+      const int64_t n_keys = p_hi - p_lo;
+      if (n_keys > sc->shape().max_keys) {
+        return InvalidArgumentError(
+            "Forward(): layer {} attends over {} keys but the scratch holds {} (num_ctx)", l,
+            n_keys, sc->shape().max_keys);
+      }
+      // kc [n_keys, kd], vc [n_keys, vd].
+      FERRY_RETURN_IF_ERROR(kv.Load(r.seq, static_cast<int>(l), p_lo, p_hi, kc, vc));
+      AttentionArgs args;
+      args.q = q + r.first * qd;
+      args.k = kc;
+      args.v = vc;
+      args.out = attn + r.first * ad;
+      args.scores = scores;
+      args.n_tok = r.count;
+      args.n_keys = n_keys;
+      args.n_head = hp.n_head;
+      args.n_head_kv = hp.n_head_kv;
+      args.head_dim_k = dk;
+      args.head_dim_v = dv;
+      args.pos0 = r.pos0;
+      args.p_lo = p_lo;
+      args.window = window;
+      args.scale = scale;
+      Attention(args, options.pool);
+    }
     FERRY_RETURN_IF_ERROR(MatMul(L.wo, attn, n, out, options.pool, ws));
     AddBias(out, L.bo, n, e);
     if (hp.post_norms) NormRows(out, L.post_attn_norm, n, e, hp.norm_eps);
@@ -189,48 +231,47 @@ Status Model::Forward(std::span<const int32_t> tokens, int64_t pos0, KvCache& kv
     for (int64_t i = 0; i < n * e; ++i) x[i] += out[i];
   }
 
-  // Output: logits for the last token, or all. The normed rows go to cur.
+  // Output: the rows that want logits, normed into cur [n_logits, e] in batch order, then
+  // multiplied logit_rows at a time.
+  if (n_logits == 0) return Status::Ok();
   const WeightMatrix& wout = w_.output.present() ? w_.output : w_.token_embd;
+  int64_t r_out = 0;
+  for (int64_t t = 0; t < n; ++t) {
+    if (!batch.entries[static_cast<size_t>(t)].logits) continue;
+    std::copy(x + t * e, x + (t + 1) * e, cur + r_out * e);
+    ++r_out;
+  }
+  NormRows(cur, w_.output_norm, n_logits, e, hp.norm_eps);
   auto softcap = [&](float* z, int64_t count) {
     if (hp.final_logit_softcap <= 0.0f) return;
     const float c = hp.final_logit_softcap;
     for (int64_t i = 0; i < count; ++i) z[i] = c * std::tanh(z[i] / c);
   };
-  if (options.each_logits) {
-    // Every token's logits, logit_rows at a time through the scratch.
-    logits->clear();
-    std::copy(x, x + n * e, cur);
-    NormRows(cur, w_.output_norm, n, e, hp.norm_eps);
-    const int64_t rows = std::max<int64_t>(1, sc->shape().logit_rows);
-    float* const y = sc->logits();
-    for (int64_t i0 = 0; i0 < n; i0 += rows) {
-      const int64_t r = std::min(rows, n - i0);
-      FERRY_RETURN_IF_ERROR(MatMul(wout, cur + i0 * e, r, y, options.pool, ws));
-      softcap(y, r * hp.n_vocab);
-      for (int64_t i = 0; i < r; ++i) {
-        FERRY_RETURN_IF_ERROR(options.each_logits(
-            i0 + i, std::span<const float>(y + i * hp.n_vocab, static_cast<size_t>(hp.n_vocab))));
-      }
+  const int64_t rows = std::max<int64_t>(1, sc->shape().logit_rows);
+  float* const y = sc->logits();
+  for (int64_t i0 = 0; i0 < n_logits; i0 += rows) {
+    const int64_t r = std::min(rows, n_logits - i0);
+    FERRY_RETURN_IF_ERROR(MatMul(wout, cur + i0 * e, r, y, options.pool, ws));
+    softcap(y, r * hp.n_vocab);
+    if (!options.each_logits) continue;  // n_logits <= rows: they stay in the scratch
+    for (int64_t i = 0; i < r; ++i) {
+      FERRY_RETURN_IF_ERROR(options.each_logits(
+          i0 + i, std::span<const float>(y + i * hp.n_vocab, static_cast<size_t>(hp.n_vocab))));
     }
-    return Status::Ok();
   }
-  const int64_t first_out = options.all_logits ? 0 : n - 1;
-  const int64_t n_out = n - first_out;
-  std::copy(x + first_out * e, x + n * e, cur);
-  NormRows(cur, w_.output_norm, n_out, e, hp.norm_eps);
-  if (n_out == 1) {
-    // One row: into the scratch, where it stays with logits_in_scratch (else copied; the
-    // caller's vector keeps its capacity).
-    float* const y = sc->logits();
-    FERRY_RETURN_IF_ERROR(MatMul(wout, cur, 1, y, options.pool, ws));
-    softcap(y, hp.n_vocab);
-    if (!options.logits_in_scratch) logits->assign(y, y + hp.n_vocab);
-    return Status::Ok();
-  }
-  logits->resize(static_cast<size_t>(n_out * hp.n_vocab));
-  FERRY_RETURN_IF_ERROR(MatMul(wout, cur, n_out, logits->data(), options.pool, ws));
-  softcap(logits->data(), static_cast<int64_t>(logits->size()));
   return Status::Ok();
+}
+
+Status Model::ForwardAllLogits(const Batch& batch, KvCache& kv, const ForwardOptions& options,
+                               std::vector<float>* logits) const {
+  logits->assign(static_cast<size_t>(batch.num_logits() * hp_.n_vocab), 0.0f);
+  ForwardOptions o = options;
+  const size_t nv = static_cast<size_t>(hp_.n_vocab);
+  o.each_logits = [&](int64_t i, std::span<const float> row) -> Status {
+    std::copy(row.begin(), row.end(), logits->begin() + static_cast<std::ptrdiff_t>(i * nv));
+    return Status::Ok();
+  };
+  return Forward(batch, kv, o);
 }
 
 }  // namespace ferry

@@ -318,15 +318,8 @@ StatusOr<std::unique_ptr<Model>> Model::FromFile(std::unique_ptr<gguf::GgufFile>
 
 KvCacheOptions Model::KvOptions(DType type, int64_t num_ctx, int32_t num_seqs,
                                 int64_t max_batch) const {
-  KvCacheOptions o;
-  o.type = type;
-  o.k_dim.assign(static_cast<size_t>(hp_.n_layer), hp_.n_head_kv * hp_.head_dim_k);
-  o.v_dim.assign(static_cast<size_t>(hp_.n_layer), hp_.n_head_kv * hp_.head_dim_v);
-  o.window = hp_.swa_window;
-  o.num_ctx = num_ctx;
-  o.num_seqs = num_seqs;
-  o.max_batch = max_batch;
-  return o;
+  return KvOptionsForLayers(type, hp_.n_layer, hp_.n_head_kv, hp_.head_dim_k, hp_.head_dim_v,
+                            hp_.swa_window, num_ctx, num_seqs, num_seqs, max_batch);
 }
 
 }  // namespace ferry

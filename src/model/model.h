@@ -3,7 +3,7 @@
 // Load() reads hyper-parameters with the architecture's reader from the registry (one file per
 // architecture: llama.cc, qwen2.cc, qwen3.cc, gemma3.cc), binds every weight to the mapped file
 // (no copy) and checks each tensor's shape against the hyper-parameters. Forward() runs a batch
-// of tokens of one sequence through the layers, storing K/V in a KvCache, and returns logits.
+// of tokens of one or more sequences through the layers, storing K/V in a KvCache.
 //
 // Thread-safety: a loaded Model is immutable; Forward() is const but uses the caller's KvCache
 // and scratch, so concurrent calls need distinct caches (the runtime calls it from one thread).
@@ -22,13 +22,15 @@
 #include "gguf/gguf.h"
 #include "kernels/ref/ops.h"
 #include "kv/kv_cache.h"
+#include "model/batch.h"
 
 namespace ferry {
 
 enum class RopeType { kNorm, kNeox };
 enum class FfnActivation { kSilu, kGeluTanh };
 
-// Hyper-parameters of a decoder, read from `{arch}.*` metadata (defaults per model-notes §1.4).
+// Hyper-parameters of a decoder, read from `{arch}.*` metadata (defaults as llama.cpp's
+// llama_hparams / llm_load_hparams).
 struct HParams {
   std::string arch;
   int64_t n_vocab = 0;
@@ -77,26 +79,24 @@ struct ModelWeights {
 
 class ForwardScratch;  // model/scratch.h
 
-// Per-batch options of Forward().
-// Receives the logits of token i of the batch: [n_vocab], valid during the call only.
+// Receives the logits of the i-th entry that wants them: [n_vocab], valid during the call only.
 using LogitsCallback = std::function<Status(int64_t i, std::span<const float> logits)>;
 
 struct ForwardOptions {
-  bool all_logits = false;  // logits for every token into *logits instead of only the last
-  // When set: called with every token's logits in order, computed scratch.logit_rows tokens
-  // at a time into the scratch, so no [n, n_vocab] array is ever held (perplexity);
-  // *logits is left empty. An error from the callback stops Forward and is returned.
+  // When set: called with every wanted entry's logits in batch order, computed
+  // scratch.logit_rows entries at a time, so no [n, n_vocab] array is ever held (perplexity).
+  // An error from the callback stops Forward and is returned. Unset: the wanted entries'
+  // logits stay in the scratch (ForwardScratch::logits(), [n_logits, n_vocab] in batch order),
+  // and more of them than the scratch's logit_rows is an error.
   LogitsCallback each_logits;
-  // Without all_logits or each_logits: leave the last token's logits in the scratch
-  // (ForwardScratch::logits(), [n_vocab]) and do not touch *logits. Needs options.scratch.
-  bool logits_in_scratch = false;
   // Threads for the matrix products and attention heads; null runs on the calling thread.
   // Results do not depend on the thread count. The pool must not be used by anyone else
   // during Forward() (one ParallelFor at a time).
   ThreadPool* pool = nullptr;
   // The step's compute buffer (model/scratch.h), made for this model; with it Forward makes no
   // heap allocation for activations, and a batch larger than it holds (tokens, or keys) is an
-  // error. Null: Forward allocates its scratch for this call.
+  // error. Null: Forward allocates its scratch for this call (and, without each_logits, the
+  // logits are lost with it: use ForwardAllLogits).
   ForwardScratch* scratch = nullptr;
 };
 
@@ -115,14 +115,18 @@ class Model {
   // KV cache options for this model (per-layer dims and windows) at the given context.
   KvCacheOptions KvOptions(DType type, int64_t num_ctx, int32_t num_seqs, int64_t max_batch) const;
 
-  // Runs tokens[0..n) at positions pos0..pos0+n-1 of sequence `seq`; the cache must already
-  // hold positions < pos0 and have room reserved up to pos0 + n. Writes logits:
-  // [n, n_vocab] with all_logits, else [1, n_vocab] for the last token (nothing when
-  // options.each_logits is set: see there).
-  // Errors: a token id outside the vocabulary (InvalidArgument), a batch the scratch cannot
-  // hold or a scratch made for another shape (InvalidArgument), kernel errors.
-  Status Forward(std::span<const int32_t> tokens, int64_t pos0, KvCache& kv, int32_t seq,
-                 const ForwardOptions& options, std::vector<float>* logits) const;
+  // Runs one step over `batch` (model/batch.h): entries of several sequences, each sequence's
+  // run at positions reserved in `kv` and starting at its length before the step. Every
+  // weight matrix is read once for all entries; each run attends over its own sequence.
+  // A token's results do not depend on which other entries share the step, how its sequence's
+  // prompt was split into steps, or the thread count (bitwise). Logits: see ForwardOptions.
+  // Errors (InvalidArgument): a token id outside the vocabulary, a malformed batch (see
+  // batch.h), a batch the scratch cannot hold or a scratch made for another shape; kernel and
+  // cache errors.
+  Status Forward(const Batch& batch, KvCache& kv, const ForwardOptions& options) const;
+  // Forward, with the wanted entries' logits copied to *logits: [n_logits, n_vocab].
+  Status ForwardAllLogits(const Batch& batch, KvCache& kv, const ForwardOptions& options,
+                          std::vector<float>* logits) const;
 
  private:
   Model() = default;

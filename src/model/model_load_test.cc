@@ -224,9 +224,9 @@ TEST(ModelLoadTest, TokenOutsideVocabularyAtRunTime) {
   ASSERT_TRUE(kv.ok());
   ASSERT_TRUE((*kv)->AddSequence().ok());
   ASSERT_TRUE((*kv)->Reserve(0, 1).ok());
-  std::vector<float> logits;
-  const int32_t bad[1] = {512};
-  Status s = (*m)->Forward(bad, 0, **kv, 0, {}, &logits);
+  Batch bad;
+  bad.Add(512, 0, 0, true);
+  Status s = (*m)->Forward(bad, **kv, {});
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("outside the vocabulary"), std::string::npos);
 }

@@ -69,7 +69,9 @@ Worst CheckAgainstFixture(const std::string& model_path, const std::string& fixt
       Status s = (*kv)->Reserve(*seq, pos + static_cast<int64_t>(batch.size()));
       EXPECT_TRUE(s.ok()) << s.ToString();
       if (!s.ok()) return worst;
-      s = (*model)->Forward(batch, pos, **kv, *seq, {}, &logits);
+      Batch b;
+      b.AddRun(batch, *seq, pos, true);
+      s = (*model)->ForwardAllLogits(b, **kv, {}, &logits);
       EXPECT_TRUE(s.ok()) << s.ToString();
       if (!s.ok()) return worst;
       pos += static_cast<int64_t>(batch.size());

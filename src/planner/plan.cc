@@ -17,17 +17,17 @@ namespace {
 
 constexpr int64_t kMaxCtx = int64_t{1} << 24;
 
+}  // namespace
+
 KvCacheOptions KvOptionsFor(const ModelShape& m, const LoadOptions& o) {
-  KvCacheOptions k;
-  k.type = o.kv_type;
-  k.k_dim.assign(static_cast<size_t>(m.n_layer), m.n_head_kv * m.head_dim_k);
-  k.v_dim.assign(static_cast<size_t>(m.n_layer), m.n_head_kv * m.head_dim_v);
-  k.window = m.swa_window;
-  k.num_ctx = o.num_ctx;
-  k.num_seqs = o.num_parallel;
-  k.max_batch = std::min(o.num_batch, o.num_ctx);
-  return k;
+  // Sequence ids: the running sequences plus as many cached ones (kept for prompt reuse); ids
+  // cost no pool memory.
+  return KvOptionsForLayers(o.kv_type, m.n_layer, m.n_head_kv, m.head_dim_k, m.head_dim_v,
+                            m.swa_window, o.num_ctx, o.num_parallel, 2 * SequencesOf(o),
+                            o.num_batch);
 }
+
+namespace {
 
 // Layers on GPU i when `k` blocks are offloaded: contiguous ranges of the last k layers, split
 // in proportion to free memory (earlier GPUs take earlier layers).
@@ -80,7 +80,7 @@ Plan BuildPlan(const ModelShape& m, const DeviceInventory& inv, const LoadOption
   cpu_plan.weights_bytes += m.input_bytes;
   cpu_plan.host_bytes = m.host_bytes;
   cpu_plan.sampling_bytes =
-      static_cast<uint64_t>(o.num_parallel) *
+      static_cast<uint64_t>(SequencesOf(o)) *
       Sampler::WorkspaceBytes(static_cast<int32_t>(std::min<int64_t>(m.n_vocab, std::numeric_limits<int32_t>::max())),
                               static_cast<int32_t>(o.num_ctx));
   p.layer_weights_bytes = m.layer_weight_bytes;
@@ -366,11 +366,14 @@ Status ValidateLoadOptions(const LoadOptions& o) {
   if (o.num_batch < 1 || o.num_batch > 65536) {
     return InvalidArgumentError("num_batch {} is out of range (1 .. 65536)", o.num_batch);
   }
+  if (o.max_sequences != 0 && (o.max_sequences < o.num_parallel || o.max_sequences > 4096)) {
+    return InvalidArgumentError("max_sequences {} must be 0 or in num_parallel {} .. 4096",
+                                o.max_sequences, o.num_parallel);
+  }
   if (o.logit_rows < 1 || o.logit_rows > 4096) {
     return InvalidArgumentError("logit_rows {} is out of range (1 .. 4096)", o.logit_rows);
   }
-  if (o.kv_type != DType::kF16 && o.kv_type != DType::kQ8_0 && o.kv_type != DType::kQ4_0 &&
-      o.kv_type != DType::kF32) {
+  if (!IsKvCacheType(o.kv_type)) {
     return InvalidArgumentError("KV cache type {} is not supported (f16, q8_0, q4_0)",
                                 DTypeName(o.kv_type));
   }

@@ -89,7 +89,10 @@ StatusOr<ModelShape> ShapeFromDescription(const DescribedModel& d);
 
 struct LoadOptions {
   int64_t num_ctx = 2048;      // tokens of context per sequence
-  int32_t num_parallel = 1;    // sequences served at once (each gets num_ctx)
+  int32_t num_parallel = 1;    // full sequences the KV pool holds at once (each num_ctx)
+  int32_t max_sequences = 0;   // sequences decoded together (the runner's sampler slots): 0
+                               // means num_parallel; more than num_parallel share the pool's
+                               // blocks while they are short. Each costs sampling memory.
   int64_t num_batch = 512;     // prompt tokens per step: sizes the compute buffers
   DType kv_type = DType::kF16; // f16, q8_0, q4_0 (f32 for tests)
   int num_gpu = -1;            // layers on GPUs: -1 as many as fit; 0 none; n_layer + 1 all +
@@ -99,8 +102,17 @@ struct LoadOptions {
                                // more for perplexity (RunnerOptions::logit_rows)
 };
 
+// Sequences the runner decodes together: max_sequences, or num_parallel when it is 0.
+inline int32_t SequencesOf(const LoadOptions& o) {
+  return o.max_sequences > 0 ? o.max_sequences : o.num_parallel;
+}
+
+// The KV cache a plan's options make for a model (the cache allocates exactly what its
+// PoolBytes says): the one definition the planner and the runtime both use.
+KvCacheOptions KvOptionsFor(const ModelShape& model, const LoadOptions& options);
+
 // Checks the options themselves (not whether they fit): num_ctx in 1..2^24, num_parallel >= 1,
-// num_batch >= 1, kv_type one of f16/q8_0/q4_0/f32.
+// num_batch >= 1, max_sequences 0 or >= num_parallel, kv_type one of KvCacheTypes().
 Status ValidateLoadOptions(const LoadOptions& options);
 
 struct DevicePlan {
@@ -110,8 +122,9 @@ struct DevicePlan {
   uint64_t kv_bytes = 0;
   uint64_t compute_bytes = 0;
   uint64_t host_bytes = 0;      // the CPU only: ModelShape::host_bytes
-  uint64_t sampling_bytes = 0;  // the CPU only: num_parallel x Sampler::WorkspaceBytes(n_vocab,
-                                // num_ctx), the sampler's working memory per sequence
+  uint64_t sampling_bytes = 0;  // the CPU only: SequencesOf(options) x
+                                // Sampler::WorkspaceBytes(n_vocab, num_ctx), the samplers'
+                                // working memory
   uint64_t total_bytes = 0;     // weights + kv + compute + host + sampling
   std::vector<int64_t> layers;  // the repeating blocks that run here
   bool has_input = false;       // token embedding

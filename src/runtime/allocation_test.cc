@@ -73,7 +73,9 @@ std::vector<int32_t> GreedyWithoutScratch(const Model& model, const tokenizer::T
   std::vector<int32_t> out;
   int64_t pos = static_cast<int64_t>(prompt.size());
   EXPECT_TRUE((*kv)->Reserve(seq, pos).ok());
-  EXPECT_TRUE(model.Forward(prompt, 0, **kv, seq, fo, &logits).ok());
+  Batch b;
+  b.AddRun(prompt, seq, 0, true);
+  EXPECT_TRUE(model.ForwardAllLogits(b, **kv, fo, &logits).ok());
   for (int i = 0; i < n_predict; ++i) {
     const int32_t t =
         static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
@@ -81,8 +83,9 @@ std::vector<int32_t> GreedyWithoutScratch(const Model& model, const tokenizer::T
     out.push_back(t);
     if (i + 1 == n_predict) break;
     EXPECT_TRUE((*kv)->Reserve(seq, pos + 1).ok());
-    const int32_t next[1] = {t};
-    Status s = model.Forward(next, pos, **kv, seq, fo, &logits);
+    b.clear();
+    b.Add(t, seq, pos, true);
+    Status s = model.ForwardAllLogits(b, **kv, fo, &logits);
     EXPECT_TRUE(s.ok()) << s.ToString();
     ++pos;
   }
@@ -110,7 +113,7 @@ TEST(AllocationTest, RunnerAllocatesWhatThePlanSays) {
         ASSERT_TRUE(plan.ok()) << plan.status().ToString();
         const DevicePlan& cpu = plan->devices.back();
 
-        auto r = Runner::Create(l.model.get(), l.tok.get(), RunnerOptionsFromPlan(*plan, 2));
+        auto r = Runner::Create(l.model.get(), l.tok.get(), *plan, RunnerOptionsFromPlan(*plan, 2));
         ASSERT_TRUE(r.ok()) << r.status().ToString();
         const Runner& runner = **r;
         ExpectAllocatedAsPlanned(runner, cpu);
@@ -133,32 +136,32 @@ TEST(AllocationTest, GenerationWithTheScratchMatchesWithout) {
     ASSERT_NE(l.tok, nullptr);
     for (DType kv_type : {DType::kF16, DType::kQ8_0}) {
       SCOPED_TRACE(DTypeName(kv_type));
-      RunnerOptions ro;
+      LoadOptions ro;
       ro.num_ctx = 512;
       ro.num_batch = 4;  // the prompt runs in several steps through the scratch
       ro.kv_type = kv_type;
-      ro.num_threads = 2;
-      auto r = Runner::Create(l.model.get(), l.tok.get(), ro);
+      auto r = MakeCpuRunner(l.model.get(), l.tok.get(), ro);
       ASSERT_TRUE(r.ok()) << r.status().ToString();
       GenerateRequest req;
       req.prompt = *l.tok->Encode("Once upon a time, there was a little", true, false);
-      req.num_predict = 10;
-      req.sampling.temperature = 0.0f;
-      req.sampling.repeat_penalty = 1.0f;
+      req.options.num_ctx = 512;
+      req.options.num_predict = 10;
+      req.options.sampling.temperature = 0.0f;
+      req.options.sampling.repeat_penalty = 1.0f;
       auto res = (*r)->Generate(req, nullptr);
       ASSERT_TRUE(res.ok()) << res.status().ToString();
-      EXPECT_FALSE(res->tokens.empty());
+      EXPECT_FALSE(res->stats.tokens.empty());
       // One 512-token step through the scratch: the same tokens as Forward() without a scratch,
       // and as the 4-token steps above (results do not depend on how the prompt is split).
-      RunnerOptions one = ro;
+      LoadOptions one = ro;
       one.num_batch = 512;
-      auto r1 = Runner::Create(l.model.get(), l.tok.get(), one);
+      auto r1 = MakeCpuRunner(l.model.get(), l.tok.get(), one);
       ASSERT_TRUE(r1.ok());
       auto res1 = (*r1)->Generate(req, nullptr);
       ASSERT_TRUE(res1.ok()) << res1.status().ToString();
-      EXPECT_EQ(res1->tokens,
+      EXPECT_EQ(res1->stats.tokens,
                 GreedyWithoutScratch(*l.model, *l.tok, req.prompt, kv_type, 512, 10));
-      EXPECT_EQ(res->tokens, res1->tokens);
+      EXPECT_EQ(res->stats.tokens, res1->stats.tokens);
     }
   }
 }
@@ -176,20 +179,24 @@ TEST(AllocationTest, ForwardRejectsBatchesLargerThanTheScratch) {
   const int32_t seq = *(*kv)->AddSequence();
   ForwardOptions fo;
   fo.scratch = scratch->get();
-  std::vector<float> logits;
   const std::vector<int32_t> five = {1, 2, 3, 4, 5};
+  auto run = [&](std::span<const int32_t> toks, int64_t pos0) {
+    Batch b;
+    b.AddRun(toks, seq, pos0, true);
+    return l.model->Forward(b, **kv, fo);
+  };
   ASSERT_TRUE((*kv)->Reserve(seq, 5).ok());
-  Status s = l.model->Forward(five, 0, **kv, seq, fo, &logits);
+  Status s = run(five, 0);
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("5 tokens"), std::string::npos) << s.message();
   // Four tokens fit; then positions 4..11 need 12 keys, more than the 8 it holds.
   ASSERT_TRUE((*kv)->Truncate(seq, 0).ok());
   ASSERT_TRUE((*kv)->Reserve(seq, 4).ok());
-  EXPECT_TRUE(l.model->Forward(std::span(five).first(4), 0, **kv, seq, fo, &logits).ok());
+  EXPECT_TRUE(run(std::span(five).first(4), 0).ok());
   ASSERT_TRUE((*kv)->Reserve(seq, 8).ok());
-  EXPECT_TRUE(l.model->Forward(std::span(five).first(4), 4, **kv, seq, fo, &logits).ok());
+  EXPECT_TRUE(run(std::span(five).first(4), 4).ok());
   ASSERT_TRUE((*kv)->Reserve(seq, 9).ok());
-  s = l.model->Forward(std::span(five).first(1), 8, **kv, seq, fo, &logits);
+  s = run(std::span(five).first(1), 8);
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("keys"), std::string::npos) << s.message();
   // A reservation below what the forward pass needs is refused.
@@ -201,16 +208,16 @@ TEST(AllocationTest, ForwardRejectsBatchesLargerThanTheScratch) {
 TEST(AllocationTest, RunnerErrorsInsteadOfOverAllocating) {
   Loaded l = LoadOrDie(kShared + "/models/stories260K.gguf");
   ASSERT_NE(l.model, nullptr);
-  RunnerOptions ro;
-  ro.num_ctx = 512;
-  ro.num_threads = 1;
-  ro.cpu_capacity_bytes = 4096;
-  auto r = Runner::Create(l.model.get(), l.tok.get(), ro);
+  LoadOptions lo;
+  lo.num_ctx = 512;
+  auto r = MakeCpuRunner(l.model.get(), l.tok.get(), lo, 1, /*capacity=*/4096);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kResourceExhausted) << r.status().ToString();
-  ro.cpu_capacity_bytes = 0;
-  ro.compute_bytes = 1024;  // below what a 512-token step needs
-  r = Runner::Create(l.model.get(), l.tok.get(), ro);
+  lo.num_gpu = 0;
+  auto plan = MakePlan(ShapeFromModel(*l.model), CpuOnly(), lo);
+  ASSERT_TRUE(plan.ok());
+  plan->devices.back().compute_bytes = 1024;  // below what a 512-token step needs
+  r = Runner::Create(l.model.get(), l.tok.get(), *plan, RunnerOptionsFromPlan(*plan, 1));
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status().ToString();
 }
@@ -239,16 +246,20 @@ TEST(AllocationTest, StreamedLogitsEqualAllLogitsAndArePlanned) {
       fo.scratch = scratch->get();
       std::vector<float> out;
       int64_t expected_i = 0;
-      if (rows == 0) {
-        fo.all_logits = true;
-      } else {
+      Batch b;
+      for (int64_t i = 0; i < n; ++i) b.Add(tokens[static_cast<size_t>(i)], seq, i, true);
+      if (rows != 0) {
         fo.each_logits = [&](int64_t i, std::span<const float> row) -> Status {
           EXPECT_EQ(i, expected_i++);
           streamed.insert(streamed.end(), row.begin(), row.end());
           return Status::Ok();
         };
       }
-      ASSERT_TRUE(l.model->Forward(tokens, 0, **kv, seq, fo, &out).ok());
+      if (rows == 0) {
+        ASSERT_TRUE(l.model->ForwardAllLogits(b, **kv, fo, &out).ok());
+      } else {
+        ASSERT_TRUE(l.model->Forward(b, **kv, fo).ok());
+      }
       if (rows == 0) {
         all = out;
       } else {
@@ -268,8 +279,9 @@ TEST(AllocationTest, StreamedLogitsEqualAllLogitsAndArePlanned) {
       fo.each_logits = [](int64_t, std::span<const float>) -> Status {
         return MakeStatus(StatusCode::kFailedPrecondition, "stop here");
       };
-      std::vector<float> out;
-      const Status s = l.model->Forward(tokens, 0, **kv, seq, fo, &out);
+      Batch b;
+      b.AddRun(tokens, seq, 0, true);
+      const Status s = l.model->Forward(b, **kv, fo);
       EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition) << s.ToString();
     }
 
@@ -288,12 +300,13 @@ TEST(AllocationTest, StreamedLogitsEqualAllLogitsAndArePlanned) {
     EXPECT_GE(plan->devices[0].compute_bytes - plan1->devices[0].compute_bytes,
               63 * static_cast<uint64_t>(l.model->hparams().n_vocab) * sizeof(float));
     RunnerOptions ro = RunnerOptionsFromPlan(*plan, 2);
-    auto r = Runner::Create(l.model.get(), l.tok.get(), ro);
+    auto r = Runner::Create(l.model.get(), l.tok.get(), *plan, ro);
     ASSERT_TRUE(r.ok()) << r.status().ToString();
     EXPECT_EQ((*r)->allocated_bytes("compute"), plan->devices[0].compute_bytes);
     EXPECT_EQ((*r)->scratch().required_bytes(), plan->devices[0].compute_bytes);
-    ro.logit_rows = 0;
-    EXPECT_EQ(Runner::Create(l.model.get(), l.tok.get(), ro).status().code(),
+    Plan bad = *plan;
+    bad.options.logit_rows = 0;
+    EXPECT_EQ(Runner::Create(l.model.get(), l.tok.get(), bad, ro).status().code(),
               StatusCode::kInvalidArgument);
   }
 }

@@ -237,7 +237,7 @@ TEST_F(PlanAccuracyTest, RunnerAllocatesThePlanAcrossContextsAndCacheTypes) {
         EXPECT_EQ(cpu.total_bytes, cpu.weights_bytes + cpu.kv_bytes + cpu.compute_bytes +
                                        cpu.host_bytes + cpu.sampling_bytes);
 
-        auto r = Runner::Create(&model, tok->get(), RunnerOptionsFromPlan(*plan, 1));
+        auto r = Runner::Create(&model, tok->get(), *plan, RunnerOptionsFromPlan(*plan, 1));
         ASSERT_TRUE(r.ok()) << r.status().ToString();
         const Runner& runner = **r;
         ExpectAllocatedAsPlanned(runner, cpu);
@@ -296,7 +296,7 @@ std::string LoadAndTouch(const std::string& path, int64_t ctx, DType kv_type,
   auto plan = PlanFor(model, ctx, kv_type);
   if (!plan.ok()) return plan.status().ToString();
   const DevicePlan& cpu = plan->devices.back();
-  auto r = Runner::Create(&model, tok.get(), RunnerOptionsFromPlan(*plan, 1));
+  auto r = Runner::Create(&model, tok.get(), *plan, RunnerOptionsFromPlan(*plan, 1));
   if (!r.ok()) return r.status().ToString();
   // The whole compute buffer, as a full-batch step over a full context would write it.
   const ForwardScratch& scratch = (*r)->scratch();
@@ -307,12 +307,13 @@ std::string LoadAndTouch(const std::string& path, int64_t ctx, DType kv_type,
   // (top_k 0), top_p's histogram, penalties over the whole context.
   GenerateRequest req;
   req.prompt = {tok->vocab().bos() >= 0 ? tok->vocab().bos() : 0};
-  req.num_predict = 1;
-  req.sampling.top_k = 0;
-  req.sampling.top_p = 0.9f;
-  req.sampling.repeat_last_n = -1;
-  req.sampling.temperature = 0.8f;
-  req.sampling.seed = 1;
+  req.options.num_ctx = plan->options.num_ctx;
+  req.options.num_predict = 1;
+  req.options.sampling.top_k = 0;
+  req.options.sampling.top_p = 0.9f;
+  req.options.sampling.repeat_last_n = -1;
+  req.options.sampling.temperature = 0.8f;
+  req.options.sampling.seed = 1;
   auto g = (*r)->Generate(req, nullptr);
   if (!g.ok()) return g.status().ToString();
   *cpu_plan = cpu;

@@ -11,16 +11,41 @@
 
 namespace ferry {
 
-// The runner options of `plan` (its load options and the CPU's compute reservation).
+// The runner options for the plan tests: `num_threads`, no inference thread (the test drives
+// the runner).
 inline RunnerOptions RunnerOptionsFromPlan(const Plan& plan, int num_threads) {
   RunnerOptions ro;
-  ro.num_ctx = plan.options.num_ctx;
-  ro.num_batch = plan.options.num_batch;
-  ro.kv_type = plan.options.kv_type;
-  ro.logit_rows = plan.options.logit_rows;
   ro.num_threads = num_threads;
-  ro.compute_bytes = plan.devices.back().compute_bytes;
+  ro.start_thread = false;
   return ro;
+}
+
+// A CPU with room for anything a test loads.
+inline DeviceInventory BigCpu() {
+  DeviceInventory inv;
+  Device cpu;
+  cpu.name = "cpu";
+  cpu.kind = DeviceKind::kCpu;
+  cpu.total_bytes = cpu.free_bytes = uint64_t{64} << 30;
+  cpu.bandwidth_bytes_per_s = 50e9;
+  cpu.source = "described";
+  inv.devices.push_back(cpu);
+  return inv;
+}
+
+// Plans `lo` (num_gpu 0) for the model on BigCpu() and creates a runner without a thread.
+inline StatusOr<std::unique_ptr<Runner>> MakeCpuRunner(const Model* model,
+                                                       const tokenizer::Tokenizer* tok,
+                                                       LoadOptions lo, int num_threads = 2,
+                                                       uint64_t capacity = 0,
+                                                       bool start_thread = false) {
+  lo.num_gpu = 0;
+  FERRY_ASSIGN_OR_RETURN(Plan plan, MakePlan(ShapeFromModel(*model), BigCpu(), lo));
+  RunnerOptions ro;
+  ro.num_threads = num_threads;
+  ro.cpu_capacity_bytes = capacity;
+  ro.start_thread = start_thread;
+  return Runner::Create(model, tok, plan, ro);
 }
 
 // Every purpose the runner's CPU allocator holds equals the CPU plan's bytes for it.

@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <thread>
+
+#include "base/bytes.h"
+#include "base/log.h"
 
 namespace ferry {
 namespace {
@@ -14,59 +16,48 @@ int64_t NowNs() {
       .count();
 }
 
-// Length of the longest prefix of `s` that is complete UTF-8 (an incomplete trailing sequence
-// is held back until its continuation bytes arrive).
-size_t CompleteUtf8Prefix(const std::string& s) {
-  size_t n = s.size();
-  size_t i = n;
-  // Look back at most 3 bytes for a lead byte.
-  for (size_t back = 1; back <= 4 && back <= n; ++back) {
-    unsigned char c = static_cast<unsigned char>(s[n - back]);
-    if ((c & 0xC0) == 0x80) continue;  // continuation byte
-    size_t need = (c & 0x80) == 0 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3
-                                       : (c & 0xF8) == 0xF0 ? 4 : 1;
-    i = back >= need ? n : n - back;
-    break;
-  }
-  return i;
+int32_t ClampI32(int64_t v) {
+  return static_cast<int32_t>(std::min<int64_t>(v, std::numeric_limits<int32_t>::max()));
 }
 
-// Bytes at the end of `text` that could still become the start of a stop string.
-size_t StopHoldback(const std::string& text, const std::vector<std::string>& stops) {
-  size_t hold = 0;
-  for (const std::string& s : stops) {
-    for (size_t k = std::min(s.size() - 1, text.size()); k > hold; --k) {
-      if (text.compare(text.size() - k, k, s, 0, k) == 0) {
-        hold = k;
-        break;
-      }
-    }
-  }
-  return hold;
+uint64_t SlotBytes(const Plan& plan, int64_t n_vocab) {
+  return Sampler::WorkspaceBytes(ClampI32(n_vocab), ClampI32(plan.options.num_ctx));
+}
+
+bool SamePlacement(const Plan& a, const Plan& b) {
+  return a.layer_device == b.layer_device && a.output_device == b.output_device &&
+         a.devices.size() == b.devices.size();
 }
 
 }  // namespace
 
+uint64_t DeviceAllocation::total_bytes() const {
+  uint64_t t = 0;
+  for (const auto& [purpose, bytes] : bytes_by_purpose) t += bytes;
+  return t;
+}
+
 StatusOr<std::unique_ptr<Runner>> Runner::Create(const Model* model,
                                                  const tokenizer::Tokenizer* tokenizer,
-                                                 const RunnerOptions& options) {
-  if (options.num_ctx <= 0 || options.num_ctx > (int64_t{1} << 24)) {
-    return InvalidArgumentError("num_ctx {} is out of range (1 .. 16777216)", options.num_ctx);
-  }
-  if (options.num_batch <= 0 || options.num_batch > 65536) {
-    return InvalidArgumentError("num_batch {} is out of range (1 .. 65536)", options.num_batch);
-  }
-  if (options.logit_rows < 1 || options.logit_rows > 4096) {
-    return InvalidArgumentError("logit_rows {} is out of range (1 .. 4096)", options.logit_rows);
-  }
+                                                 const Plan& plan, const RunnerOptions& options) {
+  FERRY_RETURN_IF_ERROR(ValidateLoadOptions(plan.options));
   if (options.num_threads < 0 || options.num_threads > 1024) {
-    return InvalidArgumentError("num_thread {} is out of range", options.num_threads);
+    return InvalidArgumentError("num_thread {} is out of range (0 .. 1024)", options.num_threads);
+  }
+  if (plan.devices.empty()) return InvalidArgumentError("the plan has no devices");
+  for (size_t d = 0; d + 1 < plan.devices.size(); ++d) {
+    if (!plan.devices[d].layers.empty() || plan.devices[d].has_output) {
+      return FailedPreconditionError(
+          "the plan puts layers on {}, but ferry has no GPU backend yet: load with num_gpu 0",
+          plan.devices[d].name);
+    }
   }
   std::unique_ptr<Runner> r(new Runner());
   r->model_ = model;
   r->tokenizer_ = tokenizer;
   r->options_ = options;
-  r->options_.num_batch = std::min(options.num_batch, options.num_ctx);
+  r->shape_ = ShapeFromModel(*model);
+  const LoadOptions& lo = plan.options;
   int threads = options.num_threads > 0
                     ? options.num_threads
                     : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
@@ -89,161 +80,687 @@ StatusOr<std::unique_ptr<Runner>> Runner::Create(const Model* model,
                          r->allocator_->Charge(file.data_offset() + file.heap_bytes() +
                                                    tokenizer->vocab().heap_bytes(),
                                                "host"));
+  FERRY_ASSIGN_OR_RETURN(r->kv_, KvCache::Create(KvOptionsFor(r->shape_, lo), r->allocator_.get()));
   FERRY_ASSIGN_OR_RETURN(
-      r->kv_, KvCache::Create(model->KvOptions(options.kv_type, options.num_ctx, 1,
-                                               r->options_.num_batch),
-                              r->allocator_.get()));
-  FERRY_ASSIGN_OR_RETURN(
-      r->scratch_,
-      ForwardScratch::Create(
-          ForwardScratch::ShapeFor(*model, r->options_.num_batch, options.num_ctx,
-                                   options.logit_rows),
-          *r->allocator_, options.compute_bytes));
-  // The sampler's working memory for one sequence (Sampler::WorkspaceBytes), so generating
+      r->scratch_, ForwardScratch::Create(ComputeScratchShape(r->shape_, lo), *r->allocator_,
+                                          plan.devices.back().compute_bytes));
+  // The samplers' working memory, one slot per sequence decoded together, so generating
   // allocates nothing.
-  FERRY_ASSIGN_OR_RETURN(
-      r->sampling_,
-      r->allocator_->Allocate(Sampler::WorkspaceBytes(static_cast<int32_t>(model->hparams().n_vocab),
-                                                      static_cast<int32_t>(options.num_ctx)),
-                              "sampling"));
-  FERRY_ASSIGN_OR_RETURN(r->seq_, r->kv_->AddSequence());
+  const int32_t n_slots = SequencesOf(lo);
+  if (r->scratch_->shape().logit_rows < n_slots) {
+    return InvalidArgumentError(
+        "the plan's logit_rows {} is below its {} sequences (each decode step wants one row "
+        "per sequence)", r->scratch_->shape().logit_rows, n_slots);
+  }
+  for (int32_t i = 0; i < n_slots; ++i) {
+    FERRY_ASSIGN_OR_RETURN(DeviceAllocator::Buffer b,
+                           r->allocator_->Allocate(SlotBytes(plan, model->hparams().n_vocab),
+                                                   "sampling"));
+    r->slots_.push_back(std::move(b));
+    r->free_slots_.push_back(n_slots - 1 - i);
+  }
+  r->slot_stale_.assign(static_cast<size_t>(n_slots), false);
+  {
+    std::lock_guard<std::mutex> lock(r->mu_);
+    r->plan_ = plan;
+  }
+  r->PublishCounts();
+  if (options.start_thread) r->thread_ = std::thread([p = r.get()] { p->ThreadMain(); });
   return r;
 }
 
-StatusOr<std::span<const float>> Runner::Eval(std::span<const int32_t> tokens, int64_t pos0) {
+StatusOr<std::unique_ptr<Runner>> Runner::Create(std::unique_ptr<Model> model,
+                                                 std::unique_ptr<tokenizer::Tokenizer> tokenizer,
+                                                 const Plan& plan, const RunnerOptions& options) {
+  RunnerOptions no_thread = options;
+  no_thread.start_thread = false;
+  FERRY_ASSIGN_OR_RETURN(std::unique_ptr<Runner> r,
+                         Create(model.get(), tokenizer.get(), plan, no_thread));
+  r->owned_model_ = std::move(model);
+  r->owned_tokenizer_ = std::move(tokenizer);
+  r->options_.start_thread = options.start_thread;
+  if (options.start_thread) r->thread_ = std::thread([p = r.get()] { p->ThreadMain(); });
+  return r;
+}
+
+Runner::~Runner() { Shutdown(); }
+
+const Plan& Runner::plan() const {
+  // The plan changes only in ApplyGrow, between steps; callers read it from the scheduler's
+  // thread, which is the only one that asks for a Grow.
+  return plan_;
+}
+
+std::vector<DeviceAllocation> Runner::allocated() const {
+  DeviceAllocation cpu;
+  cpu.device = allocator_->device();
+  cpu.bytes_by_purpose = allocator_->allocated_by_purpose();
+  return {cpu};
+}
+
+RunnerCounts Runner::counts() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  RunnerCounts c = counts_;
+  c.waiting += static_cast<int64_t>(inbox_.size());
+  c.preemptions = preemptions_.load();
+  c.grows = grows_.load();
+  return c;
+}
+
+void Runner::PublishCounts() {
+  RunnerCounts c;
+  c.waiting = static_cast<int64_t>(waiting_.size());
+  c.running = static_cast<int64_t>(running_.size());
+  c.kv_blocks_total = kv_->total_blocks();
+  // Blocks of cached sequences are reclaimable: only running sequences' count as used.
+  int64_t cached_blocks = 0;
+  for (const Cached& cs : cached_) {
+    for (int l = 0; l < kv_->num_layers(); ++l) cached_blocks += kv_->HeldBlocks(cs.kv_seq, l);
+  }
+  c.kv_blocks_used = kv_->used_blocks() - cached_blocks;
+  std::lock_guard<std::mutex> lock(mu_);
+  counts_ = c;
+}
+
+Status Runner::Submit(GenerateRequest request, std::shared_ptr<RequestStream> stream) {
+  if (stream == nullptr) return InvalidArgumentError("Submit: no stream");
+  FERRY_RETURN_IF_ERROR(ValidateRequestOptions(request.options));
+  const int64_t n_prompt = static_cast<int64_t>(request.prompt.size());
+  if (n_prompt == 0) return InvalidArgumentError("the prompt has no tokens");
+  for (int32_t t : request.prompt) {
+    if (t < 0 || t >= model_->hparams().n_vocab) {
+      return InvalidArgumentError("token id {} is outside the vocabulary of {} tokens", t,
+                                  model_->hparams().n_vocab);
+    }
+  }
+  std::unique_lock<std::mutex> lock(mu_);
+  if (shutdown_) return FailedPreconditionError("the model is being unloaded");
+  const int64_t model_ctx = plan_.options.num_ctx;
+  if (request.options.num_ctx > model_ctx) {
+    return OutOfRangeError("num_ctx {} is more than the {} tokens this model was loaded with",
+                           request.options.num_ctx, model_ctx);
+  }
+  if (n_prompt > request.options.num_ctx) {
+    return OutOfRangeError("the prompt is {} tokens but num_ctx is {}: raise num_ctx (ferry "
+                           "never truncates a prompt)", n_prompt, request.options.num_ctx);
+  }
+  inbox_.push_back(Pending{std::move(request), std::move(stream), NowNs()});
+  lock.unlock();
+  cv_.notify_all();
+  return Status::Ok();
+}
+
+Status Runner::Grow(const Plan& plan) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!SamePlacement(plan, plan_)) {
+      return InvalidArgumentError("Grow: the plan moves layers; reload the model instead");
+    }
+    if (plan.options.num_ctx < plan_.options.num_ctx ||
+        plan.options.kv_type != plan_.options.kv_type ||
+        plan.options.num_parallel != plan_.options.num_parallel ||
+        SequencesOf(plan.options) != SequencesOf(plan_.options)) {
+      return InvalidArgumentError(
+          "Grow: only num_ctx (and num_batch) may grow: num_ctx {} -> {}", plan_.options.num_ctx,
+          plan.options.num_ctx);
+    }
+  }
+  if (!thread_.joinable()) return ApplyGrow(plan);
+  std::unique_lock<std::mutex> lock(mu_);
+  if (shutdown_) return FailedPreconditionError("the model is being unloaded");
+  grow_request_ = &plan;
+  grow_done_ = false;
+  cv_.notify_all();
+  grow_cv_.wait(lock, [&] { return grow_done_; });
+  grow_request_ = nullptr;
+  return grow_result_;
+}
+
+Status Runner::ApplyGrow(const Plan& plan) {
+  const Plan old = [&] {
+    std::lock_guard<std::mutex> lock(mu_);
+    return plan_;
+  }();
+  const uint64_t before = allocator_->allocated_bytes();
+  // The scratch first (the new one is allocated after the old one is freed, so the peak never
+  // exceeds the new plan); on failure the old shape is restored.
+  const uint64_t new_compute = plan.devices.back().compute_bytes;
+  scratch_.reset();
+  StatusOr<std::unique_ptr<ForwardScratch>> sc = ForwardScratch::Create(
+      ComputeScratchShape(shape_, plan.options), *allocator_, new_compute);
+  if (!sc.ok()) {
+    FERRY_ASSIGN_OR_RETURN(scratch_, ForwardScratch::Create(ComputeScratchShape(shape_, old.options),
+                                                            *allocator_,
+                                                            old.devices.back().compute_bytes));
+    return sc.status();
+  }
+  scratch_ = std::move(*sc);
+  Status st = kv_->Grow(plan.options.num_ctx);
+  if (!st.ok()) {
+    scratch_.reset();
+    FERRY_ASSIGN_OR_RETURN(scratch_, ForwardScratch::Create(ComputeScratchShape(shape_, old.options),
+                                                            *allocator_,
+                                                            old.devices.back().compute_bytes));
+    return st;
+  }
+  // Sampler slots: free ones are replaced now, busy ones when their request ends.
+  for (size_t i = 0; i < slots_.size(); ++i) slot_stale_[i] = true;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    plan_ = plan;
+  }
+  for (int32_t slot : std::vector<int32_t>(free_slots_)) {
+    free_slots_.erase(std::find(free_slots_.begin(), free_slots_.end(), slot));
+    ReleaseSlot(slot);
+  }
+  ++grows_;
+  log::Info("runner grow num_ctx={}->{} cpu={}->{}", old.options.num_ctx, plan.options.num_ctx,
+            FormatBytes(before), FormatBytes(allocator_->allocated_bytes()));
+  PublishCounts();
+  return Status::Ok();
+}
+
+void Runner::ReleaseSlot(int32_t slot) {
+  if (slot_stale_[static_cast<size_t>(slot)]) {
+    DeviceAllocator::Buffer& b = slots_[static_cast<size_t>(slot)];
+    b = DeviceAllocator::Buffer();
+    StatusOr<DeviceAllocator::Buffer> nb =
+        allocator_->Allocate(SlotBytes(plan_, model_->hparams().n_vocab), "sampling");
+    if (!nb.ok()) {
+      log::Error("runner sampler slot {} cannot be reallocated: {}", slot, nb.status().ToString());
+      return;  // the slot stays out of use
+    }
+    b = std::move(*nb);
+    slot_stale_[static_cast<size_t>(slot)] = false;
+  }
+  free_slots_.push_back(slot);
+}
+
+void Runner::Shutdown() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (shutdown_ && !thread_.joinable()) return;
+    shutdown_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  // End whatever is left (the thread is gone, or never ran).
+  std::vector<Pending> inbox;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    inbox.swap(inbox_);
+  }
+  const Status gone = UnavailableError("the model was unloaded");
+  for (Pending& p : inbox) p.stream->PushError(gone);
+  for (auto& s : waiting_) s->stream->PushError(gone);
+  for (auto& s : running_) s->stream->PushError(gone);
+  waiting_.clear();
+  running_.clear();
+}
+
+void Runner::ThreadMain() {
+  while (true) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] {
+        return shutdown_ || !inbox_.empty() || grow_request_ != nullptr || !waiting_.empty() ||
+               !running_.empty();
+      });
+      if (shutdown_) return;
+      if (grow_request_ != nullptr && !grow_done_) {
+        const Plan plan = *grow_request_;
+        lock.unlock();
+        Status st = ApplyGrow(plan);
+        lock.lock();
+        grow_result_ = st;
+        grow_done_ = true;
+        grow_cv_.notify_all();
+      }
+    }
+    StatusOr<bool> more = Step();
+    if (!more.ok()) log::Error("runner step failed: {}", more.status().ToString());
+  }
+}
+
+void Runner::TakeInbox() {
+  std::vector<Pending> inbox;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    inbox.swap(inbox_);
+  }
+  for (Pending& p : inbox) {
+    auto s = std::make_unique<Sequence>();
+    s->request = std::move(p.request);
+    s->stream = std::move(p.stream);
+    s->submit_ns = p.submit_ns;
+    waiting_.push_back(std::move(s));
+  }
+}
+
+void Runner::EndCancelled() {
+  for (size_t i = 0; i < running_.size();) {
+    Sequence* s = running_[i].get();
+    if (s->stream->cancelled()) {
+      Finish(s, DoneReason::kCancelled);  // removes it from running_
+    } else {
+      ++i;
+    }
+  }
+  for (auto it = waiting_.begin(); it != waiting_.end();) {
+    if ((*it)->stream->cancelled()) {
+      Sequence* s = it->get();
+      if (s->slot >= 0) ReleaseSlot(s->slot);
+      s->slot = -1;
+      s->stats.done_reason = DoneReason::kCancelled;
+      s->stats.tokens.assign(s->tokens.begin() + s->n_prompt, s->tokens.end());
+      s->stream->PushDone(s->stats);
+      it = waiting_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void Runner::DropCached(size_t index) {
+  (void)kv_->RemoveSequence(cached_[index].kv_seq);
+  cached_.erase(cached_.begin() + static_cast<std::ptrdiff_t>(index));
+}
+
+bool Runner::FreeCachedBlocks(const std::vector<int32_t>& need) {
+  auto enough = [&] {
+    for (int l = 0; l < kv_->num_layers(); ++l) {
+      if (kv_->layer_free_blocks(l) < need[static_cast<size_t>(l)]) return false;
+    }
+    return true;
+  };
+  while (!enough()) {
+    if (cached_.empty()) return false;
+    size_t lru = 0;
+    for (size_t i = 1; i < cached_.size(); ++i) {
+      if (cached_[i].last_used < cached_[lru].last_used) lru = i;
+    }
+    DropCached(lru);
+  }
+  return true;
+}
+
+void Runner::Admit() {
+  const int64_t num_ctx = kv_->options().num_ctx;
+  while (!waiting_.empty() && (!free_slots_.empty() || waiting_.front()->slot >= 0)) {
+    Sequence* s = waiting_.front().get();
+    if (!s->started) {
+      s->tokens = s->request.prompt;
+      s->n_prompt = static_cast<int64_t>(s->tokens.size());
+    }
+    const int64_t target = static_cast<int64_t>(s->tokens.size());
+    // Prompt reuse: the cached sequence sharing the longest prefix (at least one token is
+    // evaluated, for its logits).
+    size_t best = cached_.size();
+    int64_t best_len = 0;
+    for (size_t i = 0; i < cached_.size(); ++i) {
+      const std::vector<int32_t>& ct = cached_[i].tokens;
+      const int64_t limit = std::min<int64_t>(static_cast<int64_t>(ct.size()), target - 1);
+      int64_t k = 0;
+      while (k < limit && ct[static_cast<size_t>(k)] == s->tokens[static_cast<size_t>(k)]) ++k;
+      if (k > best_len) {
+        best = i;
+        best_len = k;
+      }
+    }
+    // Blocks the whole prompt needs beyond what is kept, plus what already admitted prompts
+    // still need, must be free (or freed by dropping other cached sequences).
+    std::vector<int32_t> need(static_cast<size_t>(kv_->num_layers()), 0);
+    for (const auto& r : running_) {
+      const int64_t r_target = static_cast<int64_t>(r->tokens.size());
+      for (int l = 0; l < kv_->num_layers(); ++l) {
+        need[static_cast<size_t>(l)] += std::max(
+            0, kv_->BlocksFor(l, r_target) - kv_->HeldBlocks(r->kv_seq, l));
+      }
+    }
+    for (int l = 0; l < kv_->num_layers(); ++l) {
+      need[static_cast<size_t>(l)] += kv_->BlocksFor(l, target) -
+                                      (best < cached_.size() ? kv_->BlocksFor(l, best_len) : 0);
+    }
+    // Keep the chosen cached sequence out of the drop list while freeing.
+    Cached keep;
+    if (best < cached_.size()) {
+      keep = std::move(cached_[best]);
+      cached_.erase(cached_.begin() + static_cast<std::ptrdiff_t>(best));
+      Status st = kv_->Truncate(keep.kv_seq, best_len);
+      if (!st.ok()) {
+        // A sliding-window ring no longer holds what is needed: recompute from the start.
+        (void)kv_->Truncate(keep.kv_seq, 0);
+        best_len = 0;
+      }
+    }
+    if (!FreeCachedBlocks(need) && !running_.empty()) {
+      if (keep.kv_seq >= 0) {
+        keep.tokens.resize(static_cast<size_t>(kv_->seq_len(keep.kv_seq)));
+        cached_.push_back(std::move(keep));
+      }
+      break;  // admitted in order: wait for blocks
+    }
+    if (keep.kv_seq >= 0) {
+      s->kv_seq = keep.kv_seq;
+      s->n_past = kv_->seq_len(keep.kv_seq);
+    } else {
+      StatusOr<int32_t> id = kv_->AddSequence();
+      while (!id.ok() && !cached_.empty()) {
+        DropCached(0);
+        id = kv_->AddSequence();
+      }
+      if (!id.ok()) break;  // every id is running: wait
+      s->kv_seq = *id;
+      s->n_past = 0;
+    }
+    if (!s->started) {
+      s->slot = free_slots_.back();
+      free_slots_.pop_back();
+      DeviceAllocator::Buffer& ws = slots_[static_cast<size_t>(s->slot)];
+      StatusOr<std::unique_ptr<Sampler>> sampler = Sampler::Create(
+          s->request.options.sampling, ClampI32(model_->hparams().n_vocab),
+          ClampI32(std::min(s->request.options.num_ctx, num_ctx)),
+          std::span<uint8_t>(ws.data(), static_cast<size_t>(ws.size())));
+      std::unique_ptr<Sequence> owned = std::move(waiting_.front());
+      waiting_.pop_front();
+      if (!sampler.ok()) {
+        running_.push_back(std::move(owned));
+        Fail(s, sampler.status());
+        continue;
+      }
+      s->sampler = std::move(*sampler);
+      for (int32_t t : s->tokens) s->sampler->Accept(t);
+      s->text = TextStream(s->request.options.stop);
+      s->started = true;
+      s->admit_ns = NowNs();
+      s->stats.queue_ns = s->admit_ns - s->submit_ns;
+      s->stats.prompt_reused_count = s->n_past;
+      running_.push_back(std::move(owned));
+    } else {
+      running_.push_back(std::move(waiting_.front()));
+      waiting_.pop_front();
+    }
+    s->admitted_order = ++admit_counter_;
+  }
+}
+
+void Runner::Preempt(Sequence* victim) {
+  const int64_t held = kv_->used_blocks();
+  (void)kv_->RemoveSequence(victim->kv_seq);
+  log::Info("runner preempt seq={} tokens={} freed_blocks={} reason=\"kv pool full\"",
+            victim->kv_seq, victim->tokens.size(), held - kv_->used_blocks());
+  victim->kv_seq = -1;
+  victim->n_past = 0;
+  ++victim->stats.preemptions;
+  ++preemptions_;
+  for (size_t i = 0; i < running_.size(); ++i) {
+    if (running_[i].get() == victim) {
+      waiting_.push_front(std::move(running_[i]));
+      running_.erase(running_.begin() + static_cast<std::ptrdiff_t>(i));
+      return;
+    }
+  }
+}
+
+void Runner::Finish(Sequence* s, DoneReason reason) {
+  std::string rest = s->text.Flush();
+  if (!rest.empty()) s->stream->PushText(std::move(rest));
+  s->stats.done_reason = reason;
+  s->stats.tokens.assign(s->tokens.begin() + s->n_prompt, s->tokens.end());
+  // EOS is sampled but not part of the text or the tokens.
+  if (!s->stats.tokens.empty() && tokenizer_->vocab().IsEog(s->stats.tokens.back())) {
+    s->stats.tokens.pop_back();
+  }
+  if (s->first_token_ns > 0) s->stats.eval_ns = NowNs() - s->first_token_ns;
+  if (s->kv_seq >= 0) {
+    if (reason == DoneReason::kCancelled) {
+      (void)kv_->RemoveSequence(s->kv_seq);
+    } else {
+      // Keep its K/V for prompt reuse: the positions that were evaluated.
+      (void)kv_->Truncate(s->kv_seq, s->n_past);
+      Cached c;
+      c.kv_seq = s->kv_seq;
+      c.tokens.assign(s->tokens.begin(), s->tokens.begin() + kv_->seq_len(s->kv_seq));
+      c.last_used = ++use_counter_;
+      cached_.push_back(std::move(c));
+    }
+  }
+  if (s->slot >= 0) ReleaseSlot(s->slot);
+  s->slot = -1;
+  s->stream->PushDone(s->stats);
+  for (size_t i = 0; i < running_.size(); ++i) {
+    if (running_[i].get() == s) {
+      running_.erase(running_.begin() + static_cast<std::ptrdiff_t>(i));
+      break;
+    }
+  }
+}
+
+void Runner::Fail(Sequence* s, const Status& error) {
+  if (s->kv_seq >= 0) (void)kv_->RemoveSequence(s->kv_seq);
+  s->kv_seq = -1;
+  if (s->slot >= 0) ReleaseSlot(s->slot);
+  s->slot = -1;
+  s->stream->PushError(error);
+  for (size_t i = 0; i < running_.size(); ++i) {
+    if (running_[i].get() == s) {
+      running_.erase(running_.begin() + static_cast<std::ptrdiff_t>(i));
+      break;
+    }
+  }
+}
+
+bool Runner::OnToken(Sequence* s, int32_t token) {
+  if (s->first_token_ns == 0) {
+    s->first_token_ns = NowNs();
+    s->stats.prompt_eval_ns = s->first_token_ns - s->admit_ns;
+  }
+  s->sampler->Accept(token);
+  s->tokens.push_back(token);
+  ++s->stats.eval_count;
+  if (tokenizer_->vocab().IsEog(token)) {
+    Finish(s, DoneReason::kStop);
+    return true;
+  }
+  std::string piece = tokenizer_->TokenToPiece(token);
+  // Text that starts right after BOS: SentencePiece's space prefix is not part of it (as
+  // Decode() does for the first piece).
+  if (s->stats.eval_count == 1 && s->n_prompt == 1 && s->tokens[0] == tokenizer_->vocab().bos() &&
+      tokenizer_->vocab().add_space_prefix() && !piece.empty() && piece[0] == ' ') {
+    piece.erase(0, 1);
+  }
+  bool stopped = false;
+  std::string out = s->text.Append(piece, &stopped);
+  if (!out.empty()) s->stream->PushText(std::move(out));
+  if (stopped) {
+    Finish(s, DoneReason::kStop);
+    return true;
+  }
+  const int64_t num_predict = s->request.options.num_predict;
+  if (num_predict >= 0 && s->stats.eval_count >= num_predict) {
+    Finish(s, DoneReason::kLength);
+    return true;
+  }
+  // The next token would need position tokens.size() - 1 < num_ctx.
+  if (static_cast<int64_t>(s->tokens.size()) > s->request.options.num_ctx) {
+    Finish(s, DoneReason::kLength);
+    return true;
+  }
+  return false;
+}
+
+StatusOr<bool> Runner::Step() {
+  TakeInbox();
+  EndCancelled();
+  Admit();
+  // num_predict 0: only the prompt is evaluated; the rest of the step is as usual.
+  const int64_t budget = scratch_->shape().max_tokens;
+  const int64_t max_batch = kv_->options().max_batch;
+  // Plan the step: how many tokens each running sequence adds. Decode tokens first, then
+  // prompt chunks in admission order.
+  struct Part {
+    Sequence* s;
+    int64_t count;
+  };
+  std::vector<Part> parts;
+  bool preempted = true;
+  while (preempted) {
+    preempted = false;
+    parts.clear();
+    std::vector<Sequence*> order;
+    for (auto& r : running_) order.push_back(r.get());
+    std::stable_sort(order.begin(), order.end(), [](Sequence* a, Sequence* b) {
+      const bool da = static_cast<int64_t>(a->tokens.size()) - a->n_past == 1;
+      const bool db = static_cast<int64_t>(b->tokens.size()) - b->n_past == 1;
+      if (da != db) return da;
+      return a->admitted_order < b->admitted_order;
+    });
+    int64_t left = budget;
+    for (Sequence* s : order) {
+      if (left == 0) break;
+      const int64_t todo = static_cast<int64_t>(s->tokens.size()) - s->n_past;
+      const int64_t count = std::min({todo, left, max_batch});
+      if (count <= 0) continue;
+      parts.push_back(Part{s, count});
+      left -= count;
+    }
+    // Reserve; on a full pool drop cached sequences, then preempt the newest running one.
+    for (const Part& p : parts) {
+      const int64_t new_len = p.s->n_past + p.count;
+      std::vector<int32_t> need(static_cast<size_t>(kv_->num_layers()));
+      for (int l = 0; l < kv_->num_layers(); ++l) {
+        need[static_cast<size_t>(l)] = kv_->BlocksToReserve(p.s->kv_seq, l, new_len);
+      }
+      FreeCachedBlocks(need);
+      Status st = kv_->Reserve(p.s->kv_seq, new_len);
+      if (st.ok()) continue;
+      if (st.code() != StatusCode::kResourceExhausted) {
+        Fail(p.s, st);
+        preempted = true;
+        break;
+      }
+      Sequence* victim = nullptr;
+      for (auto& r : running_) {
+        if (victim == nullptr || r->admitted_order > victim->admitted_order) victim = r.get();
+      }
+      Preempt(victim);
+      preempted = true;
+      break;
+    }
+  }
+  if (parts.empty()) {
+    PublishCounts();
+    return !waiting_.empty() || !running_.empty();
+  }
+
+  batch_.clear();
+  for (const Part& p : parts) {
+    const bool last = p.s->n_past + p.count == static_cast<int64_t>(p.s->tokens.size());
+    std::span<const int32_t> toks(p.s->tokens.data() + p.s->n_past, static_cast<size_t>(p.count));
+    batch_.AddRun(toks, p.s->kv_seq, p.s->n_past, last);
+  }
   ForwardOptions fo;
   fo.pool = pool_.get();
   fo.scratch = scratch_.get();
-  fo.logits_in_scratch = true;
-  std::vector<float> untouched;  // logits stay in the scratch
-  for (size_t off = 0; off < tokens.size(); off += static_cast<size_t>(options_.num_batch)) {
-    const size_t n = std::min(tokens.size() - off, static_cast<size_t>(options_.num_batch));
-    const int64_t pos = pos0 + static_cast<int64_t>(off);
-    FERRY_RETURN_IF_ERROR(kv_->Reserve(seq_, pos + static_cast<int64_t>(n)));
-    // Each chunk leaves its last token's logits; the last chunk's are the result.
-    FERRY_RETURN_IF_ERROR(
-        model_->Forward(tokens.subspan(off, n), pos, *kv_, seq_, fo, &untouched));
-  }
-  return std::span<const float>(scratch_->logits(),
-                                static_cast<size_t>(model_->hparams().n_vocab));
-}
-
-StatusOr<GenerateResult> Runner::Generate(const GenerateRequest& req, const TextCallback& on_text) {
-  const int64_t n_ctx = options_.num_ctx;
-  const int64_t n_prompt = static_cast<int64_t>(req.prompt.size());
-  if (n_prompt == 0) return InvalidArgumentError("the prompt has no tokens");
-  if (n_prompt > n_ctx) {
-    return OutOfRangeError("the prompt is {} tokens but num_ctx is {}: raise num_ctx (ferry "
-                           "never truncates a prompt)", n_prompt, n_ctx);
-  }
-  if (req.num_predict < -1) {
-    return InvalidArgumentError("num_predict {} must be -1 (no limit) or >= 0", req.num_predict);
-  }
-  for (const std::string& s : req.stop) {
-    if (s.empty()) return InvalidArgumentError("stop strings must not be empty");
+  Status st = model_->Forward(batch_, *kv_, fo);
+  if (!st.ok()) {
+    for (const Part& p : parts) Fail(p.s, st);
+    PublishCounts();
+    return st;
   }
   const int64_t n_vocab = model_->hparams().n_vocab;
-  FERRY_ASSIGN_OR_RETURN(std::unique_ptr<Sampler> sampler,
-                         Sampler::Create(req.sampling, static_cast<int32_t>(n_vocab),
-                                         static_cast<int32_t>(n_ctx),
-                                         std::span<uint8_t>(sampling_.data(),
-                                                            static_cast<size_t>(sampling_.size()))));
-  FERRY_RETURN_IF_ERROR(kv_->Truncate(seq_, 0));
+  int64_t row = 0;
+  for (const Part& p : parts) {
+    Sequence* s = p.s;
+    s->n_past += p.count;
+    if (s->n_past < static_cast<int64_t>(s->tokens.size())) continue;  // prompt continues
+    std::span<const float> logits(scratch_->logits() + row * n_vocab, static_cast<size_t>(n_vocab));
+    ++row;
+    if (s->stats.prompt_eval_count == 0 && s->stats.eval_count == 0) {
+      s->stats.prompt_eval_count = s->n_prompt - s->stats.prompt_reused_count;
+    }
+    const int64_t num_predict = s->request.options.num_predict;
+    if (num_predict == 0 || static_cast<int64_t>(s->tokens.size()) >= s->request.options.num_ctx) {
+      Finish(s, DoneReason::kLength);
+      continue;
+    }
+    if (num_predict >= 0 && s->stats.eval_count >= num_predict) {
+      Finish(s, DoneReason::kLength);
+      continue;
+    }
+    OnToken(s, s->sampler->Sample(logits));
+  }
+  PublishCounts();
+  return !waiting_.empty() || !running_.empty();
+}
 
+StatusOr<GenerateResult> Runner::Generate(const GenerateRequest& request,
+                                          const TextCallback& on_text) {
+  auto stream = std::make_shared<RequestStream>();
+  FERRY_RETURN_IF_ERROR(Submit(request, stream));
   GenerateResult result;
-  int64_t t0 = NowNs();
-  FERRY_ASSIGN_OR_RETURN(std::span<const float> logits, Eval(req.prompt, 0));
-  result.prompt_eval_ns = NowNs() - t0;
-  result.prompt_eval_count = n_prompt;
-  for (int32_t t : req.prompt) sampler->Accept(t);
-
-  std::string pending;  // decoded bytes not yet handed out
-  size_t emitted = 0;   // bytes of result.text already passed to on_text
-  int64_t pos = n_prompt;
-  t0 = NowNs();
-  result.done_reason = "length";
-  bool cancelled = false;
   while (true) {
-    if (req.num_predict >= 0 && result.eval_count >= req.num_predict) break;
-    if (pos >= n_ctx) break;  // context full: "length", reported, never wrapped
-    const int32_t tok = sampler->Sample(logits);
-    sampler->Accept(tok);
-    ++result.eval_count;
-    if (tokenizer_->vocab().IsEog(tok)) {
-      result.done_reason = "stop";
-      break;
-    }
-    result.tokens.push_back(tok);
-    std::string piece = tokenizer_->TokenToPiece(tok);
-    // Text that starts right after BOS: SentencePiece's space prefix is not part of it (as
-    // Decode() does for the first piece).
-    if (result.tokens.size() == 1 && n_prompt == 1 && req.prompt[0] == tokenizer_->vocab().bos() &&
-        tokenizer_->vocab().add_space_prefix() && !piece.empty() && piece[0] == ' ') {
-      piece.erase(0, 1);
-    }
-    pending += piece;
-    result.text.append(pending, 0, CompleteUtf8Prefix(pending));
-    pending.erase(0, CompleteUtf8Prefix(pending));
-    // Stop strings: cut the text at the first occurrence.
-    bool stopped = false;
-    for (const std::string& s : req.stop) {
-      size_t at = result.text.find(s, emitted > s.size() ? emitted - s.size() : 0);
-      if (at != std::string::npos) {
-        result.text.resize(at);
-        stopped = true;
+    std::optional<StreamEvent> e;
+    if (thread_.joinable()) {
+      e = stream->Next();
+    } else {
+      e = stream->Next(std::chrono::milliseconds(0));
+      if (!e) {
+        FERRY_RETURN_IF_ERROR(Step().status());
+        continue;
       }
     }
-    const size_t hold = stopped ? 0 : StopHoldback(result.text, req.stop);
-    if (result.text.size() - hold > emitted && on_text) {
-      if (!on_text(std::string_view(result.text).substr(emitted, result.text.size() - hold -
-                                                                     emitted))) {
-        cancelled = true;
-      }
+    if (!e) return InternalError("the request's stream ended without a result");
+    switch (e->kind) {
+      case StreamEvent::Kind::kText:
+        result.text += e->text;
+        if (on_text && !on_text(e->text)) stream->Cancel();
+        break;
+      case StreamEvent::Kind::kDone:
+        result.stats = std::move(e->stats);
+        return result;
+      case StreamEvent::Kind::kError:
+        return e->error;
     }
-    emitted = std::max(emitted, result.text.size() - hold);
-    if (stopped) {
-      result.done_reason = "stop";
-      break;
-    }
-    if (cancelled) {
-      result.done_reason = "cancelled";
-      break;
-    }
-    if (req.num_predict >= 0 && result.eval_count >= req.num_predict) break;
-    if (pos >= n_ctx) break;
-    const int32_t next[1] = {tok};
-    FERRY_ASSIGN_OR_RETURN(logits, Eval(next, pos));
-    ++pos;
   }
-  if (emitted < result.text.size() && on_text) {
-    on_text(std::string_view(result.text).substr(emitted));
-  }
-  result.eval_ns = NowNs() - t0;
-  return result;
 }
 
 StatusOr<double> Runner::Perplexity(const std::vector<int32_t>& tokens, int64_t* n_scored) {
-  const int64_t n_ctx = options_.num_ctx;
+  if (thread_.joinable()) {
+    return FailedPreconditionError("Perplexity needs a runner without an inference thread");
+  }
+  if (!running_.empty() || !waiting_.empty()) {
+    return FailedPreconditionError("Perplexity needs a runner with no request running");
+  }
+  const int64_t n_ctx = kv_->options().num_ctx;
+  const int64_t num_batch = scratch_->shape().max_tokens;
   if (n_ctx < 4) return InvalidArgumentError("num_ctx {} is too small for perplexity", n_ctx);
   const int64_t n_chunks = static_cast<int64_t>(tokens.size()) / n_ctx;
   if (n_chunks == 0) {
     return InvalidArgumentError("the text has {} tokens; perplexity needs at least num_ctx = {}",
                                 tokens.size(), n_ctx);
   }
+  while (!cached_.empty()) DropCached(0);
+  FERRY_ASSIGN_OR_RETURN(int32_t seq, kv_->AddSequence());
   const bool add_bos = tokenizer_->vocab().add_bos() && tokenizer_->vocab().bos() >= 0;
   double nll = 0.0;
   int64_t count = 0;
-  std::vector<float> unused;
   ForwardOptions fo;
   fo.pool = pool_.get();
   fo.scratch = scratch_.get();
-  for (int64_t c = 0; c < n_chunks; ++c) {
+  Status status = Status::Ok();
+  for (int64_t c = 0; c < n_chunks && status.ok(); ++c) {
     std::vector<int32_t> window(tokens.begin() + c * n_ctx, tokens.begin() + (c + 1) * n_ctx);
     if (add_bos) window[0] = tokenizer_->vocab().bos();
-    FERRY_RETURN_IF_ERROR(kv_->Truncate(seq_, 0));
-    for (int64_t off = 0; off < n_ctx; off += options_.num_batch) {
-      const int64_t n = std::min(n_ctx - off, options_.num_batch);
-      FERRY_RETURN_IF_ERROR(kv_->Reserve(seq_, off + n));
+    status = kv_->Truncate(seq, 0);
+    for (int64_t off = 0; off < n_ctx && status.ok(); off += num_batch) {
+      const int64_t n = std::min(n_ctx - off, num_batch);
+      status = kv_->Reserve(seq, off + n);
+      if (!status.ok()) break;
+      batch_.clear();
+      for (int64_t i = 0; i < n; ++i) {
+        batch_.Add(window[static_cast<size_t>(off + i)], seq, off + i, true);
+      }
       // Score the second half as the logits arrive: the logits at position j predict j + 1.
       fo.each_logits = [&](int64_t i, std::span<const float> row) -> Status {
         const int64_t j = off + i;
@@ -256,11 +773,11 @@ StatusOr<double> Runner::Perplexity(const std::vector<int32_t>& tokens, int64_t*
         ++count;
         return Status::Ok();
       };
-      FERRY_RETURN_IF_ERROR(model_->Forward(std::span<const int32_t>(window).subspan(
-                                                static_cast<size_t>(off), static_cast<size_t>(n)),
-                                            off, *kv_, seq_, fo, &unused));
+      status = model_->Forward(batch_, *kv_, fo);
     }
   }
+  (void)kv_->RemoveSequence(seq);
+  FERRY_RETURN_IF_ERROR(status);
   *n_scored = count;
   return std::exp(nll / static_cast<double>(count));
 }

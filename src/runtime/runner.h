@@ -1,100 +1,127 @@
-// Runner: the inference loop for one loaded model — prompt processing in batches of num_batch,
-// then token-by-token decode with sampling, stop strings and EOS/EOT, within num_ctx.
+// Runner: one loaded model and its inference thread, serving many requests at once.
 //
-// Context is never silently truncated: a prompt longer than num_ctx is an OutOfRange error
-// that names both numbers, and a generation that reaches num_ctx stops with done_reason
-// "length".
+// Each step (Step(), run by the inference thread in a loop while there is work):
+//   1. takes submitted requests into the waiting queue, applies a pending Grow, and ends
+//      cancelled requests (their KV blocks are freed in this step);
+//   2. admits waiting requests, oldest first, while a sampler slot is free and the KV pool's
+//      free blocks (plus blocks of cached sequences it may drop) cover the prompt; a prompt that
+//      starts with the tokens a cached sequence holds reuses them (prompt_reused_count);
+//   3. builds one batch of at most num_batch tokens: one decode token for every decoding
+//      sequence, then prompt chunks of prefilling sequences, oldest first, so a long prompt
+//      never freezes other streams;
+//   4. reserves the batch's KV blocks; when the pool runs dry the most recently admitted
+//      sequence is preempted (blocks freed, back at the head of the queue, its tokens
+//      recomputed when it resumes: the results do not change) and one line is logged;
+//   5. runs Model::Forward once for the whole batch, samples each sequence with its own
+//      sampler (seed, penalties), applies EOS / stop strings / num_predict / num_ctx, and
+//      streams text (complete UTF-8, stop strings held back) to each request's RequestStream.
+// A finished sequence's K/V stay cached for prompt reuse until their blocks or id are needed.
 //
-// Thread-safety: a Runner is used by one thread at a time (the model's inference thread).
+// Context is never silently truncated: a prompt longer than the request's num_ctx is an
+// OutOfRange error that names both numbers, and a generation that reaches it stops with
+// done_reason "length".
+//
+// Memory: Create allocates exactly what the Plan says (weights and host charged; KV pool,
+// compute buffer and sampler slots allocated) through one CPU DeviceAllocator; nothing is
+// allocated per token. Grow adds KV blocks and re-reserves the compute buffer.
+//
+// Thread-safety: the ModelRunner methods and Generate may be called from any thread. With
+// start_thread false no thread is started and the owner drives Step() and Perplexity() from
+// one thread (tests, `ferry perplexity`).
 #ifndef FERRY_RUNTIME_RUNNER_H_
 #define FERRY_RUNTIME_RUNNER_H_
 
+#include <atomic>
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
-#include <optional>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "backend/allocator.h"
 #include "base/status.h"
+#include "base/thread_annotations.h"
 #include "base/thread_pool.h"
 #include "kv/kv_cache.h"
+#include "model/batch.h"
 #include "model/model.h"
 #include "model/scratch.h"
+#include "planner/plan.h"
+#include "runtime/model_runner.h"
+#include "runtime/request.h"
+#include "runtime/text_stream.h"
 #include "sampling/sampler.h"
 #include "tokenizer/tokenizer.h"
 
 namespace ferry {
 
 struct RunnerOptions {
-  int64_t num_ctx = 2048;    // tokens of context per sequence (KV cache size)
-  int64_t num_batch = 512;   // prompt tokens per forward step
-  DType kv_type = DType::kF16;  // f32, f16, q8_0 or q4_0
-  int num_threads = 0;       // 0: all cores
-  // The plan's compute reservation for the CPU (DevicePlan::compute_bytes): the forward
-  // scratch is allocated with exactly these bytes, so allocated == planned. 0: exactly what the
-  // forward pass needs (ForwardScratch::RequiredBytes). Less than that is an error.
-  uint64_t compute_bytes = 0;
-  // Tokens whose logits one step computes at once when every token's logits are needed
-  // (Perplexity): the compute buffer holds [logit_rows, n_vocab] floats. 1 suits generation;
-  // perplexity wants more (the output matrix is read once per logit_rows tokens).
-  int64_t logit_rows = 1;
-  // Most bytes the runner may hold on the CPU (weights + host + KV + compute); 0: unlimited.
-  // Exceeding it is a ResourceExhausted error from Create.
+  int num_threads = 0;  // CPU threads of the pool; 0: all cores
+  // Most bytes the runner may hold on the CPU; 0: unlimited. Exceeding it is a
+  // ResourceExhausted error from Create or Grow.
   uint64_t cpu_capacity_bytes = 0;
+  // False: no inference thread; the owner calls Step() (Generate drives it itself).
+  bool start_thread = true;
 };
 
-struct GenerateRequest {
-  std::vector<int32_t> prompt;        // token ids (BOS included if wanted)
-  int64_t num_predict = -1;           // -1: until EOS/stop or num_ctx; 0: only the prompt
-  std::vector<std::string> stop;      // stop strings (not included in the output)
-  SamplingOptions sampling;
-};
-
+// The synchronous result of Generate.
 struct GenerateResult {
-  std::string text;                   // the generated text (stop string excluded)
-  std::vector<int32_t> tokens;        // generated token ids (EOS excluded)
-  std::string done_reason;            // "stop" (EOS/EOT or a stop string) or "length"
-  int64_t prompt_eval_count = 0;
-  int64_t prompt_eval_ns = 0;
-  int64_t eval_count = 0;
-  int64_t eval_ns = 0;
+  std::string text;
+  GenerateStats stats;
 };
 
 // Receives text as it is produced (complete UTF-8 only); return false to cancel.
 using TextCallback = std::function<bool(std::string_view piece)>;
 
-class Runner {
+class Runner : public ModelRunner {
  public:
-  // Accounts, through the runner's CPU DeviceAllocator, everything the model holds on the CPU:
-  // it charges the mapped weights (purpose "weights", every tensor of the file) and the
-  // loader's host memory (purpose "host": the GGUF header, the parsed metadata, the
-  // tokenizer's tables), and allocates the KV cache for options.num_ctx (purpose "kv"), the
-  // forward scratch for steps of num_batch tokens over num_ctx keys (purpose "compute") and
-  // the sampler's working memory (purpose "sampling"). Generate then allocates nothing per
-  // token.
-  // `model` and `tokenizer` must outlive the runner. Errors: absurd options, KV type unsupported by the model's head sizes,
-  // compute_bytes below what the forward pass needs, ResourceExhausted beyond the capacity.
+  // Loads `model` as `plan` says (the plan must be for this model, all on the CPU: GPU layers
+  // are not implemented yet, FailedPrecondition). `model` and `tokenizer` must outlive the
+  // runner. Errors: options out of range, a KV type the model's head sizes cannot use, the
+  // plan's compute reservation below what the forward pass needs, ResourceExhausted beyond the
+  // capacity.
   static StatusOr<std::unique_ptr<Runner>> Create(const Model* model,
                                                   const tokenizer::Tokenizer* tokenizer,
-                                                  const RunnerOptions& options);
+                                                  const Plan& plan, const RunnerOptions& options);
+  // The same, owning the model and the tokenizer (the loader's and the scheduler's way).
+  static StatusOr<std::unique_ptr<Runner>> Create(std::unique_ptr<Model> model,
+                                                  std::unique_ptr<tokenizer::Tokenizer> tokenizer,
+                                                  const Plan& plan, const RunnerOptions& options);
+  ~Runner() override;
 
+  const Model& model() const { return *model_; }
+  const tokenizer::Tokenizer& tokenizer() const { return *tokenizer_; }
+
+  // ModelRunner.
+  const Plan& plan() const override;
+  std::vector<DeviceAllocation> allocated() const override;
+  Status Submit(GenerateRequest request, std::shared_ptr<RequestStream> stream) override;
+  Status Grow(const Plan& plan) override;
+  RunnerCounts counts() const override;
+  void Shutdown() override;
+
+  // Submits and waits, passing text to on_text as it arrives (return false to cancel).
   StatusOr<GenerateResult> Generate(const GenerateRequest& request, const TextCallback& on_text);
 
+  // One step (see the file comment). Only without an inference thread. Returns whether there
+  // is more work (waiting or running requests).
+  StatusOr<bool> Step();
+
   // Perplexity of `tokens` in windows of num_ctx as llama.cpp computes it: each window starts
-  // with BOS (when the vocabulary adds one) and only its second half is scored. Logits are
-  // scored as they are computed (options.logit_rows at a time): nothing beyond the plan's
-  // compute buffer is allocated.
-  // Returns the perplexity; *n_scored gets the number of scored tokens.
+  // with BOS (when the vocabulary adds one) and only its second half is scored, logits scored
+  // as they are computed (logit_rows at a time). Only without an inference thread, and with no
+  // request running. *n_scored gets the number of scored tokens.
   StatusOr<double> Perplexity(const std::vector<int32_t>& tokens, int64_t* n_scored);
 
-  const RunnerOptions& options() const { return options_; }
   const KvCache& kv() const { return *kv_; }
   const ForwardScratch& scratch() const { return *scratch_; }
-  // Bytes held on the CPU through the runner's allocator: in total, and per purpose
-  // ("weights", "host", "kv", "compute", "sampling"; 0 for others). These are what
-  // `ferry ps` reports.
+  const RunnerOptions& options() const { return options_; }
+  // Bytes held on the CPU: in total and per purpose ("weights", "host", "kv", "compute",
+  // "sampling").
   uint64_t allocated_bytes() const { return allocator_->allocated_bytes(); }
   uint64_t allocated_bytes(std::string_view purpose) const {
     return allocator_->allocated_bytes(purpose);
@@ -102,14 +129,59 @@ class Runner {
   const DeviceAllocator& allocator() const { return *allocator_; }
 
  private:
-  Runner() = default;
-  // Runs tokens from position pos0 in chunks of num_batch; the logits of the last token:
-  // [n_vocab] in the scratch, valid until the next Eval.
-  StatusOr<std::span<const float>> Eval(std::span<const int32_t> tokens, int64_t pos0);
+  struct Pending {
+    GenerateRequest request;
+    std::shared_ptr<RequestStream> stream;
+    int64_t submit_ns = 0;
+  };
+  // A request being served (inference thread only).
+  struct Sequence {
+    GenerateRequest request;
+    std::shared_ptr<RequestStream> stream;
+    int32_t kv_seq = -1;        // -1 while waiting
+    int32_t slot = -1;          // sampler slot
+    std::unique_ptr<Sampler> sampler;
+    std::vector<int32_t> tokens;  // prompt, then generated tokens
+    int64_t n_past = 0;           // positions of tokens[] in the cache
+    int64_t n_prompt = 0;
+    int64_t admitted_order = 0;   // larger = admitted later
+    bool started = false;         // admitted once (sampler made, prompt accepted)
+    TextStream text;
+    GenerateStats stats;
+    int64_t submit_ns = 0, admit_ns = 0, first_token_ns = 0;
+  };
+  // A finished sequence whose K/V stay for prompt reuse.
+  struct Cached {
+    int32_t kv_seq = -1;
+    std::vector<int32_t> tokens;  // [seq_len]
+    int64_t last_used = 0;
+  };
 
+  Runner() = default;
+  void ThreadMain();
+  Status ApplyGrow(const Plan& plan);
+  void TakeInbox();
+  void EndCancelled();
+  void Admit();
+  // Frees blocks until every layer has `need[l]` free, dropping cached sequences (least
+  // recently used first). False if even all of them are not enough.
+  bool FreeCachedBlocks(const std::vector<int32_t>& need);
+  void DropCached(size_t index);
+  void Preempt(Sequence* victim);
+  void Finish(Sequence* s, DoneReason reason);
+  void Fail(Sequence* s, const Status& error);
+  void ReleaseSlot(int32_t slot);
+  // Handles one sampled token; true when the sequence is done.
+  bool OnToken(Sequence* s, int32_t token);
+  void PublishCounts();
+
+  // Set by the owning Create; declared first, so they outlive everything that points into them.
+  std::unique_ptr<Model> owned_model_;
+  std::unique_ptr<tokenizer::Tokenizer> owned_tokenizer_;
   const Model* model_ = nullptr;
   const tokenizer::Tokenizer* tokenizer_ = nullptr;
   RunnerOptions options_;
+  ModelShape shape_;
   std::unique_ptr<ThreadPool> pool_;
   // Declared before what it allocates, so it is destroyed after them.
   std::unique_ptr<DeviceAllocator> allocator_;
@@ -117,8 +189,33 @@ class Runner {
   DeviceAllocator::Buffer host_charge_;                  // header, metadata, vocabulary
   std::unique_ptr<KvCache> kv_;
   std::unique_ptr<ForwardScratch> scratch_;
-  DeviceAllocator::Buffer sampling_;  // Sampler::WorkspaceBytes(n_vocab, num_ctx)
-  int32_t seq_ = 0;
+  // Sampler slots [SequencesOf(plan.options)]: each Sampler::WorkspaceBytes(n_vocab, num_ctx).
+  std::vector<DeviceAllocator::Buffer> slots_;
+  std::vector<int32_t> free_slots_;
+  std::vector<bool> slot_stale_;  // sized for a num_ctx before a Grow: replaced when freed
+
+  // Inference-thread state.
+  std::deque<std::unique_ptr<Sequence>> waiting_;
+  std::vector<std::unique_ptr<Sequence>> running_;
+  std::vector<Cached> cached_;
+  int64_t admit_counter_ = 0;
+  int64_t use_counter_ = 0;
+  Batch batch_;
+
+  // Shared with other threads.
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  Plan plan_ FERRY_GUARDED_BY(mu_);
+  std::vector<Pending> inbox_ FERRY_GUARDED_BY(mu_);
+  const Plan* grow_request_ FERRY_GUARDED_BY(mu_) = nullptr;
+  Status grow_result_ FERRY_GUARDED_BY(mu_);
+  bool grow_done_ FERRY_GUARDED_BY(mu_) = false;
+  bool shutdown_ FERRY_GUARDED_BY(mu_) = false;
+  RunnerCounts counts_ FERRY_GUARDED_BY(mu_);
+  std::condition_variable grow_cv_;
+  std::thread thread_;
+  std::atomic<int64_t> preemptions_{0};
+  std::atomic<int64_t> grows_{0};
 };
 
 }  // namespace ferry

@@ -1,4 +1,5 @@
 #include "runtime/runner.h"
+#include "runtime/plan_testing.h"
 
 #include <gtest/gtest.h>
 
@@ -22,12 +23,11 @@ class RunnerTest : public ::testing::Test {
 
   std::unique_ptr<Runner> MakeRunner(int64_t num_ctx, int64_t num_batch = 512,
                                      DType kv = DType::kF16) {
-    RunnerOptions o;
-    o.num_ctx = num_ctx;
-    o.num_batch = num_batch;
-    o.kv_type = kv;
-    o.num_threads = 2;
-    auto r = Runner::Create(model_.get(), tok_.get(), o);
+    LoadOptions lo;
+    lo.num_ctx = num_ctx;
+    lo.num_batch = std::min(num_batch, num_ctx);
+    lo.kv_type = kv;
+    auto r = MakeCpuRunner(model_.get(), tok_.get(), lo);
     EXPECT_TRUE(r.ok()) << r.status().ToString();
     return r.ok() ? std::move(*r) : nullptr;
   }
@@ -35,9 +35,10 @@ class RunnerTest : public ::testing::Test {
   GenerateRequest Greedy(std::string_view prompt, int64_t num_predict) {
     GenerateRequest req;
     req.prompt = *tok_->Encode(prompt, true, false);
-    req.num_predict = num_predict;
-    req.sampling.temperature = 0.0f;
-    req.sampling.repeat_penalty = 1.0f;
+    req.options.num_ctx = 256;
+    req.options.num_predict = num_predict;
+    req.options.sampling.temperature = 0.0f;
+    req.options.sampling.repeat_penalty = 1.0f;
     return req;
   }
 
@@ -55,16 +56,16 @@ TEST_F(RunnerTest, GreedyStory) {
   ASSERT_TRUE(res.ok()) << res.status().ToString();
   EXPECT_EQ(res->text.rfind(", there was a little girl named Lily.", 0), 0u) << res->text;
   EXPECT_EQ(streamed, res->text);
-  EXPECT_EQ(res->done_reason, "length");
-  EXPECT_EQ(res->eval_count, 12);
-  EXPECT_EQ(res->prompt_eval_count, 5);
+  EXPECT_EQ(res->stats.done_reason, DoneReason::kLength);
+  EXPECT_EQ(res->stats.eval_count, 12);
+  EXPECT_EQ(res->stats.prompt_eval_count, 5);
 }
 
 TEST_F(RunnerTest, SmallBatchesGiveTheSameTokens) {
   auto a = MakeRunner(256, 512)->Generate(Greedy("Once upon a time, in a big forest", 20), {});
   auto b = MakeRunner(256, 3)->Generate(Greedy("Once upon a time, in a big forest", 20), {});
   ASSERT_TRUE(a.ok() && b.ok());
-  EXPECT_EQ(a->tokens, b->tokens);
+  EXPECT_EQ(a->stats.tokens, b->stats.tokens);
 }
 
 TEST_F(RunnerTest, QuantizedKvCacheStillTellsTheStory) {
@@ -75,7 +76,7 @@ TEST_F(RunnerTest, QuantizedKvCacheStillTellsTheStory) {
 
 TEST_F(RunnerTest, StopString) {
   GenerateRequest req = Greedy("Once upon a time", 40);
-  req.stop = {"girl"};
+  req.options.stop = {"girl"};
   std::string streamed;
   auto res = MakeRunner(256)->Generate(req, [&](std::string_view s) {
     streamed += s;
@@ -84,18 +85,21 @@ TEST_F(RunnerTest, StopString) {
   ASSERT_TRUE(res.ok());
   EXPECT_EQ(res->text, ", there was a little ");
   EXPECT_EQ(streamed, res->text);
-  EXPECT_EQ(res->done_reason, "stop");
+  EXPECT_EQ(res->stats.done_reason, DoneReason::kStop);
 }
 
 TEST_F(RunnerTest, ContextLimitIsReportedNotWrapped) {
   auto r = MakeRunner(16);
-  auto res = r->Generate(Greedy("Once upon a time", -1), {});
+  GenerateRequest req = Greedy("Once upon a time", -1);
+  req.options.num_ctx = 16;
+  auto res = r->Generate(req, {});
   ASSERT_TRUE(res.ok());
-  EXPECT_EQ(res->done_reason, "length");
-  EXPECT_EQ(res->prompt_eval_count + res->eval_count, 16);
+  EXPECT_EQ(res->stats.done_reason, DoneReason::kLength);
+  EXPECT_EQ(res->stats.prompt_eval_count + res->stats.eval_count, 16);
   // A prompt longer than the context is an error naming both sizes.
   GenerateRequest big = Greedy("Once upon a time there was a very long story about many things "
                                "that happened to a little dog in a big park", 4);
+  big.options.num_ctx = 16;
   auto err = r->Generate(big, {});
   ASSERT_FALSE(err.ok());
   EXPECT_EQ(err.status().code(), StatusCode::kOutOfRange);
@@ -104,16 +108,16 @@ TEST_F(RunnerTest, ContextLimitIsReportedNotWrapped) {
 
 TEST_F(RunnerTest, SeededSamplingIsReproducible) {
   GenerateRequest req = Greedy("Once upon a time", 24);
-  req.sampling.temperature = 1.0f;
-  req.sampling.seed = 42;
+  req.options.sampling.temperature = 1.0f;
+  req.options.sampling.seed = 42;
   auto r = MakeRunner(256);
   auto a = r->Generate(req, {});
   auto b = r->Generate(req, {});
   ASSERT_TRUE(a.ok() && b.ok());
-  EXPECT_EQ(a->tokens, b->tokens);
-  req.sampling.seed = 43;
+  EXPECT_EQ(a->stats.tokens, b->stats.tokens);
+  req.options.sampling.seed = 43;
   auto c = r->Generate(req, {});
-  EXPECT_NE(a->tokens, c->tokens);
+  EXPECT_NE(a->stats.tokens, c->stats.tokens);
 }
 
 TEST_F(RunnerTest, CancelStops) {
@@ -122,25 +126,29 @@ TEST_F(RunnerTest, CancelStops) {
     return ++calls < 3;
   });
   ASSERT_TRUE(res.ok());
-  EXPECT_EQ(res->done_reason, "cancelled");
+  EXPECT_EQ(res->stats.done_reason, DoneReason::kCancelled);
   EXPECT_EQ(calls, 3);
 }
 
 TEST_F(RunnerTest, BadOptions) {
-  RunnerOptions o;
+  LoadOptions o;
   o.num_ctx = 0;
-  EXPECT_FALSE(Runner::Create(model_.get(), tok_.get(), o).ok());
+  EXPECT_FALSE(MakeCpuRunner(model_.get(), tok_.get(), o).ok());
   o.num_ctx = int64_t{1} << 30;
-  EXPECT_FALSE(Runner::Create(model_.get(), tok_.get(), o).ok());
+  EXPECT_FALSE(MakeCpuRunner(model_.get(), tok_.get(), o).ok());
   o.num_ctx = 64;
   o.num_batch = 0;
-  EXPECT_FALSE(Runner::Create(model_.get(), tok_.get(), o).ok());
+  EXPECT_FALSE(MakeCpuRunner(model_.get(), tok_.get(), o).ok());
   auto r = MakeRunner(64);
+  // A request asking more context than the model was loaded with.
+  EXPECT_EQ(r->Generate(Greedy("Hi", 4), {}).status().code(), StatusCode::kOutOfRange);
   GenerateRequest req = Greedy("Hi", 4);
-  req.num_predict = -5;
+  req.options.num_ctx = 64;
+  req.options.num_predict = -5;
   EXPECT_FALSE(r->Generate(req, {}).ok());
   req = Greedy("Hi", 4);
-  req.sampling.top_p = 2.0f;
+  req.options.num_ctx = 64;
+  req.options.sampling.top_p = 2.0f;
   EXPECT_FALSE(r->Generate(req, {}).ok());
 }
 
