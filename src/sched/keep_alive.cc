@@ -82,7 +82,8 @@ StatusOr<KeepAlive> ParseKeepAlive(std::string_view text) {
     double v = 0;
     if (!ReadNumber(rest, v)) return bad("expected a number");
     size_t n = 0;
-    while (n < rest.size() && !std::isdigit(static_cast<unsigned char>(rest[n])) && rest[n] != '.') {
+    while (n < rest.size() && !std::isdigit(static_cast<unsigned char>(rest[n])) &&
+           rest[n] != '.') {
       ++n;
     }
     if (n == 0) return bad("a number without a unit");

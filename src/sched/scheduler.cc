@@ -12,9 +12,9 @@ struct Scheduler::Loaded {
   std::string model;
   std::unique_ptr<ModelRunner> runner;
   KeepAlive keep_alive;
-  uint64_t last_use = 0;                    // use_seq_ at the last request (LRU order)
+  uint64_t last_use = 0;                        // use_seq_ at the last request (LRU order)
   std::optional<Clock::time_point> idle_since;  // set by Tick when it first sees the model idle
-  bool unload_requested = false;            // Unload() asked for it
+  bool unload_requested = false;                // Unload() asked for it
 };
 
 struct Scheduler::Pending {
@@ -27,11 +27,11 @@ struct Scheduler::Pending {
 struct Scheduler::Decision {
   enum class Kind { kServe, kGrow, kReload, kLoad, kWait, kFail };
   Kind kind = Kind::kServe;
-  Plan plan;                        // kGrow, kReload, kLoad: the plan to follow
-  std::vector<std::string> evict;   // kGrow, kReload, kLoad: idle models to unload first
-  std::string reason;               // kWait, kReload: why
-  bool blocks_others = false;       // kWait for memory or a slot: later loads wait behind it
-  Status error;                     // kFail
+  Plan plan;                       // kGrow, kReload, kLoad: the plan to follow
+  std::vector<std::string> evict;  // kGrow, kReload, kLoad: idle models to unload first
+  std::string reason;              // kWait, kReload: why
+  bool blocks_others = false;      // kWait for memory or a slot: later loads wait behind it
+  Status error;                    // kFail
 };
 
 namespace {
@@ -59,8 +59,7 @@ std::string Compact(uint64_t bytes) {
 StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(SchedulerOptions options,
                                                        std::unique_ptr<RunnerFactory> factory) {
   if (factory == nullptr) return InvalidArgumentError("scheduler: no runner factory");
-  if (options.devices.devices.empty() ||
-      options.devices.devices.back().kind != DeviceKind::kCpu) {
+  if (options.devices.devices.empty() || options.devices.devices.back().kind != DeviceKind::kCpu) {
     return InvalidArgumentError("scheduler: the device inventory must end with the CPU");
   }
   if (options.max_queue < 1) {
@@ -263,8 +262,7 @@ Scheduler::Decision Scheduler::Decide(const Pending& p) {
       g.insert(g.end(), d.evict.begin(), d.evict.end());
       return g;
     }();
-    slot_ok = !needs_slot ||
-              static_cast<int>(resident_.size() - d.evict.size()) < MaxLoaded();
+    slot_ok = !needs_slot || static_cast<int>(resident_.size() - d.evict.size()) < MaxLoaded();
     if (slot_ok) {
       auto candidate = MakePlan(p.shape, FreeInventory(gone), lo);
       if (candidate.ok() && candidate->gpu_layers >= best->gpu_layers) {
@@ -279,9 +277,9 @@ Scheduler::Decision Scheduler::Decide(const Pending& p) {
     d.kind = Decision::Kind::kWait;
     d.blocks_others = true;
     d.evict.clear();
-    d.reason = slot_ok ? "busy models hold the memory it needs"
-                       : fmt::format("max_loaded_models={} reached and every model is busy",
-                                     MaxLoaded());
+    d.reason =
+        slot_ok ? "busy models hold the memory it needs"
+                : fmt::format("max_loaded_models={} reached and every model is busy", MaxLoaded());
     return d;
   }
   d.plan = std::move(*plan);
@@ -305,8 +303,8 @@ Scheduler::Decision Scheduler::Decide(const Pending& p) {
   if (d.plan.options.num_gpu != cur.options.num_gpu) {
     why += fmt::format("num_gpu {}->{} ", cur.options.num_gpu, d.plan.options.num_gpu);
   }
-  d.reason = fmt::format("{}changes placement: gpu_layers {}->{}", why, cur.gpu_layers,
-                         d.plan.gpu_layers);
+  d.reason =
+      fmt::format("{}changes placement: gpu_layers {}->{}", why, cur.gpu_layers, d.plan.gpu_layers);
   if (r->runner->counts().waiting + r->runner->counts().running > 0) {
     d.kind = Decision::Kind::kWait;
     d.evict.clear();
@@ -396,6 +394,7 @@ void Scheduler::ProcessQueue(std::unique_lock<std::mutex>& lock) {
     std::unique_ptr<Pending> taken = std::move(pending_[i]);
     pending_.erase(pending_.begin() + static_cast<std::ptrdiff_t>(i));
     if (d.kind == Kind::kFail) {
+      ++counters_.rejections;
       log::Info("sched reject model={} reason=\"does not fit\" error=\"{}\"", model,
                 d.error.message());
       taken->stream->PushError(d.error);

@@ -172,8 +172,8 @@ class Scheduler {
 
  private:
   using Clock = std::chrono::steady_clock;
-  struct Loaded;  // one loaded model
-  struct Pending;    // one queued request
+  struct Loaded;   // one loaded model
+  struct Pending;  // one queued request
   struct Decision;
 
   Scheduler(SchedulerOptions options, std::unique_ptr<RunnerFactory> factory);
@@ -216,7 +216,7 @@ class Scheduler {
   std::condition_variable cv_;
   std::vector<std::unique_ptr<Loaded>> resident_ FERRY_GUARDED_BY(mu_);
   std::deque<std::unique_ptr<Pending>> pending_ FERRY_GUARDED_BY(mu_);
-  SchedulerCounters counters_ FERRY_GUARDED_BY(mu_);  // the monotonic fields
+  SchedulerCounters counters_ FERRY_GUARDED_BY(mu_);        // the monotonic fields
   int64_t preemptions_unloaded_ FERRY_GUARDED_BY(mu_) = 0;  // of runners gone
   uint64_t use_seq_ FERRY_GUARDED_BY(mu_) = 0;              // LRU order
   bool wake_ FERRY_GUARDED_BY(mu_) = false;

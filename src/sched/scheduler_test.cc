@@ -7,6 +7,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <thread>
 
 #include "base/bytes.h"
 
@@ -129,8 +130,15 @@ class FakeRunner : public ModelRunner {
 
 // A small llama-like model; `layers` scales its weights.
 ModelShape SmallModel(const std::string& name, int64_t layers = 4) {
-  DescribedModel d{.name = name, .n_layer = layers, .n_embd = 512, .n_ff = 1024, .n_head = 8,
-                   .n_head_kv = 8, .head_dim = 64, .n_vocab = 2000, .n_ctx_train = 32768};
+  DescribedModel d{.name = name,
+                   .n_layer = layers,
+                   .n_embd = 512,
+                   .n_ff = 1024,
+                   .n_head = 8,
+                   .n_head_kv = 8,
+                   .head_dim = 64,
+                   .n_vocab = 2000,
+                   .n_ctx_train = 32768};
   auto s = ShapeFromDescription(d);
   EXPECT_TRUE(s.ok()) << s.status().ToString();
   return *s;
@@ -740,6 +748,45 @@ TEST(SchedulerThreadTest, BackgroundThreadLoadsAndServes) {
   }
   EXPECT_EQ((*sched)->Counters().loads, 1);
   (*sched)->Shutdown();
+}
+
+// Several threads submit for several models while the scheduler's thread loads and evicts
+// (max_loaded_models 2 of 3 models): every request ends, nothing is lost or served twice.
+TEST(SchedulerThreadTest, ConcurrentSubmitsAllEnd) {
+  auto factory = std::make_unique<FakeFactory>();
+  for (const char* m : {"a", "b", "c"}) factory->Add(SmallModel(m));
+  factory->auto_finish = true;
+  FakeFactory* f = factory.get();
+  SchedulerOptions o;
+  o.devices = Devices("cpu=64GiB");
+  o.max_loaded_models = 2;
+  o.tick_interval = std::chrono::milliseconds(1);
+  auto sched = Scheduler::Create(o, std::move(factory));
+  ASSERT_TRUE(sched.ok());
+  constexpr int kThreads = 4, kEach = 30;
+  std::vector<std::thread> threads;
+  std::vector<int> done(kThreads, 0);
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kEach; ++i) {
+        SchedRequest r;
+        r.model = std::string(1, static_cast<char>('a' + (t + i) % 3));
+        r.request.prompt = {1};
+        auto s = (*sched)->Submit(std::move(r));
+        if (!s.ok()) continue;
+        auto e = (*s)->Next(std::chrono::seconds(60));
+        if (e.has_value() && e->kind == StreamEvent::Kind::kDone) ++done[t];
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int t = 0; t < kThreads; ++t) EXPECT_EQ(done[t], kEach) << t;
+  (*sched)->Shutdown();
+  size_t submitted = 0;
+  for (const auto& r : f->runners) submitted += r->submitted.size();
+  EXPECT_EQ(submitted, size_t{kThreads * kEach});
+  EXPECT_LE((*sched)->Counters().loads, kThreads * kEach);
+  EXPECT_GE((*sched)->Counters().loads, 3);
 }
 
 }  // namespace
