@@ -234,7 +234,8 @@ ScratchShape ComputeScratchShape(const ModelShape& m, const LoadOptions& o) {
   s.n_ff = m.n_ff;
   s.n_head = m.n_head;
   s.n_vocab = m.n_vocab;
-  s.logit_rows = o.logit_rows;
+  // A decode step of SequencesOf(o) sequences wants one logits row each.
+  s.logit_rows = std::max<int64_t>(o.logit_rows, SequencesOf(o));
   s.matmuls = m.matmuls;
   return s;
 }

@@ -98,8 +98,9 @@ struct LoadOptions {
   int num_gpu = -1;            // layers on GPUs: -1 as many as fit; 0 none; n_layer + 1 all +
                                // the output layer (llama.cpp's counting)
   int main_gpu = 0;            // the GPU that holds the output layer
-  int64_t logit_rows = 1;      // tokens whose logits are computed at once: 1 for generation,
-                               // more for perplexity (RunnerOptions::logit_rows)
+  int64_t logit_rows = 1;      // tokens whose logits are computed at once: at least
+                               // SequencesOf (one row per sequence of a decode step), more for
+                               // perplexity (the compute buffer holds [rows, n_vocab] floats)
 };
 
 // Sequences the runner decodes together: max_sequences, or num_parallel when it is 0.
