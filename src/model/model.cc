@@ -1,6 +1,7 @@
 #include "model/model.h"
 
 #include <cmath>
+#include <string_view>
 
 #include <fmt/format.h>
 
@@ -8,6 +9,13 @@
 
 namespace ferry {
 namespace {
+
+// The registry: architectures ferry can run, by general.architecture.
+struct ArchDef {
+  std::string_view name;
+  // Reads arch-specific hyper-parameters and features into hp (common ones already read).
+  Status (*configure)(const gguf::GgufFile& file, HParams* hp);
+};
 
 constexpr ArchDef kArchitectures[] = {
     {"llama", &ConfigureLlama},
@@ -262,8 +270,6 @@ Status BindWeights(const gguf::GgufFile& f, const HParams& hp, ModelWeights* w) 
 }
 
 }  // namespace
-
-std::span<const ArchDef> RegisteredArchitectures() { return kArchitectures; }
 
 StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path) {
   FERRY_ASSIGN_OR_RETURN(std::unique_ptr<gguf::GgufFile> file, gguf::GgufFile::Open(path));
