@@ -2,7 +2,8 @@
 //
 // A Status is either OK or a (code, message) pair. The message is for people: it names the
 // problem and, where one exists, the place (file, byte offset, key, tensor). Functions that
-// produce a value return StatusOr<T>. No ferry library throws across its interface or exits.
+// produce a value return StatusOr<T>. No ferry library throws across its interface or exits;
+// the one abort is StatusOr::value() on an error, a programming error (see StatusOr).
 //
 // Thread-safety: values; a const Status may be read from any thread.
 #ifndef FERRY_BASE_STATUS_H_

@@ -170,8 +170,9 @@ std::pair<int, uint64_t> Overflow(const Plan& p) {
   return worst;
 }
 
-// The plan for these options, choosing gpu_layers when num_gpu is -1; nullopt-like error
-// status when nothing fits. `forced_fail` receives the plan that was tried when it failed.
+// The plan for these options, choosing gpu_layers when num_gpu is -1; a ResourceExhausted
+// status when nothing fits, and then `failed` (if not null) receives the plan that was tried
+// last (the forced num_gpu, or gpu_layers 0).
 StatusOr<Plan> TryPlan(const ModelShape& m, const DeviceInventory& inv, const LoadOptions& o,
                        Plan* failed) {
   FERRY_ASSIGN_OR_RETURN(std::vector<uint64_t> kv_layer,
