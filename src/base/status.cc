@@ -1,5 +1,8 @@
 #include "base/status.h"
 
+#include <cstdio>
+#include <cstdlib>
+
 namespace ferry {
 
 std::string_view StatusCodeName(StatusCode code) {
@@ -39,5 +42,15 @@ Status Status::WithPrefix(std::string_view prefix) const {
   if (ok()) return *this;
   return Status(rep_->code, fmt::format("{}: {}", prefix, rep_->message));
 }
+
+namespace status_internal {
+
+void DieOfValueOnError(const Status& status) {
+  std::fprintf(stderr, "ferry: StatusOr::value() on an error: %s\n", status.ToString().c_str());
+  std::fflush(stderr);
+  std::abort();
+}
+
+}  // namespace status_internal
 
 }  // namespace ferry

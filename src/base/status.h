@@ -2,13 +2,13 @@
 //
 // A Status is either OK or a (code, message) pair. The message is for people: it names the
 // problem and, where one exists, the place (file, byte offset, key, tensor). Functions that
-// produce a value return StatusOr<T>. No ferry library throws across its interface or exits.
+// produce a value return StatusOr<T>. No ferry library throws across its interface or exits;
+// the one abort is StatusOr::value() on an error, a programming error (see StatusOr).
 //
 // Thread-safety: values; a const Status may be read from any thread.
 #ifndef FERRY_BASE_STATUS_H_
 #define FERRY_BASE_STATUS_H_
 
-#include <cassert>
 #include <memory>
 #include <optional>
 #include <string>
@@ -105,6 +105,11 @@ Status InternalError(fmt::format_string<Args...> f, Args&&... args) {
   return Status(StatusCode::kInternal, fmt::format(f, std::forward<Args>(args)...));
 }
 
+namespace status_internal {
+// Writes "ferry: StatusOr::value() on an error: <status>" to stderr and aborts.
+[[noreturn]] void DieOfValueOnError(const Status& status);
+}  // namespace status_internal
+
 // Holds either a T or a non-OK Status.
 template <typename T>
 class [[nodiscard]] StatusOr {
@@ -119,26 +124,31 @@ class [[nodiscard]] StatusOr {
   bool ok() const { return status_.ok(); }
   const Status& status() const { return status_; }
 
-  // Precondition: ok().
+  // Precondition: ok(). Checked in every build: value() on an error is a programming error, and
+  // it writes the status to stderr and aborts (like absl's CHECK), never reads an empty value.
   T& value() & {
-    assert(ok());
+    CheckOk();
     return *value_;
   }
   const T& value() const& {
-    assert(ok());
+    CheckOk();
     return *value_;
   }
   T&& value() && {
-    assert(ok());
+    CheckOk();
     return std::move(*value_);
   }
   T& operator*() & { return value(); }
   const T& operator*() const& { return value(); }
-  T&& operator*() && { return std::move(*value_); }
+  T&& operator*() && { return std::move(*this).value(); }
   T* operator->() { return &value(); }
   const T* operator->() const { return &value(); }
 
  private:
+  void CheckOk() const {
+    if (!ok()) status_internal::DieOfValueOnError(status_);
+  }
+
   Status status_;
   std::optional<T> value_;
 };

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <string>
+
 namespace ferry {
 namespace {
 
@@ -40,6 +42,23 @@ TEST(StatusTest, StatusOrFromOkStatusIsInternalError) {
   StatusOr<int> v{Status::Ok()};
   EXPECT_FALSE(v.ok());
   EXPECT_EQ(v.status().code(), StatusCode::kInternal);
+}
+
+// value() on an error is checked in every build (this tree's RelWithDebInfo defines NDEBUG, so
+// an assert would not catch it): the status goes to stderr and the process aborts.
+TEST(StatusOrDeathTest, ValueOnAnErrorAborts) {
+  const StatusOr<int> odd = Half(3);
+  const char* const kMessage = "StatusOr::value\\(\\) on an error: InvalidArgument: 3 is odd";
+  volatile int sink = 0;
+  EXPECT_DEATH(sink = odd.value(), kMessage);
+  EXPECT_DEATH(sink = *odd, kMessage);
+  StatusOr<std::string> missing = NotFoundError("no such key");
+  EXPECT_DEATH(sink = static_cast<int>(missing->size()),
+               "StatusOr::value\\(\\) on an error: NotFound: no such key");
+  const auto lookup = [] { return StatusOr<std::string>(NotFoundError("no such key")); };
+  EXPECT_DEATH(sink = static_cast<int>(lookup().value().size()), "NotFound: no such key");
+  EXPECT_DEATH(sink = static_cast<int>((*lookup()).size()), "NotFound: no such key");
+  EXPECT_EQ(sink, 0);
 }
 
 }  // namespace

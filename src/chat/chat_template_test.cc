@@ -11,7 +11,7 @@ ChatTemplate Must(std::string_view jinja, std::string_view arch, bool llama3 = f
   return *t;
 }
 
-// The formats of model-notes §5 for one user turn "Hi" (BOS is left to the tokenizer).
+// The formats of docs/chat-templates.md for one user turn "Hi" (BOS is left to the tokenizer).
 TEST(ChatTemplateTest, OneUserTurn) {
   std::vector<Message> hi = {{"user", "Hi"}};
   EXPECT_EQ(*Must("", "gemma3").Render(hi, true),

@@ -1,6 +1,9 @@
 // gemma3: embeddings scaled by sqrt(n_embd); pre and post norms around attention and FFN;
 // GELU(tanh)-gated FFN; per-head Q/K RMSNorm; NEOX RoPE; every layer il with il % 6 < 5 is a
-// sliding-window layer with RoPE base 10000 and no scaling (model-notes §2.2-2.3); tied output.
+// sliding-window layer with RoPE base 10000 and no scaling; tied output. Sources: llama.cpp's
+// gemma3 graph (src/models/gemma3*.cpp), llama_hparams::set_swa_pattern (period 6) and its
+// hard-coded local RoPE base; HF transformers' gemma3 (rope_local_base_freq, and a layer slides
+// unless (i + 1) % 6 == 0).
 #include <cmath>
 
 #include "model/model.h"

@@ -1,6 +1,7 @@
 #include "model/model.h"
 
 #include <cmath>
+#include <string_view>
 
 #include <fmt/format.h>
 
@@ -8,6 +9,13 @@
 
 namespace ferry {
 namespace {
+
+// The registry: architectures ferry can run, by general.architecture.
+struct ArchDef {
+  std::string_view name;
+  // Reads arch-specific hyper-parameters and features into hp (common ones already read).
+  Status (*configure)(const gguf::GgufFile& file, HParams* hp);
+};
 
 constexpr ArchDef kArchitectures[] = {
     {"llama", &ConfigureLlama},
@@ -61,7 +69,8 @@ Status ReadFloat(const gguf::GgufFile& f, const std::string& key, bool required,
 }
 
 // RoPE scaling, as llama.cpp (llama-cpp-python 0.3.36, ggml 0.25.3) sets up ggml's rope_ext from
-// the metadata (model-notes §3); checked by dumping the parameters of its ROPE nodes:
+// the metadata (its context parameters rope_freq_scale, yarn_ext_factor, yarn_attn_factor,
+// yarn_beta_fast/slow and n_ctx_orig_yarn); checked by dumping the parameters of its ROPE nodes:
 // - rope.scaling.type: none, linear (the default) or yarn; others (longrope, ...) Unimplemented.
 // - rope.scaling.factor F (legacy rope.scale_linear) gives freq_scale s = 1/F, except for none.
 // - rope.scaling.attn_factor (default 1) multiplies cos/sin for every type, not only yarn.
@@ -262,8 +271,6 @@ Status BindWeights(const gguf::GgufFile& f, const HParams& hp, ModelWeights* w) 
 }
 
 }  // namespace
-
-std::span<const ArchDef> RegisteredArchitectures() { return kArchitectures; }
 
 StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path) {
   FERRY_ASSIGN_OR_RETURN(std::unique_ptr<gguf::GgufFile> file, gguf::GgufFile::Open(path));

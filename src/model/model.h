@@ -135,14 +135,6 @@ class Model {
   ModelWeights w_;
 };
 
-// The registry: architectures ferry can run.
-struct ArchDef {
-  std::string_view name;
-  // Reads arch-specific hyper-parameters and features into hp (common ones already read).
-  Status (*configure)(const gguf::GgufFile& file, HParams* hp);
-};
-std::span<const ArchDef> RegisteredArchitectures();
-
 // Architecture entry points (one file each).
 Status ConfigureLlama(const gguf::GgufFile& file, HParams* hp);
 Status ConfigureQwen2(const gguf::GgufFile& file, HParams* hp);

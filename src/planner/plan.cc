@@ -112,14 +112,15 @@ Plan BuildPlan(const ModelShape& m, const DeviceInventory& inv, const LoadOption
   }
 
   const uint64_t layer_compute = ComputeBufferBytes(m, o);
-  const int64_t n = std::min(o.num_batch, o.num_ctx);
+  const uint64_t input_compute = InputOnlyComputeBufferBytes(m, o);
   double seconds = 0.0;
   for (size_t i = 0; i < p.devices.size(); ++i) {
     DevicePlan& d = p.devices[i];
     const Device& device = inv.devices[i];
-    if (!d.layers.empty() || d.has_output) d.compute_bytes = layer_compute;
-    if (d.has_input && d.layers.empty() && !d.has_output) {
-      d.compute_bytes = static_cast<uint64_t>(4 * n * m.n_embd);  // embedding rows only
+    if (!d.layers.empty() || d.has_output) {
+      d.compute_bytes = layer_compute;
+    } else if (d.has_input) {
+      d.compute_bytes = input_compute;
     }
     d.total_bytes =
         d.weights_bytes + d.kv_bytes + d.compute_bytes + d.host_bytes + d.sampling_bytes;
@@ -169,8 +170,9 @@ std::pair<int, uint64_t> Overflow(const Plan& p) {
   return worst;
 }
 
-// The plan for these options, choosing gpu_layers when num_gpu is -1; nullopt-like error
-// status when nothing fits. `forced_fail` receives the plan that was tried when it failed.
+// The plan for these options, choosing gpu_layers when num_gpu is -1; a ResourceExhausted
+// status when nothing fits, and then `failed` (if not null) receives the plan that was tried
+// last (the forced num_gpu, or gpu_layers 0).
 StatusOr<Plan> TryPlan(const ModelShape& m, const DeviceInventory& inv, const LoadOptions& o,
                        Plan* failed) {
   FERRY_ASSIGN_OR_RETURN(std::vector<uint64_t> kv_layer,
@@ -242,6 +244,11 @@ ScratchShape ComputeScratchShape(const ModelShape& m, const LoadOptions& o) {
 
 uint64_t ComputeBufferBytes(const ModelShape& m, const LoadOptions& o) {
   return ForwardScratch::RequiredBytes(ComputeScratchShape(m, o));
+}
+
+uint64_t InputOnlyComputeBufferBytes(const ModelShape& m, const LoadOptions& o) {
+  const ForwardScratch::Offsets layout = ForwardScratch::Layout(ComputeScratchShape(m, o));
+  return layout.cur - layout.x;  // x, the embedding rows, ends where cur begins
 }
 
 ModelShape ShapeFromModel(const Model& model) {

@@ -6,8 +6,9 @@
 // layer and then the last layers go to the GPU(s) first, as many as fit; with several GPUs the
 // offloaded layers are split in proportion to free memory. Each device that runs layers gets one
 // compute-buffer reservation sized for the worst-case batch (num_batch tokens attending over
-// num_ctx keys). KV bytes are exact (KvCache::PoolLayerBytes: the same function the cache uses
-// to allocate).
+// num_ctx keys); a CPU that keeps only the input embedding reserves just the batch's embedding
+// rows (InputOnlyComputeBufferBytes). KV bytes are exact (KvCache::PoolLayerBytes: the same
+// function the cache uses to allocate).
 //
 // Thread-safety: pure functions over values.
 #ifndef FERRY_PLANNER_PLAN_H_
@@ -202,6 +203,11 @@ std::string FormatLayerRanges(const std::vector<int64_t>& layers);
 // exactly ForwardScratch::RequiredBytes, which the runtime allocates.
 ScratchShape ComputeScratchShape(const ModelShape& model, const LoadOptions& options);
 uint64_t ComputeBufferBytes(const ModelShape& model, const LoadOptions& options);
+// Bytes of the compute buffer of a device that holds the token embedding and nothing else (every
+// block and the output on other devices, as llama.cpp leaves a CPU that keeps only token_embd):
+// it only looks up the step's embedding rows, which is the `x` array [max_tokens, n_embd] of the
+// same ForwardScratch layout (ComputeScratchShape), with its alignment.
+uint64_t InputOnlyComputeBufferBytes(const ModelShape& model, const LoadOptions& options);
 
 }  // namespace ferry
 

@@ -51,6 +51,35 @@ TEST(PlanTest, Llama3On24GiBKeepsEverythingOnTheGpu) {
   EXPECT_NE(p->warnings[0].find("trained on"), std::string::npos);
 }
 
+TEST(PlanTest, CpuWithOnlyTheInputReservesTheEmbeddingRows) {
+  const ModelShape m = Llama3_8B();
+  LoadOptions o;
+  o.num_ctx = 8192;  // num_batch 512: a step of 512 tokens
+  // The x array [512, n_embd] f32 of the scratch layout, and much less than a full scratch.
+  const uint64_t rows = 512 * 4096 * sizeof(float);
+  EXPECT_EQ(InputOnlyComputeBufferBytes(m, o), rows);
+  EXPECT_EQ(InputOnlyComputeBufferBytes(m, o),
+            ForwardScratch::Layout(ComputeScratchShape(m, o)).cur);
+  EXPECT_LT(InputOnlyComputeBufferBytes(m, o), ComputeBufferBytes(m, o));
+  auto p = MakePlan(m, Devices("cuda0=24GiB,cpu=64GiB"), o);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  const DevicePlan& gpu = p->devices[0];
+  const DevicePlan& cpu = p->devices[1];
+  ASSERT_TRUE(cpu.has_input && cpu.layers.empty() && !cpu.has_output);
+  EXPECT_EQ(cpu.compute_bytes, rows);
+  EXPECT_EQ(gpu.compute_bytes, ComputeBufferBytes(m, o));
+  // A step is at most num_ctx tokens, as in the full scratch.
+  o.num_ctx = 256;
+  EXPECT_EQ(InputOnlyComputeBufferBytes(m, o), 256 * 4096 * sizeof(float));
+  // Once the CPU runs a block too, it reserves the full scratch.
+  o.num_ctx = 8192;
+  o.num_gpu = 32;  // the output and 31 blocks on the GPU, block 0 on the CPU
+  auto split = MakePlan(m, Devices("cuda0=24GiB,cpu=64GiB"), o);
+  ASSERT_TRUE(split.ok()) << split.status().ToString();
+  EXPECT_EQ(split->devices[1].layers.size(), 1u);
+  EXPECT_EQ(split->devices[1].compute_bytes, ComputeBufferBytes(m, o));
+}
+
 TEST(PlanTest, KvTypesUseExactBlockSizes) {
   LoadOptions o;
   o.num_ctx = 32768;

@@ -7,7 +7,8 @@
 // little-endian in the file, so these structs describe the data only on a little-endian host.
 //
 // How the quant bits map to elements is documented with each dequantization kernel in
-// kernels/ref/dequantize.h and in ../shared/model-notes.md §6.
+// kernels/ref/dequantize.h; ggml's own definitions are the block_* structs of
+// ggml/src/ggml-common.h and dequantize_row_* in ggml/src/ggml-quants.c.
 //
 // Thread-safety: plain data.
 #ifndef FERRY_TENSOR_BLOCKS_H_

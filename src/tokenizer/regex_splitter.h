@@ -49,7 +49,9 @@ class RegexSplitter {
   std::vector<std::unique_ptr<Compiled>> compiled_;  // one per pattern
 };
 
-// The regexes for a BPE pre-tokenizer, in the order they apply (see model-notes §4.4).
+// The regexes for a BPE pre-tokenizer, in the order they apply: llama.cpp's regex_exprs per
+// tokenizer.ggml.pre (src/llama-vocab.cpp, llm_tokenizer_bpe). Each re-splits every chunk into
+// its matches and the gaps between them.
 std::vector<std::string> PreTokenizerPatterns(PreTokenizer pre);
 
 }  // namespace ferry::tokenizer

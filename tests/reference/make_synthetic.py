@@ -22,7 +22,7 @@ Determinism:
   the models the fixtures were made from) and fails if one differs: then the fixtures no longer
   describe these models, and tests/reference/regenerate must be run (it passes --write-sums).
 
-Shapes (model-notes §1.3): n_embd 256, n_ff 512, vocab 512 (the SentencePiece vocabulary of
+Shapes (tensor names and ne order as in llama.cpp's src/llama-arch.cpp): n_embd 256, n_ff 512, vocab 512 (the SentencePiece vocabulary of
 shared/models/stories260K.gguf, copied so llama.cpp can load and tokenize). Every 2-D weight's
 ne[0] is a multiple of 256, so all six types apply to every matrix, token_embd included; 1-D
 tensors (norms, biases) stay F32.
@@ -37,7 +37,7 @@ Weights are N(0, 1/fan_in)-like so activations keep unit scale; norm weights are
 RoPE variants (VARIANTS lists which types are written; weights are those of the base architecture,
 since the noise is keyed by tensor name, so only the rotary embedding differs):
 - qwen2yarn: qwen2 with YaRN scaling as Qwen2 GGUFs carry it (rope.scaling.type yarn, factor 4,
-  original_context_length 64; model-notes §3). With n_rot 64 and base 1e6 the YaRN ramp spans
+  original_context_length 64, as convert_hf_to_gguf.py writes them). With n_rot 64 and base 1e6 the YaRN ramp spans
   pairs 0..6 (extrapolated, mixed, interpolated pairs all occur), and the fixtures' prompts plus
   64 generated tokens run past the original context of 64.
 - llamafreqs: llama with a Llama 3.1-style `rope_freqs` tensor ([n_rot/2] f32 frequency divisors),
@@ -140,7 +140,10 @@ def norm_weight(seed, name, n):
 
 def llama3_rope_freqs(n_rot, base, factor, low_freq_factor, high_freq_factor,
                       original_context_length):
-    """Llama 3.1's per-pair frequency divisors ff_i (model-notes §3), float64 -> f32 [n_rot/2]."""
+    """Llama 3.1's per-pair frequency divisors ff_i, float64 -> f32 [n_rot/2].
+
+    As llama.cpp's convert_hf_to_gguf.py LlamaModel.generate_extra_tensors computes rope_freqs.
+    """
     low_wavelen = original_context_length / low_freq_factor
     high_wavelen = original_context_length / high_freq_factor
     ff = []

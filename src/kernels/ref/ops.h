@@ -55,7 +55,8 @@ Status GetRowRef(const WeightMatrix& w, int64_t r, float* out);
 // x, y: [n]; may alias.
 void RmsNormRef(const float* x, const float* w, float* y, int64_t n, float eps);
 
-// A rotary embedding (model-notes §3): the parameters of ggml's rope_ext, with its meanings.
+// A rotary embedding: the parameters of ggml's rope_ext (ggml_rope_ext; computed by ggml-cpu's
+// rope_yarn), with its meanings. YaRN: Peng et al., arXiv:2309.00071.
 //
 // Pair i (0 <= i < n_rot/2) at position p has the unscaled ("extrapolated") angle
 //   theta_e = p * base^(-2i/n_rot) / freq_factors[i]

@@ -1,4 +1,5 @@
-// RopeRef and YaRN's pieces (model-notes §3). The forward pass is checked against llama.cpp in
+// RopeRef and YaRN's pieces (ggml's rope_yarn, rope_yarn_ramp, ggml_rope_yarn_corr_dims; the
+// YaRN paper, arXiv:2309.00071). The forward pass is checked against llama.cpp in
 // model/model_test.cc (synthetic-qwen2yarn-*, synthetic-llamafreqs-*); these pin the math itself.
 #include "kernels/ref/ops.h"
 
