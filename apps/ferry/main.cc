@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 
 #include "base/log.h"
+#include "cmd_bench.h"
 #include "cmd_plan.h"
 #include "cmd_run.h"
 #include "cmd_show.h"
@@ -28,6 +29,8 @@ int Main(int argc, char** argv) {
   ferry::app::AddPerplexityCommand(app, perplexity);
   ferry::app::PlanOptions plan;
   ferry::app::AddPlanCommand(app, plan);
+  ferry::app::BenchOptions bench;
+  ferry::app::AddBenchCommand(app, bench);
 
   try {
     app.parse(argc, argv);
@@ -45,6 +48,7 @@ int Main(int argc, char** argv) {
   if (app.got_subcommand("run")) return ferry::app::RunRun(settings, run);
   if (app.got_subcommand("perplexity")) return ferry::app::RunPerplexity(settings, perplexity);
   if (app.got_subcommand("plan")) return ferry::app::RunPlan(settings, plan);
+  if (app.got_subcommand("bench")) return ferry::app::RunBench(settings, bench);
   return 2;
 }
 

@@ -1,0 +1,371 @@
+#include "cmd_bench.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <deque>
+#include <filesystem>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <random>
+#include <unordered_set>
+
+#include "backend/device.h"
+#include "base/bytes.h"
+#include "kv/kv_cache.h"
+#include "model/model_info.h"
+#include "planner/plan.h"
+#include "runtime/loader.h"
+#include "runtime/request.h"
+#include "runtime/runner.h"
+
+namespace ferry::app {
+namespace {
+
+// Context beyond the longest prompt plus the generation (the runner needs one position more
+// than the tokens it has sampled; a little slack keeps every run clear of "length").
+constexpr int64_t kContextSlack = 4;
+// Most sequences one load decodes together.
+constexpr int32_t kMaxParallel = 256;
+
+int Fail(const Status& s) {
+  std::fprintf(stderr, "ferry bench: %s\n", s.message().c_str());
+  return 1;
+}
+
+Status Validate(const BenchOptions& o) {
+  for (int64_t p : o.n_prompt) {
+    if (p < 1) return InvalidArgumentError("-p values must be at least 1 (got {})", p);
+  }
+  if (o.n_gen < 1) return InvalidArgumentError("-n must be at least 1 (got {})", o.n_gen);
+  if (o.repetitions < 1) {
+    return InvalidArgumentError("-r must be at least 1 (got {})", o.repetitions);
+  }
+  for (int32_t p : o.parallel) {
+    if (p < 1 || p > kMaxParallel) {
+      return InvalidArgumentError("--parallel values must be in 1 .. {} (got {})", kMaxParallel, p);
+    }
+  }
+  if (o.num_thread < 0) {
+    return InvalidArgumentError("--num-thread must be 0 (all cores) or more (got {})",
+                                o.num_thread);
+  }
+  if (o.num_batch < 1) {
+    return InvalidArgumentError("--num-batch must be at least 1 (got {})", o.num_batch);
+  }
+  return ParseKvCacheType(o.kv_type).status();
+}
+
+// Random prompts that never share a first token with a recent prompt, so the runner's prompt
+// reuse (a cached sequence with a common prefix) never applies. The runner caches at most
+// 2 x max_sequences finished sequences; the last `memory` first tokens are avoided.
+class PromptMaker {
+ public:
+  PromptMaker(const tokenizer::Vocab& vocab, uint64_t seed)
+      : vocab_(vocab), n_vocab_(vocab.size()), rng_(seed) {
+    memory_ = static_cast<size_t>(std::max(1, n_vocab_ / 2));
+  }
+
+  // `count` prompts of `length` tokens each.
+  StatusOr<std::vector<std::vector<int32_t>>> Make(int32_t count, int64_t length) {
+    if (static_cast<size_t>(4 * count) > memory_) {
+      return InvalidArgumentError(
+          "the vocabulary ({} tokens) is too small for {} distinct prompts at a time", n_vocab_,
+          count);
+    }
+    std::vector<std::vector<int32_t>> prompts(static_cast<size_t>(count));
+    for (auto& prompt : prompts) {
+      prompt.resize(static_cast<size_t>(length));
+      FERRY_ASSIGN_OR_RETURN(prompt[0], Token(/*first=*/true));
+      for (size_t i = 1; i < prompt.size(); ++i) {
+        FERRY_ASSIGN_OR_RETURN(prompt[i], Token(/*first=*/false));
+      }
+    }
+    return prompts;
+  }
+
+ private:
+  StatusOr<int32_t> Token(bool first) {
+    std::uniform_int_distribution<int32_t> dist(0, n_vocab_ - 1);
+    for (int tries = 0; tries < 100000; ++tries) {
+      const int32_t id = dist(rng_);
+      if (vocab_.IsEog(id)) continue;
+      if (!first) return id;
+      if (recent_set_.count(id) != 0) continue;
+      recent_.push_back(id);
+      recent_set_.insert(id);
+      if (recent_.size() > memory_) {
+        recent_set_.erase(recent_.front());
+        recent_.pop_front();
+      }
+      return id;
+    }
+    return FailedPreconditionError("no usable random token in a {}-token vocabulary", n_vocab_);
+  }
+
+  const tokenizer::Vocab& vocab_;
+  int32_t n_vocab_;
+  std::mt19937_64 rng_;
+  size_t memory_;
+  std::deque<int32_t> recent_;
+  std::unordered_set<int32_t> recent_set_;
+};
+
+// One timed run: what was measured.
+struct RunTotals {
+  double seconds = 0.0;
+  int64_t prompt_tokens = 0;     // evaluated (none reused)
+  int64_t generated_tokens = 0;  // sampled, EOS included
+  int32_t stopped_early = 0;     // sequences that ended before num_predict
+};
+
+// Submits one request per prompt and steps the runner until every stream is finished.
+StatusOr<RunTotals> RunOnce(Runner& runner, const std::vector<std::vector<int32_t>>& prompts,
+                            const RequestOptions& options) {
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (const auto& prompt : prompts) {
+    GenerateRequest req;
+    req.prompt = prompt;
+    req.options = options;
+    streams.push_back(std::make_shared<RequestStream>());
+    FERRY_RETURN_IF_ERROR(runner.Submit(std::move(req), streams.back()));
+  }
+  auto all_finished = [&] {
+    return std::all_of(streams.begin(), streams.end(), [](const auto& s) { return s->finished(); });
+  };
+  const auto start = std::chrono::steady_clock::now();
+  while (!all_finished()) {
+    FERRY_ASSIGN_OR_RETURN(bool more, runner.Step());
+    if (!more && !all_finished()) {
+      return InternalError("the runner has no work left but a request has not finished");
+    }
+  }
+  RunTotals t;
+  t.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  for (const auto& stream : streams) {
+    std::optional<GenerateStats> done;
+    while (std::optional<StreamEvent> e = stream->Next(std::chrono::milliseconds(0))) {
+      if (e->kind == StreamEvent::Kind::kError) return e->error;
+      if (e->kind == StreamEvent::Kind::kDone) done = std::move(e->stats);
+    }
+    if (!done) return InternalError("a finished request sent no final event");
+    if (done->prompt_reused_count != 0) {
+      return InternalError("a prompt reused {} cached tokens: the figures would be wrong",
+                           done->prompt_reused_count);
+    }
+    t.prompt_tokens += done->prompt_eval_count;
+    t.generated_tokens += done->eval_count;
+    if (options.num_predict > 0 && done->eval_count < options.num_predict) ++t.stopped_early;
+  }
+  return t;
+}
+
+struct MeanSd {
+  double mean = 0.0;
+  double sd = 0.0;  // sample standard deviation (0 for one value)
+};
+
+MeanSd Summarize(const std::vector<double>& v) {
+  MeanSd r;
+  for (double x : v) r.mean += x;
+  r.mean /= static_cast<double>(v.size());
+  if (v.size() > 1) {
+    double ss = 0.0;
+    for (double x : v) ss += (x - r.mean) * (x - r.mean);
+    r.sd = std::sqrt(ss / static_cast<double>(v.size() - 1));
+  }
+  return r;
+}
+
+// Tokens per second of `reps` runs after one warm-up run. make_prompts gives each run new
+// prompts; rate turns a run's totals into tokens per second.
+template <typename MakePrompts, typename Rate>
+StatusOr<MeanSd> Measure(Runner& runner, const RequestOptions& options, int reps,
+                         MakePrompts make_prompts, Rate rate, int32_t* stopped_early) {
+  std::vector<double> rates;
+  for (int i = 0; i <= reps; ++i) {
+    FERRY_ASSIGN_OR_RETURN(std::vector<std::vector<int32_t>> prompts, make_prompts());
+    FERRY_ASSIGN_OR_RETURN(RunTotals t, RunOnce(runner, prompts, options));
+    if (i == 0) continue;  // warm-up
+    *stopped_early += t.stopped_early;
+    rates.push_back(t.seconds > 0.0 ? rate(t) / t.seconds : 0.0);
+  }
+  return Summarize(rates);
+}
+
+struct Row {
+  int32_t parallel = 1;
+  int64_t n_prompt = 0;
+  int64_t n_gen = 0;
+  int threads = 0;
+  MeanSd pp;
+  MeanSd tg;
+};
+
+class Table {
+ public:
+  Table(std::string model, std::string params, std::string kv)
+      : model_(std::move(model)), params_(std::move(params)), kv_(std::move(kv)) {
+    model_width_ = std::max<size_t>(model_.size(), 5);
+  }
+  void Header() const {
+    std::printf("| %-*s | %10s | %7s | %4s | %8s | %10s | %20s |\n", Width(), "model", "params",
+                "threads", "kv", "parallel", "test", "t/s");
+    std::printf("| %s | %s: | %s: | %s | %s: | %s: | %s: |\n", std::string(Width(), '-').c_str(),
+                std::string(9, '-').c_str(), std::string(6, '-').c_str(),
+                std::string(4, '-').c_str(), std::string(7, '-').c_str(),
+                std::string(9, '-').c_str(), std::string(19, '-').c_str());
+    std::fflush(stdout);
+  }
+  void Line(int threads, int32_t parallel, const std::string& test, const MeanSd& r) const {
+    std::printf("| %-*s | %10s | %7d | %4s | %8d | %10s | %21s |\n", Width(), model_.c_str(),
+                params_.c_str(), threads, kv_.c_str(), parallel, test.c_str(),
+                fmt::format("{:.2f} ± {:.2f}", r.mean, r.sd).c_str());
+    std::fflush(stdout);
+  }
+
+ private:
+  int Width() const { return static_cast<int>(model_width_); }
+  std::string model_, params_, kv_;
+  size_t model_width_;
+};
+
+}  // namespace
+
+void AddBenchCommand(CLI::App& app, BenchOptions& o) {
+  CLI::App* cmd = app.add_subcommand(
+      "bench", "Measure prompt processing (pp) and generation (tg) speed, like llama-bench");
+  cmd->add_option("model", o.model, "GGUF file path or model name")->required();
+  cmd->add_option("-p,--n-prompt", o.n_prompt,
+                  "Prompt tokens per sequence; a comma list gives one row each")
+      ->delimiter(',')
+      ->capture_default_str();
+  cmd->add_option("-n,--n-gen", o.n_gen, "Tokens generated per sequence")->capture_default_str();
+  cmd->add_option("-r,--repetitions", o.repetitions,
+                  "Timed runs per test after one warm-up run (mean ± sample sd)")
+      ->capture_default_str();
+  cmd->add_option("--num-thread", o.num_thread, "CPU threads (0: all cores)")
+      ->capture_default_str();
+  cmd->add_option("--kv-type", o.kv_type, "KV cache type: f16, q8_0 or q4_0")
+      ->capture_default_str();
+  cmd->add_option("--parallel", o.parallel,
+                  "Sequences processed together (tok/s is their aggregate); a comma list "
+                  "loads the model once for each")
+      ->delimiter(',')
+      ->capture_default_str();
+  cmd->add_option("--num-batch", o.num_batch, "Most tokens per forward step")
+      ->capture_default_str();
+  cmd->add_flag("--json", o.json,
+                "Print a JSON list of rows (parallel, n_prompt, n_gen, threads, kv_type, "
+                "pp_tok_s, pp_sd, tg_tok_s, tg_sd) instead of the table");
+}
+
+int RunBench(const Settings& settings, const BenchOptions& o) {
+  if (Status s = Validate(o); !s.ok()) return Fail(s);
+  auto path = ResolveModel(settings, o.model);
+  if (!path.ok()) return Fail(path.status());
+  const int64_t max_prompt = *std::max_element(o.n_prompt.begin(), o.n_prompt.end());
+
+  LoadOptions lo;
+  lo.num_ctx = std::max(max_prompt, o.n_gen + 1) + o.n_gen + kContextSlack;
+  lo.num_batch = o.num_batch;
+  lo.kv_type = *ParseKvCacheType(o.kv_type);
+  lo.num_gpu = 0;  // ferry runs on the CPU so far
+  DiscoverOptions discover;
+  discover.cpu_threads = o.num_thread;  // the calibration runs on as many threads as decode
+  discover.cpu_matmul_flops = settings.cpu_matmul_flops;
+  auto inventory = DiscoverDevices(discover);
+  if (!inventory.ok()) return Fail(inventory.status());
+  RunnerOptions ro;
+  ro.num_threads = o.num_thread;
+  ro.start_thread = false;
+
+  RequestOptions request;
+  request.num_ctx = lo.num_ctx;
+  request.num_batch = o.num_batch;
+  request.num_thread = o.num_thread;
+  request.num_gpu = 0;
+  request.sampling.temperature = 0.0f;  // greedy
+
+  const std::string model_name = std::filesystem::path(*path).stem().string();
+  std::optional<Table> table;
+  std::vector<Row> rows;
+  int32_t stopped_early = 0;
+  uint64_t seed = 0x5eed;
+  for (int32_t parallel : o.parallel) {
+    lo.num_parallel = parallel;
+    lo.max_sequences = parallel;
+    lo.logit_rows = parallel;
+    auto loaded = LoadRunner(*path, *inventory, lo, ro);
+    if (!loaded.ok()) return Fail(loaded.status());
+    Runner& runner = **loaded;
+    if (!o.json && !table) {
+      auto info = ReadModelInfo(runner.model().file());
+      if (!info.ok()) return Fail(info.status());
+      table.emplace(model_name, FormatCount(info->parameter_count), o.kv_type);
+      table->Header();
+    }
+    const int threads = runner.options().num_threads;
+    PromptMaker maker(runner.tokenizer().vocab(), seed++);
+
+    std::vector<Row> these;
+    for (int64_t n_prompt : o.n_prompt) {
+      RequestOptions pp = request;
+      pp.num_predict = 0;  // only the prompt is evaluated
+      auto r = Measure(
+          runner, pp, o.repetitions, [&] { return maker.Make(parallel, n_prompt); },
+          [](const RunTotals& t) { return static_cast<double>(t.prompt_tokens); }, &stopped_early);
+      if (!r.ok()) return Fail(r.status());
+      Row row;
+      row.parallel = parallel;
+      row.n_prompt = n_prompt;
+      row.n_gen = o.n_gen;
+      row.threads = threads;
+      row.pp = *r;
+      these.push_back(row);
+      if (table) table->Line(threads, parallel, fmt::format("pp{}", n_prompt), row.pp);
+    }
+    RequestOptions tg = request;
+    tg.num_predict = o.n_gen;
+    // Generation from a one-token context (llama-bench's tg), a distinct token per sequence.
+    auto r = Measure(
+        runner, tg, o.repetitions, [&] { return maker.Make(parallel, 1); },
+        [](const RunTotals& t) { return static_cast<double>(t.generated_tokens); }, &stopped_early);
+    if (!r.ok()) return Fail(r.status());
+    if (table) table->Line(threads, parallel, fmt::format("tg{}", o.n_gen), *r);
+    for (Row& row : these) {
+      row.tg = *r;
+      rows.push_back(row);
+    }
+  }
+  if (stopped_early > 0) {
+    std::fprintf(stderr,
+                 "ferry bench: warning: %d generation(s) ended on EOS before -n tokens; tg "
+                 "counts the tokens actually generated\n",
+                 stopped_early);
+  }
+  if (o.json) {
+    nlohmann::ordered_json out = nlohmann::ordered_json::array();
+    for (const Row& row : rows) {
+      nlohmann::ordered_json j;
+      j["parallel"] = row.parallel;
+      j["n_prompt"] = row.n_prompt;
+      j["n_gen"] = row.n_gen;
+      j["threads"] = row.threads;
+      j["kv_type"] = o.kv_type;
+      j["pp_tok_s"] = row.pp.mean;
+      j["pp_sd"] = row.pp.sd;
+      j["tg_tok_s"] = row.tg.mean;
+      j["tg_sd"] = row.tg.sd;
+      out.push_back(std::move(j));
+    }
+    std::printf("%s\n", out.dump(2).c_str());
+  }
+  return 0;
+}
+
+}  // namespace ferry::app
