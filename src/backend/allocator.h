@@ -25,6 +25,7 @@
 #include <string_view>
 
 #include "base/status.h"
+#include "base/thread_annotations.h"
 
 namespace ferry {
 
@@ -98,9 +99,9 @@ class DeviceAllocator {
   const std::string device_;
   const uint64_t capacity_;
   mutable std::mutex mu_;
-  uint64_t total_ = 0;                                  // GUARDED_BY(mu_)
-  uint64_t peak_ = 0;                                   // GUARDED_BY(mu_)
-  std::map<std::string, uint64_t, std::less<>> by_purpose_;  // GUARDED_BY(mu_)
+  uint64_t total_ FERRY_GUARDED_BY(mu_) = 0;
+  uint64_t peak_ FERRY_GUARDED_BY(mu_) = 0;
+  std::map<std::string, uint64_t, std::less<>> by_purpose_ FERRY_GUARDED_BY(mu_);
 };
 
 }  // namespace ferry

@@ -46,27 +46,34 @@ ForwardScratch::Offsets ForwardScratch::Layout(const ScratchShape& s) {
 
 uint64_t ForwardScratch::RequiredBytes(const ScratchShape& shape) { return Layout(shape).end; }
 
-ScratchShape ForwardScratch::ShapeFor(const Model& model, int64_t max_tokens, int64_t max_keys,
-                                      int64_t logit_rows) {
-  const HParams& hp = model.hparams();
+ScratchShape MakeScratchShape(int64_t n_embd, int64_t n_head, int64_t n_head_kv,
+                              int64_t head_dim_k, int64_t head_dim_v, int64_t n_ff,
+                              int64_t n_vocab, std::vector<MatMulInput> matmuls,
+                              int64_t max_tokens, int64_t max_keys, int64_t logit_rows) {
   ScratchShape s;
   s.logit_rows = logit_rows;
   s.max_tokens = max_tokens;
   s.max_keys = max_keys;
-  s.n_embd = hp.n_embd;
-  s.q_dim = hp.n_head * hp.head_dim_k;
-  s.k_dim = hp.n_head_kv * hp.head_dim_k;
-  s.v_dim = hp.n_head_kv * hp.head_dim_v;
-  s.attn_dim = hp.n_head * hp.head_dim_v;
-  s.n_ff = hp.n_ff;
-  s.n_head = hp.n_head;
-  s.n_vocab = hp.n_vocab;
+  s.n_embd = n_embd;
+  s.q_dim = n_head * head_dim_k;
+  s.k_dim = n_head_kv * head_dim_k;
+  s.v_dim = n_head_kv * head_dim_v;
+  s.attn_dim = n_head * head_dim_v;
+  s.n_ff = n_ff;
+  s.n_head = n_head;
+  s.n_vocab = n_vocab;
+  s.matmuls = std::move(matmuls);
+  return s;
+}
+
+ScratchShape ForwardScratch::ShapeFor(const Model& model, int64_t max_tokens, int64_t max_keys,
+                                      int64_t logit_rows) {
+  const HParams& hp = model.hparams();
+  std::vector<MatMulInput> matmuls;
   auto add = [&](const WeightMatrix& w) {
     if (!w.present()) return;
     const MatMulInput in{w.type, w.cols};
-    if (std::find(s.matmuls.begin(), s.matmuls.end(), in) == s.matmuls.end()) {
-      s.matmuls.push_back(in);
-    }
+    if (std::find(matmuls.begin(), matmuls.end(), in) == matmuls.end()) matmuls.push_back(in);
   };
   const ModelWeights& w = model.weights();
   for (const LayerWeights& l : w.layers) {
@@ -76,7 +83,9 @@ ScratchShape ForwardScratch::ShapeFor(const Model& model, int64_t max_tokens, in
     }
   }
   add(w.output.present() ? w.output : w.token_embd);
-  return s;
+  return MakeScratchShape(hp.n_embd, hp.n_head, hp.n_head_kv, hp.head_dim_k, hp.head_dim_v,
+                          hp.n_ff, hp.n_vocab, std::move(matmuls), max_tokens, max_keys,
+                          logit_rows);
 }
 
 StatusOr<std::unique_ptr<ForwardScratch>> ForwardScratch::Create(const ScratchShape& shape,

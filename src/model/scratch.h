@@ -51,6 +51,13 @@ struct ScratchShape {
   std::vector<MatMulInput> matmuls;  // distinct (type, cols) of the multiplied weights
 };
 
+// The one definition of a scratch shape from a decoder's sizes (the planner's
+// ComputeScratchShape and ForwardScratch::ShapeFor both call it).
+ScratchShape MakeScratchShape(int64_t n_embd, int64_t n_head, int64_t n_head_kv,
+                              int64_t head_dim_k, int64_t head_dim_v, int64_t n_ff,
+                              int64_t n_vocab, std::vector<MatMulInput> matmuls,
+                              int64_t max_tokens, int64_t max_keys, int64_t logit_rows);
+
 class ForwardScratch {
  public:
   // Bytes of the layout above for `shape`.

@@ -225,21 +225,10 @@ std::string FormatLayerRanges(const std::vector<int64_t>& layers) {
 }
 
 ScratchShape ComputeScratchShape(const ModelShape& m, const LoadOptions& o) {
-  ScratchShape s;
-  s.max_tokens = std::min(o.num_batch, o.num_ctx);
-  s.max_keys = o.num_ctx;
-  s.n_embd = m.n_embd;
-  s.q_dim = m.n_head * m.head_dim_k;
-  s.k_dim = m.n_head_kv * m.head_dim_k;
-  s.v_dim = m.n_head_kv * m.head_dim_v;
-  s.attn_dim = m.n_head * m.head_dim_v;
-  s.n_ff = m.n_ff;
-  s.n_head = m.n_head;
-  s.n_vocab = m.n_vocab;
   // A decode step of SequencesOf(o) sequences wants one logits row each.
-  s.logit_rows = std::max<int64_t>(o.logit_rows, SequencesOf(o));
-  s.matmuls = m.matmuls;
-  return s;
+  return MakeScratchShape(m.n_embd, m.n_head, m.n_head_kv, m.head_dim_k, m.head_dim_v, m.n_ff,
+                          m.n_vocab, m.matmuls, std::min(o.num_batch, o.num_ctx), o.num_ctx,
+                          std::max<int64_t>(o.logit_rows, SequencesOf(o)));
 }
 
 uint64_t ComputeBufferBytes(const ModelShape& m, const LoadOptions& o) {
