@@ -259,9 +259,70 @@ void AddBenchCommand(CLI::App& app, BenchOptions& o) {
       ->capture_default_str();
   cmd->add_option("--num-batch", o.num_batch, "Most tokens per forward step")
       ->capture_default_str();
+  cmd->add_option("--gap-prompt", o.gap_prompt,
+                  "Also measure the longest inter-token gap of a running stream while an "
+                  "N-token prompt is processed (stderr)");
   cmd->add_flag("--json", o.json,
                 "Print a JSON list of rows (parallel, n_prompt, n_gen, threads, kv_type, "
                 "pp_tok_s, pp_sd, tg_tok_s, tg_sd) instead of the table");
+}
+
+// One stream decodes; once it runs, a gap_prompt-token request arrives. Every step carries the
+// running stream's next token (decode tokens go first), so its inter-token gap is a step's
+// duration: the longest while the prompt is processed, and the mean before it.
+Status MeasureGap(const std::string& path, const DeviceInventory& inventory, LoadOptions lo,
+                  const RunnerOptions& ro, const RequestOptions& base, int64_t gap_prompt,
+                  uint64_t seed) {
+  lo.num_parallel = 2;
+  lo.max_sequences = 2;
+  lo.logit_rows = 2;
+  lo.num_ctx = gap_prompt + 8;
+  FERRY_ASSIGN_OR_RETURN(std::unique_ptr<Runner> runner, LoadRunner(path, inventory, lo, ro));
+  PromptMaker maker(runner->tokenizer().vocab(), seed);
+  FERRY_ASSIGN_OR_RETURN(auto prompts, maker.Make(2, gap_prompt));
+  RequestOptions stream_opts = base;
+  stream_opts.num_ctx = lo.num_ctx;
+  stream_opts.num_predict = -1;
+  GenerateRequest running{{prompts[0][0]}, stream_opts};
+  auto running_stream = std::make_shared<RequestStream>();
+  FERRY_RETURN_IF_ERROR(runner->Submit(running, running_stream));
+  using Clock = std::chrono::steady_clock;
+  auto step = [&]() -> StatusOr<double> {
+    const auto t0 = Clock::now();
+    FERRY_RETURN_IF_ERROR(runner->Step().status());
+    return std::chrono::duration<double>(Clock::now() - t0).count();
+  };
+  double before = 0.0;
+  const int kWarm = 3, kBefore = 16;
+  for (int i = 0; i < kWarm + kBefore; ++i) {
+    FERRY_ASSIGN_OR_RETURN(double dt, step());
+    if (i >= kWarm) before += dt;
+  }
+  RequestOptions prompt_opts = base;
+  prompt_opts.num_ctx = lo.num_ctx;
+  prompt_opts.num_predict = 1;
+  auto prompt_stream = std::make_shared<RequestStream>();
+  FERRY_RETURN_IF_ERROR(runner->Submit(GenerateRequest{prompts[1], prompt_opts}, prompt_stream));
+  double longest = 0.0, total = 0.0;
+  int steps = 0;
+  while (!prompt_stream->finished()) {
+    if (running_stream->finished()) return InternalError("the running stream ended early");
+    FERRY_ASSIGN_OR_RETURN(double dt, step());
+    longest = std::max(longest, dt);
+    total += dt;
+    ++steps;
+  }
+  running_stream->Cancel();
+  FERRY_RETURN_IF_ERROR(runner->Step().status());
+  std::fprintf(stderr,
+               "gap: a %lld-token prompt took %.2f s in %d steps (at most %lld prompt tokens in a step "
+               "with decode tokens); the "
+               "running stream's longest inter-token gap meanwhile was %.0f ms (%.0f ms per "
+               "token before the prompt arrived)\n",
+               static_cast<long long>(gap_prompt), total, steps,
+               static_cast<long long>(std::min(lo.num_batch, ro.prefill_tokens_while_decoding)),
+               longest * 1e3, before / kBefore * 1e3);
+  return Status::Ok();
 }
 
 int RunBench(const Settings& settings, const BenchOptions& o) {
@@ -340,6 +401,11 @@ int RunBench(const Settings& settings, const BenchOptions& o) {
     for (Row& row : these) {
       row.tg = *r;
       rows.push_back(row);
+    }
+  }
+  if (o.gap_prompt > 0) {
+    if (Status s = MeasureGap(*path, *inventory, lo, ro, request, o.gap_prompt, seed); !s.ok()) {
+      return Fail(s);
     }
   }
   if (stopped_early > 0) {

@@ -29,6 +29,9 @@ struct BenchOptions {
   std::vector<int32_t> parallel{1};  // sequences decoded together (one load each)
   int64_t num_batch = 512;
   bool json = false;
+  // --gap-prompt N: also report the longest gap between two tokens of a running stream while
+  // another request's N-token prompt is processed (0: not measured).
+  int64_t gap_prompt = 0;
 };
 
 void AddBenchCommand(CLI::App& app, BenchOptions& options);

@@ -616,13 +616,20 @@ StatusOr<bool> Runner::Step() {
       return a->admitted_order < b->admitted_order;
     });
     int64_t left = budget;
+    int64_t prefill_left = budget;
     for (Sequence* s : order) {
       if (left == 0) break;
       const int64_t todo = static_cast<int64_t>(s->tokens.size()) - s->n_past;
-      const int64_t count = std::min({todo, left, max_batch});
+      if (todo <= 0) continue;
+      if (todo == 1) {
+        // A decode token: the prompt chunks of this step are bounded, for its stream's sake.
+        prefill_left = std::max<int64_t>(1, options_.prefill_tokens_while_decoding);
+      }
+      const int64_t count = std::min({todo, left, max_batch, todo == 1 ? left : prefill_left});
       if (count <= 0) continue;
       parts.push_back(Part{s, count});
       left -= count;
+      if (todo > 1) prefill_left -= count;
     }
     // Reserve; on a full pool drop cached sequences, then preempt the newest running one.
     for (const Part& p : parts) {

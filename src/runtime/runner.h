@@ -7,8 +7,9 @@
 //      free blocks (plus blocks of cached sequences it may drop) cover the prompt; a prompt that
 //      starts with the tokens a cached sequence holds reuses them (prompt_reused_count);
 //   3. builds one batch of at most num_batch tokens: one decode token for every decoding
-//      sequence, then prompt chunks of prefilling sequences, oldest first, so a long prompt
-//      never freezes other streams;
+//      sequence, then prompt chunks of prefilling sequences, oldest first (at most
+//      prefill_tokens_while_decoding of them when the step carries decode tokens), so a long
+//      prompt never freezes other streams;
 //   4. reserves the batch's KV blocks; when the pool runs dry the most recently admitted
 //      sequence is preempted (blocks freed, back at the head of the queue, its tokens
 //      recomputed when it resumes: the results do not change) and one line is logged;
@@ -66,6 +67,10 @@ struct RunnerOptions {
   uint64_t cpu_capacity_bytes = 0;
   // False: no inference thread; the owner calls Step() (Generate drives it itself).
   bool start_thread = true;
+  // Most prompt tokens in a step that also carries decode tokens (at most num_batch): bounds
+  // how long a running stream waits for its next token while another request's long prompt is
+  // processed, at some cost to that prompt's speed. Results do not depend on it.
+  int64_t prefill_tokens_while_decoding = 128;
 };
 
 // The synchronous result of Generate.
