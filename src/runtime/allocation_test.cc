@@ -40,17 +40,7 @@ Loaded LoadOrDie(const std::string& path) {
   return l;
 }
 
-DeviceInventory CpuOnly() {
-  DeviceInventory inv;
-  Device cpu;
-  cpu.name = "cpu";
-  cpu.kind = DeviceKind::kCpu;
-  cpu.total_bytes = cpu.free_bytes = uint64_t{64} << 30;
-  cpu.bandwidth_bytes_per_s = 50e9;
-  cpu.source = "described";
-  inv.devices.push_back(cpu);
-  return inv;
-}
+DeviceInventory CpuOnly() { return BigCpu(); }
 
 std::vector<std::string> ModelPaths() {
   std::vector<std::string> paths = {kShared + "/models/stories260K.gguf"};
