@@ -351,6 +351,7 @@ int RunBench(const Settings& settings, const BenchOptions& o) {
   request.num_thread = o.num_thread;
   request.num_gpu = 0;
   request.sampling.temperature = 0.0f;  // greedy
+  request.ignore_eos = true;            // exactly -n tokens per sequence, as llama-bench
 
   const std::string model_name = std::filesystem::path(*path).stem().string();
   std::optional<Table> table;

@@ -55,7 +55,9 @@ StatusOr<std::unique_ptr<Runner>> Load(const Settings& settings, const std::stri
   LoadOptions lo;
   lo.num_ctx = r.options.num_ctx;
   lo.num_batch = std::min(r.options.num_batch, r.options.num_ctx);
-  FERRY_ASSIGN_OR_RETURN(lo.kv_type, ParseKvCacheType(r.kv_type));
+  StatusOr<DType> kv_type = ParseKvCacheType(r.kv_type);
+  if (!kv_type.ok()) return InvalidArgumentError("--kv-type: {}", kv_type.status().message());
+  lo.kv_type = *kv_type;
   lo.logit_rows = std::max<int64_t>(1, std::min(logit_rows, lo.num_batch));
   lo.num_gpu = 0;  // ferry runs on the CPU so far
   DiscoverOptions discover;

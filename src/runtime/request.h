@@ -49,6 +49,9 @@ struct RequestOptions {
   SamplingOptions sampling;
   // Stop strings: generation ends before the first occurrence (not included in the text).
   std::vector<std::string> stop;
+  // Keep generating after an end-of-generation token (llama.cpp server's ignore_eos): for
+  // benchmarks that must generate exactly num_predict tokens. Default false.
+  bool ignore_eos = false;
 };
 
 // Checks the ranges above and the sampling options. InvalidArgument names the option.

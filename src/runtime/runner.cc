@@ -508,7 +508,8 @@ void Runner::Finish(Sequence* s, DoneReason reason) {
   s->stats.done_reason = reason;
   s->stats.tokens.assign(s->tokens.begin() + s->n_prompt, s->tokens.end());
   // EOS is sampled but not part of the text or the tokens.
-  if (!s->stats.tokens.empty() && tokenizer_->vocab().IsEog(s->stats.tokens.back())) {
+  if (reason == DoneReason::kStop && !s->stats.tokens.empty() &&
+      tokenizer_->vocab().IsEog(s->stats.tokens.back())) {
     s->stats.tokens.pop_back();
   }
   if (s->first_token_ns > 0) s->stats.eval_ns = NowNs() - s->first_token_ns;
@@ -558,7 +559,7 @@ bool Runner::OnToken(Sequence* s, int32_t token) {
   s->sampler->Accept(token);
   s->tokens.push_back(token);
   ++s->stats.eval_count;
-  if (tokenizer_->vocab().IsEog(token)) {
+  if (tokenizer_->vocab().IsEog(token) && !s->request.options.ignore_eos) {
     Finish(s, DoneReason::kStop);
     return true;
   }

@@ -55,7 +55,7 @@ void AttentionRef(const AttentionArgs& a) { AttentionHeadsRef(a, 0, a.n_head); }
 
 void Attention(const AttentionArgs& a, ThreadPool* pool, KernelPath path) {
 #if defined(FERRY_HAVE_AVX2_KERNELS)
-  if (path == KernelPath::kBest && CpuHasAvx2Kernels()) {
+  if (path != KernelPath::kPortable && CpuHasAvx2Kernels()) {
     ParallelFor(pool, a.n_head,
                 [&](int64_t h0, int64_t h1) { cpu_internal::AttentionHeadsAvx2(a, h0, h1); });
     return;

@@ -11,7 +11,7 @@ void ConvertF16ToF32Avx2(const uint16_t* src, float* dst, int64_t n);  // conver
 
 void ConvertF16ToF32(const uint16_t* src, float* dst, int64_t n, KernelPath path) {
 #if defined(FERRY_HAVE_AVX2_KERNELS)
-  if (path == KernelPath::kBest && CpuHasAvx2Kernels()) {
+  if (path != KernelPath::kPortable && CpuHasAvx2Kernels()) {
     cpu_internal::ConvertF16ToF32Avx2(src, dst, n);
     return;
   }

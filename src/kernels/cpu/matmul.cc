@@ -25,10 +25,27 @@ bool DetectAvx2() {
 #endif
 }
 
+bool DetectAvx512() {
+#if defined(__x86_64__) && defined(FERRY_HAVE_AVX2_KERNELS)
+  __builtin_cpu_init();
+  return DetectAvx2() && __builtin_cpu_supports("avx512f") &&
+         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+#else
+  return false;
+#endif
+}
+
 const KernelSet& Kernels(KernelPath path) {
-  static const KernelSet* best =
+  static const KernelSet* avx2 =
       DetectAvx2() ? cpu_internal::Avx2Kernels() : &cpu_internal::PortableKernels();
-  return path == KernelPath::kPortable ? cpu_internal::PortableKernels() : *best;
+  static const KernelSet* best = DetectAvx512() ? cpu_internal::Avx512Kernels() : avx2;
+  switch (path) {
+    case KernelPath::kPortable: return cpu_internal::PortableKernels();
+    case KernelPath::kAvx2: return *avx2;
+    case KernelPath::kBest: break;
+  }
+  return *best;
 }
 
 // Tokens per activation-quantization task: quantizing is cheap next to the products, so it is
@@ -84,8 +101,14 @@ Status MatMulImpl(const WeightMatrix& w, const float* x, int64_t n_tok, float* y
 #if !defined(FERRY_HAVE_AVX2_KERNELS)
 namespace cpu_internal {
 const KernelSet* Avx2Kernels() { return nullptr; }
+const KernelSet* Avx512Kernels() { return nullptr; }
 }  // namespace cpu_internal
 #endif
+
+bool CpuHasAvx512Kernels() {
+  static const bool has = DetectAvx512();
+  return has;
+}
 
 bool CpuHasAvx2Kernels() {
   static const bool has = DetectAvx2();

@@ -14,8 +14,10 @@
 // loaded weight row. Each output depends only on its (row, token), so results are bitwise the
 // same for any thread count.
 //
-// Instruction sets: AVX2 + FMA + F16C kernels (x86-64, chosen at run time with
-// __builtin_cpu_supports) or a portable C++ path that runs on any CPU.
+// Instruction sets: AVX-512 VNNI kernels (the Q8_0 family with 512-bit vpdpbusd), AVX2 + FMA +
+// F16C kernels (x86-64, chosen at run time with __builtin_cpu_supports) or a portable C++ path
+// that runs on any CPU. Each path keeps the per-token invariance; paths differ from each other
+// only in the order of the float summation (within the bound above).
 //
 // Thread-safety: pure function over caller-owned buffers; concurrent calls are safe when they
 // use distinct pools (a ThreadPool runs one ParallelFor at a time).
@@ -34,12 +36,17 @@
 namespace ferry {
 
 enum class KernelPath {
-  kBest,      // AVX2 kernels when the CPU has AVX2, FMA and F16C, else portable
+  kBest,      // AVX-512 VNNI kernels when the CPU has AVX-512 F/BW/DQ/VL and VNNI, else AVX2
+              // kernels when it has AVX2, FMA and F16C, else portable
+  kAvx2,      // the AVX2 kernels even on an AVX-512 CPU (tests and benchmarks); portable
+              // without AVX2
   kPortable,  // the portable kernels (tests and benchmarks)
 };
 
-// True if kBest uses the AVX2 kernels on this machine.
+// True if kBest uses the AVX2 kernels (or better) on this machine.
 bool CpuHasAvx2Kernels();
+// True if kBest uses the AVX-512 VNNI kernels on this machine.
+bool CpuHasAvx512Kernels();
 
 // True if MatMul has a kernel for weights of this type: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1,
 // Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K. Other types fall back to MatMulRef (which rejects the

@@ -65,6 +65,9 @@ const KernelSet& PortableKernels();
 // AVX2 + FMA + F16C kernels; only call after checking the CPU supports them. Null when the
 // build has no AVX2 kernels (a non-x86 target).
 const KernelSet* Avx2Kernels();
+// AVX-512 VNNI kernels (the Q8_0 family; the rest as Avx2Kernels); only after checking the CPU
+// has AVX-512 F, BW, DQ, VL and VNNI. Null without x86 kernels.
+const KernelSet* Avx512Kernels();
 
 }  // namespace ferry::cpu_internal
 

@@ -27,10 +27,18 @@ const DType kAllTypes[] = {DType::kF32,  DType::kF16,  DType::kBF16, DType::kQ4_
 
 std::vector<KernelPath> Paths() {
   std::vector<KernelPath> p = {KernelPath::kPortable};
-  if (CpuHasAvx2Kernels()) p.push_back(KernelPath::kBest);
+  if (CpuHasAvx2Kernels()) p.push_back(KernelPath::kAvx2);
+  if (CpuHasAvx512Kernels()) p.push_back(KernelPath::kBest);
   return p;
 }
-const char* PathName(KernelPath p) { return p == KernelPath::kPortable ? "portable" : "best"; }
+const char* PathName(KernelPath p) {
+  switch (p) {
+    case KernelPath::kPortable: return "portable";
+    case KernelPath::kAvx2: return "avx2";
+    case KernelPath::kBest: return "avx512-vnni";
+  }
+  return "?";
+}
 
 // Random activations: mostly normal, a few outliers, some exact zeros.
 std::vector<float> RandomActivations(std::mt19937& rng, int64_t n) {
@@ -173,6 +181,13 @@ double CheckAgainstRef(DType type, int64_t rows, int64_t cols, int64_t n_tok, bo
     std::vector<float> y4(want.size(), NAN);
     EXPECT_TRUE(MatMul(m.w, x.data(), n_tok, y4.data(), &pool2, ws.span(), path).ok());
     EXPECT_EQ(std::memcmp(y1.data(), y4.data(), y1.size() * sizeof(float)), 0);
+    // Each token alone gives its row of the batch, bit for bit (batched decoding relies on it).
+    std::vector<float> alone(static_cast<size_t>(rows), NAN);
+    for (int64_t t = 0; t < n_tok; ++t) {
+      EXPECT_TRUE(MatMul(m.w, x.data() + t * cols, 1, alone.data(), nullptr, path).ok());
+      EXPECT_EQ(std::memcmp(alone.data(), y1.data() + t * rows, alone.size() * sizeof(float)), 0)
+          << "token " << t;
+    }
   }
   return worst;
 }
