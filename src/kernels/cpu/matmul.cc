@@ -1,6 +1,7 @@
 #include "kernels/cpu/matmul.h"
 
 #include <algorithm>
+#include <cstring>
 #include <functional>
 #include <vector>
 
@@ -55,10 +56,11 @@ constexpr int64_t kQuantizeTokensPerTask = 8;
 constexpr uint64_t kWorkspaceAlign = 64;
 uint64_t RoundUp(uint64_t n) { return (n + kWorkspaceAlign - 1) / kWorkspaceAlign * kWorkspaceAlign; }
 
-// Where the parts of a MatMul workspace go: [buf][block_d][block_s], each rounded to 64 bytes.
+// Where the parts of a MatMul workspace go: [buf][block_d][block_s][qs], each rounded to 64
+// bytes (qs: Q8_0 activations only, the blocks' int8 values contiguous per token).
 struct WorkspaceLayout {
   uint64_t buf_bytes = 0;  // quantized activation rows (unrounded)
-  uint64_t d_offset = 0, s_offset = 0;
+  uint64_t d_offset = 0, s_offset = 0, qs_offset = 0;
   uint64_t total = 0;
 };
 
@@ -78,7 +80,8 @@ WorkspaceLayout LayoutFor(DType w_type, int64_t cols, int64_t n_tok) {
       l.buf_bytes = nb * sizeof(BlockQ8_0);
       l.d_offset = RoundUp(l.buf_bytes);
       l.s_offset = l.d_offset + RoundUp(nb * sizeof(float));
-      l.total = l.s_offset + RoundUp(nb * sizeof(float));
+      l.qs_offset = l.s_offset + RoundUp(nb * sizeof(float));
+      l.total = l.qs_offset + RoundUp(n * c);
       break;
     }
     case DType::kQ8_K:
@@ -181,6 +184,7 @@ Status MatMulImpl(const WeightMatrix& w, const float* x, int64_t n_tok, float* y
   uint8_t* const buf = workspace;
   float* const block_d = reinterpret_cast<float*>(workspace + layout.d_offset);
   float* const block_s = reinterpret_cast<float*>(workspace + layout.s_offset);
+  int8_t* const qs = reinterpret_cast<int8_t*>(workspace + layout.qs_offset);
   auto for_tokens = [&](const std::function<void(int64_t t)>& fn) {
     const int64_t tasks = (n_tok + kQuantizeTokensPerTask - 1) / kQuantizeTokensPerTask;
     ParallelFor(tasks > 1 ? pool : nullptr, tasks, [&](int64_t b, int64_t e) {
@@ -210,12 +214,16 @@ Status MatMulImpl(const WeightMatrix& w, const float* x, int64_t n_tok, float* y
       const int64_t nb = cols / kQK4_0;
       a.stride = static_cast<uint64_t>(nb) * sizeof(BlockQ8_0);
       for_tokens([&](int64_t t) {
-        ks.quantize_q8_0(x + t * cols, cols, reinterpret_cast<BlockQ8_0*>(buf + t * a.stride),
-                         block_d + t * nb, block_s + t * nb);
+        auto* blocks = reinterpret_cast<BlockQ8_0*>(buf + t * a.stride);
+        ks.quantize_q8_0(x + t * cols, cols, blocks, block_d + t * nb, block_s + t * nb);
+        for (int64_t b = 0; b < nb; ++b) {
+          std::memcpy(qs + t * cols + b * kQK4_0, blocks[b].qs, kQK4_0);
+        }
       });
       a.data = buf;
       a.block_d = block_d;
       a.block_s = block_s;
+      a.qs = qs;
       break;
     }
     case DType::kQ8_K: {

@@ -64,7 +64,8 @@ Status MatMul(const WeightMatrix& w, const float* x, int64_t n_tok, float* y, Th
 
 // Bytes of workspace MatMul needs for n_tok rows of `cols` activations against weights of
 // type `w_type`: the quantized activations (f16/bf16 rows, Q8_0 blocks plus their f32 d and s
-// [n_tok, cols / 32] each, or Q8_K blocks), each part rounded up to 64 bytes. 0 for F32
+// [n_tok, cols / 32] each and their int8 values contiguous [n_tok, cols], or Q8_K blocks), each
+// part rounded up to 64 bytes. 0 for F32
 // weights, for types MatMul has no kernel for (they fall back to MatMulRef, which allocates),
 // and for invalid sizes (which MatMul rejects anyway).
 uint64_t MatMulWorkspaceBytes(DType w_type, int64_t cols, int64_t n_tok);

@@ -40,6 +40,8 @@ struct Activations {
   const float* block_d = nullptr;  // kQ8_0: [n_tok, cols / 32] fp16 block scale d as f32
   const float* block_s = nullptr;  // kQ8_0: [n_tok, cols / 32] d * sum(qs) in f32 (Q8_1's s,
                                    // unrounded), the m term of Q4_1 / Q5_1 weights
+  const int8_t* qs = nullptr;      // kQ8_0: [n_tok, cols] the blocks' values, contiguous (two
+                                   // blocks are one 512-bit load)
 };
 
 // Computes y[t * w.rows + r] = dot(weight row r, token t) for r in [r0, r1), every token.
