@@ -40,8 +40,9 @@ class ModelRunner {
  public:
   virtual ~ModelRunner() = default;
 
-  // The plan the runner's allocation follows now (after any Grow).
-  virtual const Plan& plan() const = 0;
+  // The plan the runner's allocation follows now (after any Grow): a copy, safe to keep while a
+  // Grow changes the runner's.
+  virtual Plan plan() const = 0;
   // Tokens of context each sequence can reach now (plan().options.num_ctx).
   virtual int64_t num_ctx() const { return plan().options.num_ctx; }
 

@@ -125,9 +125,8 @@ StatusOr<std::unique_ptr<Runner>> Runner::Create(std::unique_ptr<Model> model,
 
 Runner::~Runner() { Shutdown(); }
 
-const Plan& Runner::plan() const {
-  // The plan changes only in ApplyGrow, between steps; callers read it from the scheduler's
-  // thread, which is the only one that asks for a Grow.
+Plan Runner::plan() const {
+  std::lock_guard<std::mutex> lock(mu_);
   return plan_;
 }
 

@@ -102,7 +102,7 @@ class Runner : public ModelRunner {
   const tokenizer::Tokenizer& tokenizer() const { return *tokenizer_; }
 
   // ModelRunner.
-  const Plan& plan() const override;
+  Plan plan() const override;
   std::vector<DeviceAllocation> allocated() const override;
   Status Submit(GenerateRequest request, std::shared_ptr<RequestStream> stream) override;
   Status Grow(const Plan& plan) override;

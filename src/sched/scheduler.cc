@@ -232,7 +232,7 @@ Scheduler::Decision Scheduler::Decide(const Pending& p) {
   LoadOptions lo = OptionsFor(o);
   std::vector<std::string> skip;
   if (r != nullptr) {
-    const LoadOptions& cur = r->runner->plan().options;
+    const LoadOptions cur = r->runner->plan().options;
     lo.num_ctx = std::max(o.num_ctx, r->runner->num_ctx());
     lo.num_batch = cur.num_batch;  // a different num_batch never reloads
     if (o.num_gpu == -1) lo.num_gpu = cur.num_gpu;
@@ -295,7 +295,7 @@ Scheduler::Decision Scheduler::Decide(const Pending& p) {
     }
     return d;
   }
-  const Plan& cur = r->runner->plan();
+  const Plan cur = r->runner->plan();
   std::string why;
   if (d.plan.options.num_ctx > cur.options.num_ctx) {
     why = fmt::format("num_ctx {}->{} ", cur.options.num_ctx, d.plan.options.num_ctx);
@@ -509,7 +509,7 @@ std::vector<ResidentModel> Scheduler::Resident() const {
       const Device* dev = options_.devices.Find(a.device);
       if (dev != nullptr && dev->kind == DeviceKind::kCuda) m.gpu_bytes += AllocationBytes(a);
     }
-    const Plan& plan = r->runner->plan();
+    const Plan plan = r->runner->plan();
     m.num_ctx = r->runner->num_ctx();
     m.num_parallel = plan.options.num_parallel;
     m.keep_alive = r->keep_alive;

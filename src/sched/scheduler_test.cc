@@ -53,7 +53,7 @@ class FakeRunner : public ModelRunner {
  public:
   explicit FakeRunner(std::shared_ptr<FakeRunnerState> state) : state_(std::move(state)) {}
 
-  const Plan& plan() const override { return state_->plan; }
+  Plan plan() const override { return state_->plan; }
 
   std::vector<DeviceAllocation> allocated() const override {
     std::lock_guard<std::mutex> l(state_->mu);
