@@ -50,9 +50,10 @@ const Matrix& Get(int which) {
   return which == 0 ? *q8 : *q4k;
 }
 
-enum Impl { kRef = 0, kPortable = 1, kBest = 2 };
+enum Impl { kRef = 0, kPortable = 1, kBest = 2, kAvx2 = 3 };
 
-// Args: matrix (0 = Q8_0 262144x640, 1 = Q4_K 640x2048), n_tok, impl, threads.
+// Args: matrix (0 = Q8_0 262144x640, 1 = Q4_K 640x2048), n_tok, impl (0 ref, 1 portable, 2
+// best, 3 avx2), threads.
 void BM_MatMul(benchmark::State& state) {
   const Matrix& m = Get(static_cast<int>(state.range(0)));
   const int64_t n_tok = state.range(1);
@@ -67,7 +68,9 @@ void BM_MatMul(benchmark::State& state) {
   for (auto _ : state) {
     Status s = impl == kRef ? MatMulRef(m.w, x.data(), n_tok, y.data())
                             : MatMul(m.w, x.data(), n_tok, y.data(), threads > 1 ? &pool : nullptr,
-                                     impl == kPortable ? KernelPath::kPortable : KernelPath::kBest);
+                                     impl == kPortable ? KernelPath::kPortable
+                                     : impl == kAvx2   ? KernelPath::kAvx2
+                                                       : KernelPath::kBest);
     if (!s.ok()) state.SkipWithError(s.ToString().c_str());
     benchmark::DoNotOptimize(y.data());
   }
@@ -76,15 +79,16 @@ void BM_MatMul(benchmark::State& state) {
   const double bytes = static_cast<double>(m.w.rows) * static_cast<double>(m.w.row_bytes);
   state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["wGB/s"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel(std::string(DTypeName(m.w.type)) + (impl == kRef ? " ref" : impl == kPortable ? " portable" : " best"));
+  state.SetLabel(std::string(DTypeName(m.w.type)) +
+                 (impl == kRef ? " ref" : impl == kPortable ? " portable" : impl == kAvx2 ? " avx2" : " best"));
 }
 
 void Args(benchmark::internal::Benchmark* b) {
   b->ArgNames({"mat", "n_tok", "impl", "threads"});
   for (int mat : {0, 1}) {
-    for (int n_tok : {1, 32}) {
+    for (int n_tok : {1, 4, 32}) {
       b->Args({mat, n_tok, kRef, 1});
-      for (int impl : {kPortable, kBest}) {
+      for (int impl : {kPortable, kAvx2, kBest}) {
         for (int threads : {1, 2}) b->Args({mat, n_tok, impl, threads});
       }
     }
