@@ -243,6 +243,10 @@ class GgufWriter {
   std::vector<PendingTensor> tensors_;
 };
 
+// The name of llama.cpp's `general.file_type` value (llama_ftype: "Q4_K_M", "F16", ...); "" for
+// a number it does not know.
+std::string_view FileTypeName(uint64_t ftype);
+
 }  // namespace ferry::gguf
 
 #endif  // FERRY_GGUF_GGUF_H_

@@ -71,9 +71,6 @@ struct ModelInfo {
 // (e.g. a string block_count); missing keys are left empty.
 StatusOr<ModelInfo> ReadModelInfo(const gguf::GgufFile& file);
 
-// llama.cpp's file type names: 15 -> "Q4_K_M"; "" for an unknown id.
-std::string_view FileTypeName(uint32_t ftype);
-
 }  // namespace ferry
 
 #endif  // FERRY_MODEL_MODEL_INFO_H_

@@ -82,10 +82,10 @@ TEST(ModelInfoTest, PerLayerHeadsAndBadTypes) {
 }
 
 TEST(ModelInfoTest, FileTypeNames) {
-  EXPECT_EQ(FileTypeName(0), "F32");
-  EXPECT_EQ(FileTypeName(15), "Q4_K_M");
-  EXPECT_EQ(FileTypeName(32), "BF16");
-  EXPECT_EQ(FileTypeName(4), "");
+  EXPECT_EQ(gguf::FileTypeName(0), "F32");
+  EXPECT_EQ(gguf::FileTypeName(15), "Q4_K_M");
+  EXPECT_EQ(gguf::FileTypeName(32), "BF16");
+  EXPECT_EQ(gguf::FileTypeName(4), "");
 }
 
 }  // namespace

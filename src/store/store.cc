@@ -250,74 +250,6 @@ const Layer* FindModelLayer(const Manifest& m) {
   return nullptr;
 }
 
-std::string_view FileTypeName(uint64_t ftype) {
-  // llama.cpp's llama_ftype numbers (the same table as model/model_info.cc; store may not
-  // depend on model/).
-  switch (ftype) {
-    case 0:
-      return "F32";
-    case 1:
-      return "F16";
-    case 2:
-      return "Q4_0";
-    case 3:
-      return "Q4_1";
-    case 7:
-      return "Q8_0";
-    case 8:
-      return "Q5_0";
-    case 9:
-      return "Q5_1";
-    case 10:
-      return "Q2_K";
-    case 11:
-      return "Q3_K_S";
-    case 12:
-      return "Q3_K_M";
-    case 13:
-      return "Q3_K_L";
-    case 14:
-      return "Q4_K_S";
-    case 15:
-      return "Q4_K_M";
-    case 16:
-      return "Q5_K_S";
-    case 17:
-      return "Q5_K_M";
-    case 18:
-      return "Q6_K";
-    case 19:
-      return "IQ2_XXS";
-    case 20:
-      return "IQ2_XS";
-    case 21:
-      return "Q2_K_S";
-    case 22:
-      return "IQ3_XS";
-    case 23:
-      return "IQ3_XXS";
-    case 24:
-      return "IQ1_S";
-    case 25:
-      return "IQ4_NL";
-    case 26:
-      return "IQ3_S";
-    case 27:
-      return "IQ3_M";
-    case 28:
-      return "IQ2_S";
-    case 29:
-      return "IQ2_M";
-    case 30:
-      return "IQ4_XS";
-    case 31:
-      return "IQ1_M";
-    case 32:
-      return "BF16";
-    default:
-      return "";
-  }
-}
 
 // Ollama's parameter_size style: "7.2B", "135.0M", "292.9K".
 std::string ParameterSize(uint64_t count) {
@@ -340,7 +272,7 @@ StatusOr<ModelDetails> DetailsFromGguf(const std::string& path) {
   for (const gguf::TensorInfo& t : file->tensors()) params += t.n_elements;
   d.parameter_size = ParameterSize(params);
   if (auto ft = file->GetUint("general.file_type"); ft.ok()) {
-    d.quantization_level = std::string(FileTypeName(*ft));
+    d.quantization_level = std::string(gguf::FileTypeName(*ft));
   }
   return d;
 }
