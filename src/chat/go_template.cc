@@ -278,7 +278,7 @@ class Lexer {
         size_t q = close + 2;
         if (s_.substr(q).starts_with("}}")) {
           i = q + 2;
-        } else if (q + 3 < s_.size() + 0 && IsSpace(s_[q]) && s_.substr(q + 1).starts_with("-}}")) {
+        } else if (q + 3 < s_.size() && IsSpace(s_[q]) && s_.substr(q + 1).starts_with("-}}")) {
           i = q + 4;
           trim_next = true;
         } else {
@@ -668,6 +668,8 @@ class Parser {
 
   // After the keyword: the pipeline, "}}", the lists and the {{ end }}.
   Status ParseControl(Node::Kind kind, size_t open, Type dot, Node* node) {
+    DepthGuard guard(&depth_);
+    if (depth_ > kMaxDepth) return Error(open, "nesting deeper than {} levels", kMaxDepth);
     size_t mark = vars_.size();
     node->kind = kind;
     node->pos = open;
@@ -1023,6 +1025,8 @@ class Parser {
         type = Type::kInt;
         break;
       case Tok::kLParen: {
+        DepthGuard guard(&depth_);
+        if (depth_ > kMaxDepth) return Error(t.pos, "nesting deeper than {} levels", kMaxDepth);
         arg->kind = Arg::Kind::kPipe;
         auto pipe = std::make_shared<Pipe>();
         FERRY_RETURN_IF_ERROR(
@@ -1069,9 +1073,18 @@ class Parser {
     return type;
   }
 
+  // Bounds the recursion of parsing, rendering and cutting.
+  static constexpr int kMaxDepth = 100;
+  struct DepthGuard {
+    explicit DepthGuard(int* depth) : depth(depth) { ++*depth; }
+    ~DepthGuard() { --*depth; }
+    int* depth;
+  };
+
   std::string_view text_;
   std::vector<Token> toks_;
   size_t next_ = 0;
+  int depth_ = 0;
   Tree* tree_;
   std::vector<Var> vars_;
 };

@@ -210,7 +210,9 @@ TEST(GoTemplateTest, Trimming) {
   EXPECT_EQ(Render("a {{ .Prompt }} b", d), "a X b");
   EXPECT_EQ(Render("a\n{{- .Prompt }}\nb", d), "aX\nb");
   EXPECT_EQ(Render("a\n{{ .Prompt -}}\n\nb", d), "a\nXb");
-  EXPECT_EQ(Render("{{-3}}", d), "-3");  // a number, not a trim marker
+  EXPECT_EQ(Render("{{.Prompt}}{{.Prompt -}} {{- .Prompt}}", d), "XXX");
+  EXPECT_EQ(Render("a\n{{-\n.Prompt\n-}}\nb", d), "aXb");  // a newline after - also marks
+  EXPECT_EQ(Render("{{-3}}", d), "-3");                    // a number, not a trim marker
   EXPECT_EQ(Render("{{ 3 -}}  x", d), "3x");
   EXPECT_EQ(Render("a {{- /* comment */ -}} b", d), "ab");
   EXPECT_EQ(Render("a {{/* multi\nline */}} b", d), "a  b");
@@ -387,6 +389,13 @@ TEST(GoTemplateTest, ParseErrors) {
     EXPECT_NE(t.status().message().find("line "), std::string::npos) << t.status().message();
     EXPECT_NE(t.status().message().find("byte "), std::string::npos) << t.status().message();
   }
+  std::string deep = "{{ len " + std::string(200, '(') + ".Prompt" + std::string(200, ')') + " }}";
+  EXPECT_FALSE(GoTemplate::Parse(deep).ok());
+  std::string nested;
+  for (int k = 0; k < 200; ++k) nested += "{{ if true }}";
+  for (int k = 0; k < 200; ++k) nested += "{{ end }}";
+  EXPECT_FALSE(GoTemplate::Parse(nested).ok());
+  EXPECT_TRUE(GoTemplate::Parse("{{ len ((((.Prompt)))) }}").ok());
   auto t = GoTemplate::Parse("a\nb\n  {{ .Foo }}");
   ASSERT_FALSE(t.ok());
   EXPECT_NE(t.status().message().find("line 3, byte 9"), std::string::npos) << t.status().message();
