@@ -119,6 +119,35 @@ TEST(AllocationTest, RunnerAllocatesWhatThePlanSays) {
   }
 }
 
+// num_parallel > 1 and more sequences than that: the pool, the logits rows and the sampler
+// slots the plan counts are what the runner allocates.
+TEST(AllocationTest, ParallelSequencesAreAllocatedAsPlanned) {
+  for (const std::string& path : ModelPaths()) {
+    SCOPED_TRACE(path);
+    Loaded l = LoadOrDie(path);
+    ASSERT_NE(l.tok, nullptr);
+    LoadOptions lo;
+    lo.num_ctx = 1024;
+    lo.num_parallel = 3;
+    lo.max_sequences = 6;
+    lo.num_gpu = 0;
+    auto plan = MakePlan(ShapeFromModel(*l.model), CpuOnly(), lo);
+    ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+    LoadOptions one = lo;
+    one.num_parallel = 1;
+    one.max_sequences = 1;
+    auto plan1 = MakePlan(ShapeFromModel(*l.model), CpuOnly(), one);
+    ASSERT_TRUE(plan1.ok());
+    EXPECT_EQ(plan->devices.back().kv_bytes, 3 * plan1->devices.back().kv_bytes);
+    EXPECT_EQ(plan->devices.back().sampling_bytes, 6 * plan1->devices.back().sampling_bytes);
+    auto r = Runner::Create(l.model.get(), l.tok.get(), *plan, RunnerOptionsFromPlan(*plan, 2));
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    ExpectAllocatedAsPlanned(**r, plan->devices.back());
+    EXPECT_EQ((*r)->scratch().shape().logit_rows, 6);
+    EXPECT_EQ((*r)->kv().options().max_seqs, 12);  // running + as many cached for reuse
+  }
+}
+
 TEST(AllocationTest, GenerationWithTheScratchMatchesWithout) {
   for (const std::string& path : ModelPaths()) {
     SCOPED_TRACE(path);
