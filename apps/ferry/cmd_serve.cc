@@ -95,6 +95,7 @@ int RunServe(const Settings& settings, const ServeOptions& /*options*/) {
                http.port(), settings.models_dir.c_str());
   Status listened = http.Listen();
   http.Shutdown();  // no-op after a signal
+  log::Info("serve: the HTTP server stopped; unloading the models");
   pthread_kill(signal_thread.native_handle(), SIGUSR1);
   signal_thread.join();
   (*scheduler)->Shutdown();

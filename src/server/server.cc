@@ -317,7 +317,9 @@ void Server::Routes() {
   // Streams wait on the engine: enough threads that waiting clients never starve /metrics.
   h.new_task_queue = [] { return new httplib::ThreadPool(64); };
   h.set_payload_max_length(options_.max_body_bytes);
-  h.set_keep_alive_timeout(5);
+  // Idle keep-alive connections hold a worker until this passes, also at shutdown (httplib
+  // does not close them on stop()): short enough that SIGTERM exits within 5 s.
+  h.set_keep_alive_timeout(2);
   h.set_pre_routing_handler([this](const httplib::Request&, httplib::Response& res) {
     if (shutting_down_.load()) {
       SendError(res, 503, kShutdownMessage);
