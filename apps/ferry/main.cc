@@ -9,6 +9,7 @@
 #include "cmd_bench.h"
 #include "cmd_plan.h"
 #include "cmd_run.h"
+#include "cmd_serve.h"
 #include "cmd_show.h"
 #include "settings.h"
 
@@ -31,6 +32,8 @@ int Main(int argc, char** argv) {
   ferry::app::AddPlanCommand(app, plan);
   ferry::app::BenchOptions bench;
   ferry::app::AddBenchCommand(app, bench);
+  ferry::app::ServeOptions serve;
+  ferry::app::AddServeCommand(app, serve);
 
   try {
     app.parse(argc, argv);
@@ -49,6 +52,7 @@ int Main(int argc, char** argv) {
   if (app.got_subcommand("perplexity")) return ferry::app::RunPerplexity(settings, perplexity);
   if (app.got_subcommand("plan")) return ferry::app::RunPlan(settings, plan);
   if (app.got_subcommand("bench")) return ferry::app::RunBench(settings, bench);
+  if (app.got_subcommand("serve")) return ferry::app::RunServe(settings, serve);
   return 2;
 }
 

@@ -19,6 +19,17 @@ struct Settings {
   // at discovery ("200GFLOPS", see ParseFlops); "off" or "0": no compute term (bandwidth
   // only). Unset: measured (DiscoverOptions::cpu_matmul_flops).
   std::optional<double> cpu_matmul_flops;
+
+  // `ferry serve` (docs/serving.md). Each is checked here; a bad value stops ferry with a
+  // message naming the variable.
+  std::string host = "127.0.0.1:11434";          // FERRY_HOST
+  std::string keep_alive = "5m";                 // FERRY_KEEP_ALIVE: Go duration or seconds
+  int num_parallel = 1;                          // FERRY_NUM_PARALLEL (>= 1)
+  int max_loaded_models = 0;                     // FERRY_MAX_LOADED_MODELS (0: 3 per GPU, >= 3)
+  int max_queue = 512;                           // FERRY_MAX_QUEUE (>= 1)
+  std::string kv_cache_type = "f16";             // FERRY_KV_CACHE_TYPE: f16, q8_0, q4_0
+  uint64_t max_body_bytes = uint64_t{32} << 20;  // FERRY_MAX_BODY ("32MiB", "4096")
+  int64_t context_length = 4096;                 // FERRY_CONTEXT_LENGTH: default num_ctx
 };
 
 // Errors: a FERRY_* value that does not parse (named in the message).

@@ -1,0 +1,787 @@
+#include "server/server.h"
+
+#include <fmt/format.h>
+#include <httplib.h>
+
+#include <algorithm>
+#include <charconv>
+#include <chrono>
+#include <exception>
+
+#include "api/ollama.h"
+#include "base/log.h"
+
+namespace ferry::server {
+namespace {
+
+using api::Json;
+using Clock = std::chrono::steady_clock;
+
+constexpr char kNdjson[] = "application/x-ndjson";
+constexpr char kJson[] = "application/json; charset=utf-8";
+constexpr char kShutdownMessage[] = "server is shutting down";
+
+int64_t NsSince(Clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t).count();
+}
+
+std::string Now() { return api::FormatRfc3339Nano(std::chrono::system_clock::now()); }
+
+void SendError(httplib::Response& res, int status, std::string_view message) {
+  res.status = status;
+  res.set_content(api::ErrorJson(message), kJson);
+}
+
+void SendStatus(httplib::Response& res, const Status& s) {
+  SendError(res, api::HttpStatusFor(s), s.message());
+}
+
+void SendJson(httplib::Response& res, const Json& j) {
+  res.status = 200;
+  res.set_content(j.dump(-1, ' ', false, Json::error_handler_t::replace), kJson);
+}
+
+// "260K", "1.2M", "270.4M", "7.2B": Ollama's parameter_size.
+std::string ParameterSize(uint64_t n) {
+  if (n >= 1000000000) return fmt::format("{:.1f}B", n / 1e9);
+  if (n >= 1000000) return fmt::format("{:.1f}M", n / 1e6);
+  if (n >= 1000) return fmt::format("{:.0f}K", n / 1e3);
+  return fmt::format("{}", n);
+}
+
+Json Details(const ModelInfo& info) {
+  Json d;
+  d["parent_model"] = "";
+  d["format"] = "gguf";
+  d["family"] = info.architecture;
+  d["families"] = Json::array({info.architecture});
+  d["parameter_size"] = ParameterSize(info.parameter_count);
+  d["quantization_level"] = info.file_type_name;
+  return d;
+}
+
+Json GgufValueToJson(const gguf::Value& v) {
+  return std::visit(
+      [](const auto& x) -> Json {
+        using T = std::decay_t<decltype(x)>;
+        if constexpr (std::is_same_v<T, gguf::Array>) {
+          Json items = Json::array();
+          for (size_t i = 0; i < x.size(); ++i) items.push_back(GgufValueToJson(x.at(i)));
+          return items;
+        } else if constexpr (std::is_same_v<T, uint8_t> || std::is_same_v<T, uint16_t> ||
+                             std::is_same_v<T, uint32_t> || std::is_same_v<T, uint64_t>) {
+          return static_cast<uint64_t>(x);
+        } else if constexpr (std::is_same_v<T, int8_t> || std::is_same_v<T, int16_t> ||
+                             std::is_same_v<T, int32_t> || std::is_same_v<T, int64_t>) {
+          return static_cast<int64_t>(x);
+        } else if constexpr (std::is_same_v<T, float>) {
+          return static_cast<double>(x);
+        } else {
+          return x;
+        }
+      },
+      v.data);
+}
+
+// Which route a request counts under in ferry_http_requests_total.
+std::string EndpointLabel(const httplib::Request& req) {
+  static const char* kKnown[] = {"/",         "/api/generate", "/api/chat",    "/api/tags",
+                                 "/api/ps",   "/api/show",     "/api/version", "/api/pull",
+                                 "/api/push", "/metrics"};
+  for (const char* k : kKnown) {
+    if (req.path == k) return k;
+  }
+  return "other";
+}
+
+std::string EscapeLabel(std::string_view v) {
+  std::string out;
+  for (char c : v) {
+    if (c == '\\' || c == '"') out += '\\';
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out += c;
+  }
+  return out;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+
+StatusOr<HostPort> ParseHostPort(std::string_view text) {
+  HostPort hp;
+  std::string_view t = text;
+  while (!t.empty() && t.front() == ' ') t.remove_prefix(1);
+  while (!t.empty() && t.back() == ' ') t.remove_suffix(1);
+  if (t.starts_with("http://")) t.remove_prefix(7);
+  while (!t.empty() && t.back() == '/') t.remove_suffix(1);
+  if (t.empty()) return InvalidArgumentError("FERRY_HOST: empty");
+  std::string_view port_text;
+  if (t.front() == '[') {  // [::1]:port
+    size_t close = t.find(']');
+    if (close == std::string_view::npos) return InvalidArgumentError("FERRY_HOST: \"{}\"", text);
+    hp.host = std::string(t.substr(1, close - 1));
+    std::string_view rest = t.substr(close + 1);
+    if (!rest.empty()) {
+      if (rest.front() != ':') return InvalidArgumentError("FERRY_HOST: \"{}\"", text);
+      port_text = rest.substr(1);
+    }
+  } else if (size_t colon = t.rfind(':'); colon != std::string_view::npos) {
+    if (colon > 0) hp.host = std::string(t.substr(0, colon));
+    port_text = t.substr(colon + 1);
+  } else if (std::all_of(t.begin(), t.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    port_text = t;
+  } else {
+    hp.host = std::string(t);
+  }
+  if (!port_text.empty()) {
+    int port = -1;
+    auto [p, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+    if (ec != std::errc() || p != port_text.data() + port_text.size() || port < 0 || port > 65535) {
+      return InvalidArgumentError("FERRY_HOST: \"{}\": bad port \"{}\"", text, port_text);
+    }
+    hp.port = port;
+  }
+  if (hp.host.empty()) return InvalidArgumentError("FERRY_HOST: \"{}\": empty host", text);
+  return hp;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+void HttpMetrics::CountRequest(std::string_view endpoint, int status) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ++requests_[{std::string(endpoint), status}];
+}
+
+void HttpMetrics::CountTokens(int64_t prompt_tokens, int64_t generated_tokens) {
+  std::lock_guard<std::mutex> lock(mu_);
+  prompt_tokens_ += prompt_tokens;
+  generated_tokens_ += generated_tokens;
+}
+
+std::string HttpMetrics::Render() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::string out;
+  out += "# HELP ferry_http_requests_total HTTP requests answered, by endpoint and status.\n";
+  out += "# TYPE ferry_http_requests_total counter\n";
+  for (const auto& [key, n] : requests_) {
+    out += fmt::format("ferry_http_requests_total{{endpoint=\"{}\",status=\"{}\"}} {}\n",
+                       EscapeLabel(key.first), key.second, n);
+  }
+  out += "# HELP ferry_prompt_tokens_total Prompt tokens evaluated (reused ones not counted).\n";
+  out += "# TYPE ferry_prompt_tokens_total counter\n";
+  out += fmt::format("ferry_prompt_tokens_total {}\n", prompt_tokens_);
+  out += "# HELP ferry_generated_tokens_total Tokens generated.\n";
+  out += "# TYPE ferry_generated_tokens_total counter\n";
+  out += fmt::format("ferry_generated_tokens_total {}\n", generated_tokens_);
+  return out;
+}
+
+std::string RenderSchedulerMetrics(const sched::SchedulerCounters& c) {
+  std::string out;
+  auto counter = [&](const char* name, const char* help, int64_t v) {
+    out += fmt::format("# HELP {} {}\n# TYPE {} counter\n{} {}\n", name, help, name, name, v);
+  };
+  auto gauge = [&](const char* name, const char* help, int64_t v) {
+    out += fmt::format("# HELP {} {}\n# TYPE {} gauge\n{} {}\n", name, help, name, name, v);
+  };
+  counter("ferry_model_loads_total", "Models loaded that were not resident.", c.loads);
+  counter("ferry_model_reloads_total", "Models reloaded because their placement had to change.",
+          c.reloads);
+  counter("ferry_kv_grows_total", "KV pools grown in place for a larger num_ctx.", c.grows);
+  counter("ferry_model_evictions_total", "Idle models unloaded to make room.", c.evictions);
+  counter("ferry_model_unloads_total", "Models unloaded by keep_alive or a request.", c.unloads);
+  counter("ferry_preemptions_total", "Running requests preempted (KV freed, recomputed later).",
+          c.preemptions);
+  counter("ferry_rejections_total", "Requests refused at once (queue full, cannot fit).",
+          c.rejections);
+  gauge("ferry_requests_waiting", "Requests waiting: the scheduler's queue and the runners'.",
+        c.waiting);
+  gauge("ferry_requests_running", "Requests being processed by the runners.", c.running);
+  out += "# HELP ferry_kv_blocks_used KV cache blocks in use (running and cached sequences).\n";
+  out += "# TYPE ferry_kv_blocks_used gauge\n";
+  for (const auto& m : c.kv_blocks) {
+    out += fmt::format("ferry_kv_blocks_used{{model=\"{}\"}} {}\n", EscapeLabel(m.model), m.used);
+  }
+  out += "# HELP ferry_kv_blocks_total KV cache blocks of the loaded pool.\n";
+  out += "# TYPE ferry_kv_blocks_total gauge\n";
+  for (const auto& m : c.kv_blocks) {
+    out += fmt::format("ferry_kv_blocks_total{{model=\"{}\"}} {}\n", EscapeLabel(m.model), m.total);
+  }
+  out += "# HELP ferry_kv_cache_utilization KV blocks used / total, 0..1.\n";
+  out += "# TYPE ferry_kv_cache_utilization gauge\n";
+  for (const auto& m : c.kv_blocks) {
+    double u = m.total > 0 ? static_cast<double>(m.used) / static_cast<double>(m.total) : 0.0;
+    out += fmt::format("ferry_kv_cache_utilization{{model=\"{}\"}} {}\n", EscapeLabel(m.model), u);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+// One generation in flight: what the response lines need.
+struct Server::Job {
+  bool chat = false;
+  std::string model;       // the name as the client sent it (echoed back)
+  std::string sched_name;  // normalized
+  Clock::time_point start;
+  bool stream = true;
+  std::shared_ptr<const CatalogModel> entry;
+  sched::SchedRequest request;
+  std::shared_ptr<RequestStream> events;
+
+  Json Head() const {
+    Json j;
+    j["model"] = model;
+    j["created_at"] = Now();
+    return j;
+  }
+  // A line (or the whole answer) carrying `text`.
+  Json TextLine(const std::string& text, bool done) const {
+    Json j = Head();
+    if (chat) {
+      j["message"] = {{"role", "assistant"}, {"content", text}};
+    } else {
+      j["response"] = text;
+    }
+    j["done"] = done;
+    return j;
+  }
+};
+
+Server::Server(ServerOptions options, sched::Scheduler* scheduler, ModelCatalog* catalog)
+    : options_(std::move(options)),
+      scheduler_(scheduler),
+      catalog_(catalog),
+      http_(std::make_unique<httplib::Server>()) {}
+
+Server::~Server() { Shutdown(); }
+
+StatusOr<std::unique_ptr<Server>> Server::Create(ServerOptions options, sched::Scheduler* scheduler,
+                                                 ModelCatalog* catalog) {
+  std::unique_ptr<Server> s(new Server(std::move(options), scheduler, catalog));
+  s->Routes();
+  const HostPort& hp = s->options_.listen;
+  if (hp.port == 0) {
+    s->port_ = s->http_->bind_to_any_port(hp.host);
+    if (s->port_ <= 0) return UnavailableError("cannot listen on {}: bind failed", hp.host);
+  } else {
+    if (!s->http_->bind_to_port(hp.host, hp.port)) {
+      return UnavailableError(
+          "cannot listen on {}:{} (in use, or not an address of this "
+          "machine; set FERRY_HOST)",
+          hp.host, hp.port);
+    }
+    s->port_ = hp.port;
+  }
+  return s;
+}
+
+Status Server::Listen() {
+  if (shutting_down_.load()) return Status::Ok();
+  if (!http_->listen_after_bind() && !shutting_down_.load()) {
+    return UnavailableError("the HTTP server stopped unexpectedly");
+  }
+  return Status::Ok();
+}
+
+void Server::Shutdown() {
+  if (shutting_down_.exchange(true)) return;
+  {
+    // httplib stops calling content providers once it stops listening, so the streams write
+    // their final error lines first (each notices within one 100 ms wait).
+    std::unique_lock<std::mutex> lock(mu_);
+    for (const auto& s : active_) s->Cancel();
+    idle_.wait_for(lock, std::chrono::seconds(2), [this] { return active_.empty(); });
+  }
+  http_->stop();
+}
+
+void Server::Track(const std::shared_ptr<RequestStream>& s) {
+  std::lock_guard<std::mutex> lock(mu_);
+  active_.insert(s);
+  if (shutting_down_.load()) s->Cancel();
+}
+
+void Server::Untrack(const std::shared_ptr<RequestStream>& s) {
+  std::lock_guard<std::mutex> lock(mu_);
+  active_.erase(s);
+  if (active_.empty()) idle_.notify_all();
+}
+
+void Server::Routes() {
+  httplib::Server& h = *http_;
+  // Streams wait on the engine: enough threads that waiting clients never starve /metrics.
+  h.new_task_queue = [] { return new httplib::ThreadPool(64); };
+  h.set_payload_max_length(options_.max_body_bytes);
+  // Idle keep-alive connections hold a worker until this passes, also at shutdown (httplib
+  // does not close them on stop()): short enough that SIGTERM exits within 5 s.
+  h.set_keep_alive_timeout(2);
+  h.set_pre_routing_handler([this](const httplib::Request&, httplib::Response& res) {
+    if (shutting_down_.load()) {
+      SendError(res, 503, kShutdownMessage);
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    return httplib::Server::HandlerResponse::Unhandled;
+  });
+  h.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
+    metrics_.CountRequest(EndpointLabel(req), res.status);
+  });
+  h.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty()) return;
+    if (res.status == 413) {
+      SendError(res, 413,
+                fmt::format("request body too large: the limit is {} bytes (FERRY_MAX_BODY)",
+                            options_.max_body_bytes));
+    } else if (res.status == 404) {
+      SendError(res, 404, fmt::format("{} {}: no such endpoint", req.method, req.path));
+    } else {
+      SendError(res, res.status, fmt::format("HTTP error {}", res.status));
+    }
+  });
+  h.set_exception_handler(
+      [](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+        std::string what = "unknown error";
+        try {
+          if (ep) std::rethrow_exception(ep);
+        } catch (const std::exception& e) {
+          what = e.what();
+        } catch (...) {
+        }
+        log::Error("http handler error: {}", what);
+        SendError(res, 500, fmt::format("internal error: {}", what));
+      });
+
+  auto running = [](const httplib::Request&, httplib::Response& res) {
+    res.set_content("ferry is running", "text/plain; charset=utf-8");
+  };
+  h.Get("/", running);
+  // httplib answers HEAD with the GET handler's headers.
+  h.Post("/api/generate",
+         [this](const httplib::Request& q, httplib::Response& r) { Generate(q, r); });
+  h.Post("/api/chat", [this](const httplib::Request& q, httplib::Response& r) { Chat(q, r); });
+  h.Get("/api/tags", [this](const httplib::Request& q, httplib::Response& r) { Tags(q, r); });
+  h.Get("/api/ps", [this](const httplib::Request& q, httplib::Response& r) { Ps(q, r); });
+  h.Post("/api/show", [this](const httplib::Request& q, httplib::Response& r) { Show(q, r); });
+  h.Get("/api/version", [this](const httplib::Request&, httplib::Response& r) {
+    SendJson(r, Json{{"version", options_.version}});
+  });
+  auto no_registry = [this](const httplib::Request& req, httplib::Response& res) {
+    SendError(res, 501,
+              fmt::format("{}: ferry has no model registry. To add a model, put its GGUF file "
+                          "in the models folder ({}; the file name without .gguf is the "
+                          "model's name), or use `ferry create`",
+                          req.path, catalog_->models_dir()));
+  };
+  h.Post("/api/pull", no_registry);
+  h.Post("/api/push", no_registry);
+  h.Get("/metrics", [this](const httplib::Request& q, httplib::Response& r) { Metrics(q, r); });
+}
+
+// ---------------------------------------------------------------------------------------------
+
+namespace {
+
+// The model's entry, or the error to send (404 in Ollama's words).
+StatusOr<std::shared_ptr<const CatalogModel>> OpenModel(ModelCatalog& catalog,
+                                                        const std::string& name) {
+  return catalog.Open(name);
+}
+
+int64_t DefaultNumCtx(const CatalogModel& m, int64_t configured) {
+  int64_t train = m.shape.n_ctx_train;
+  return train > 0 ? std::min(configured, train) : configured;
+}
+
+}  // namespace
+
+void Server::Generate(const httplib::Request& req, httplib::Response& res) {
+  auto job = std::make_shared<Job>();
+  job->start = Clock::now();
+  auto body = api::ParseBody(req.body);
+  if (!body.ok()) return SendStatus(res, body.status());
+  auto p = api::ParseGenerate(*body);
+  if (!p.ok()) return SendStatus(res, p.status());
+  job->model = p->common.model;
+  job->stream = p->common.stream;
+  auto name = api::NormalizeModelName(p->common.model);
+  if (!name.ok()) return SendStatus(res, name.status());
+  job->sched_name = *name;
+  auto entry = OpenModel(*catalog_, *name);
+  if (!entry.ok()) return SendStatus(res, entry.status());
+  job->entry = *entry;
+  const CatalogModel& m = **entry;
+  RequestOptions o;
+  o.num_ctx = DefaultNumCtx(m, options_.default_num_ctx);
+  if (Status s = api::ParseOptions(p->common.options, &o); !s.ok()) return SendStatus(res, s);
+  job->request.model = *name;
+  job->request.keep_alive = p->common.keep_alive;
+  job->request.request.options = o;
+  if (p->prompt.empty()) {
+    const bool unload = p->common.keep_alive && p->common.keep_alive->duration.count() == 0;
+    return LoadOrUnload(job, unload, res);
+  }
+  std::string text;
+  if (p->raw || !m.chat_template) {
+    // Ollama's default template "{{ .Prompt }}"; a system message goes in front.
+    text = p->system.empty() || p->raw ? p->prompt : p->system + "\n\n" + p->prompt;
+  } else {
+    if (!m.template_error.ok()) return SendStatus(res, m.template_error);
+    std::vector<chat::Message> msgs;
+    if (!p->system.empty()) msgs.push_back({"system", p->system});
+    msgs.push_back({"user", p->prompt});
+    auto r = m.chat_template->Render(msgs, true);
+    if (!r.ok()) return SendStatus(res, InvalidArgumentError("prompt: {}", r.status().message()));
+    text = *r;
+  }
+  auto tokens = m.tokenizer->Encode(text, /*add_special=*/true, /*parse_special=*/true);
+  if (!tokens.ok()) return SendStatus(res, tokens.status());
+  job->request.request.prompt = std::move(*tokens);
+  Run(job, res);
+}
+
+void Server::Chat(const httplib::Request& req, httplib::Response& res) {
+  auto job = std::make_shared<Job>();
+  job->chat = true;
+  job->start = Clock::now();
+  auto body = api::ParseBody(req.body);
+  if (!body.ok()) return SendStatus(res, body.status());
+  auto p = api::ParseChat(*body);
+  if (!p.ok()) return SendStatus(res, p.status());
+  job->model = p->common.model;
+  job->stream = p->common.stream;
+  auto name = api::NormalizeModelName(p->common.model);
+  if (!name.ok()) return SendStatus(res, name.status());
+  job->sched_name = *name;
+  auto entry = OpenModel(*catalog_, *name);
+  if (!entry.ok()) return SendStatus(res, entry.status());
+  job->entry = *entry;
+  const CatalogModel& m = **entry;
+  RequestOptions o;
+  o.num_ctx = DefaultNumCtx(m, options_.default_num_ctx);
+  if (Status s = api::ParseOptions(p->common.options, &o); !s.ok()) return SendStatus(res, s);
+  job->request.model = *name;
+  job->request.keep_alive = p->common.keep_alive;
+  job->request.request.options = o;
+  if (p->messages.empty()) {
+    const bool unload = p->common.keep_alive && p->common.keep_alive->duration.count() == 0;
+    return LoadOrUnload(job, unload, res);
+  }
+  std::string text;
+  if (!m.chat_template) {
+    if (!m.template_error.ok()) return SendStatus(res, m.template_error);
+    // No template: the contents one after another, a newline before each new user or system
+    // message (an answer continues its prompt), so a conversation's next turn extends the
+    // previous one and the cached prefix is reused.
+    for (size_t i = 0; i < p->messages.size(); ++i) {
+      const api::ChatMessage& msg = p->messages[i];
+      if (i > 0 && msg.role != "assistant") text += "\n";
+      text += msg.content;
+    }
+  } else {
+    std::vector<chat::Message> msgs;
+    for (const api::ChatMessage& msg : p->messages) msgs.push_back({msg.role, msg.content});
+    auto r = m.chat_template->Render(msgs, true);
+    if (!r.ok()) {
+      return SendStatus(res, InvalidArgumentError("messages: {}", r.status().message()));
+    }
+    text = *r;
+  }
+  auto tokens = m.tokenizer->Encode(text, /*add_special=*/true, /*parse_special=*/true);
+  if (!tokens.ok()) return SendStatus(res, tokens.status());
+  if (tokens->empty()) return SendStatus(res, InvalidArgumentError("messages: no tokens"));
+  job->request.request.prompt = std::move(*tokens);
+  Run(job, res);
+}
+
+void Server::LoadOrUnload(std::shared_ptr<Job> job, bool unload, httplib::Response& res) {
+  Json j = job->TextLine("", true);
+  if (unload) {
+    Status s = scheduler_->Unload(job->sched_name);
+    if (!s.ok() && s.code() != StatusCode::kNotFound) return SendStatus(res, s);
+    j["done_reason"] = "unload";
+    return SendJson(res, j);
+  }
+  // Load: evaluate one token (BOS, or token 0) and generate nothing.
+  const tokenizer::Vocab& vocab = job->entry->tokenizer->vocab();
+  job->request.request.prompt = {vocab.bos() >= 0 ? vocab.bos() : 0};
+  job->request.request.options.num_predict = 0;
+  auto stream = scheduler_->Submit(std::move(job->request));
+  if (!stream.ok()) return SendStatus(res, stream.status());
+  Track(*stream);
+  auto drained = (*stream)->Drain();
+  Untrack(*stream);
+  if (!drained.ok()) return SendStatus(res, drained.status());
+  if (drained->second.done_reason == DoneReason::kCancelled) {
+    return SendError(res, 503, kShutdownMessage);
+  }
+  j["done_reason"] = "load";
+  SendJson(res, j);
+}
+
+void Server::Run(std::shared_ptr<Job> job, httplib::Response& res) {
+  const int64_t n_prompt = static_cast<int64_t>(job->request.request.prompt.size());
+  const int64_t num_ctx = job->request.request.options.num_ctx;
+  if (n_prompt > num_ctx) {
+    return SendError(res, 400,
+                     fmt::format("the prompt is {} tokens, more than num_ctx {}: raise "
+                                 "options.num_ctx or shorten the prompt (ferry never truncates "
+                                 "silently)",
+                                 n_prompt, num_ctx));
+  }
+  auto stream = scheduler_->Submit(std::move(job->request));
+  if (!stream.ok()) {
+    const Status& s = stream.status();
+    if (s.code() == StatusCode::kResourceExhausted && api::HttpStatusFor(s) == 503) {
+      return SendError(res, 503, fmt::format("{} ({})", api::kQueueFullMessage, s.message()));
+    }
+    return SendStatus(res, s);
+  }
+  job->events = *stream;
+  Track(job->events);
+
+  auto final_line = [this, job](const GenerateStats& stats) {
+    Json j = job->TextLine("", true);
+    api::FinalTimes t;
+    t.total_ns = NsSince(job->start);
+    t.load_ns = stats.queue_ns;
+    api::AddFinalFields(stats, t, &j);
+    metrics_.CountTokens(stats.prompt_eval_count, stats.eval_count);
+    return j;
+  };
+
+  if (!job->stream) {
+    auto drained = job->events->Drain();
+    Untrack(job->events);
+    if (!drained.ok()) return SendStatus(res, drained.status());
+    if (drained->second.done_reason == DoneReason::kCancelled) {
+      return SendError(res, 503, kShutdownMessage);
+    }
+    Json j = final_line(drained->second);
+    if (job->chat) {
+      j["message"]["content"] = drained->first;
+    } else {
+      j["response"] = drained->first;
+    }
+    return SendJson(res, j);
+  }
+
+  res.status = 200;
+  res.set_chunked_content_provider(
+      kNdjson,
+      [this, job, final_line](size_t /*offset*/, httplib::DataSink& sink) {
+        auto write = [&](const Json& j) {
+          const std::string line = api::Line(j);
+          if (!sink.write(line.data(), line.size())) {
+            job->events->Cancel();  // the client went away: free its KV at the next step
+            return false;
+          }
+          return true;
+        };
+        auto end_with_error = [&](std::string_view message) {
+          bool ok = write(Json{{"error", std::string(message)}});
+          sink.done();
+          Untrack(job->events);
+          return ok;
+        };
+        if (shutting_down_.load()) {
+          job->events->Cancel();
+          return end_with_error(kShutdownMessage);
+        }
+        if (!sink.is_writable()) {
+          job->events->Cancel();
+          return false;
+        }
+        std::optional<StreamEvent> ev = job->events->Next(std::chrono::milliseconds(100));
+        if (!ev) return true;  // nothing yet: called again
+        switch (ev->kind) {
+          case StreamEvent::Kind::kText:
+            return write(job->TextLine(ev->text, false));
+          case StreamEvent::Kind::kError:
+            return end_with_error(ev->error.message());
+          case StreamEvent::Kind::kDone:
+            if (ev->stats.done_reason == DoneReason::kCancelled) {
+              return end_with_error(shutting_down_.load() ? kShutdownMessage : "request cancelled");
+            }
+            {
+              bool ok = write(final_line(ev->stats));
+              sink.done();
+              Untrack(job->events);
+              return ok;
+            }
+        }
+        return false;
+      },
+      [this, job](bool /*success*/) {
+        if (!job->events->finished()) job->events->Cancel();
+        Untrack(job->events);
+      });
+}
+
+// ---------------------------------------------------------------------------------------------
+
+void Server::Tags(const httplib::Request&, httplib::Response& res) {
+  Json models = Json::array();
+  for (const CatalogEntry& e : catalog_->List()) {
+    Json m;
+    m["name"] = e.name;
+    m["model"] = e.name;
+    m["modified_at"] = api::FormatRfc3339Nano(e.modified);
+    m["size"] = e.size;
+    auto opened = catalog_->Open(e.name);
+    if (opened.ok()) {
+      m["details"] = Details((*opened)->info);
+    } else {
+      log::Warn("api/tags: {}: {}", e.path, opened.status().message());
+      continue;  // a file ferry cannot read is not a model it can serve
+    }
+    models.push_back(std::move(m));
+  }
+  SendJson(res, Json{{"models", models}});
+}
+
+void Server::Ps(const httplib::Request&, httplib::Response& res) {
+  Json models = Json::array();
+  const auto now_steady = Clock::now();
+  const auto now_sys = std::chrono::system_clock::now();
+  for (const sched::ResidentModel& r : scheduler_->Resident()) {
+    Json m;
+    m["name"] = r.model;
+    m["model"] = r.model;
+    m["size"] = r.total_bytes;
+    if (auto e = catalog_->Open(r.model); e.ok()) m["details"] = Details((*e)->info);
+    std::chrono::system_clock::time_point expires;
+    if (r.expires_at) {
+      expires = now_sys + std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                              *r.expires_at - now_steady);
+    } else if (r.keep_alive.forever()) {
+      expires = now_sys + std::chrono::hours(24 * 365 * 100);
+    } else {
+      // Busy: at least keep_alive after its requests end.
+      expires = now_sys + std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                              r.keep_alive.duration);
+    }
+    m["expires_at"] = api::FormatRfc3339Nano(expires);
+    m["size_vram"] = r.gpu_bytes;
+    m["context_length"] = r.num_ctx;
+    // ferry's additions.
+    m["num_parallel"] = r.num_parallel;
+    m["kv_blocks_used"] = r.kv_blocks_used;
+    m["kv_blocks_total"] = r.kv_blocks_total;
+    m["requests_waiting"] = r.waiting;
+    m["requests_running"] = r.running;
+    Json alloc = Json::array();
+    for (const DeviceAllocation& a : r.allocated) {
+      Json purposes = Json::object();
+      for (const auto& [purpose, bytes] : a.bytes_by_purpose) purposes[purpose] = bytes;
+      alloc.push_back(
+          Json{{"device", a.device}, {"bytes", a.total_bytes()}, {"purposes", purposes}});
+    }
+    m["allocated"] = alloc;
+    m["plan"] = r.plan_summary;
+    models.push_back(std::move(m));
+  }
+  SendJson(res, Json{{"models", models}});
+}
+
+void Server::Show(const httplib::Request& req, httplib::Response& res) {
+  auto body = api::ParseBody(req.body);
+  if (!body.ok()) return SendStatus(res, body.status());
+  std::string model;
+  for (const char* key : {"model", "name"}) {
+    auto it = body->find(key);
+    if (it == body->end() || it->is_null()) continue;
+    if (!it->is_string()) {
+      return SendStatus(res, InvalidArgumentError("{}: expected a string", key));
+    }
+    model = it->get<std::string>();
+    break;
+  }
+  if (model.empty()) return SendStatus(res, InvalidArgumentError("model: missing"));
+  bool verbose = false;
+  if (auto it = body->find("verbose"); it != body->end() && !it->is_null()) {
+    if (!it->is_boolean()) {
+      return SendStatus(res, InvalidArgumentError("verbose: expected true or false"));
+    }
+    verbose = it->get<bool>();
+  }
+  auto name = api::NormalizeModelName(model);
+  if (!name.ok()) return SendStatus(res, name.status());
+  auto entry = catalog_->Open(*name);
+  if (!entry.ok()) return SendStatus(res, entry.status());
+  const CatalogModel& m = **entry;
+  RequestOptions o;
+  o.num_ctx = DefaultNumCtx(m, options_.default_num_ctx);
+  if (auto it = body->find("options"); it != body->end()) {
+    if (Status s = api::ParseOptions(*it, &o); !s.ok()) return SendStatus(res, s);
+  }
+
+  Json j;
+  j["license"] = "";
+  j["modelfile"] = fmt::format("FROM {}\n", m.path);
+  j["parameters"] = fmt::format("num_ctx {}", o.num_ctx);
+  // No Go templates yet: the GGUF's Jinja text, or Ollama's default when there is none.
+  j["template"] = m.jinja.empty() ? std::string("{{ .Prompt }}") : m.jinja;
+  j["details"] = Details(m.info);
+  Json info = Json::object();
+  for (const gguf::KeyValue& kv : m.model->file().metadata()) {
+    if (kv.value.type() == gguf::ValueType::kArray && !verbose) {
+      info[kv.key] = nullptr;  // as Ollama: long arrays only with verbose
+    } else if (kv.key == "tokenizer.chat_template") {
+      continue;  // it is `template`
+    } else {
+      info[kv.key] = GgufValueToJson(kv.value);
+    }
+  }
+  info["general.parameter_count"] = m.info.parameter_count;
+  j["model_info"] = info;
+  j["capabilities"] = Json::array({"completion"});
+  if (auto listed = catalog_->List(); true) {
+    for (const CatalogEntry& e : listed) {
+      if (e.name == m.name) j["modified_at"] = api::FormatRfc3339Nano(e.modified);
+    }
+  }
+  // ferry: the plan of the effective options, and where each came from.
+  LoadOptions lo;
+  lo.num_ctx = o.num_ctx;
+  lo.num_parallel = options_.num_parallel;
+  lo.kv_type = options_.kv_type;
+  lo.num_batch = std::min(o.num_batch, o.num_ctx);
+  lo.num_gpu = o.num_gpu;
+  Json plan;
+  plan["num_ctx"] = o.num_ctx;
+  plan["num_ctx_source"] =
+      body->contains("options") && (*body)["options"].contains("num_ctx")
+          ? "request"
+          : (m.shape.n_ctx_train > 0 && m.shape.n_ctx_train < options_.default_num_ctx
+                 ? "model's trained context"
+                 : "default (FERRY_CONTEXT_LENGTH)");
+  plan["num_parallel"] = options_.num_parallel;
+  plan["kv_cache_type"] = std::string(DTypeName(options_.kv_type));
+  auto made = MakePlan(m.shape, options_.devices, lo);
+  if (made.ok()) {
+    plan["summary"] = made->Summary();
+    plan["total_bytes"] = made->total_bytes();
+  } else {
+    plan["error"] = made.status().message();
+  }
+  if (m.chat_template) {
+    plan["chat_template"] = std::string(chat::TemplateKindName(m.chat_template->kind()));
+    plan["chat_template_source"] = m.chat_template->source();
+  } else {
+    plan["chat_template"] = nullptr;
+  }
+  j["plan"] = plan;
+  SendJson(res, j);
+}
+
+void Server::Metrics(const httplib::Request&, httplib::Response& res) {
+  std::string text = RenderSchedulerMetrics(scheduler_->Counters());
+  text += metrics_.Render();
+  res.set_content(text, "text/plain; version=0.0.4; charset=utf-8");
+}
+
+}  // namespace ferry::server

@@ -1,0 +1,131 @@
+// Server: ferry's HTTP server (cpp-httplib). It speaks Ollama's API (docs/serving.md): it
+// parses and validates requests, renders chat templates, tokenizes (ModelCatalog), hands
+// tokenized requests to the scheduler and streams the results back as NDJSON. It never touches
+// weights or KV: those belong to the runners behind the scheduler.
+//
+// Thread-safety: Create and Listen on one thread (Listen blocks, serving on httplib's worker
+// threads); Shutdown may be called from any thread (a signal-handling thread), once or more.
+#ifndef FERRY_SERVER_SERVER_H_
+#define FERRY_SERVER_SERVER_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "backend/device.h"
+#include "base/status.h"
+#include "base/thread_annotations.h"
+#include "runtime/request.h"
+#include "sched/scheduler.h"
+#include "server/model_catalog.h"
+#include "tensor/dtype.h"
+
+namespace httplib {
+class Server;
+struct Request;
+struct Response;
+}  // namespace httplib
+
+namespace ferry::server {
+
+struct HostPort {
+  std::string host = "127.0.0.1";
+  int port = 11434;
+};
+
+// FERRY_HOST as Ollama reads OLLAMA_HOST: "127.0.0.1:11434", "0.0.0.0:8080", "8080" and
+// ":8080" (the default host 127.0.0.1), "localhost" (the default port), "[::1]:8080", an
+// optional "http://" in front. InvalidArgument naming the text otherwise.
+StatusOr<HostPort> ParseHostPort(std::string_view text);
+
+struct ServerOptions {
+  HostPort listen;
+  // Largest request body (FERRY_MAX_BODY, default 32 MiB); more is refused with 413.
+  uint64_t max_body_bytes = uint64_t{32} << 20;
+  // num_ctx of a request that does not set it (FERRY_CONTEXT_LENGTH; Ollama's 4096), capped at
+  // the model's trained context.
+  int64_t default_num_ctx = 4096;
+  // What the scheduler plans with, for /api/show's plan of the effective options.
+  DeviceInventory devices;
+  int32_t num_parallel = 1;
+  DType kv_type = DType::kF16;
+  std::string version = "0.1.0";
+};
+
+// Counters of the HTTP side, for /metrics. Thread-safe.
+class HttpMetrics {
+ public:
+  void CountRequest(std::string_view endpoint, int status);
+  void CountTokens(int64_t prompt_tokens, int64_t generated_tokens);
+  // Prometheus text for these counters (HELP/TYPE lines included).
+  std::string Render() const;
+
+ private:
+  mutable std::mutex mu_;
+  std::map<std::pair<std::string, int>, int64_t> requests_ FERRY_GUARDED_BY(mu_);
+  int64_t prompt_tokens_ FERRY_GUARDED_BY(mu_) = 0;
+  int64_t generated_tokens_ FERRY_GUARDED_BY(mu_) = 0;
+};
+
+// Prometheus text for the scheduler's counters and gauges (ferry_model_loads_total, ...,
+// ferry_kv_cache_utilization{model=...}).
+std::string RenderSchedulerMetrics(const sched::SchedulerCounters& counters);
+
+class Server {
+ public:
+  // Binds the socket (InvalidArgument/Unavailable when it cannot). `scheduler` and `catalog`
+  // outlive the server.
+  static StatusOr<std::unique_ptr<Server>> Create(ServerOptions options,
+                                                  sched::Scheduler* scheduler,
+                                                  ModelCatalog* catalog);
+  ~Server();
+
+  // The port bound (the one asked for, or the one the OS chose for port 0).
+  int port() const { return port_; }
+  // Serves until Shutdown. Error when httplib's loop fails.
+  Status Listen();
+  // Stops accepting, cancels every running request (each stream ends with an error line, each
+  // waiting non-streaming request with a 503), and makes Listen return once they have ended.
+  void Shutdown();
+
+ private:
+  Server(ServerOptions options, sched::Scheduler* scheduler, ModelCatalog* catalog);
+  void Routes();
+
+  // Routes.
+  void Generate(const httplib::Request& req, httplib::Response& res);
+  void Chat(const httplib::Request& req, httplib::Response& res);
+  void Tags(const httplib::Request& req, httplib::Response& res);
+  void Ps(const httplib::Request& req, httplib::Response& res);
+  void Show(const httplib::Request& req, httplib::Response& res);
+  void Metrics(const httplib::Request& req, httplib::Response& res);
+
+  struct Job;  // one generation in flight
+  // Shared by generate and chat after the prompt is known.
+  void Run(std::shared_ptr<Job> job, httplib::Response& res);
+  void LoadOrUnload(std::shared_ptr<Job> job, bool unload, httplib::Response& res);
+  void Track(const std::shared_ptr<RequestStream>& s);
+  void Untrack(const std::shared_ptr<RequestStream>& s);
+
+  const ServerOptions options_;
+  sched::Scheduler* const scheduler_;
+  ModelCatalog* const catalog_;
+  std::unique_ptr<httplib::Server> http_;
+  int port_ = 0;
+  HttpMetrics metrics_;
+  std::atomic<bool> shutting_down_{false};
+  std::mutex mu_;
+  std::condition_variable idle_;  // active_ became empty
+  std::set<std::shared_ptr<RequestStream>> active_ FERRY_GUARDED_BY(mu_);
+};
+
+}  // namespace ferry::server
+
+#endif  // FERRY_SERVER_SERVER_H_

@@ -1,0 +1,73 @@
+#include "server/server.h"
+
+#include <gtest/gtest.h>
+
+namespace ferry::server {
+namespace {
+
+TEST(ParseHostPort, OllamaForms) {
+  auto a = ParseHostPort("127.0.0.1:11434");
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->host, "127.0.0.1");
+  EXPECT_EQ(a->port, 11434);
+  auto b = ParseHostPort("8080");
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(b->host, "127.0.0.1");
+  EXPECT_EQ(b->port, 8080);
+  auto c = ParseHostPort(":9000");
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->host, "127.0.0.1");
+  EXPECT_EQ(c->port, 9000);
+  auto d = ParseHostPort("0.0.0.0:1234");
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->host, "0.0.0.0");
+  auto e = ParseHostPort("http://[::1]:5000/");
+  ASSERT_TRUE(e.ok());
+  EXPECT_EQ(e->host, "::1");
+  EXPECT_EQ(e->port, 5000);
+  auto f = ParseHostPort("localhost");
+  ASSERT_TRUE(f.ok());
+  EXPECT_EQ(f->host, "localhost");
+  EXPECT_EQ(f->port, 11434);
+  EXPECT_FALSE(ParseHostPort("1.2.3.4:99999").ok());
+  EXPECT_FALSE(ParseHostPort("1.2.3.4:x").ok());
+  EXPECT_FALSE(ParseHostPort("").ok());
+}
+
+TEST(Metrics, SchedulerCountersAsPrometheusText) {
+  sched::SchedulerCounters c;
+  c.loads = 1;
+  c.grows = 2;
+  c.waiting = 3;
+  c.running = 1;
+  c.kv_blocks.push_back({"stories260K", 16, 64});
+  std::string t = RenderSchedulerMetrics(c);
+  EXPECT_NE(t.find("\nferry_model_loads_total 1\n"), std::string::npos) << t;
+  EXPECT_NE(t.find("\nferry_kv_grows_total 2\n"), std::string::npos);
+  EXPECT_NE(t.find("\nferry_model_reloads_total 0\n"), std::string::npos);
+  EXPECT_NE(t.find("\nferry_requests_waiting 3\n"), std::string::npos);
+  EXPECT_NE(t.find("\nferry_requests_running 1\n"), std::string::npos);
+  EXPECT_NE(t.find("ferry_kv_blocks_used{model=\"stories260K\"} 16\n"), std::string::npos);
+  EXPECT_NE(t.find("ferry_kv_blocks_total{model=\"stories260K\"} 64\n"), std::string::npos);
+  EXPECT_NE(t.find("ferry_kv_cache_utilization{model=\"stories260K\"} 0.25\n"), std::string::npos);
+  EXPECT_NE(t.find("# TYPE ferry_requests_waiting gauge"), std::string::npos);
+}
+
+TEST(Metrics, HttpCounters) {
+  HttpMetrics m;
+  m.CountRequest("/api/chat", 200);
+  m.CountRequest("/api/chat", 200);
+  m.CountRequest("/api/chat", 404);
+  m.CountTokens(10, 5);
+  std::string t = m.Render();
+  EXPECT_NE(t.find("ferry_http_requests_total{endpoint=\"/api/chat\",status=\"200\"} 2\n"),
+            std::string::npos)
+      << t;
+  EXPECT_NE(t.find("ferry_http_requests_total{endpoint=\"/api/chat\",status=\"404\"} 1\n"),
+            std::string::npos);
+  EXPECT_NE(t.find("ferry_prompt_tokens_total 10\n"), std::string::npos);
+  EXPECT_NE(t.find("ferry_generated_tokens_total 5\n"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace ferry::server

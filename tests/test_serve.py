@@ -1,0 +1,357 @@
+"""`ferry serve` end to end: a real server on a free loopback port, driven by the PyPI `ollama`
+client (and plain HTTP where the client hides what is checked: status codes, raw lines).
+
+stories260K serves most tests (fast on 2 cores); the default model, when present, checks the chat
+template path. Servers with special settings (queue bound, body limit, the num_ctx scenario,
+SIGTERM) are started fresh so their counters start at zero.
+"""
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import ollama
+import pytest
+
+from conftest import DEFAULT_MODEL, SHARED, binary
+
+STORIES = "stories260K"
+GEMMA = "gemma-3-270m-q4_k_m"
+# Long generations for tests that need a stream to stay open: stories260K with ignore_eos
+# (ferry's option) runs until num_predict.
+LONG = {"num_predict": 3000, "num_ctx": 4096, "ignore_eos": True, "temperature": 0}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Serve:
+    def __init__(self, models_dir, **env):
+        self.port = free_port()
+        e = dict(os.environ)
+        e.update({"FERRY_HOST": f"127.0.0.1:{self.port}", "FERRY_MODELS": str(models_dir)})
+        e.update({k: str(v) for k, v in env.items()})
+        self.log = open(Path(models_dir) / f"serve-{self.port}.log", "w+")
+        self.proc = subprocess.Popen([str(binary("ferry")), "serve"], env=e,
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if self.get("/")[0] == 200:
+                    break
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"ferry serve did not start: {self.output()}")
+            time.sleep(0.05)
+        self.client = ollama.Client(host=f"http://127.0.0.1:{self.port}")
+
+    def output(self):
+        self.log.seek(0)
+        return self.log.read()
+
+    def request(self, method, path, body=None, headers=None):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        data = body if isinstance(body, (bytes, str)) or body is None else json.dumps(body)
+        conn.request(method, path, body=data, headers=headers or {})
+        r = conn.getresponse()
+        out = r.status, r.read().decode()
+        conn.close()
+        return out
+
+    def get(self, path):
+        return self.request("GET", path)
+
+    def post(self, path, body):
+        status, text = self.request("POST", path, body)
+        return status, text
+
+    def metrics(self):
+        status, text = self.get("/metrics")
+        assert status == 200
+        values = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                values[name] = float(value)
+        return values
+
+    def kv_used(self):
+        return sum(v for k, v in self.metrics().items() if k.startswith("ferry_kv_blocks_used"))
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("serve-models")
+    (d / f"{STORIES}.gguf").symlink_to(SHARED / "models" / "stories260K.gguf")
+    if DEFAULT_MODEL.exists():
+        (d / f"{GEMMA}.gguf").symlink_to(DEFAULT_MODEL)
+    return d
+
+
+@pytest.fixture(scope="module")
+def server(models_dir):
+    s = Serve(models_dir)
+    yield s
+    s.stop()
+
+
+def stream_lines(port, path, body):
+    """Opens a streaming request; returns (connection, response)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request("POST", path, body=json.dumps(body))
+    return conn, conn.getresponse()
+
+
+FINAL_FIELDS = ["total_duration", "load_duration", "prompt_eval_count", "prompt_eval_duration",
+                "eval_count", "eval_duration"]
+
+
+def test_root_version_pull(server):
+    assert server.get("/") == (200, "ferry is running")
+    assert server.request("HEAD", "/")[0] == 200
+    status, text = server.get("/api/version")
+    assert status == 200 and json.loads(text)["version"]
+    status, text = server.post("/api/pull", {"model": "llama3"})
+    assert status == 501
+    msg = json.loads(text)["error"]
+    assert "no model registry" in msg and "gguf" in msg.lower() and "ferry create" in msg
+
+
+def test_generate_streaming_and_not(server):
+    opts = {"num_predict": 12, "temperature": 0}
+    parts = list(server.client.generate(model=STORIES, prompt="Once upon a time", options=opts,
+                                        stream=True))
+    assert all(not p.done for p in parts[:-1]) and parts[-1].done
+    streamed = "".join(p.response for p in parts)
+    whole = server.client.generate(model=STORIES, prompt="Once upon a time", options=opts)
+    assert whole.response == streamed and streamed
+    for r in (parts[-1], whole):
+        assert r.done_reason == "length" and r.eval_count == 12
+        for f in FINAL_FIELDS:
+            assert isinstance(getattr(r, f), int), f
+        assert r.total_duration >= r.eval_duration > 0
+    # created_at is RFC 3339 with nanoseconds, in UTC.
+    status, text = server.post("/api/generate", {"model": STORIES + ":latest", "prompt": "Hi",
+                                                 "stream": False, "options": opts})
+    assert status == 200
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z",
+                        json.loads(text)["created_at"])
+
+
+def test_load_and_unload(server):
+    r = server.client.generate(model=STORIES, prompt="")
+    assert r.done and r.done_reason == "load"
+    assert STORIES in [m.model for m in server.client.ps().models]
+    r = server.client.generate(model=STORIES, prompt="", keep_alive=0)
+    assert r.done_reason == "unload"
+    deadline = time.monotonic() + 5
+    while STORIES in [m.model for m in server.client.ps().models]:
+        assert time.monotonic() < deadline, "not unloaded"
+        time.sleep(0.05)
+    r = server.client.chat(model=STORIES, messages=[])
+    assert r.done_reason == "load"
+
+
+def chat_turns(client, model, first):
+    opts = {"num_predict": 12, "temperature": 0, "num_ctx": 1024}
+    msgs = [{"role": "user", "content": first}]
+    one = client.chat(model=model, messages=msgs, options=opts)
+    assert one.message.role == "assistant" and one.message.content
+    msgs += [{"role": "assistant", "content": one.message.content},
+             {"role": "user", "content": "And then?"}]
+    two = client.chat(model=model, messages=msgs, options=opts)
+    return one, two
+
+
+def test_chat_multi_turn_reuses_the_prompt(server):
+    first = ("One day a little girl named Lily found a needle in her room. She knew it was "
+             "difficult to play with it because it was sharp. Lily wanted to share the needle "
+             "with her mom, so she could sew a button on her shirt.")
+    one, two = chat_turns(server.client, STORIES, first)
+    # The second prompt holds the whole first turn; only what is new is evaluated.
+    assert one.prompt_eval_count > 40
+    assert two.prompt_eval_count < 12 + 8, (one.prompt_eval_count, two.prompt_eval_count)
+    streamed = list(server.client.chat(model=STORIES, messages=[
+        {"role": "system", "content": "Tell a story."}, {"role": "user", "content": "Tom"}],
+        options={"num_predict": 5}, stream=True))
+    assert streamed[-1].done and streamed[-1].eval_count == 5
+    assert "".join(p.message.content for p in streamed)
+
+
+@pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="the default model is not fetched")
+def test_chat_template_model(server):
+    one, two = chat_turns(server.client, GEMMA, "Name three colours.")
+    # The template wraps the first turn (BOS + turn markers around 4 words).
+    assert one.prompt_eval_count >= 10
+    assert two.prompt_eval_count < one.prompt_eval_count + one.eval_count
+
+
+def test_tags_ps_show(server, models_dir):
+    names = [m.model for m in server.client.list().models]
+    assert STORIES in names
+    tag = next(m for m in server.client.list().models if m.model == STORIES)
+    assert tag.size == (SHARED / "models" / "stories260K.gguf").stat().st_size
+    assert tag.details.format == "gguf" and tag.details.family == "llama"
+    server.client.generate(model=STORIES, prompt="Hi", options={"num_predict": 1})
+    ps = next(m for m in server.client.ps().models if m.model == STORIES)
+    assert ps.size > 0 and ps.size_vram == 0 and ps.context_length > 0
+    assert ps.expires_at is not None
+    raw = json.loads(server.get("/api/ps")[1])["models"]
+    mine = next(m for m in raw if m["model"] == STORIES)
+    assert mine["kv_blocks_total"] > 0 and 0 <= mine["kv_blocks_used"] <= mine["kv_blocks_total"]
+    assert sum(a["bytes"] for a in mine["allocated"]) == mine["size"]
+    show = server.client.show(STORIES)
+    assert show.details.family == "llama"
+    assert show.modelinfo["general.architecture"] == "llama"
+    assert show.modelinfo["llama.block_count"] == 5
+    assert show.template
+    status, text = server.post("/api/show", {"model": STORIES, "options": {"num_ctx": 256}})
+    plan = json.loads(text)["plan"]
+    assert "num_ctx 256" in plan["summary"] and plan["num_ctx_source"] == "request"
+
+
+def test_bad_input(server):
+    def err(body, path="/api/generate"):
+        status, text = server.post(path, body)
+        return status, json.loads(text)["error"]
+
+    status, msg = err("{\"model\": ")
+    assert status == 400 and "invalid JSON" in msg
+    status, msg = err({"model": STORIES, "prompt": 3})
+    assert status == 400 and "prompt" in msg
+    status, msg = err({"model": STORIES, "messages": "hi"}, "/api/chat")
+    assert status == 400 and "messages" in msg
+    status, msg = err({"model": STORIES, "prompt": "x", "options": {"num_ctx": -1}})
+    assert status == 400 and "options.num_ctx" in msg
+    status, msg = err({"model": STORIES, "prompt": "x", "options": {"top_k": "many"}})
+    assert status == 400 and "options.top_k" in msg
+    status, msg = err({"model": STORIES, "prompt": "x", "options": {"bogus": 1}})
+    assert status == 400 and "options.bogus" in msg
+    status, msg = err({"model": STORIES, "prompt": "x", "keep_alive": "soon"})
+    assert status == 400 and "keep_alive" in msg
+    status, msg = err({"model": "no-such-model", "prompt": "x"})
+    assert status == 404 and msg == 'model "no-such-model" not found, try pulling it first'
+    status, msg = err({"model": "../etc/passwd", "prompt": "x"})
+    assert status == 400 and "model" in msg
+    status, msg = err({"model": STORIES, "prompt": "a story " * 40, "options": {"num_ctx": 32}})
+    assert status == 400 and "num_ctx 32" in msg and re.search(r"prompt is \d+ tokens", msg)
+    with pytest.raises(ollama.ResponseError) as e:
+        server.client.chat(model="nope", messages=[{"role": "user", "content": "x"}])
+    assert e.value.status_code == 404
+    assert server.get("/")[0] == 200
+
+
+def test_disconnect_frees_kv_blocks(server):
+    server.client.generate(model=STORIES, prompt="", options={"num_ctx": 4096})
+    before = server.kv_used()
+    conn, resp = stream_lines(server.port, "/api/generate",
+                              {"model": STORIES, "prompt": "Once", "options": LONG})
+    assert resp.status == 200
+    for _ in range(5):
+        assert json.loads(resp.readline())["done"] is False
+    assert server.kv_used() > before
+    conn.sock.shutdown(socket.SHUT_RDWR)
+    conn.close()
+    deadline = time.monotonic() + 10
+    while server.kv_used() != before:
+        assert time.monotonic() < deadline, f"kv blocks used {server.kv_used()} != {before}"
+        time.sleep(0.05)
+    assert server.metrics()["ferry_requests_running"] == 0
+
+
+def test_num_ctx_scenario_grows_instead_of_reloading(models_dir):
+    s = Serve(models_dir)
+    try:
+        for ctx in (2048, 1024, 8192, 512, 2048):
+            r = s.client.generate(model=STORIES, prompt="Once upon a time",
+                                  options={"num_ctx": ctx, "num_predict": 4})
+            assert r.eval_count == 4
+        m = s.metrics()
+        assert m["ferry_model_loads_total"] == 1
+        assert m["ferry_model_reloads_total"] == 0
+        assert m["ferry_kv_grows_total"] <= 1
+    finally:
+        s.stop()
+
+
+def test_overload_and_body_limit(models_dir):
+    s = Serve(models_dir, FERRY_MAX_QUEUE=2, FERRY_MAX_BODY=4096)
+    try:
+        status, text = s.post("/api/generate", {"model": STORIES, "prompt": "x" * 8000})
+        assert status == 413 and "FERRY_MAX_BODY" in json.loads(text)["error"]
+        results = [None] * 8
+        barrier = threading.Barrier(8)
+        body = {"model": STORIES, "prompt": "Once", "stream": False,
+                "options": dict(LONG, num_predict=300)}
+
+        def one(i):
+            barrier.wait()
+            results[i] = s.post("/api/generate", body)
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        codes = [r[0] for r in results]
+        assert codes.count(503) >= 1 and codes.count(200) >= 1, codes
+        assert set(codes) <= {200, 503}, results
+        for status, text in results:
+            j = json.loads(text)
+            if status == 503:
+                assert j["error"].startswith("server busy, please try again.")
+            else:
+                assert j["done"] and j["eval_count"] == 300
+        assert s.get("/")[0] == 200
+        m = s.metrics()
+        assert m['ferry_http_requests_total{endpoint="/api/generate",status="503"}'] == \
+            codes.count(503)
+        assert m['ferry_http_requests_total{endpoint="/api/generate",status="413"}'] == 1
+        assert m["ferry_generated_tokens_total"] == 300 * codes.count(200)
+    finally:
+        s.stop()
+
+
+def test_sigterm_ends_streams_with_an_error(models_dir):
+    s = Serve(models_dir, FERRY_NUM_PARALLEL=4)  # all four run at once
+    streams = []
+    try:
+        for _ in range(4):
+            conn, resp = stream_lines(s.port, "/api/generate",
+                                      {"model": STORIES, "prompt": "Once", "options": LONG})
+            assert resp.status == 200
+            streams.append((conn, resp))
+        for _, resp in streams:
+            json.loads(resp.readline())  # each stream is running
+        t0 = time.monotonic()
+        s.proc.send_signal(signal.SIGTERM)
+        assert s.proc.wait(timeout=5) == 0
+        assert time.monotonic() - t0 < 5
+        for conn, resp in streams:
+            lines = [l for l in resp.read().decode().splitlines() if l]
+            assert "error" in json.loads(lines[-1]), lines[-1]
+            conn.close()
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", s.port), timeout=1).close()
+    finally:
+        s.stop()
