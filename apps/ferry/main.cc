@@ -10,6 +10,7 @@
 #include "cmd_plan.h"
 #include "cmd_run.h"
 #include "cmd_show.h"
+#include "cmd_store.h"
 #include "settings.h"
 
 namespace {
@@ -31,6 +32,8 @@ int Main(int argc, char** argv) {
   ferry::app::AddPlanCommand(app, plan);
   ferry::app::BenchOptions bench;
   ferry::app::AddBenchCommand(app, bench);
+  ferry::app::StoreCommandOptions store;
+  ferry::app::AddStoreCommands(app, store);
 
   try {
     app.parse(argc, argv);
@@ -49,6 +52,7 @@ int Main(int argc, char** argv) {
   if (app.got_subcommand("perplexity")) return ferry::app::RunPerplexity(settings, perplexity);
   if (app.got_subcommand("plan")) return ferry::app::RunPlan(settings, plan);
   if (app.got_subcommand("bench")) return ferry::app::RunBench(settings, bench);
+  if (int rc = 0; ferry::app::RunStoreCommand(settings, store, &rc)) return rc;
   return 2;
 }
 
