@@ -183,20 +183,25 @@ def test_corrupt_blob_fails_naming_the_digest(ferry, env, tmp_path):
     assert "corrupt" in proc.stderr and digest in proc.stderr, proc.stderr
 
 
-@pytest.mark.parametrize("name,needle", [
-    ("../x", "no such file"),
-    ("a:b:c", "a:b:c"),
-    ("bad name", "bad name"),
-    ("/no/such/model", "no such file"),
+@pytest.mark.parametrize("name,needle,is_name", [
+    ("../x", "no such file", False),
+    ("a:b:c", "a:b:c", False),
+    ("bad name", "bad name", False),
+    ("/no/such/model", "no such file", False),
+    ("no/such.gguf", "no such file", True),  # a valid namespace/name that the store lacks
 ])
-def test_bad_names_are_clear_errors(ferry, env, name, needle):
+def test_bad_names_are_clear_errors(ferry, env, tmp_path, name, needle, is_name):
     for args in (["run", name, "Hi", "--raw"], ["show", name, "--modelfile"]):
         proc = ferry_cmd(ferry, env, *args, check=False)
         assert proc.returncode == 1, proc
         assert proc.stderr.startswith(f"ferry {args[0]}: ") and needle in proc.stderr, proc.stderr
+    create(ferry, env, tmp_path, "x", f"FROM {STORIES}\n")
     proc = ferry_cmd(ferry, env, "cp", "x", name, check=False)
-    assert proc.returncode == 1 and proc.stderr.startswith("ferry cp: "), proc.stderr
-    assert "invalid" in proc.stderr.lower() or name in proc.stderr, proc.stderr
+    if is_name:
+        assert proc.returncode == 0, proc.stderr
+    else:
+        assert proc.returncode == 1 and proc.stderr.startswith("ferry cp: "), proc.stderr
+        assert f'invalid model name "{name}"' in proc.stderr, proc.stderr
 
 
 def test_an_existing_non_gguf_file_is_rejected_by_the_reader(ferry, env, tmp_path):

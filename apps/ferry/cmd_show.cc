@@ -274,7 +274,9 @@ int PrintStored(const Settings& settings, const ShowOptions& o) {
 
 void AddShowCommand(CLI::App& app, ShowOptions& o) {
   CLI::App* show = app.add_subcommand(
-      "show", "Describe a GGUF model: architecture, sizes, tensor types, KV cache per token");
+      "show",
+      "Describe a GGUF model: architecture, sizes, tensor types, KV cache per token; or print a "
+      "model's Modelfile, parameters or template");
   show->add_option("model", o.model, "GGUF file path, or a model name (see ferry list)")
       ->required();
   show->add_flag("--json", o.json, "Print JSON (keys named after the GGUF ones)");

@@ -126,6 +126,10 @@ StatusOr<FoundModel> FindModel(const Settings& settings, const std::string& name
   }
   if (resolved.status().code() != StatusCode::kNotFound) return resolved.status();
   if (fs::exists(name, ec)) return InvalidArgumentError("{}: not a regular file", name);
+  if (looks_like_path) {
+    return NotFoundError("{}: no such file, and no model of that name{}", name,
+                         Available(settings, &st));
+  }
   return NotFoundError("model \"{}\" not found{}", name, Available(settings, &st));
 }
 
