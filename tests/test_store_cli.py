@@ -55,7 +55,8 @@ def test_create_list_show_run_cp_rm(ferry, env, tmp_path):
 
     rows = list_rows(ferry, env)
     assert set(rows) == {"story:latest"}, rows
-    manifest = tmp_path / "models" / "manifests" / "registry.ollama.ai" / "library" / "story" / "latest"
+    manifest = (tmp_path / "models" / "manifests" / "registry.ollama.ai" / "library" / "story" /
+                "latest")
     digest = hashlib.sha256(manifest.read_bytes()).hexdigest()
     assert rows["story:latest"].split()[1] == digest[:12]
     assert " MB" in rows["story:latest"] and "ago" in rows["story:latest"]
