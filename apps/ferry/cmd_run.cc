@@ -1,6 +1,7 @@
 #include "cmd_run.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -9,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "chat/chat_template.h"
+#include "chat/go_template.h"
 #include "backend/device.h"
 #include "base/bytes.h"
 #include "base/log.h"
@@ -17,6 +19,7 @@
 #include "kv/kv_cache.h"
 #include "runtime/loader.h"
 #include "runtime/runner.h"
+#include "store/modelfile.h"
 #include "tokenizer/tokenizer.h"
 
 namespace ferry::app {
@@ -25,21 +28,88 @@ namespace {
 void AddRequestFlags(CLI::App* cmd, RequestFlags& r) {
   RequestOptions& o = r.options;
   SamplingOptions& s = o.sampling;
-  cmd->add_option("--num-ctx", o.num_ctx, "Context length in tokens (KV cache size)");
-  cmd->add_option("--num-predict", o.num_predict, "Tokens to generate (-1: until done)");
-  cmd->add_option("--num-batch", o.num_batch, "Prompt tokens per forward step");
-  cmd->add_option("--num-thread", o.num_thread, "CPU threads (0: all cores)");
+  auto& f = r.flags;
+  f["num_ctx"] =
+      cmd->add_option("--num-ctx", o.num_ctx, "Context length in tokens (KV cache size)");
+  f["num_predict"] =
+      cmd->add_option("--num-predict", o.num_predict, "Tokens to generate (-1: until done)");
+  f["num_batch"] = cmd->add_option("--num-batch", o.num_batch, "Prompt tokens per forward step");
+  f["num_thread"] = cmd->add_option("--num-thread", o.num_thread, "CPU threads (0: all cores)");
   cmd->add_option("--kv-type", r.kv_type, "KV cache type: f16, q8_0, q4_0 or f32");
-  cmd->add_option("--temperature", s.temperature, "Sampling temperature (0: greedy)");
-  cmd->add_option("--top-k", s.top_k, "Keep the k most likely tokens (0: off)");
-  cmd->add_option("--top-p", s.top_p, "Nucleus sampling mass (1: off)");
-  cmd->add_option("--min-p", s.min_p, "Drop tokens below min_p x the top probability");
-  cmd->add_option("--repeat-penalty", s.repeat_penalty, "Penalty for repeated tokens (1: off)");
-  cmd->add_option("--repeat-last-n", s.repeat_last_n, "Tokens the penalties look back over");
-  cmd->add_option("--presence-penalty", s.presence_penalty, "Presence penalty");
-  cmd->add_option("--frequency-penalty", s.frequency_penalty, "Frequency penalty");
-  cmd->add_option("--seed", s.seed, "Random seed for reproducible sampling");
-  cmd->add_option("--stop", o.stop, "Stop string (repeatable)");
+  f["temperature"] =
+      cmd->add_option("--temperature", s.temperature, "Sampling temperature (0: greedy)");
+  f["top_k"] = cmd->add_option("--top-k", s.top_k, "Keep the k most likely tokens (0: off)");
+  f["top_p"] = cmd->add_option("--top-p", s.top_p, "Nucleus sampling mass (1: off)");
+  f["min_p"] = cmd->add_option("--min-p", s.min_p, "Drop tokens below min_p x the top probability");
+  f["repeat_penalty"] =
+      cmd->add_option("--repeat-penalty", s.repeat_penalty, "Penalty for repeated tokens (1: off)");
+  f["repeat_last_n"] =
+      cmd->add_option("--repeat-last-n", s.repeat_last_n, "Tokens the penalties look back over");
+  f["presence_penalty"] =
+      cmd->add_option("--presence-penalty", s.presence_penalty, "Presence penalty");
+  f["frequency_penalty"] =
+      cmd->add_option("--frequency-penalty", s.frequency_penalty, "Frequency penalty");
+  f["seed"] = cmd->add_option("--seed", s.seed, "Random seed for reproducible sampling");
+  f["stop"] = cmd->add_option("--stop", o.stop, "Stop string (repeatable)");
+}
+
+// A stored model's PARAMETERs become the request's defaults; an option the command line gave
+// wins (Ollama's merge order: the Modelfile's parameters, then the request's options).
+// num_keep has no use in ferry yet and is ignored.
+Status ApplyModelParameters(const std::map<std::string, std::vector<std::string>>& params,
+                            RequestFlags& r) {
+  RequestOptions& o = r.options;
+  SamplingOptions& s = o.sampling;
+  for (const auto& [name, values] : params) {
+    if (values.empty()) continue;
+    auto flag = r.flags.find(name);
+    if (flag != r.flags.end() && flag->second->count() > 0) continue;
+    const std::string& text = values.back();
+    int64_t i = 0;
+    double d = 0;
+    const char* end = text.data() + text.size();
+    const bool is_int = std::from_chars(text.data(), end, i).ptr == end;
+    const bool is_num = std::from_chars(text.data(), end, d).ptr == end;
+    auto need = [&](bool ok, std::string_view what) {
+      return ok ? Status::Ok()
+                : InvalidArgumentError("the model's PARAMETER {} {}: not {}", name, text, what);
+    };
+    if (name == "stop") {
+      o.stop = values;
+      continue;
+    }
+    const bool int_option = store::FindParameterType(name) == store::ParameterType::kInt;
+    FERRY_RETURN_IF_ERROR(int_option ? need(is_int, "an integer") : need(is_num, "a number"));
+    if (name == "num_ctx")
+      o.num_ctx = i;
+    else if (name == "num_predict")
+      o.num_predict = i;
+    else if (name == "num_batch")
+      o.num_batch = i;
+    else if (name == "num_thread")
+      o.num_thread = static_cast<int>(i);
+    else if (name == "num_gpu")
+      o.num_gpu = static_cast<int>(i);
+    else if (name == "top_k")
+      s.top_k = static_cast<int32_t>(i);
+    else if (name == "repeat_last_n")
+      s.repeat_last_n = static_cast<int32_t>(i);
+    else if (name == "seed")
+      s.seed = i < 0 ? std::nullopt : std::optional<uint64_t>(i);
+    else if (name == "temperature")
+      s.temperature = static_cast<float>(d);
+    else if (name == "top_p")
+      s.top_p = static_cast<float>(d);
+    else if (name == "min_p")
+      s.min_p = static_cast<float>(d);
+    else if (name == "repeat_penalty")
+      s.repeat_penalty = static_cast<float>(d);
+    else if (name == "presence_penalty")
+      s.presence_penalty = static_cast<float>(d);
+    else if (name == "frequency_penalty")
+      s.frequency_penalty = static_cast<float>(d);
+  }
+  return Status::Ok();
 }
 
 // Perplexity computes every token's logits, this many tokens at a time (the compute buffer
@@ -48,9 +118,9 @@ constexpr int64_t kPerplexityLogitRows = 64;
 
 // logit_rows: LoadOptions::logit_rows (1 for generation). Without an inference thread: the
 // command drives the runner itself (one request at a time).
-StatusOr<std::unique_ptr<Runner>> Load(const Settings& settings, const std::string& name,
+// `path`: the GGUF file.
+StatusOr<std::unique_ptr<Runner>> Load(const Settings& settings, const std::string& path,
                                        const RequestFlags& r, int64_t logit_rows = 1) {
-  FERRY_ASSIGN_OR_RETURN(std::string path, ResolveModel(settings, name));
   FERRY_RETURN_IF_ERROR(ValidateRequestOptions(r.options));
   LoadOptions lo;
   lo.num_ctx = r.options.num_ctx;
@@ -115,7 +185,7 @@ StatusOr<std::string> Answer(Runner& runner, const std::vector<int32_t>& prompt,
 void AddRunCommand(CLI::App& app, RunOptions& o) {
   CLI::App* run = app.add_subcommand("run", "Generate text with a model (interactive chat when "
                                             "no prompt is given)");
-  run->add_option("model", o.model, "GGUF file path, or a model name in the models folder")
+  run->add_option("model", o.model, "GGUF file path, or a model name (see ferry list)")
       ->required();
   run->add_option("prompt", o.prompt, "The prompt; omit for an interactive chat");
   run->add_flag("--raw", o.raw, "Plain completion: no chat template");
@@ -132,15 +202,30 @@ void AddPerplexityCommand(CLI::App& app, PerplexityOptions& o) {
   AddRequestFlags(cmd, o.request);
 }
 
-int RunRun(const Settings& settings, const RunOptions& o) {
-  if (o.verbose && log::GetLevel() > log::Level::kInfo) log::SetLevel(log::Level::kInfo);
-  auto loaded = Load(settings, o.model, o.request);
+int RunRun(const Settings& settings, const RunOptions& options) {
+  if (options.verbose && log::GetLevel() > log::Level::kInfo) log::SetLevel(log::Level::kInfo);
+  auto found = FindModel(settings, options.model);
+  if (!found.ok()) return Fail("run", found.status());
+  // A stored model's PARAMETERs, SYSTEM, MESSAGEs and TEMPLATE are defaults of this run.
+  RunOptions o = options;
+  const store::ModelExtras* extras = found->stored ? &found->stored->extras : nullptr;
+  if (extras != nullptr) {
+    Status s = ApplyModelParameters(extras->parameters, o.request);
+    if (!s.ok()) return Fail("run", s);
+  }
+  auto loaded = Load(settings, found->path, o.request);
   if (!loaded.ok()) return Fail("run", loaded.status());
   Runner& runner = **loaded;
   const Model& model = runner.model();
   const tokenizer::Tokenizer& tokenizer = runner.tokenizer();
   std::optional<chat::ChatTemplate> tmpl;
-  if (!o.raw) {
+  std::optional<chat::GoTemplate> go_tmpl;
+  if (!o.raw && extras != nullptr && extras->template_text) {
+    auto t = chat::GoTemplate::Parse(*extras->template_text);
+    if (!t.ok()) return Fail("run", t.status().WithPrefix("the model's TEMPLATE"));
+    go_tmpl = *t;
+    if (o.verbose) std::fprintf(stderr, "chat template: the model's TEMPLATE\n");
+  } else if (!o.raw) {
     std::string jinja;
     if (const gguf::Value* v = model.file().Find("tokenizer.chat_template")) {
       if (auto s = v->AsString(); s.ok()) jinja = std::string(*s);
@@ -156,7 +241,16 @@ int RunRun(const Settings& settings, const RunOptions& o) {
     }
   }
   std::vector<chat::Message> conversation;
-  if (!o.system.empty()) conversation.push_back({"system", o.system});
+  if (!o.system.empty()) {
+    conversation.push_back({"system", o.system});
+  } else if (extras != nullptr && extras->system) {
+    conversation.push_back({"system", *extras->system});
+  }
+  if (extras != nullptr) {
+    for (const store::ModelfileMessage& m : extras->messages) {
+      conversation.push_back({m.role, m.content});
+    }
+  }
 
   auto one_turn = [&](const std::string& text) -> Status {
     std::vector<int32_t> prompt;
@@ -167,7 +261,12 @@ int RunRun(const Settings& settings, const RunOptions& o) {
       }
     } else {
       conversation.push_back({"user", text});
-      FERRY_ASSIGN_OR_RETURN(std::string rendered, tmpl->Render(conversation, true));
+      std::string rendered;
+      if (go_tmpl) {
+        FERRY_ASSIGN_OR_RETURN(rendered, chat::RenderChat(*go_tmpl, conversation));
+      } else {
+        FERRY_ASSIGN_OR_RETURN(rendered, tmpl->Render(conversation, true));
+      }
       FERRY_ASSIGN_OR_RETURN(prompt, tokenizer.Encode(rendered, true, true));
     }
     FERRY_ASSIGN_OR_RETURN(std::string answer, Answer(runner, prompt, o));
@@ -199,7 +298,9 @@ int RunPerplexity(const Settings& settings, const PerplexityOptions& o) {
   if (!in) return Fail("perplexity", NotFoundError("{}: cannot read the text file", o.file));
   std::stringstream ss;
   ss << in.rdbuf();
-  auto loaded = Load(settings, o.model, o.request, kPerplexityLogitRows);
+  auto path = ResolveModel(settings, o.model);
+  if (!path.ok()) return Fail("perplexity", path.status());
+  auto loaded = Load(settings, *path, o.request, kPerplexityLogitRows);
   if (!loaded.ok()) return Fail("perplexity", loaded.status());
   auto tokens = (*loaded)->tokenizer().Encode(ss.str(), false, false);
   if (!tokens.ok()) return Fail("perplexity", tokens.status());

@@ -2,6 +2,7 @@
 #ifndef FERRY_APPS_FERRY_CMD_RUN_H_
 #define FERRY_APPS_FERRY_CMD_RUN_H_
 
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -18,6 +19,8 @@ namespace ferry::app {
 struct RequestFlags {
   RequestOptions options;
   std::string kv_type = "f16";
+  // Ollama's option name -> its flag, to tell which ones the command line gave.
+  std::map<std::string, const CLI::Option*> flags;
 };
 
 struct RunOptions {

@@ -1,4 +1,5 @@
-// `ferry show`: describes a GGUF model without loading its weights.
+// `ferry show`: describes a GGUF model without loading its weights, or prints a stored
+// model's Modelfile, parameters or template.
 #ifndef FERRY_APPS_FERRY_CMD_SHOW_H_
 #define FERRY_APPS_FERRY_CMD_SHOW_H_
 
@@ -15,6 +16,11 @@ struct ShowOptions {
   bool json = false;
   bool tensors = false;
   bool metadata = false;
+  // Instead of the GGUF description: the model's Modelfile, its PARAMETERs or its TEMPLATE
+  // (Ollama's `show --modelfile/--parameters/--template`); at most one.
+  bool modelfile = false;
+  bool parameters = false;
+  bool template_text = false;
 };
 
 void AddShowCommand(CLI::App& app, ShowOptions& options);

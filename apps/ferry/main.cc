@@ -11,6 +11,7 @@
 #include "cmd_run.h"
 #include "cmd_serve.h"
 #include "cmd_show.h"
+#include "cmd_store.h"
 #include "settings.h"
 
 namespace {
@@ -34,6 +35,8 @@ int Main(int argc, char** argv) {
   ferry::app::AddBenchCommand(app, bench);
   ferry::app::ServeOptions serve;
   ferry::app::AddServeCommand(app, serve);
+  ferry::app::StoreCommandOptions store;
+  ferry::app::AddStoreCommands(app, store);
 
   try {
     app.parse(argc, argv);
@@ -53,6 +56,7 @@ int Main(int argc, char** argv) {
   if (app.got_subcommand("plan")) return ferry::app::RunPlan(settings, plan);
   if (app.got_subcommand("bench")) return ferry::app::RunBench(settings, bench);
   if (app.got_subcommand("serve")) return ferry::app::RunServe(settings, serve);
+  if (int rc = 0; ferry::app::RunStoreCommand(settings, store, &rc)) return rc;
   return 2;
 }
 

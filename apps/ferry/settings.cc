@@ -1,9 +1,13 @@
 #include "settings.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cstdlib>
 #include <filesystem>
 #include <string_view>
+#include <system_error>
+
+#include <fmt/format.h>
 
 #include "backend/device.h"
 #include "base/bytes.h"
@@ -66,33 +70,113 @@ StatusOr<Settings> ReadSettings() {
       s.cpu_matmul_flops = *flops;
     }
   }
+  const char* home_env = std::getenv("HOME");
+  const std::string home = home_env != nullptr ? home_env : ".";
   if (const char* m = std::getenv("FERRY_MODELS"); m != nullptr && *m != '\0') {
     s.models_dir = m;
   } else {
-    const char* home = std::getenv("HOME");
-    s.models_dir = std::string(home != nullptr ? home : ".") + "/.ferry/models";
+    s.models_dir = home + "/.ferry/models";
+  }
+  if (const char* o = std::getenv("FERRY_OLLAMA_MODELS"); o != nullptr && *o != '\0') {
+    s.ollama_models_dir = o;
+  } else {
+    std::error_code ec;
+    const std::string ollama = home + "/.ollama/models";
+    if (std::filesystem::is_directory(ollama, ec)) s.ollama_models_dir = ollama;
   }
   return s;
 }
 
-StatusOr<std::string> ResolveModel(const Settings& settings, const std::string& name) {
+StatusOr<store::Store> OpenStore(const Settings& settings) {
+  auto opened = store::Store::Open(settings.models_dir, settings.ollama_models_dir);
+  if (!opened.ok()) {
+    return opened.status().WithPrefix(settings.ollama_models_dir
+                                          ? "the model store (FERRY_MODELS, FERRY_OLLAMA_MODELS)"
+                                          : "the model store (FERRY_MODELS)");
+  }
+  return opened;
+}
+
+std::vector<std::string> BareModelFiles(const Settings& settings) {
+  namespace fs = std::filesystem;
+  std::vector<std::string> files;
+  std::error_code ec;
+  for (fs::directory_iterator it(settings.models_dir, ec), end; !ec && it != end;
+       it.increment(ec)) {
+    std::error_code ec2;
+    if (it->path().extension() == ".gguf" && it->is_regular_file(ec2)) {
+      files.push_back(it->path().string());
+    }
+  }
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+namespace {
+
+// ` available: a, b:latest (ferry list)`, or how to add a model when there is none.
+std::string Available(const Settings& settings, const store::Store* st) {
+  std::vector<std::string> names;
+  for (const std::string& f : BareModelFiles(settings)) {
+    names.push_back(std::filesystem::path(f).stem().string());
+  }
+  if (st != nullptr) {
+    if (auto list = st->List(); list.ok()) {
+      for (const store::StoreEntry& e : *list) names.push_back(e.name.DisplayName());
+    }
+  }
+  if (names.empty()) {
+    return fmt::format(
+        "; there are no models in {} (add one with `ferry create NAME -f "
+        "Modelfile`, or run scripts/fetch-models)",
+        settings.models_dir);
+  }
+  std::string joined;
+  for (const std::string& n : names) joined += (joined.empty() ? "" : ", ") + n;
+  return fmt::format("; available: {} (ferry list)", joined);
+}
+
+}  // namespace
+
+StatusOr<FoundModel> FindModel(const Settings& settings, const std::string& name) {
   namespace fs = std::filesystem;
   std::error_code ec;
   if (name.empty()) return InvalidArgumentError("empty model name");
-  if (fs::is_regular_file(name, ec)) return name;
-  bool looks_like_path = name.find('/') != std::string::npos;
+  if (fs::is_regular_file(name, ec)) return FoundModel{name, std::nullopt};
+  const bool looks_like_path = name.find('/') != std::string::npos;
   if (!looks_like_path) {
     for (const std::string& candidate :
          {settings.models_dir + "/" + name, settings.models_dir + "/" + name + ".gguf"}) {
-      if (fs::is_regular_file(candidate, ec)) return candidate;
+      if (fs::is_regular_file(candidate, ec)) return FoundModel{candidate, std::nullopt};
     }
   }
+  auto parsed = store::ParseModelName(name);
+  if (!parsed.ok()) {
+    if (fs::exists(name, ec)) return InvalidArgumentError("{}: not a regular file", name);
+    if (looks_like_path) {
+      return NotFoundError("{}: no such file, and not a model name ({})", name,
+                           parsed.status().message());
+    }
+    return parsed.status();
+  }
+  FERRY_ASSIGN_OR_RETURN(store::Store st, OpenStore(settings));
+  auto resolved = st.Resolve(*parsed);
+  if (resolved.ok()) {
+    std::string path = resolved->model_path;
+    return FoundModel{std::move(path), std::move(*resolved)};
+  }
+  if (resolved.status().code() != StatusCode::kNotFound) return resolved.status();
   if (fs::exists(name, ec)) return InvalidArgumentError("{}: not a regular file", name);
-  if (looks_like_path) return NotFoundError("{}: no such file", name);
-  return NotFoundError(
-      "model '{}' not found: no file '{}' and nothing named '{}' or '{}.gguf' "
-      "in the models folder {} (set FERRY_MODELS, or run scripts/fetch-models)",
-      name, name, name, name, settings.models_dir);
+  if (looks_like_path) {
+    return NotFoundError("{}: no such file, and no model of that name{}", name,
+                         Available(settings, &st));
+  }
+  return NotFoundError("model \"{}\" not found{}", name, Available(settings, &st));
+}
+
+StatusOr<std::string> ResolveModel(const Settings& settings, const std::string& name) {
+  FERRY_ASSIGN_OR_RETURN(FoundModel found, FindModel(settings, name));
+  return std::move(found.path);
 }
 
 }  // namespace ferry::app

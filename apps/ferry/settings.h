@@ -5,14 +5,20 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "base/status.h"
+#include "store/store.h"
 
 namespace ferry::app {
 
 struct Settings {
-  // FERRY_MODELS, default ~/.ferry/models: where `ferry show NAME` looks for NAME.
+  // FERRY_MODELS, default ~/.ferry/models: the model store's root (manifests/, blobs/), and
+  // the folder where a bare NAME.gguf file is found by NAME.
   std::string models_dir;
+  // FERRY_OLLAMA_MODELS, default ~/.ollama/models when that directory exists: an Ollama model
+  // store, used read-only. Unset: none.
+  std::optional<std::string> ollama_models_dir;
   // FERRY_GPU_OVERHEAD: bytes to leave free on every GPU (e.g. "1GiB"); 0 when unset.
   uint64_t gpu_overhead_bytes = 0;
   // FERRY_CPU_FLOPS: the CPU's mat-vec throughput for the speed model instead of measuring it
@@ -35,9 +41,28 @@ struct Settings {
 // Errors: a FERRY_* value that does not parse (named in the message).
 StatusOr<Settings> ReadSettings();
 
-// A path if `name_or_path` is an existing file; otherwise `models_dir/NAME` or
-// `models_dir/NAME.gguf`. NotFound lists where it looked.
+// Opens the store at models_dir with the Ollama store (if any) beside it, read-only.
+StatusOr<store::Store> OpenStore(const Settings& settings);
+
+// A model found by FindModel: the GGUF file, plus what the store holds for it.
+struct FoundModel {
+  std::string path;  // the GGUF file
+  // Set when the model came from the store (template, system, parameters, ...); verified.
+  std::optional<store::ResolvedModel> stored;
+};
+
+// Finds `name_or_path`, in this order: an existing file path; `models_dir/NAME` or
+// `models_dir/NAME.gguf` (a bare GGUF file in the models folder); a model in the store
+// (`Store::Resolve`, which checks the blobs' digests on first use: DataLoss on a mismatch).
+// InvalidArgument for a name that is neither a file nor a valid model name; NotFound lists the
+// models that exist.
+StatusOr<FoundModel> FindModel(const Settings& settings, const std::string& name_or_path);
+
+// FindModel's GGUF path.
 StatusOr<std::string> ResolveModel(const Settings& settings, const std::string& name_or_path);
+
+// The bare `*.gguf` files directly in models_dir (what `models_dir/NAME.gguf` finds), sorted.
+std::vector<std::string> BareModelFiles(const Settings& settings);
 
 }  // namespace ferry::app
 

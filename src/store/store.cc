@@ -315,6 +315,8 @@ bool ScalarText(const Json& v, std::string* out) {
     *out = v.get<std::string>();
   } else if (v.is_boolean()) {
     *out = v.get<bool>() ? "true" : "false";
+  } else if (v.is_number_float()) {
+    *out = fmt::format("{}", v.get<double>());  // shortest, as Go's %v: 0 (not 0.0), 0.7
   } else if (v.is_number()) {
     *out = v.dump();
   } else {

@@ -108,7 +108,11 @@ TEST_F(StoreTest, CreateListResolve) {
   ModelExtras extras;
   extras.template_text = "<s>{{ .Prompt }}";
   extras.system = "Be brief.";
-  extras.parameters = {{"stop", {"</s>", "User:"}}, {"temperature", {"0.25"}}, {"top_k", {"7"}}};
+  // A whole float reads back as written (`1`, not `1.0`), as Ollama prints it.
+  extras.parameters = {{"stop", {"</s>", "User:"}},
+                       {"temperature", {"0.25"}},
+                       {"top_k", {"7"}},
+                       {"top_p", {"1"}}};
   extras.messages = {{"user", "hi"}, {"assistant", "hello"}};
   extras.licenses = {"MIT"};
   StatusOr<ResolvedModel> created = store->CreateFromGguf(Name("tiny:v1"), kGguf, extras);
