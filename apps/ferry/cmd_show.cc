@@ -1,3 +1,4 @@
+#include "api/ollama.h"
 #include "cmd_show.h"
 
 #include <cstdio>
@@ -16,28 +17,7 @@ namespace {
 
 using json = nlohmann::ordered_json;
 
-json ValueToJson(const gguf::Value& v) {
-  return std::visit(
-      [](const auto& x) -> json {
-        using T = std::decay_t<decltype(x)>;
-        if constexpr (std::is_same_v<T, gguf::Array>) {
-          json items = json::array();
-          for (size_t i = 0; i < x.size(); ++i) items.push_back(ValueToJson(x.at(i)));
-          return items;
-        } else if constexpr (std::is_same_v<T, uint8_t> || std::is_same_v<T, uint16_t> ||
-                             std::is_same_v<T, uint32_t> || std::is_same_v<T, uint64_t>) {
-          return static_cast<uint64_t>(x);
-        } else if constexpr (std::is_same_v<T, int8_t> || std::is_same_v<T, int16_t> ||
-                             std::is_same_v<T, int32_t> || std::is_same_v<T, int64_t>) {
-          return static_cast<int64_t>(x);
-        } else if constexpr (std::is_same_v<T, float>) {
-          return static_cast<double>(x);
-        } else {
-          return x;
-        }
-      },
-      v.data);
-}
+json ValueToJson(const gguf::Value& v) { return api::GgufValueToJson(v); }
 
 // {"type": "array", "element_type": "string", "value": [...]} or {"type": "uint32", "value": 7}.
 json TypedValueToJson(const gguf::Value& v) {

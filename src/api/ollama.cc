@@ -373,4 +373,27 @@ std::string Line(const Json& value) {
   return value.dump(-1, ' ', false, Json::error_handler_t::replace) + "\n";
 }
 
+Json GgufValueToJson(const gguf::Value& v) {
+  return std::visit(
+      [](const auto& x) -> Json {
+        using T = std::decay_t<decltype(x)>;
+        if constexpr (std::is_same_v<T, gguf::Array>) {
+          Json items = Json::array();
+          for (size_t i = 0; i < x.size(); ++i) items.push_back(GgufValueToJson(x.at(i)));
+          return items;
+        } else if constexpr (std::is_same_v<T, uint8_t> || std::is_same_v<T, uint16_t> ||
+                             std::is_same_v<T, uint32_t> || std::is_same_v<T, uint64_t>) {
+          return static_cast<uint64_t>(x);
+        } else if constexpr (std::is_same_v<T, int8_t> || std::is_same_v<T, int16_t> ||
+                             std::is_same_v<T, int32_t> || std::is_same_v<T, int64_t>) {
+          return static_cast<int64_t>(x);
+        } else if constexpr (std::is_same_v<T, float>) {
+          return static_cast<double>(x);
+        } else {
+          return x;
+        }
+      },
+      v.data);
+}
+
 }  // namespace ferry::api

@@ -19,12 +19,17 @@
 #include <vector>
 
 #include "base/status.h"
+#include "gguf/gguf.h"
 #include "runtime/request.h"
 #include "sched/keep_alive.h"
 
 namespace ferry::api {
 
 using Json = nlohmann::ordered_json;
+
+// A GGUF metadata value as JSON: numbers as numbers, strings, bools, arrays as arrays (the
+// model_info of /api/show, and `ferry show --json`).
+Json GgufValueToJson(const gguf::Value& v);
 
 // The fields generate and chat share.
 struct CommonParams {

@@ -60,28 +60,6 @@ Json Details(const ModelInfo& info) {
   return d;
 }
 
-Json GgufValueToJson(const gguf::Value& v) {
-  return std::visit(
-      [](const auto& x) -> Json {
-        using T = std::decay_t<decltype(x)>;
-        if constexpr (std::is_same_v<T, gguf::Array>) {
-          Json items = Json::array();
-          for (size_t i = 0; i < x.size(); ++i) items.push_back(GgufValueToJson(x.at(i)));
-          return items;
-        } else if constexpr (std::is_same_v<T, uint8_t> || std::is_same_v<T, uint16_t> ||
-                             std::is_same_v<T, uint32_t> || std::is_same_v<T, uint64_t>) {
-          return static_cast<uint64_t>(x);
-        } else if constexpr (std::is_same_v<T, int8_t> || std::is_same_v<T, int16_t> ||
-                             std::is_same_v<T, int32_t> || std::is_same_v<T, int64_t>) {
-          return static_cast<int64_t>(x);
-        } else if constexpr (std::is_same_v<T, float>) {
-          return static_cast<double>(x);
-        } else {
-          return x;
-        }
-      },
-      v.data);
-}
 
 // Which route a request counts under in ferry_http_requests_total.
 std::string EndpointLabel(const httplib::Request& req) {
@@ -398,6 +376,21 @@ int64_t DefaultNumCtx(const CatalogModel& m, int64_t configured) {
 
 }  // namespace
 
+Status Server::Prepare(const api::CommonParams& common, Job& job) {
+  job.model = common.model;
+  job.stream = common.stream;
+  FERRY_ASSIGN_OR_RETURN(std::string name, api::NormalizeModelName(common.model));
+  job.sched_name = name;
+  FERRY_ASSIGN_OR_RETURN(job.entry, OpenModel(*catalog_, name));
+  RequestOptions o;
+  o.num_ctx = DefaultNumCtx(*job.entry, options_.default_num_ctx);
+  FERRY_RETURN_IF_ERROR(api::ParseOptions(common.options, &o));
+  job.request.model = name;
+  job.request.keep_alive = common.keep_alive;
+  job.request.request.options = o;
+  return Status::Ok();
+}
+
 void Server::Generate(const httplib::Request& req, httplib::Response& res) {
   auto job = std::make_shared<Job>();
   job->start = Clock::now();
@@ -405,21 +398,8 @@ void Server::Generate(const httplib::Request& req, httplib::Response& res) {
   if (!body.ok()) return SendStatus(res, body.status());
   auto p = api::ParseGenerate(*body);
   if (!p.ok()) return SendStatus(res, p.status());
-  job->model = p->common.model;
-  job->stream = p->common.stream;
-  auto name = api::NormalizeModelName(p->common.model);
-  if (!name.ok()) return SendStatus(res, name.status());
-  job->sched_name = *name;
-  auto entry = OpenModel(*catalog_, *name);
-  if (!entry.ok()) return SendStatus(res, entry.status());
-  job->entry = *entry;
-  const CatalogModel& m = **entry;
-  RequestOptions o;
-  o.num_ctx = DefaultNumCtx(m, options_.default_num_ctx);
-  if (Status s = api::ParseOptions(p->common.options, &o); !s.ok()) return SendStatus(res, s);
-  job->request.model = *name;
-  job->request.keep_alive = p->common.keep_alive;
-  job->request.request.options = o;
+  if (Status s = Prepare(p->common, *job); !s.ok()) return SendStatus(res, s);
+  const CatalogModel& m = *job->entry;
   if (p->prompt.empty()) {
     const bool unload = p->common.keep_alive && p->common.keep_alive->duration.count() == 0;
     return LoadOrUnload(job, unload, res);
@@ -451,21 +431,8 @@ void Server::Chat(const httplib::Request& req, httplib::Response& res) {
   if (!body.ok()) return SendStatus(res, body.status());
   auto p = api::ParseChat(*body);
   if (!p.ok()) return SendStatus(res, p.status());
-  job->model = p->common.model;
-  job->stream = p->common.stream;
-  auto name = api::NormalizeModelName(p->common.model);
-  if (!name.ok()) return SendStatus(res, name.status());
-  job->sched_name = *name;
-  auto entry = OpenModel(*catalog_, *name);
-  if (!entry.ok()) return SendStatus(res, entry.status());
-  job->entry = *entry;
-  const CatalogModel& m = **entry;
-  RequestOptions o;
-  o.num_ctx = DefaultNumCtx(m, options_.default_num_ctx);
-  if (Status s = api::ParseOptions(p->common.options, &o); !s.ok()) return SendStatus(res, s);
-  job->request.model = *name;
-  job->request.keep_alive = p->common.keep_alive;
-  job->request.request.options = o;
+  if (Status s = Prepare(p->common, *job); !s.ok()) return SendStatus(res, s);
+  const CatalogModel& m = *job->entry;
   if (p->messages.empty()) {
     const bool unload = p->common.keep_alive && p->common.keep_alive->duration.count() == 0;
     return LoadOrUnload(job, unload, res);
@@ -733,7 +700,7 @@ void Server::Show(const httplib::Request& req, httplib::Response& res) {
     } else if (kv.key == "tokenizer.chat_template") {
       continue;  // it is `template`
     } else {
-      info[kv.key] = GgufValueToJson(kv.value);
+      info[kv.key] = api::GgufValueToJson(kv.value);
     }
   }
   info["general.parameter_count"] = m.info.parameter_count;

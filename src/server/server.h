@@ -19,6 +19,7 @@
 #include <string_view>
 #include <utility>
 
+#include "api/ollama.h"
 #include "backend/device.h"
 #include "base/status.h"
 #include "base/thread_annotations.h"
@@ -111,6 +112,9 @@ class Server {
   // Shared by generate and chat after the prompt is known.
   void Run(std::shared_ptr<Job> job, httplib::Response& res);
   void LoadOrUnload(std::shared_ptr<Job> job, bool unload, httplib::Response& res);
+  // What generate and chat share: the model (opened in the catalog), the options, keep_alive.
+  // Errors as the HTTP status they map to (400 bad options, 404 unknown model).
+  Status Prepare(const api::CommonParams& common, Job& job);
   void Track(const std::shared_ptr<RequestStream>& s);
   void Untrack(const std::shared_ptr<RequestStream>& s);
 
