@@ -56,7 +56,9 @@ int RunServe(const Settings& settings, const ServeOptions& /*options*/) {
   auto devices = DiscoverDevices(discover);
   if (!devices.ok()) return Fail(devices.status());
 
-  server::ModelCatalog catalog(settings.models_dir);
+  auto st = OpenStore(settings);
+  if (!st.ok()) return Fail(st.status());
+  server::ModelCatalog catalog(settings.models_dir, &*st);
   sched::SchedulerOptions so;
   so.devices = *devices;
   so.default_keep_alive = *keep_alive;
@@ -73,6 +75,7 @@ int RunServe(const Settings& settings, const ServeOptions& /*options*/) {
   opts.listen = *host;
   opts.max_body_bytes = settings.max_body_bytes;
   opts.default_num_ctx = settings.context_length;
+  opts.num_ctx_from_environment = settings.context_length_set;
   opts.devices = *devices;
   opts.num_parallel = settings.num_parallel;
   opts.kv_type = *kv_type;

@@ -7,6 +7,7 @@
 
 #include "base/log.h"
 #include "cmd_bench.h"
+#include "cmd_client.h"
 #include "cmd_plan.h"
 #include "cmd_run.h"
 #include "cmd_serve.h"
@@ -37,6 +38,8 @@ int Main(int argc, char** argv) {
   ferry::app::AddServeCommand(app, serve);
   ferry::app::StoreCommandOptions store;
   ferry::app::AddStoreCommands(app, store);
+  ferry::app::ClientCommandOptions client;
+  ferry::app::AddClientCommands(app, client);
 
   try {
     app.parse(argc, argv);
@@ -57,6 +60,7 @@ int Main(int argc, char** argv) {
   if (app.got_subcommand("bench")) return ferry::app::RunBench(settings, bench);
   if (app.got_subcommand("serve")) return ferry::app::RunServe(settings, serve);
   if (int rc = 0; ferry::app::RunStoreCommand(settings, store, &rc)) return rc;
+  if (int rc = 0; ferry::app::RunClientCommand(settings, client, &rc)) return rc;
   return 2;
 }
 

@@ -54,6 +54,7 @@ StatusOr<Settings> ReadSettings() {
   if (const char* v = Env("FERRY_CONTEXT_LENGTH")) {
     FERRY_ASSIGN_OR_RETURN(s.context_length,
                            EnvInt("FERRY_CONTEXT_LENGTH", v, 1, int64_t{1} << 24));
+    s.context_length_set = true;
   }
   if (const char* o = std::getenv("FERRY_GPU_OVERHEAD"); o != nullptr && *o != '\0') {
     auto b = ParseBytes(o);
@@ -144,29 +145,15 @@ StatusOr<FoundModel> FindModel(const Settings& settings, const std::string& name
   if (name.empty()) return InvalidArgumentError("empty model name");
   if (fs::is_regular_file(name, ec)) return FoundModel{name, std::nullopt};
   const bool looks_like_path = name.find('/') != std::string::npos;
-  if (!looks_like_path) {
-    for (const std::string& candidate :
-         {settings.models_dir + "/" + name, settings.models_dir + "/" + name + ".gguf"}) {
-      if (fs::is_regular_file(candidate, ec)) return FoundModel{candidate, std::nullopt};
-    }
-  }
-  auto parsed = store::ParseModelName(name);
-  if (!parsed.ok()) {
-    if (fs::exists(name, ec)) return InvalidArgumentError("{}: not a regular file", name);
-    if (looks_like_path) {
-      return NotFoundError("{}: no such file, and not a model name ({})", name,
-                           parsed.status().message());
-    }
-    return parsed.status();
-  }
   FERRY_ASSIGN_OR_RETURN(store::Store st, OpenStore(settings));
-  auto resolved = st.Resolve(*parsed);
-  if (resolved.ok()) {
-    std::string path = resolved->model_path;
-    return FoundModel{std::move(path), std::move(*resolved)};
-  }
-  if (resolved.status().code() != StatusCode::kNotFound) return resolved.status();
+  auto found = server::FindModelIn(settings.models_dir, &st, name, /*allow_paths=*/true);
+  if (found.ok()) return found;
+  const StatusCode code = found.status().code();
+  if (code != StatusCode::kNotFound && code != StatusCode::kInvalidArgument) return found;
   if (fs::exists(name, ec)) return InvalidArgumentError("{}: not a regular file", name);
+  if (code == StatusCode::kInvalidArgument || found.status().message().starts_with(name + ":")) {
+    return found;
+  }
   if (looks_like_path) {
     return NotFoundError("{}: no such file, and no model of that name{}", name,
                          Available(settings, &st));

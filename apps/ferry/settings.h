@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "server/model_catalog.h"
 #include "store/store.h"
 
 namespace ferry::app {
@@ -36,6 +37,7 @@ struct Settings {
   std::string kv_cache_type = "f16";             // FERRY_KV_CACHE_TYPE: f16, q8_0, q4_0
   uint64_t max_body_bytes = uint64_t{32} << 20;  // FERRY_MAX_BODY ("32MiB", "4096")
   int64_t context_length = 4096;                 // FERRY_CONTEXT_LENGTH: default num_ctx
+  bool context_length_set = false;               // whether FERRY_CONTEXT_LENGTH was set
 };
 
 // Errors: a FERRY_* value that does not parse (named in the message).
@@ -44,16 +46,14 @@ StatusOr<Settings> ReadSettings();
 // Opens the store at models_dir with the Ollama store (if any) beside it, read-only.
 StatusOr<store::Store> OpenStore(const Settings& settings);
 
-// A model found by FindModel: the GGUF file, plus what the store holds for it.
-struct FoundModel {
-  std::string path;  // the GGUF file
-  // Set when the model came from the store (template, system, parameters, ...); verified.
-  std::optional<store::ResolvedModel> stored;
-};
+// A model found by FindModel: the GGUF file, plus what the store holds for it (template,
+// system, parameters, ...; verified). One definition with the server's lookup.
+using FoundModel = server::FoundModel;
 
 // Finds `name_or_path`, in this order: an existing file path; `models_dir/NAME` or
 // `models_dir/NAME.gguf` (a bare GGUF file in the models folder); a model in the store
-// (`Store::Resolve`, which checks the blobs' digests on first use: DataLoss on a mismatch).
+// (`Store::Resolve`, which checks the blobs' digests on first use: DataLoss on a mismatch):
+// server::FindModelIn, which `ferry serve` uses too.
 // InvalidArgument for a name that is neither a file nor a valid model name; NotFound lists the
 // models that exist.
 StatusOr<FoundModel> FindModel(const Settings& settings, const std::string& name_or_path);

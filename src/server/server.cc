@@ -7,9 +7,11 @@
 #include <charconv>
 #include <chrono>
 #include <exception>
+#include <filesystem>
 
 #include "api/ollama.h"
 #include "base/log.h"
+#include "store/modelfile.h"
 
 namespace ferry::server {
 namespace {
@@ -60,12 +62,84 @@ Json Details(const ModelInfo& info) {
   return d;
 }
 
+Json Details(const store::ModelDetails& d) {
+  Json j;
+  j["parent_model"] = "";
+  j["format"] = d.format;
+  j["family"] = d.family;
+  j["families"] = d.families;
+  j["parameter_size"] = d.parameter_size;
+  j["quantization_level"] = d.quantization_level;
+  return j;
+}
+
+// A stored model's PARAMETERs as an `options` object (typed as the option's type), for
+// api::ParseOptions: the Modelfile's values go through the same checks as a request's.
+StatusOr<Json> ParametersJson(const std::map<std::string, std::vector<std::string>>& params) {
+  Json j = Json::object();
+  for (const auto& [name, values] : params) {
+    if (values.empty()) continue;
+    auto type = store::FindParameterType(name);
+    if (!type) return InvalidArgumentError("the model's PARAMETER {}: unknown", name);
+    const std::string& text = values.back();
+    switch (*type) {
+      case store::ParameterType::kStringList:
+        j[name] = values;
+        break;
+      case store::ParameterType::kInt: {
+        int64_t v = 0;
+        auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+        if (ec != std::errc() || p != text.data() + text.size()) {
+          return InvalidArgumentError("the model's PARAMETER {} {}: not an integer", name, text);
+        }
+        j[name] = v;
+        break;
+      }
+      case store::ParameterType::kFloat: {
+        double v = 0;
+        auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+        if (ec != std::errc() || p != text.data() + text.size()) {
+          return InvalidArgumentError("the model's PARAMETER {} {}: not a number", name, text);
+        }
+        j[name] = v;
+        break;
+      }
+    }
+  }
+  return j;
+}
+
+// Go's %#v of a JSON value: strings quoted, numbers bare (Ollama's /api/show parameters).
+std::string GoValue(const std::string& name, const std::string& text) {
+  if (store::FindParameterType(name) == store::ParameterType::kStringList) {
+    return Json(text).dump();
+  }
+  return text;
+}
+
+// Ollama's /api/show `parameters`: one "%-30s %#v" line per value.
+std::string ParametersText(const std::map<std::string, std::vector<std::string>>& params) {
+  std::string out;
+  for (const auto& [name, values] : params) {
+    for (const std::string& v : values) {
+      if (!out.empty()) out += '\n';
+      out += fmt::format("{:<30} {}", name, GoValue(name, v));
+    }
+  }
+  return out;
+}
+
+// The options option_sources reports.
+constexpr const char* kSourcedOptions[] = {"num_ctx",     "num_predict",    "temperature",
+                                           "top_k",       "top_p",          "min_p",
+                                           "stop",        "seed",           "repeat_penalty",
+                                           "num_batch",   "num_gpu",        "repeat_last_n"};
 
 // Which route a request counts under in ferry_http_requests_total.
 std::string EndpointLabel(const httplib::Request& req) {
   static const char* kKnown[] = {"/",         "/api/generate", "/api/chat",    "/api/tags",
                                  "/api/ps",   "/api/show",     "/api/version", "/api/pull",
-                                 "/api/push", "/metrics"};
+                                 "/api/push", "/metrics", "/api/create", "/api/copy", "/api/delete"};
   for (const char* k : kKnown) {
     if (req.path == k) return k;
   }
@@ -356,6 +430,10 @@ void Server::Routes() {
   };
   h.Post("/api/pull", no_registry);
   h.Post("/api/push", no_registry);
+  h.Post("/api/create", [this](const httplib::Request& q, httplib::Response& r) { Create(q, r); });
+  h.Post("/api/copy", [this](const httplib::Request& q, httplib::Response& r) { Copy(q, r); });
+  h.Delete("/api/delete",
+           [this](const httplib::Request& q, httplib::Response& r) { Delete(q, r); });
   h.Get("/metrics", [this](const httplib::Request& q, httplib::Response& r) { Metrics(q, r); });
 }
 
@@ -369,12 +447,63 @@ StatusOr<std::shared_ptr<const CatalogModel>> OpenModel(ModelCatalog& catalog,
   return catalog.Open(name);
 }
 
+// Ollama's use of a stored model's SYSTEM and MESSAGEs: the SYSTEM is the system message when
+// the request has none; the MESSAGEs come before the request's messages.
+std::vector<chat::Message> WithModelMessages(const CatalogModel& m,
+                                             const std::vector<chat::Message>& request) {
+  std::vector<chat::Message> out;
+  if (!m.stored) return request;
+  const bool has_system = std::any_of(request.begin(), request.end(),
+                                      [](const chat::Message& x) { return x.role == "system"; });
+  if (!has_system && m.stored->extras.system && !m.stored->extras.system->empty()) {
+    out.push_back({"system", *m.stored->extras.system});
+  }
+  for (const store::ModelfileMessage& msg : m.stored->extras.messages) {
+    out.push_back({msg.role, msg.content});
+  }
+  out.insert(out.end(), request.begin(), request.end());
+  return out;
+}
+
+// Renders `msgs` with the model's template: the stored Go TEMPLATE, else the GGUF's.
+StatusOr<std::string> RenderWithModelTemplate(const CatalogModel& m,
+                                              const std::vector<chat::Message>& msgs) {
+  if (m.go_template) return chat::RenderChat(*m.go_template, msgs);
+  return m.chat_template->Render(msgs, true);
+}
+
 int64_t DefaultNumCtx(const CatalogModel& m, int64_t configured) {
   int64_t train = m.shape.n_ctx_train;
   return train > 0 ? std::min(configured, train) : configured;
 }
 
 }  // namespace
+
+Status Server::EffectiveOptions(const CatalogModel& m, const Json& request_options,
+                                RequestOptions* o, std::map<std::string, std::string>* sources) const {
+  o->num_ctx = DefaultNumCtx(m, options_.default_num_ctx);
+  Json params = Json::object();
+  if (m.stored) {
+    FERRY_ASSIGN_OR_RETURN(params, ParametersJson(m.stored->extras.parameters));
+    FERRY_RETURN_IF_ERROR(api::ParseOptions(params, o));
+  }
+  FERRY_RETURN_IF_ERROR(api::ParseOptions(request_options, o));
+  if (sources != nullptr) {
+    for (const char* key : kSourcedOptions) {
+      if (request_options.is_object() && request_options.contains(key) &&
+          !request_options[key].is_null()) {
+        (*sources)[key] = "request";
+      } else if (params.contains(key)) {
+        (*sources)[key] = "modelfile";
+      } else if (std::string_view(key) == "num_ctx" && options_.num_ctx_from_environment) {
+        (*sources)[key] = "environment";
+      } else {
+        (*sources)[key] = "default";
+      }
+    }
+  }
+  return Status::Ok();
+}
 
 Status Server::Prepare(const api::CommonParams& common, Job& job) {
   job.model = common.model;
@@ -383,8 +512,12 @@ Status Server::Prepare(const api::CommonParams& common, Job& job) {
   job.sched_name = name;
   FERRY_ASSIGN_OR_RETURN(job.entry, OpenModel(*catalog_, name));
   RequestOptions o;
-  o.num_ctx = DefaultNumCtx(*job.entry, options_.default_num_ctx);
-  FERRY_RETURN_IF_ERROR(api::ParseOptions(common.options, &o));
+  std::map<std::string, std::string> sources;
+  FERRY_RETURN_IF_ERROR(EffectiveOptions(*job.entry, common.options, &o, &sources));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    num_ctx_source_[name] = {o.num_ctx, sources["num_ctx"]};
+  }
   job.request.model = name;
   job.request.keep_alive = common.keep_alive;
   job.request.request.options = o;
@@ -405,15 +538,17 @@ void Server::Generate(const httplib::Request& req, httplib::Response& res) {
     return LoadOrUnload(job, unload, res);
   }
   std::string text;
-  if (p->raw || !m.chat_template) {
+  std::string system = p->system;
+  if (system.empty() && m.stored && m.stored->extras.system) system = *m.stored->extras.system;
+  if (p->raw || (!m.chat_template && !m.go_template)) {
     // Ollama's default template "{{ .Prompt }}"; a system message goes in front.
-    text = p->system.empty() || p->raw ? p->prompt : p->system + "\n\n" + p->prompt;
+    text = system.empty() || p->raw ? p->prompt : system + "\n\n" + p->prompt;
   } else {
     if (!m.template_error.ok()) return SendStatus(res, m.template_error);
     std::vector<chat::Message> msgs;
     if (!p->system.empty()) msgs.push_back({"system", p->system});
     msgs.push_back({"user", p->prompt});
-    auto r = m.chat_template->Render(msgs, true);
+    auto r = RenderWithModelTemplate(m, WithModelMessages(m, msgs));
     if (!r.ok()) return SendStatus(res, InvalidArgumentError("prompt: {}", r.status().message()));
     text = *r;
   }
@@ -438,20 +573,21 @@ void Server::Chat(const httplib::Request& req, httplib::Response& res) {
     return LoadOrUnload(job, unload, res);
   }
   std::string text;
-  if (!m.chat_template) {
+  std::vector<chat::Message> msgs;
+  for (const api::ChatMessage& msg : p->messages) msgs.push_back({msg.role, msg.content});
+  msgs = WithModelMessages(m, msgs);
+  if (!m.chat_template && !m.go_template) {
     if (!m.template_error.ok()) return SendStatus(res, m.template_error);
     // No template: the contents one after another, a newline before each new user or system
     // message (an answer continues its prompt), so a conversation's next turn extends the
     // previous one and the cached prefix is reused.
-    for (size_t i = 0; i < p->messages.size(); ++i) {
-      const api::ChatMessage& msg = p->messages[i];
-      if (i > 0 && msg.role != "assistant") text += "\n";
-      text += msg.content;
+    for (size_t i = 0; i < msgs.size(); ++i) {
+      if (i > 0 && msgs[i].role != "assistant") text += "\n";
+      text += msgs[i].content;
     }
   } else {
-    std::vector<chat::Message> msgs;
-    for (const api::ChatMessage& msg : p->messages) msgs.push_back({msg.role, msg.content});
-    auto r = m.chat_template->Render(msgs, true);
+    if (!m.template_error.ok()) return SendStatus(res, m.template_error);
+    auto r = RenderWithModelTemplate(m, msgs);
     if (!r.ok()) {
       return SendStatus(res, InvalidArgumentError("messages: {}", r.status().message()));
     }
@@ -598,6 +734,13 @@ void Server::Tags(const httplib::Request&, httplib::Response& res) {
     m["model"] = e.name;
     m["modified_at"] = api::FormatRfc3339Nano(e.modified);
     m["size"] = e.size;
+    if (e.stored) {
+      m["digest"] = e.stored->digest.starts_with("sha256:") ? e.stored->digest.substr(7)
+                                                             : e.stored->digest;
+      m["details"] = Details(e.stored->details);
+      models.push_back(std::move(m));
+      continue;
+    }
     auto opened = catalog_->Open(e.name);
     if (opened.ok()) {
       m["details"] = Details((*opened)->info);
@@ -619,7 +762,16 @@ void Server::Ps(const httplib::Request&, httplib::Response& res) {
     m["name"] = r.model;
     m["model"] = r.model;
     m["size"] = r.total_bytes;
-    if (auto e = catalog_->Open(r.model); e.ok()) m["details"] = Details((*e)->info);
+    if (auto e = catalog_->Open(r.model); e.ok()) {
+      const CatalogModel& cm = **e;
+      if (cm.stored) {
+        m["digest"] = cm.stored->digest.starts_with("sha256:") ? cm.stored->digest.substr(7)
+                                                               : cm.stored->digest;
+        m["details"] = Details(cm.stored->details);
+      } else {
+        m["details"] = Details(cm.info);
+      }
+    }
     std::chrono::system_clock::time_point expires;
     if (r.expires_at) {
       expires = now_sys + std::chrono::duration_cast<std::chrono::system_clock::duration>(
@@ -649,6 +801,14 @@ void Server::Ps(const httplib::Request&, httplib::Response& res) {
     }
     m["allocated"] = alloc;
     m["plan"] = r.plan_summary;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = num_ctx_source_.find(r.model);
+      m["option_sources"] = Json{
+          {"num_ctx", it != num_ctx_source_.end() && it->second.first == r.num_ctx
+                          ? it->second.second
+                          : std::string("request")}};
+    }
     models.push_back(std::move(m));
   }
   SendJson(res, Json{{"models", models}});
@@ -681,18 +841,44 @@ void Server::Show(const httplib::Request& req, httplib::Response& res) {
   if (!entry.ok()) return SendStatus(res, entry.status());
   const CatalogModel& m = **entry;
   RequestOptions o;
-  o.num_ctx = DefaultNumCtx(m, options_.default_num_ctx);
-  if (auto it = body->find("options"); it != body->end()) {
-    if (Status s = api::ParseOptions(*it, &o); !s.ok()) return SendStatus(res, s);
+  std::map<std::string, std::string> sources;
+  Json request_options = Json::object();
+  if (auto it = body->find("options"); it != body->end() && !it->is_null()) {
+    request_options = *it;
+  }
+  if (Status s = EffectiveOptions(m, request_options, &o, &sources); !s.ok()) {
+    return SendStatus(res, s);
   }
 
   Json j;
-  j["license"] = "";
-  j["modelfile"] = fmt::format("FROM {}\n", m.path);
-  j["parameters"] = fmt::format("num_ctx {}", o.num_ctx);
-  // No Go templates yet: the GGUF's Jinja text, or Ollama's default when there is none.
-  j["template"] = m.jinja.empty() ? std::string("{{ .Prompt }}") : m.jinja;
-  j["details"] = Details(m.info);
+  if (m.stored) {
+    std::string licenses;
+    for (const std::string& l : m.stored->extras.licenses) {
+      licenses += (licenses.empty() ? "" : "\n") + l;
+    }
+    j["license"] = licenses;
+    j["modelfile"] = store::FormatModelfile(store::Modelfile{m.path, m.stored->extras});
+    j["parameters"] = ParametersText(m.stored->extras.parameters);
+    j["template"] = m.stored->extras.template_text
+                        ? *m.stored->extras.template_text
+                        : (m.jinja.empty() ? std::string("{{ .Prompt }}") : m.jinja);
+    if (m.stored->extras.system) j["system"] = *m.stored->extras.system;
+    if (!m.stored->extras.messages.empty()) {
+      Json msgs = Json::array();
+      for (const store::ModelfileMessage& msg : m.stored->extras.messages) {
+        msgs.push_back(Json{{"role", msg.role}, {"content", msg.content}});
+      }
+      j["messages"] = msgs;
+    }
+    j["details"] = Details(m.stored->details);
+  } else {
+    j["license"] = "";
+    j["modelfile"] = fmt::format("FROM {}\n", m.path);
+    j["parameters"] = "";
+    // The GGUF's Jinja text, or Ollama's default when there is none.
+    j["template"] = m.jinja.empty() ? std::string("{{ .Prompt }}") : m.jinja;
+    j["details"] = Details(m.info);
+  }
   Json info = Json::object();
   for (const gguf::KeyValue& kv : m.model->file().metadata()) {
     if (kv.value.type() == gguf::ValueType::kArray && !verbose) {
@@ -708,9 +894,24 @@ void Server::Show(const httplib::Request& req, httplib::Response& res) {
   j["capabilities"] = Json::array({"completion"});
   if (auto listed = catalog_->List(); true) {
     for (const CatalogEntry& e : listed) {
-      if (e.name == m.name) j["modified_at"] = api::FormatRfc3339Nano(e.modified);
+      if (e.name == m.name || (e.stored && m.stored && e.stored->name == m.stored->name)) {
+        j["modified_at"] = api::FormatRfc3339Nano(e.modified);
+      }
     }
   }
+  // ferry: where each effective option came from.
+  Json effective = Json::object();
+  effective["num_ctx"] = o.num_ctx;
+  effective["num_predict"] = o.num_predict;
+  effective["temperature"] = o.sampling.temperature;
+  effective["top_k"] = o.sampling.top_k;
+  effective["top_p"] = o.sampling.top_p;
+  effective["stop"] = o.stop;
+  effective["seed"] = o.sampling.seed ? Json(*o.sampling.seed) : Json(nullptr);
+  j["options"] = effective;
+  Json src = Json::object();
+  for (const auto& [k, v] : sources) src[k] = v;
+  j["option_sources"] = src;
   // ferry: the plan of the effective options, and where each came from.
   LoadOptions lo;
   lo.num_ctx = o.num_ctx;
@@ -721,8 +922,8 @@ void Server::Show(const httplib::Request& req, httplib::Response& res) {
   Json plan;
   plan["num_ctx"] = o.num_ctx;
   plan["num_ctx_source"] =
-      body->contains("options") && (*body)["options"].contains("num_ctx")
-          ? "request"
+      sources["num_ctx"] != "default" && sources["num_ctx"] != "environment"
+          ? sources["num_ctx"]
           : (m.shape.n_ctx_train > 0 && m.shape.n_ctx_train < options_.default_num_ctx
                  ? "model's trained context"
                  : "default (FERRY_CONTEXT_LENGTH)");
@@ -743,6 +944,190 @@ void Server::Show(const httplib::Request& req, httplib::Response& res) {
   }
   j["plan"] = plan;
   SendJson(res, j);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The store's routes.
+
+namespace {
+
+// A string field of `body` ("" when absent); InvalidArgument naming it when not a string.
+StatusOr<std::string> StringField(const Json& body, const char* key) {
+  auto it = body.find(key);
+  if (it == body.end() || it->is_null()) return std::string();
+  if (!it->is_string()) return InvalidArgumentError("{}: expected a string", key);
+  return it->get<std::string>();
+}
+
+StatusOr<store::ModelName> NameField(const Json& body, std::initializer_list<const char*> keys) {
+  std::string text;
+  const char* used = *keys.begin();
+  for (const char* key : keys) {
+    FERRY_ASSIGN_OR_RETURN(text, StringField(body, key));
+    used = key;
+    if (!text.empty()) break;
+  }
+  if (text.empty()) return InvalidArgumentError("{}: missing", *keys.begin());
+  auto name = store::ParseModelName(text);
+  if (!name.ok()) return name.status().WithPrefix(fmt::format("{}: \"{}\"", used, text));
+  return name;
+}
+
+// The Modelfile of a create request: the `modelfile` text, else the fields `from`, `template`,
+// `system`, `parameters`, `messages`, `license` (which also override the text's).
+StatusOr<store::Modelfile> CreateModelfile(const Json& body) {
+  store::Modelfile mf;
+  FERRY_ASSIGN_OR_RETURN(std::string text, StringField(body, "modelfile"));
+  if (!text.empty()) {
+    auto parsed = store::ParseModelfile(text);
+    if (!parsed.ok()) return parsed.status().WithPrefix("modelfile");
+    mf = std::move(*parsed);
+  }
+  FERRY_ASSIGN_OR_RETURN(std::string from, StringField(body, "from"));
+  if (!from.empty()) mf.from = from;
+  if (mf.from.empty()) return InvalidArgumentError("from: missing (a model name or a GGUF path)");
+  if (auto it = body.find("template"); it != body.end() && !it->is_null()) {
+    if (!it->is_string()) return InvalidArgumentError("template: expected a string");
+    mf.extras.template_text = it->get<std::string>();
+  }
+  if (auto it = body.find("system"); it != body.end() && !it->is_null()) {
+    if (!it->is_string()) return InvalidArgumentError("system: expected a string");
+    mf.extras.system = it->get<std::string>();
+  }
+  if (auto it = body.find("license"); it != body.end() && !it->is_null()) {
+    mf.extras.licenses.clear();
+    if (it->is_string()) {
+      mf.extras.licenses.push_back(it->get<std::string>());
+    } else if (it->is_array()) {
+      for (const Json& l : *it) {
+        if (!l.is_string()) return InvalidArgumentError("license: expected strings");
+        mf.extras.licenses.push_back(l.get<std::string>());
+      }
+    } else {
+      return InvalidArgumentError("license: expected a string or an array of strings");
+    }
+  }
+  if (auto it = body.find("parameters"); it != body.end() && !it->is_null()) {
+    if (!it->is_object()) return InvalidArgumentError("parameters: expected an object");
+    for (const auto& [name, value] : it->items()) {
+      std::vector<std::string> values;
+      auto add = [&](const Json& v) -> Status {
+        std::string t;
+        if (v.is_string()) {
+          t = v.get<std::string>();
+        } else if (v.is_number_integer() || v.is_number_unsigned()) {
+          t = v.dump();
+        } else if (v.is_number_float()) {
+          t = fmt::format("{}", v.get<double>());
+        } else {
+          return InvalidArgumentError("parameters.{}: expected a number or a string", name);
+        }
+        Status s = store::ValidateParameter(name, t);
+        if (!s.ok()) return s.WithPrefix(fmt::format("parameters.{}", name));
+        values.push_back(std::move(t));
+        return Status::Ok();
+      };
+      if (value.is_array()) {
+        for (const Json& v : value) FERRY_RETURN_IF_ERROR(add(v));
+      } else {
+        FERRY_RETURN_IF_ERROR(add(value));
+      }
+      mf.extras.parameters[name] = std::move(values);
+    }
+  }
+  if (auto it = body.find("messages"); it != body.end() && !it->is_null()) {
+    if (!it->is_array()) return InvalidArgumentError("messages: expected an array");
+    mf.extras.messages.clear();
+    for (const Json& m : *it) {
+      if (!m.is_object() || !m.contains("role") || !m["role"].is_string() ||
+          !m.contains("content") || !m["content"].is_string()) {
+        return InvalidArgumentError("messages: each needs a string role and content");
+      }
+      std::string role = m["role"].get<std::string>();
+      if (role != "system" && role != "user" && role != "assistant") {
+        return InvalidArgumentError("messages: role \"{}\": expected system, user or assistant",
+                                    role);
+      }
+      mf.extras.messages.push_back({role, m["content"].get<std::string>()});
+    }
+  }
+  if (mf.extras.template_text) {
+    auto t = chat::GoTemplate::Parse(*mf.extras.template_text);
+    if (!t.ok()) return t.status();  // "template: line L, byte B: ..."
+  }
+  return mf;
+}
+
+bool StreamField(const Json& body) {
+  auto it = body.find("stream");
+  return it == body.end() || !it->is_boolean() || it->get<bool>();
+}
+
+}  // namespace
+
+void Server::Create(const httplib::Request& req, httplib::Response& res) {
+  store::Store* st = catalog_->store();
+  if (st == nullptr) return SendError(res, 500, "this server has no model store");
+  auto body = api::ParseBody(req.body);
+  if (!body.ok()) return SendStatus(res, body.status());
+  auto name = NameField(*body, {"model", "name"});
+  if (!name.ok()) return SendStatus(res, name.status());
+  auto mf = CreateModelfile(*body);
+  if (!mf.ok()) return SendStatus(res, mf.status());
+  std::vector<std::string> steps = {"parsing modelfile"};
+  // FROM: a GGUF file on the server (a path, or a bare NAME.gguf of the models folder), else a
+  // stored model.
+  auto from = FindModelIn(catalog_->models_dir(), st, mf->from, /*allow_paths=*/true);
+  if (!from.ok()) {
+    return SendStatus(res, from.status().WithPrefix(fmt::format("from: \"{}\"", mf->from)));
+  }
+  StatusOr<store::ResolvedModel> made = from->stored
+                                            ? st->CreateFrom(*name, from->stored->name, mf->extras)
+                                            : st->CreateFromGguf(*name, from->path, mf->extras);
+  if (!made.ok()) return SendStatus(res, made.status());
+  steps.push_back(from->stored ? "using existing layer " + from->stored->model_digest
+                               : "creating model layer " + made->model_digest);
+  steps.push_back("writing manifest");
+  steps.push_back("success");
+  if (!StreamField(*body)) return SendJson(res, Json{{"status", "success"}});
+  std::string out;
+  for (const std::string& step : steps) out += api::Line(Json{{"status", step}});
+  res.status = 200;
+  res.set_content(out, kNdjson);
+}
+
+void Server::Copy(const httplib::Request& req, httplib::Response& res) {
+  store::Store* st = catalog_->store();
+  if (st == nullptr) return SendError(res, 500, "this server has no model store");
+  auto body = api::ParseBody(req.body);
+  if (!body.ok()) return SendStatus(res, body.status());
+  auto src = NameField(*body, {"source"});
+  if (!src.ok()) return SendStatus(res, src.status());
+  auto dst = NameField(*body, {"destination"});
+  if (!dst.ok()) return SendStatus(res, dst.status());
+  if (Status s = st->Copy(*src, *dst); !s.ok()) {
+    if (s.code() == StatusCode::kNotFound) {
+      return SendError(res, 404, api::ModelNotFoundMessage(src->DisplayName()));
+    }
+    return SendStatus(res, s);
+  }
+  res.status = 200;
+}
+
+void Server::Delete(const httplib::Request& req, httplib::Response& res) {
+  store::Store* st = catalog_->store();
+  if (st == nullptr) return SendError(res, 500, "this server has no model store");
+  auto body = api::ParseBody(req.body);
+  if (!body.ok()) return SendStatus(res, body.status());
+  auto name = NameField(*body, {"model", "name"});
+  if (!name.ok()) return SendStatus(res, name.status());
+  if (Status s = st->Delete(*name); !s.ok()) {
+    if (s.code() == StatusCode::kNotFound) {
+      return SendError(res, 404, api::ModelNotFoundMessage(name->DisplayName()));
+    }
+    return SendStatus(res, s);
+  }
+  res.status = 200;
 }
 
 void Server::Metrics(const httplib::Request&, httplib::Response& res) {

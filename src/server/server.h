@@ -53,6 +53,9 @@ struct ServerOptions {
   // num_ctx of a request that does not set it (FERRY_CONTEXT_LENGTH; Ollama's 4096), capped at
   // the model's trained context.
   int64_t default_num_ctx = 4096;
+  // Whether default_num_ctx was set by FERRY_CONTEXT_LENGTH (option_sources says
+  // "environment" then, else "default").
+  bool num_ctx_from_environment = false;
   // What the scheduler plans with, for /api/show's plan of the effective options.
   DeviceInventory devices;
   int32_t num_parallel = 1;
@@ -107,6 +110,10 @@ class Server {
   void Ps(const httplib::Request& req, httplib::Response& res);
   void Show(const httplib::Request& req, httplib::Response& res);
   void Metrics(const httplib::Request& req, httplib::Response& res);
+  // The store's routes (docs/serving.md): create, copy, delete.
+  void Create(const httplib::Request& req, httplib::Response& res);
+  void Copy(const httplib::Request& req, httplib::Response& res);
+  void Delete(const httplib::Request& req, httplib::Response& res);
 
   struct Job;  // one generation in flight
   // Shared by generate and chat after the prompt is known.
@@ -115,6 +122,10 @@ class Server {
   // What generate and chat share: the model (opened in the catalog), the options, keep_alive.
   // Errors as the HTTP status they map to (400 bad options, 404 unknown model).
   Status Prepare(const api::CommonParams& common, Job& job);
+  // The effective options of `request_options` for `m` (the default num_ctx, then the
+  // model's PARAMETERs, then the request's: Ollama's merge) and where each came from.
+  Status EffectiveOptions(const CatalogModel& m, const api::Json& request_options,
+                          RequestOptions* o, std::map<std::string, std::string>* sources) const;
   void Track(const std::shared_ptr<RequestStream>& s);
   void Untrack(const std::shared_ptr<RequestStream>& s);
 
@@ -128,6 +139,9 @@ class Server {
   std::mutex mu_;
   std::condition_variable idle_;  // active_ became empty
   std::set<std::shared_ptr<RequestStream>> active_ FERRY_GUARDED_BY(mu_);
+  // Per scheduler model name: the num_ctx of its last request and where that came from
+  // (/api/ps's option_sources.num_ctx when the loaded model has that num_ctx).
+  std::map<std::string, std::pair<int64_t, std::string>> num_ctx_source_ FERRY_GUARDED_BY(mu_);
 };
 
 }  // namespace ferry::server

@@ -1,0 +1,205 @@
+#include "cmd_client.h"
+
+#include <httplib.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "server/server.h"
+
+namespace ferry::app {
+namespace {
+
+using Json = nlohmann::json;
+
+// Ollama's format.HumanBytes: decimal units, "%d" from 10 up, else one decimal when needed.
+std::string HumanBytes(uint64_t b) {
+  const char* unit = "B";
+  double value = static_cast<double>(b);
+  if (b >= 1000000000) {
+    unit = "GB";
+    value /= 1e9;
+  } else if (b >= 1000000) {
+    unit = "MB";
+    value /= 1e6;
+  } else if (b >= 1000) {
+    unit = "KB";
+    value /= 1e3;
+  }
+  if (value >= 10 || value == std::trunc(value)) {
+    return fmt::format("{} {}", static_cast<int64_t>(value), unit);
+  }
+  return fmt::format("{:.1f} {}", value, unit);
+}
+
+// Seconds since the epoch of an RFC 3339 UTC time ("2026-01-02T03:04:05.123Z"); nullopt when
+// the text is not one.
+std::optional<double> ParseRfc3339(const std::string& text) {
+  std::tm tm{};
+  int consumed = 0;
+  if (std::sscanf(text.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon,
+                  &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &consumed) != 6) {
+    return std::nullopt;
+  }
+  tm.tm_year -= 1900;
+  tm.tm_mon -= 1;
+  double frac = 0;
+  if (static_cast<size_t>(consumed) < text.size() && text[consumed] == '.') {
+    frac = std::strtod(("0" + text.substr(consumed)).c_str(), nullptr);
+  }
+  return static_cast<double>(timegm(&tm)) + frac;
+}
+
+// Ollama's format.HumanTime for a time in the future ("4 minutes from now", "Forever").
+std::string HumanUntil(double seconds) {
+  if (seconds > 20 * 365.25 * 86400) return "Forever";
+  const double s = seconds;
+  std::string d;
+  if (s < 1) {
+    d = "Less than a second";
+  } else if (s < 2) {
+    d = "1 second";
+  } else if (s < 60) {
+    d = fmt::format("{} seconds", static_cast<int64_t>(s));
+  } else if (s < 120) {
+    d = "About a minute";
+  } else if (s < 3600) {
+    d = fmt::format("{} minutes", static_cast<int64_t>(s / 60));
+  } else if (s < 7200) {
+    d = "About an hour";
+  } else if (s < 86400 * 2) {
+    d = fmt::format("{} hours", static_cast<int64_t>(s / 3600));
+  } else {
+    d = fmt::format("{} days", static_cast<int64_t>(s / 86400));
+  }
+  return d + " from now";
+}
+
+std::string Processor(uint64_t size, uint64_t vram) {
+  if (vram == 0 || size == 0) return "100% CPU";
+  if (vram >= size) return "100% GPU";
+  const int gpu = static_cast<int>(std::lround(100.0 * vram / size));
+  return fmt::format("{}%/{}% CPU/GPU", 100 - gpu, gpu);
+}
+
+int Fail(const std::string& message) {
+  std::fprintf(stderr, "%s\n", message.c_str());
+  return 1;
+}
+
+// A client of FERRY_HOST; "0.0.0.0" (listen on all) is reached at 127.0.0.1.
+struct Target {
+  std::string host;
+  int port;
+  std::string Display() const { return fmt::format("{}:{}", host, port); }
+};
+
+StatusOr<Target> TargetOf(const Settings& settings) {
+  FERRY_ASSIGN_OR_RETURN(server::HostPort hp, server::ParseHostPort(settings.host));
+  if (hp.host == "0.0.0.0") hp.host = "127.0.0.1";
+  if (hp.host == "::") hp.host = "::1";
+  return Target{hp.host, hp.port};
+}
+
+std::string NoServer(const char* cmd, const Target& t) {
+  return fmt::format("ferry {}: no server on {} (start one with ferry serve)", cmd, t.Display());
+}
+
+// The server's error text of a non-200 answer.
+std::string ErrorOf(const httplib::Result& r) {
+  auto j = Json::parse(r->body, nullptr, false);
+  if (j.is_object() && j.contains("error") && j["error"].is_string()) {
+    return j["error"].get<std::string>();
+  }
+  return fmt::format("HTTP {}", r->status);
+}
+
+int RunPs(const Target& t) {
+  httplib::Client cli(t.host, t.port);
+  cli.set_connection_timeout(5);
+  auto r = cli.Get("/api/ps");
+  if (!r) return Fail(NoServer("ps", t));
+  if (r->status != 200) return Fail(fmt::format("ferry ps: {}", ErrorOf(r)));
+  auto j = Json::parse(r->body, nullptr, false);
+  if (!j.is_object() || !j.contains("models") || !j["models"].is_array()) {
+    return Fail("ferry ps: the server's answer is not /api/ps's");
+  }
+  const double now = std::chrono::duration<double>(
+                         std::chrono::system_clock::now().time_since_epoch())
+                         .count();
+  std::vector<std::vector<std::string>> rows = {
+      {"NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL", "KV"}};
+  for (const Json& m : j["models"]) {
+    auto str = [&](const char* k) {
+      return m.contains(k) && m[k].is_string() ? m[k].get<std::string>() : std::string();
+    };
+    auto num = [&](const char* k) -> uint64_t {
+      return m.contains(k) && m[k].is_number() ? m[k].get<uint64_t>() : 0;
+    };
+    std::string until;
+    if (auto at = ParseRfc3339(str("expires_at")); at) {
+      until = *at < now ? "Stopping..." : HumanUntil(*at - now);
+    }
+    const std::string digest = str("digest");
+    rows.push_back({str("name"), digest.substr(0, std::min<size_t>(12, digest.size())),
+                    HumanBytes(num("size")), Processor(num("size"), num("size_vram")),
+                    fmt::format("{}", num("context_length")), until,
+                    fmt::format("{}/{}", num("kv_blocks_used"), num("kv_blocks_total"))});
+  }
+  // Ollama's tabwriter: columns padded to the widest cell plus 4 spaces.
+  std::vector<size_t> width(rows[0].size(), 0);
+  for (const auto& row : rows) {
+    for (size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], row[i].size());
+  }
+  for (const auto& row : rows) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); ++i) {
+      line += row[i];
+      if (i + 1 < row.size()) line += std::string(width[i] - row[i].size() + 4, ' ');
+    }
+    std::printf("%s\n", line.c_str());
+  }
+  return 0;
+}
+
+int RunStop(const Target& t, const std::string& model) {
+  httplib::Client cli(t.host, t.port);
+  cli.set_connection_timeout(5);
+  cli.set_read_timeout(60);
+  Json body = {{"model", model}, {"keep_alive", 0}};
+  auto r = cli.Post("/api/generate", body.dump(), "application/json");
+  if (!r) return Fail(NoServer("stop", t));
+  if (r->status != 200) return Fail(fmt::format("ferry stop: {}", ErrorOf(r)));
+  return 0;
+}
+
+}  // namespace
+
+void AddClientCommands(CLI::App& app, ClientCommandOptions& options) {
+  options.ps = app.add_subcommand("ps", "List the models a running ferry serve has loaded");
+  options.stop = app.add_subcommand("stop", "Unload a model from a running ferry serve");
+  options.stop->add_option("model", options.model, "Model name")->required();
+}
+
+bool RunClientCommand(const Settings& settings, const ClientCommandOptions& options,
+                      int* exit_code) {
+  const bool ps = options.ps != nullptr && options.ps->parsed();
+  const bool stop = options.stop != nullptr && options.stop->parsed();
+  if (!ps && !stop) return false;
+  auto t = TargetOf(settings);
+  if (!t.ok()) {
+    *exit_code = Fail(fmt::format("ferry {}: {}", ps ? "ps" : "stop", t.status().message()));
+    return true;
+  }
+  *exit_code = ps ? RunPs(*t) : RunStop(*t, options.model);
+  return true;
+}
+
+}  // namespace ferry::app
