@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <ctime>
+#include <optional>
 #include <vector>
 
 #include <fmt/format.h>
@@ -44,8 +45,8 @@ std::string HumanBytes(uint64_t b) {
 std::optional<double> ParseRfc3339(const std::string& text) {
   std::tm tm{};
   int consumed = 0;
-  if (std::sscanf(text.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon,
-                  &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &consumed) != 6) {
+  if (std::sscanf(text.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+                  &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &consumed) != 6) {
     return std::nullopt;
   }
   tm.tm_year -= 1900;
@@ -131,9 +132,8 @@ int RunPs(const Target& t) {
   if (!j.is_object() || !j.contains("models") || !j["models"].is_array()) {
     return Fail("ferry ps: the server's answer is not /api/ps's");
   }
-  const double now = std::chrono::duration<double>(
-                         std::chrono::system_clock::now().time_since_epoch())
-                         .count();
+  const double now =
+      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
   std::vector<std::vector<std::string>> rows = {
       {"NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL", "KV"}};
   for (const Json& m : j["models"]) {

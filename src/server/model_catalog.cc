@@ -20,8 +20,7 @@ StatusOr<FoundModel> FindModelIn(const std::string& models_dir, const store::Sto
   }
   if (allow_paths && fs::is_regular_file(name, ec)) return FoundModel{name, std::nullopt};
   const bool looks_like_path = name.find('/') != std::string::npos ||
-                               name.find('\\') != std::string::npos || name == "." ||
-                               name == "..";
+                               name.find('\\') != std::string::npos || name == "." || name == "..";
   if (!looks_like_path) {
     for (const std::string& candidate :
          {models_dir + "/" + name + ".gguf", models_dir + "/" + name}) {
@@ -103,8 +102,8 @@ StatusOr<std::shared_ptr<const CatalogModel>> ModelCatalog::Open(std::string_vie
   const std::string path = found.path;
   // A stored model is keyed by its manifest's digest too: create/copy may change what a name
   // means while the server runs.
-  const std::string key =
-      std::string(name) + "\n" + (found.stored ? found.stored->digest : std::string()) + "\n" + path;
+  const std::string key = std::string(name) + "\n" +
+                          (found.stored ? found.stored->digest : std::string()) + "\n" + path;
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = opened_.find(key);

@@ -1,7 +1,8 @@
 // ModelCatalog: the models the server knows (the *.gguf files of the models folder, named by
-// file stem, then the models of the store: ferry's and the read-only Ollama store) and, per model, what the HTTP threads need to prepare a request: the tokenizer, the
-// chat template and the metadata. It opens each file once (Model::Load maps it; no weight is
-// read here: weights and KV belong to the runners the scheduler loads).
+// file stem, then the models of the store: ferry's and the read-only Ollama store) and, per model,
+// what the HTTP threads need to prepare a request: the tokenizer, the chat template and the
+// metadata. It opens each file once (Model::Load maps it; no weight is read here: weights and KV
+// belong to the runners the scheduler loads).
 //
 // Thread-safety: every method may be called from any thread (the HTTP threads, and the
 // scheduler's thread through the resolver). Opened models are immutable and shared.
@@ -91,7 +92,8 @@ class ModelCatalog {
   // The *.gguf files of the folder, sorted by name, then the store's models.
   std::vector<CatalogEntry> List() const;
 
-  // Opens `name` once (cached by name and the stored model's digest) and returns it. Errors: Resolve's, the file's.
+  // Opens `name` once (cached by name and the stored model's digest) and returns it. Errors:
+  // Resolve's, the file's.
   StatusOr<std::shared_ptr<const CatalogModel>> Open(std::string_view name);
 
  private:

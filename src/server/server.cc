@@ -130,16 +130,16 @@ std::string ParametersText(const std::map<std::string, std::vector<std::string>>
 }
 
 // The options option_sources reports.
-constexpr const char* kSourcedOptions[] = {"num_ctx",     "num_predict",    "temperature",
-                                           "top_k",       "top_p",          "min_p",
-                                           "stop",        "seed",           "repeat_penalty",
-                                           "num_batch",   "num_gpu",        "repeat_last_n"};
+constexpr const char* kSourcedOptions[] = {
+    "num_ctx", "num_predict", "temperature",    "top_k",     "top_p",   "min_p",
+    "stop",    "seed",        "repeat_penalty", "num_batch", "num_gpu", "repeat_last_n"};
 
 // Which route a request counts under in ferry_http_requests_total.
 std::string EndpointLabel(const httplib::Request& req) {
-  static const char* kKnown[] = {"/",         "/api/generate", "/api/chat",    "/api/tags",
-                                 "/api/ps",   "/api/show",     "/api/version", "/api/pull",
-                                 "/api/push", "/metrics", "/api/create", "/api/copy", "/api/delete"};
+  static const char* kKnown[] = {"/",          "/api/generate", "/api/chat",    "/api/tags",
+                                 "/api/ps",    "/api/show",     "/api/version", "/api/pull",
+                                 "/api/push",  "/metrics",      "/api/create",  "/api/copy",
+                                 "/api/delete"};
   for (const char* k : kKnown) {
     if (req.path == k) return k;
   }
@@ -480,7 +480,8 @@ int64_t DefaultNumCtx(const CatalogModel& m, int64_t configured) {
 }  // namespace
 
 Status Server::EffectiveOptions(const CatalogModel& m, const Json& request_options,
-                                RequestOptions* o, std::map<std::string, std::string>* sources) const {
+                                RequestOptions* o,
+                                std::map<std::string, std::string>* sources) const {
   o->num_ctx = DefaultNumCtx(m, options_.default_num_ctx);
   Json params = Json::object();
   if (m.stored) {
@@ -735,8 +736,8 @@ void Server::Tags(const httplib::Request&, httplib::Response& res) {
     m["modified_at"] = api::FormatRfc3339Nano(e.modified);
     m["size"] = e.size;
     if (e.stored) {
-      m["digest"] = e.stored->digest.starts_with("sha256:") ? e.stored->digest.substr(7)
-                                                             : e.stored->digest;
+      m["digest"] =
+          e.stored->digest.starts_with("sha256:") ? e.stored->digest.substr(7) : e.stored->digest;
       m["details"] = Details(e.stored->details);
       models.push_back(std::move(m));
       continue;
@@ -804,10 +805,10 @@ void Server::Ps(const httplib::Request&, httplib::Response& res) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       auto it = num_ctx_source_.find(r.model);
-      m["option_sources"] = Json{
-          {"num_ctx", it != num_ctx_source_.end() && it->second.first == r.num_ctx
-                          ? it->second.second
-                          : std::string("request")}};
+      m["option_sources"] =
+          Json{{"num_ctx", it != num_ctx_source_.end() && it->second.first == r.num_ctx
+                               ? it->second.second
+                               : std::string("request")}};
     }
     models.push_back(std::move(m));
   }
@@ -1125,6 +1126,8 @@ void Server::Delete(const httplib::Request& req, httplib::Response& res) {
     if (s.code() == StatusCode::kNotFound) {
       return SendError(res, 404, api::ModelNotFoundMessage(name->DisplayName()));
     }
+    // A model only in the read-only Ollama store: the request cannot be honoured as sent.
+    if (s.code() == StatusCode::kFailedPrecondition) return SendError(res, 400, s.message());
     return SendStatus(res, s);
   }
   res.status = 200;
