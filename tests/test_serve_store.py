@@ -3,6 +3,7 @@ TEMPLATE / SYSTEM / PARAMETERs in generate, /api/show's modelfile and option_sou
 and the `ferry ps` / `ferry stop` clients. A real server on a free port, driven by the `ollama`
 client; the store is a temp FERRY_MODELS, the Ollama store an empty temp folder.
 """
+import json
 import os
 import subprocess
 
@@ -59,7 +60,6 @@ def test_create_generate_show_tags_copy_delete(server):
 
     status, text = server.post("/api/show", {"model": "tiny", "options": {"top_k": 5}})
     assert status == 200, text
-    import json
     show = json.loads(text)
     assert "FROM " in show["modelfile"] and "PARAMETER num_predict 6" in show["modelfile"]
     assert "TEMPLATE" in show["modelfile"] and "SYSTEM" in show["modelfile"]
@@ -86,6 +86,24 @@ def test_create_generate_show_tags_copy_delete(server):
     assert e.value.status_code == 404
 
 
+def test_chat_uses_system_and_messages(server):
+    c = server.client
+    c.create(model="chatty", from_=STORIES, system=SYSTEM, stream=False,
+             messages=[{"role": "user", "content": "Tell me about the big red ball."},
+                       {"role": "assistant", "content": "The ball was big and red."}],
+             parameters={"num_predict": 2, "temperature": 0})
+    msgs = [{"role": "user", "content": "the cat"}]
+    plain = c.chat(model=STORIES, messages=msgs, options={"num_predict": 2})
+    stored = c.chat(model="chatty", messages=msgs)
+    assert stored.eval_count == 2
+    # SYSTEM and the two MESSAGEs come before the request's message.
+    assert stored.prompt_eval_count > plain.prompt_eval_count + 20
+    own = c.chat(model="chatty", messages=[{"role": "system", "content": "Hi."}, *msgs])
+    assert own.prompt_eval_count < stored.prompt_eval_count
+    status, text = server.post("/api/show", {"model": "chatty"})
+    assert status == 200 and json.loads(text)["messages"][1]["role"] == "assistant"
+
+
 def test_create_errors(server):
     c = server.client
     with pytest.raises(ollama.ResponseError) as e:
@@ -110,24 +128,28 @@ def test_create_errors(server):
 
 def test_ps_and_stop(server):
     c = server.client
-    c.generate(model=STORIES, prompt="the cat", options={"num_predict": 2, "num_ctx": 256})
+    # A model of its own, so that no earlier test's runner (a larger num_ctx) serves it.
+    c.create(model="pstest", from_=STORIES, stream=False)
+    c.generate(model="pstest", prompt="the cat", options={"num_predict": 2, "num_ctx": 256})
     r = run_ferry(server, "ps")
     assert r.returncode == 0, r.stderr
     head, *rows = r.stdout.splitlines()
     assert head.split() == ["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL", "KV"]
-    row = next(x for x in rows if x.startswith(STORIES))
+    row = next(x for x in rows if x.startswith("pstest"))
     assert "100% CPU" in row and " 256 " in row and "from now" in row
+    assert len(row.split()[1]) == 12  # the stored model's digest
     kv = row.split()[-1]
     used, total = kv.split("/")
     assert int(total) > 0 and 0 <= int(used) <= int(total)
-    status, text = server.get("/api/ps")
-    assert '"option_sources":{"num_ctx":"request"}' in text.replace(" ", "")
+    ps = json.loads(server.get("/api/ps")[1])
+    loaded = next(m for m in ps["models"] if m["name"] == "pstest")
+    assert loaded["option_sources"] == {"num_ctx": "request"}
 
-    r = run_ferry(server, "stop", STORIES)
+    r = run_ferry(server, "stop", "pstest")
     assert r.returncode == 0, r.stderr
-    assert not [m for m in c.ps().models if m.model == STORIES]
+    assert not [m for m in c.ps().models if m.model == "pstest"]
     r = run_ferry(server, "ps")
-    assert r.returncode == 0 and STORIES not in r.stdout
+    assert r.returncode == 0 and "pstest" not in r.stdout
 
 
 def test_ps_without_server(server):

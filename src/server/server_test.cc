@@ -2,8 +2,34 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
+
+#include "server/model_catalog.h"
+
 namespace ferry::server {
 namespace {
+
+TEST(FindModelIn, BareFilesThenStoreNames) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::path(::testing::TempDir()) / "find_model_in";
+  fs::create_directories(dir);
+  std::ofstream(dir / "tiny.gguf") << "x";
+  auto bare = FindModelIn(dir.string(), nullptr, "tiny", /*allow_paths=*/false);
+  ASSERT_TRUE(bare.ok()) << bare.status().message();
+  EXPECT_EQ(bare->path, (dir / "tiny.gguf").string());
+  EXPECT_FALSE(bare->stored.has_value());
+  // The server never takes a client's path; the CLI does.
+  const std::string path = (dir / "tiny.gguf").string();
+  auto as_path = FindModelIn(dir.string(), nullptr, path, /*allow_paths=*/false);
+  EXPECT_EQ(as_path.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(FindModelIn(dir.string(), nullptr, path, /*allow_paths=*/true).ok());
+  auto bad = FindModelIn(dir.string(), nullptr, "../x", /*allow_paths=*/false);
+  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+  auto missing = FindModelIn(dir.string(), nullptr, "nope:7b", /*allow_paths=*/false);
+  EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
+  EXPECT_NE(missing.status().message().find("nope:7b"), std::string::npos);
+}
 
 TEST(ParseHostPort, OllamaForms) {
   auto a = ParseHostPort("127.0.0.1:11434");
