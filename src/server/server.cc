@@ -486,7 +486,9 @@ Status Server::EffectiveOptions(const CatalogModel& m, const Json& request_optio
   Json params = Json::object();
   if (m.stored) {
     FERRY_ASSIGN_OR_RETURN(params, ParametersJson(m.stored->extras.parameters));
-    FERRY_RETURN_IF_ERROR(api::ParseOptions(params, o));
+    if (Status s = api::ParseOptions(params, o); !s.ok()) {
+      return s.WithPrefix("the model's PARAMETERs");
+    }
   }
   FERRY_RETURN_IF_ERROR(api::ParseOptions(request_options, o));
   if (sources != nullptr) {
