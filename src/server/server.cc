@@ -75,10 +75,20 @@ Json Details(const ModelInfo& info) {
 
 // Which route a request counts under in ferry_http_requests_total.
 std::string EndpointLabel(const httplib::Request& req) {
-  static const char* kKnown[] = {"/",         "/api/generate", "/api/chat",    "/api/tags",
-                                 "/api/ps",   "/api/show",     "/api/version", "/api/pull",
-                                 "/api/push", "/metrics",      "/v1/chat/completions",
-                                 "/v1/completions", "/v1/models", "/v1/embeddings"};
+  static const char* kKnown[] = {"/",
+                                 "/api/generate",
+                                 "/api/chat",
+                                 "/api/tags",
+                                 "/api/ps",
+                                 "/api/show",
+                                 "/api/version",
+                                 "/api/pull",
+                                 "/api/push",
+                                 "/metrics",
+                                 "/v1/chat/completions",
+                                 "/v1/completions",
+                                 "/v1/models",
+                                 "/v1/embeddings"};
   for (const char* k : kKnown) {
     if (req.path == k) return k;
   }
@@ -375,8 +385,8 @@ void Server::Routes() {
     if (!res.body.empty()) return;
     if (res.status == 413) {
       SendErrorFor(req, res, 413,
-                fmt::format("request body too large: the limit is {} bytes (FERRY_MAX_BODY)",
-                            options_.max_body_bytes));
+                   fmt::format("request body too large: the limit is {} bytes (FERRY_MAX_BODY)",
+                               options_.max_body_bytes));
     } else if (res.status == 404) {
       SendErrorFor(req, res, 404, fmt::format("{} {}: no such endpoint", req.method, req.path));
     } else {
@@ -647,8 +657,7 @@ void Server::Run(std::shared_ptr<Job> job, httplib::Response& res) {
 
 // ---------------------------------------------------------------------------------------------
 
-std::vector<std::pair<CatalogEntry, std::shared_ptr<const CatalogModel>>>
-Server::ServableModels() {
+std::vector<std::pair<CatalogEntry, std::shared_ptr<const CatalogModel>>> Server::ServableModels() {
   std::vector<std::pair<CatalogEntry, std::shared_ptr<const CatalogModel>>> out;
   for (CatalogEntry& e : catalog_->List()) {
     auto opened = catalog_->Open(e.name);
