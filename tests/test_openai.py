@@ -5,6 +5,9 @@ stories260K (no chat template) serves every test; greedy decoding (temperature 0
 streamed and the whole answers comparable.
 """
 import json
+import signal
+import socket
+import time
 
 import openai
 import pytest
@@ -32,6 +35,11 @@ def client(server):
     return openai.OpenAI(base_url=f"http://127.0.0.1:{server.port}/v1", api_key="ferry",
                          max_retries=0, timeout=60)
 
+
+# A stream that stays open (stories260K needs seconds for this many tokens): ignore_eos is the
+# extension llama.cpp's and vLLM's servers take too.
+LONG = {"model": STORIES, "prompt": "Once", "max_tokens": 2000, "ignore_eos": True,
+        "temperature": 0, "stream": True}
 
 MESSAGES = [{"role": "system", "content": "A story."},
             {"role": "user", "content": [{"type": "text", "text": "Once upon"},
@@ -174,3 +182,46 @@ def test_embeddings_not_implemented_and_unknown_route(server):
     assert "not implemented" in err["message"] and err["type"] == "server_error"
     status, text = server.get("/v1/nothing")
     assert status == 404 and json.loads(text)["error"]["type"] == "not_found_error"
+
+
+def read_event(resp):
+    """The next SSE event's data (one `data: ...` line and a blank line)."""
+    line = resp.readline().decode()
+    assert line.startswith("data: "), line
+    assert resp.readline() == b"\n"
+    return line[len("data: "):].rstrip("\n")
+
+
+def test_disconnect_cancels_the_request(server, client):
+    client.completions.create(model=STORIES, prompt="Once", max_tokens=1)  # loaded
+    before = server.kv_used()
+    conn, resp = stream_lines(server.port, "/v1/completions", LONG)
+    assert resp.status == 200
+    for _ in range(5):
+        assert json.loads(read_event(resp))["choices"][0]["finish_reason"] is None
+    assert server.kv_used() > before
+    conn.sock.shutdown(socket.SHUT_RDWR)
+    conn.close()
+    deadline = time.monotonic() + 10
+    while server.kv_used() != before:
+        assert time.monotonic() < deadline, f"kv blocks used {server.kv_used()} != {before}"
+        time.sleep(0.05)
+    assert server.metrics()["ferry_requests_running"] == 0
+
+
+def test_error_after_streaming_began(models_dir):
+    s = Serve(models_dir)
+    try:
+        conn, resp = stream_lines(s.port, "/v1/completions", LONG)
+        assert resp.status == 200
+        json.loads(read_event(resp))  # streaming began
+        s.proc.send_signal(signal.SIGTERM)
+        assert s.proc.wait(timeout=10) == 0
+        events = [e for e in resp.read().decode().split("\n\n") if e]
+        conn.close()
+        assert events[-1] == "data: [DONE]"
+        err = json.loads(events[-2][len("data: "):])["error"]
+        assert "shutting down" in err["message"] and err["type"] == "server_error"
+        assert all("error" not in json.loads(e[6:]) for e in events[:-2])
+    finally:
+        s.stop()

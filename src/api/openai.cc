@@ -103,6 +103,12 @@ Status ParseShared(const Json& body, CommonParams* common, bool* include_usage) 
     }
     o["stop"] = std::move(stop);
   }
+  // An extension (llama.cpp's and vLLM's servers take it too): keep generating past
+  // end-of-text, for benchmarks that need exactly max_tokens tokens.
+  if (Present(body, "ignore_eos")) {
+    FERRY_ASSIGN_OR_RETURN(bool b, BoolField(body["ignore_eos"], "ignore_eos"));
+    o["ignore_eos"] = b;
+  }
   if (Present(body, "user")) {
     FERRY_ASSIGN_OR_RETURN(std::string user, StringField(body["user"], "user"));
     (void)user;  // an end-user id for abuse monitoring: nothing to do locally
@@ -121,8 +127,8 @@ StatusOr<std::string> ParseContent(const Json& content, std::string_view name) {
   if (content.is_null()) return std::string();
   if (content.is_string()) return content.get<std::string>();
   if (!content.is_array()) {
-    return InvalidArgumentError("{}: expected a string or an array of content parts, got {}",
-                                name, TypeName(content));
+    return InvalidArgumentError("{}: expected a string or an array of content parts, got {}", name,
+                                TypeName(content));
   }
   std::string text;
   for (size_t i = 0; i < content.size(); ++i) {
@@ -196,7 +202,8 @@ StatusOr<ChatCompletionParams> ParseChatCompletion(const Json& body) {
 StatusOr<CompletionParams> ParseCompletion(const Json& body) {
   CompletionParams p;
   FERRY_RETURN_IF_ERROR(ParseShared(body, &p.common, &p.include_usage));
-  FERRY_RETURN_IF_ERROR(RefuseIfSet(body, "suffix", "suffix (fill-in-the-middle) is not supported"));
+  FERRY_RETURN_IF_ERROR(
+      RefuseIfSet(body, "suffix", "suffix (fill-in-the-middle) is not supported"));
   FERRY_RETURN_IF_ERROR(RefuseIfSet(body, "echo", "echo is not supported"));
   if (Present(body, "best_of")) {
     FERRY_ASSIGN_OR_RETURN(int64_t n, IntField(body["best_of"], "best_of", 1, 128));

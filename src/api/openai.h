@@ -26,9 +26,10 @@ namespace ferry::api::openai {
 
 // POST /v1/chat/completions. `common.options` holds the sampling fields in Ollama's names
 // (max_tokens/max_completion_tokens -> num_predict, stop, seed, temperature, top_p,
-// frequency_penalty, presence_penalty); temperature and top_p default to 1 as OpenAI's do.
+// frequency_penalty, presence_penalty, and the extension ignore_eos); temperature and top_p
+// default to 1 as OpenAI's do.
 struct ChatCompletionParams {
-  CommonParams common;  // stream defaults to false, as OpenAI's
+  CommonParams common;                // stream defaults to false, as OpenAI's
   std::vector<ChatMessage> messages;  // at least one
   bool include_usage = false;         // stream_options.include_usage
 };
@@ -76,8 +77,7 @@ Json Completion(const ResponseHead& head, const std::string& text, const Generat
 // Stream chunks. A chat chunk carries `delta` ({"role": "assistant", "content": ...} in the
 // first, {"content": ...} after, {} in the last) and finish_reason (null until the last); a
 // completion chunk carries `text`. UsageChunk: empty choices and usage (include_usage).
-Json ChatChunk(const ResponseHead& head, const Json& delta,
-               std::optional<DoneReason> finish);
+Json ChatChunk(const ResponseHead& head, const Json& delta, std::optional<DoneReason> finish);
 Json CompletionChunk(const ResponseHead& head, const std::string& text,
                      std::optional<DoneReason> finish);
 Json UsageChunk(const ResponseHead& head, bool chat, const GenerateStats& stats);

@@ -30,7 +30,8 @@ TEST(ParseChatCompletion, FieldsMapOntoRequestOptions) {
       "text": "there"}]}, {"role": "assistant", "content": null}],
       "stream": true, "stream_options": {"include_usage": true}, "max_tokens": 7,
       "max_completion_tokens": 9, "stop": "\n", "seed": 3, "temperature": 0, "top_p": 0.5,
-      "frequency_penalty": 0.25, "presence_penalty": -0.5, "n": 1, "user": "u"})");
+      "frequency_penalty": 0.25, "presence_penalty": -0.5, "n": 1, "user": "u",
+      "ignore_eos": true})");
   ASSERT_TRUE(p.ok()) << p.status().message();
   EXPECT_EQ(p->common.model, "m");
   EXPECT_TRUE(p->common.stream);
@@ -51,6 +52,7 @@ TEST(ParseChatCompletion, FieldsMapOntoRequestOptions) {
   EXPECT_EQ(o.sampling.top_p, 0.5f);
   EXPECT_EQ(o.sampling.frequency_penalty, 0.25f);
   EXPECT_EQ(o.sampling.presence_penalty, -0.5f);
+  EXPECT_TRUE(o.ignore_eos);
 }
 
 TEST(ParseChatCompletion, OpenAIDefaults) {
@@ -93,9 +95,9 @@ TEST(ParseChatCompletion, RefusalsNameTheField) {
                 "stream_options.include_usage");
   ExpectInvalid("{" + m + R"(, "frequency_penalty": 2.5})", "frequency_penalty");
   ExpectInvalid("{" + m + R"(, "tools": [{"type": "function"}]})", "tools");
-  ExpectInvalid("{" + m + R"(, "response_format": {"type": "json_object"}})",
-                "response_format");
+  ExpectInvalid("{" + m + R"(, "response_format": {"type": "json_object"}})", "response_format");
   ExpectInvalid("{" + m + R"(, "logprobs": true})", "logprobs");
+  ExpectInvalid("{" + m + R"(, "ignore_eos": 1})", "ignore_eos");
   // Accepted: the neutral values of what is refused otherwise.
   EXPECT_TRUE(Chat("{" + m + R"(, "logprobs": false, "tools": [], "response_format":
                    {"type": "text"}, "stop": null})")
@@ -107,11 +109,11 @@ TEST(ParseCompletion, PromptAndRefusals) {
   ASSERT_TRUE(p.ok()) << p.status().message();
   EXPECT_EQ(p->prompt, "once");
   EXPECT_EQ(p->common.options["num_predict"], 4);
-  for (const char* body : {R"({"model": "m", "prompt": "x", "suffix": "y"})",
-                           R"({"model": "m", "prompt": ["a", "b"]})",
-                           R"({"model": "m", "prompt": 3})", R"({"model": "m"})",
-                           R"({"model": "m", "prompt": "x", "echo": true})",
-                           R"({"model": "m", "prompt": "x", "best_of": 2})"}) {
+  for (const char* body :
+       {R"({"model": "m", "prompt": "x", "suffix": "y"})",
+        R"({"model": "m", "prompt": ["a", "b"]})", R"({"model": "m", "prompt": 3})",
+        R"({"model": "m"})", R"({"model": "m", "prompt": "x", "echo": true})",
+        R"({"model": "m", "prompt": "x", "best_of": 2})"}) {
     auto r = Completions(body);
     EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << body;
   }
