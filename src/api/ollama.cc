@@ -7,7 +7,6 @@
 #include <limits>
 
 namespace ferry::api {
-namespace {
 
 const char* TypeName(const Json& v) {
   if (v.is_null()) return "null";
@@ -66,6 +65,8 @@ StatusOr<std::string> StringField(const Json& v, std::string_view name) {
   }
   return v.get<std::string>();
 }
+
+namespace {
 
 // A field that ferry cannot honour yet: absent, null, or empty is fine.
 Status RefuseIfSet(const Json& body, const char* name, std::string_view why) {

@@ -58,6 +58,15 @@ struct ChatParams {
   std::vector<ChatMessage> messages;
 };
 
+// Typed readers of one JSON field, shared by the codecs (Ollama's, OpenAI's): InvalidArgument
+// naming `name` for a wrong type ("temperature: expected a number, got a string"), or a value
+// out of range. IntField takes integer-valued numbers only (1.0 yes, 1.5 and "1" no).
+const char* TypeName(const Json& v);  // "null", "a boolean", "a number", ...
+StatusOr<int64_t> IntField(const Json& v, std::string_view name, int64_t lo, int64_t hi);
+StatusOr<double> NumberField(const Json& v, std::string_view name);  // finite
+StatusOr<bool> BoolField(const Json& v, std::string_view name);
+StatusOr<std::string> StringField(const Json& v, std::string_view name);
+
 // Parses a body as a JSON object: InvalidArgument ("invalid JSON: ...") otherwise.
 StatusOr<Json> ParseBody(std::string_view body);
 

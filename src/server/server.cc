@@ -10,6 +10,7 @@
 #include <filesystem>
 
 #include "api/ollama.h"
+#include "api/openai.h"
 #include "base/log.h"
 #include "store/modelfile.h"
 
@@ -32,6 +33,17 @@ std::string Now() { return api::FormatRfc3339Nano(std::chrono::system_clock::now
 void SendError(httplib::Response& res, int status, std::string_view message) {
   res.status = status;
   res.set_content(api::ErrorJson(message), kJson);
+}
+
+// Errors of OpenAI's routes (/v1/...) in OpenAI's shape, the others in Ollama's.
+void SendErrorFor(const httplib::Request& req, httplib::Response& res, int status,
+                  std::string_view message) {
+  if (req.path.starts_with("/v1/")) {
+    res.status = status;
+    res.set_content(api::openai::ErrorJson(status, message), kJson);
+  } else {
+    SendError(res, status, message);
+  }
 }
 
 void SendStatus(httplib::Response& res, const Status& s) {
@@ -136,10 +148,23 @@ constexpr const char* kSourcedOptions[] = {
 
 // Which route a request counts under in ferry_http_requests_total.
 std::string EndpointLabel(const httplib::Request& req) {
-  static const char* kKnown[] = {"/",          "/api/generate", "/api/chat",    "/api/tags",
-                                 "/api/ps",    "/api/show",     "/api/version", "/api/pull",
-                                 "/api/push",  "/metrics",      "/api/create",  "/api/copy",
-                                 "/api/delete"};
+  static const char* kKnown[] = {"/",
+                                 "/api/generate",
+                                 "/api/chat",
+                                 "/api/tags",
+                                 "/api/ps",
+                                 "/api/show",
+                                 "/api/version",
+                                 "/api/pull",
+                                 "/api/push",
+                                 "/api/create",
+                                 "/api/copy",
+                                 "/api/delete",
+                                 "/metrics",
+                                 "/v1/chat/completions",
+                                 "/v1/completions",
+                                 "/v1/models",
+                                 "/v1/embeddings"};
   for (const char* k : kKnown) {
     if (req.path == k) return k;
   }
@@ -274,7 +299,66 @@ std::string RenderSchedulerMetrics(const sched::SchedulerCounters& c) {
 
 // ---------------------------------------------------------------------------------------------
 
-// One generation in flight: what the response lines need.
+namespace {
+
+// An Ollama line (or the whole answer) carrying `text`.
+Json OllamaLine(bool chat, const std::string& model, const std::string& text, bool done) {
+  Json j;
+  j["model"] = model;
+  j["created_at"] = Now();
+  if (chat) {
+    j["message"] = {{"role", "assistant"}, {"content", text}};
+  } else {
+    j["response"] = text;
+  }
+  j["done"] = done;
+  return j;
+}
+
+// Ollama's NDJSON: a line per piece, a final line with the stats, {"error": ...} on failure.
+class OllamaWire final : public Wire {
+ public:
+  OllamaWire(bool chat, std::string model) : chat_(chat), model_(std::move(model)) {}
+  void Fail(httplib::Response& res, int status, std::string_view message) const override {
+    SendError(res, status, message);
+  }
+  const char* stream_content_type() const override { return kNdjson; }
+  std::string Piece(const std::string& text) override {
+    return api::Line(OllamaLine(chat_, model_, text, false));
+  }
+  std::string End(const GenerateStats& stats, int64_t total_ns) override {
+    return api::Line(Final(stats, total_ns));
+  }
+  std::string StreamError(std::string_view message) override {
+    return api::Line(Json{{"error", std::string(message)}});
+  }
+  Json Whole(const std::string& text, const GenerateStats& stats, int64_t total_ns) override {
+    Json j = Final(stats, total_ns);
+    if (chat_) {
+      j["message"]["content"] = text;
+    } else {
+      j["response"] = text;
+    }
+    return j;
+  }
+
+ private:
+  Json Final(const GenerateStats& stats, int64_t total_ns) const {
+    Json j = OllamaLine(chat_, model_, "", true);
+    api::FinalTimes t;
+    t.total_ns = total_ns;
+    t.load_ns = stats.queue_ns;
+    api::AddFinalFields(stats, t, &j);
+    return j;
+  }
+
+  const bool chat_;
+  const std::string model_;
+};
+
+}  // namespace
+
+// One generation in flight: what the response needs.
 struct Server::Job {
   bool chat = false;
   std::string model;       // the name as the client sent it (echoed back)
@@ -284,25 +368,16 @@ struct Server::Job {
   std::shared_ptr<const CatalogModel> entry;
   sched::SchedRequest request;
   std::shared_ptr<RequestStream> events;
-
-  Json Head() const {
-    Json j;
-    j["model"] = model;
-    j["created_at"] = Now();
-    return j;
-  }
-  // A line (or the whole answer) carrying `text`.
-  Json TextLine(const std::string& text, bool done) const {
-    Json j = Head();
-    if (chat) {
-      j["message"] = {{"role", "assistant"}, {"content", text}};
-    } else {
-      j["response"] = text;
-    }
-    j["done"] = done;
-    return j;
-  }
+  std::unique_ptr<Wire> wire;
 };
+
+std::shared_ptr<Server::Job> Server::NewJob(std::unique_ptr<Wire> wire, bool chat) {
+  auto job = std::make_shared<Job>();
+  job->chat = chat;
+  job->start = Clock::now();
+  job->wire = std::move(wire);
+  return job;
+}
 
 Server::Server(ServerOptions options, sched::Scheduler* scheduler, ModelCatalog* catalog)
     : options_(std::move(options)),
@@ -372,9 +447,9 @@ void Server::Routes() {
   // Idle keep-alive connections hold a worker until this passes, also at shutdown (httplib
   // does not close them on stop()): short enough that SIGTERM exits within 5 s.
   h.set_keep_alive_timeout(2);
-  h.set_pre_routing_handler([this](const httplib::Request&, httplib::Response& res) {
+  h.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     if (shutting_down_.load()) {
-      SendError(res, 503, kShutdownMessage);
+      SendErrorFor(req, res, 503, kShutdownMessage);
       return httplib::Server::HandlerResponse::Handled;
     }
     return httplib::Server::HandlerResponse::Unhandled;
@@ -385,17 +460,17 @@ void Server::Routes() {
   h.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;
     if (res.status == 413) {
-      SendError(res, 413,
-                fmt::format("request body too large: the limit is {} bytes (FERRY_MAX_BODY)",
-                            options_.max_body_bytes));
+      SendErrorFor(req, res, 413,
+                   fmt::format("request body too large: the limit is {} bytes (FERRY_MAX_BODY)",
+                               options_.max_body_bytes));
     } else if (res.status == 404) {
-      SendError(res, 404, fmt::format("{} {}: no such endpoint", req.method, req.path));
+      SendErrorFor(req, res, 404, fmt::format("{} {}: no such endpoint", req.method, req.path));
     } else {
-      SendError(res, res.status, fmt::format("HTTP error {}", res.status));
+      SendErrorFor(req, res, res.status, fmt::format("HTTP error {}", res.status));
     }
   });
   h.set_exception_handler(
-      [](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+      [](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
         std::string what = "unknown error";
         try {
           if (ep) std::rethrow_exception(ep);
@@ -404,7 +479,7 @@ void Server::Routes() {
         } catch (...) {
         }
         log::Error("http handler error: {}", what);
-        SendError(res, 500, fmt::format("internal error: {}", what));
+        SendErrorFor(req, res, 500, fmt::format("internal error: {}", what));
       });
 
   auto running = [](const httplib::Request&, httplib::Response& res) {
@@ -435,6 +510,7 @@ void Server::Routes() {
   h.Delete("/api/delete",
            [this](const httplib::Request& q, httplib::Response& r) { Delete(q, r); });
   h.Get("/metrics", [this](const httplib::Request& q, httplib::Response& r) { Metrics(q, r); });
+  OpenAIRoutes();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -527,60 +603,37 @@ Status Server::Prepare(const api::CommonParams& common, Job& job) {
   return Status::Ok();
 }
 
-void Server::Generate(const httplib::Request& req, httplib::Response& res) {
-  auto job = std::make_shared<Job>();
-  job->start = Clock::now();
-  auto body = api::ParseBody(req.body);
-  if (!body.ok()) return SendStatus(res, body.status());
-  auto p = api::ParseGenerate(*body);
-  if (!p.ok()) return SendStatus(res, p.status());
-  if (Status s = Prepare(p->common, *job); !s.ok()) return SendStatus(res, s);
-  const CatalogModel& m = *job->entry;
-  if (p->prompt.empty()) {
-    const bool unload = p->common.keep_alive && p->common.keep_alive->duration.count() == 0;
-    return LoadOrUnload(job, unload, res);
-  }
+Status Server::RenderPrompt(const std::string& prompt, const std::string& system, bool raw,
+                            Job& job) {
+  const CatalogModel& m = *job.entry;
   std::string text;
-  std::string system = p->system;
-  if (system.empty() && m.stored && m.stored->extras.system) system = *m.stored->extras.system;
-  if (p->raw || (!m.chat_template && !m.go_template)) {
+  const std::string& own_system =
+      system.empty() && m.stored && m.stored->extras.system ? *m.stored->extras.system : system;
+  if (raw || (!m.chat_template && !m.go_template)) {
     // Ollama's default template "{{ .Prompt }}"; a system message goes in front.
-    text = system.empty() || p->raw ? p->prompt : system + "\n\n" + p->prompt;
+    text = own_system.empty() || raw ? prompt : own_system + "\n\n" + prompt;
   } else {
-    if (!m.template_error.ok()) return SendStatus(res, m.template_error);
+    if (!m.template_error.ok()) return m.template_error;
     std::vector<chat::Message> msgs;
-    if (!p->system.empty()) msgs.push_back({"system", p->system});
-    msgs.push_back({"user", p->prompt});
+    if (!system.empty()) msgs.push_back({"system", system});
+    msgs.push_back({"user", prompt});
     auto r = RenderWithModelTemplate(m, WithModelMessages(m, msgs));
-    if (!r.ok()) return SendStatus(res, InvalidArgumentError("prompt: {}", r.status().message()));
+    if (!r.ok()) return InvalidArgumentError("prompt: {}", r.status().message());
     text = *r;
   }
-  auto tokens = m.tokenizer->Encode(text, /*add_special=*/true, /*parse_special=*/true);
-  if (!tokens.ok()) return SendStatus(res, tokens.status());
-  job->request.request.prompt = std::move(*tokens);
-  Run(job, res);
+  FERRY_ASSIGN_OR_RETURN(job.request.request.prompt,
+                         m.tokenizer->Encode(text, /*add_special=*/true, /*parse_special=*/true));
+  return Status::Ok();
 }
 
-void Server::Chat(const httplib::Request& req, httplib::Response& res) {
-  auto job = std::make_shared<Job>();
-  job->chat = true;
-  job->start = Clock::now();
-  auto body = api::ParseBody(req.body);
-  if (!body.ok()) return SendStatus(res, body.status());
-  auto p = api::ParseChat(*body);
-  if (!p.ok()) return SendStatus(res, p.status());
-  if (Status s = Prepare(p->common, *job); !s.ok()) return SendStatus(res, s);
-  const CatalogModel& m = *job->entry;
-  if (p->messages.empty()) {
-    const bool unload = p->common.keep_alive && p->common.keep_alive->duration.count() == 0;
-    return LoadOrUnload(job, unload, res);
-  }
+Status Server::RenderChat(const std::vector<api::ChatMessage>& messages, Job& job) {
+  const CatalogModel& m = *job.entry;
   std::string text;
   std::vector<chat::Message> msgs;
-  for (const api::ChatMessage& msg : p->messages) msgs.push_back({msg.role, msg.content});
+  for (const api::ChatMessage& msg : messages) msgs.push_back({msg.role, msg.content});
   msgs = WithModelMessages(m, msgs);
   if (!m.chat_template && !m.go_template) {
-    if (!m.template_error.ok()) return SendStatus(res, m.template_error);
+    if (!m.template_error.ok()) return m.template_error;
     // No template: the contents one after another, a newline before each new user or system
     // message (an answer continues its prompt), so a conversation's next turn extends the
     // previous one and the cached prefix is reused.
@@ -589,22 +642,51 @@ void Server::Chat(const httplib::Request& req, httplib::Response& res) {
       text += msgs[i].content;
     }
   } else {
-    if (!m.template_error.ok()) return SendStatus(res, m.template_error);
+    if (!m.template_error.ok()) return m.template_error;
     auto r = RenderWithModelTemplate(m, msgs);
-    if (!r.ok()) {
-      return SendStatus(res, InvalidArgumentError("messages: {}", r.status().message()));
-    }
+    if (!r.ok()) return InvalidArgumentError("messages: {}", r.status().message());
     text = *r;
   }
-  auto tokens = m.tokenizer->Encode(text, /*add_special=*/true, /*parse_special=*/true);
-  if (!tokens.ok()) return SendStatus(res, tokens.status());
-  if (tokens->empty()) return SendStatus(res, InvalidArgumentError("messages: no tokens"));
-  job->request.request.prompt = std::move(*tokens);
+  FERRY_ASSIGN_OR_RETURN(job.request.request.prompt,
+                         m.tokenizer->Encode(text, /*add_special=*/true, /*parse_special=*/true));
+  if (job.request.request.prompt.empty()) return InvalidArgumentError("messages: no tokens");
+  return Status::Ok();
+}
+
+void Server::Generate(const httplib::Request& req, httplib::Response& res) {
+  auto body = api::ParseBody(req.body);
+  if (!body.ok()) return SendStatus(res, body.status());
+  auto p = api::ParseGenerate(*body);
+  if (!p.ok()) return SendStatus(res, p.status());
+  auto job = NewJob(std::make_unique<OllamaWire>(false, p->common.model), /*chat=*/false);
+  if (Status s = Prepare(p->common, *job); !s.ok()) return SendStatus(res, s);
+  if (p->prompt.empty()) {
+    const bool unload = p->common.keep_alive && p->common.keep_alive->duration.count() == 0;
+    return LoadOrUnload(job, unload, res);
+  }
+  if (Status s = RenderPrompt(p->prompt, p->system, p->raw, *job); !s.ok()) {
+    return SendStatus(res, s);
+  }
+  Run(job, res);
+}
+
+void Server::Chat(const httplib::Request& req, httplib::Response& res) {
+  auto body = api::ParseBody(req.body);
+  if (!body.ok()) return SendStatus(res, body.status());
+  auto p = api::ParseChat(*body);
+  if (!p.ok()) return SendStatus(res, p.status());
+  auto job = NewJob(std::make_unique<OllamaWire>(true, p->common.model), /*chat=*/true);
+  if (Status s = Prepare(p->common, *job); !s.ok()) return SendStatus(res, s);
+  if (p->messages.empty()) {
+    const bool unload = p->common.keep_alive && p->common.keep_alive->duration.count() == 0;
+    return LoadOrUnload(job, unload, res);
+  }
+  if (Status s = RenderChat(p->messages, *job); !s.ok()) return SendStatus(res, s);
   Run(job, res);
 }
 
 void Server::LoadOrUnload(std::shared_ptr<Job> job, bool unload, httplib::Response& res) {
-  Json j = job->TextLine("", true);
+  Json j = OllamaLine(job->chat, job->model, "", true);
   if (unload) {
     Status s = scheduler_->Unload(job->sched_name);
     if (!s.ok() && s.code() != StatusCode::kNotFound) return SendStatus(res, s);
@@ -629,10 +711,11 @@ void Server::LoadOrUnload(std::shared_ptr<Job> job, bool unload, httplib::Respon
 }
 
 void Server::Run(std::shared_ptr<Job> job, httplib::Response& res) {
+  Wire& wire = *job->wire;
   const int64_t n_prompt = static_cast<int64_t>(job->request.request.prompt.size());
   const int64_t num_ctx = job->request.request.options.num_ctx;
   if (n_prompt > num_ctx) {
-    return SendError(res, 400,
+    return wire.Fail(res, 400,
                      fmt::format("the prompt is {} tokens, more than num_ctx {}: raise "
                                  "options.num_ctx or shorten the prompt (ferry never truncates "
                                  "silently)",
@@ -642,53 +725,38 @@ void Server::Run(std::shared_ptr<Job> job, httplib::Response& res) {
   if (!stream.ok()) {
     const Status& s = stream.status();
     if (s.code() == StatusCode::kResourceExhausted && api::HttpStatusFor(s) == 503) {
-      return SendError(res, 503, fmt::format("{} ({})", api::kQueueFullMessage, s.message()));
+      return wire.Fail(res, 503, fmt::format("{} ({})", api::kQueueFullMessage, s.message()));
     }
-    return SendStatus(res, s);
+    return wire.Fail(res, api::HttpStatusFor(s), s.message());
   }
   job->events = *stream;
   Track(job->events);
 
-  auto final_line = [this, job](const GenerateStats& stats) {
-    Json j = job->TextLine("", true);
-    api::FinalTimes t;
-    t.total_ns = NsSince(job->start);
-    t.load_ns = stats.queue_ns;
-    api::AddFinalFields(stats, t, &j);
-    metrics_.CountTokens(stats.prompt_eval_count, stats.eval_count);
-    return j;
-  };
-
   if (!job->stream) {
     auto drained = job->events->Drain();
     Untrack(job->events);
-    if (!drained.ok()) return SendStatus(res, drained.status());
-    if (drained->second.done_reason == DoneReason::kCancelled) {
-      return SendError(res, 503, kShutdownMessage);
+    if (!drained.ok()) {
+      return wire.Fail(res, api::HttpStatusFor(drained.status()), drained.status().message());
     }
-    Json j = final_line(drained->second);
-    if (job->chat) {
-      j["message"]["content"] = drained->first;
-    } else {
-      j["response"] = drained->first;
-    }
-    return SendJson(res, j);
+    const GenerateStats& stats = drained->second;
+    if (stats.done_reason == DoneReason::kCancelled) return wire.Fail(res, 503, kShutdownMessage);
+    metrics_.CountTokens(stats.prompt_eval_count, stats.eval_count);
+    return SendJson(res, wire.Whole(drained->first, stats, NsSince(job->start)));
   }
 
   res.status = 200;
   res.set_chunked_content_provider(
-      kNdjson,
-      [this, job, final_line](size_t /*offset*/, httplib::DataSink& sink) {
-        auto write = [&](const Json& j) {
-          const std::string line = api::Line(j);
-          if (!sink.write(line.data(), line.size())) {
+      wire.stream_content_type(),
+      [this, job](size_t /*offset*/, httplib::DataSink& sink) {
+        auto write = [&](const std::string& bytes) {
+          if (!sink.write(bytes.data(), bytes.size())) {
             job->events->Cancel();  // the client went away: free its KV at the next step
             return false;
           }
           return true;
         };
         auto end_with_error = [&](std::string_view message) {
-          bool ok = write(Json{{"error", std::string(message)}});
+          bool ok = write(job->wire->StreamError(message));
           sink.done();
           Untrack(job->events);
           return ok;
@@ -705,7 +773,7 @@ void Server::Run(std::shared_ptr<Job> job, httplib::Response& res) {
         if (!ev) return true;  // nothing yet: called again
         switch (ev->kind) {
           case StreamEvent::Kind::kText:
-            return write(job->TextLine(ev->text, false));
+            return write(job->wire->Piece(ev->text));
           case StreamEvent::Kind::kError:
             return end_with_error(ev->error.message());
           case StreamEvent::Kind::kDone:
@@ -713,7 +781,8 @@ void Server::Run(std::shared_ptr<Job> job, httplib::Response& res) {
               return end_with_error(shutting_down_.load() ? kShutdownMessage : "request cancelled");
             }
             {
-              bool ok = write(final_line(ev->stats));
+              metrics_.CountTokens(ev->stats.prompt_eval_count, ev->stats.eval_count);
+              bool ok = write(job->wire->End(ev->stats, NsSince(job->start)));
               sink.done();
               Untrack(job->events);
               return ok;
@@ -729,9 +798,22 @@ void Server::Run(std::shared_ptr<Job> job, httplib::Response& res) {
 
 // ---------------------------------------------------------------------------------------------
 
+std::vector<std::pair<CatalogEntry, std::shared_ptr<const CatalogModel>>> Server::ServableModels() {
+  std::vector<std::pair<CatalogEntry, std::shared_ptr<const CatalogModel>>> out;
+  for (CatalogEntry& e : catalog_->List()) {
+    auto opened = catalog_->Open(e.name);
+    if (!opened.ok()) {
+      log::Warn("models: {}: {}", e.path, opened.status().message());
+      continue;  // a file ferry cannot read is not a model it can serve
+    }
+    out.emplace_back(std::move(e), std::move(*opened));
+  }
+  return out;
+}
+
 void Server::Tags(const httplib::Request&, httplib::Response& res) {
   Json models = Json::array();
-  for (const CatalogEntry& e : catalog_->List()) {
+  for (const auto& [e, opened] : ServableModels()) {
     Json m;
     m["name"] = e.name;
     m["model"] = e.name;
@@ -741,15 +823,8 @@ void Server::Tags(const httplib::Request&, httplib::Response& res) {
       m["digest"] =
           e.stored->digest.starts_with("sha256:") ? e.stored->digest.substr(7) : e.stored->digest;
       m["details"] = Details(e.stored->details);
-      models.push_back(std::move(m));
-      continue;
-    }
-    auto opened = catalog_->Open(e.name);
-    if (opened.ok()) {
-      m["details"] = Details((*opened)->info);
     } else {
-      log::Warn("api/tags: {}: {}", e.path, opened.status().message());
-      continue;  // a file ferry cannot read is not a model it can serve
+      m["details"] = Details(opened->info);
     }
     models.push_back(std::move(m));
   }

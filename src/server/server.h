@@ -18,6 +18,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "api/ollama.h"
 #include "backend/device.h"
@@ -82,6 +83,25 @@ class HttpMetrics {
 // ferry_kv_cache_utilization{model=...}).
 std::string RenderSchedulerMetrics(const sched::SchedulerCounters& counters);
 
+// How a generation's answer goes on the wire: Ollama's NDJSON (/api/generate, /api/chat) or
+// OpenAI's server-sent events (/v1/chat/completions, /v1/completions). Server::Run drives one
+// per request, from one thread at a time.
+class Wire {
+ public:
+  virtual ~Wire() = default;
+  // An error answer before anything was sent.
+  virtual void Fail(httplib::Response& res, int status, std::string_view message) const = 0;
+  // Streaming: the content type, the bytes of a piece of text, of the end (the stats), of an
+  // error after streaming began (the stream's last bytes).
+  virtual const char* stream_content_type() const = 0;
+  virtual std::string Piece(const std::string& text) = 0;
+  virtual std::string End(const GenerateStats& stats, int64_t total_ns) = 0;
+  virtual std::string StreamError(std::string_view message) = 0;
+  // The whole answer of a request that does not stream.
+  virtual api::Json Whole(const std::string& text, const GenerateStats& stats,
+                          int64_t total_ns) = 0;
+};
+
 class Server {
  public:
   // Binds the socket (InvalidArgument/Unavailable when it cannot). `scheduler` and `catalog`
@@ -114,8 +134,16 @@ class Server {
   void Create(const httplib::Request& req, httplib::Response& res);
   void Copy(const httplib::Request& req, httplib::Response& res);
   void Delete(const httplib::Request& req, httplib::Response& res);
+  // OpenAI's API (openai_routes.cc).
+  void OpenAIRoutes();
+  void ChatCompletions(const httplib::Request& req, httplib::Response& res);
+  void Completions(const httplib::Request& req, httplib::Response& res);
+  void Models(const httplib::Request& req, httplib::Response& res);
+  void Model(const httplib::Request& req, httplib::Response& res);
 
   struct Job;  // one generation in flight
+  // A job answering through `wire`, its clock started.
+  std::shared_ptr<Job> NewJob(std::unique_ptr<Wire> wire, bool chat);
   // Shared by generate and chat after the prompt is known.
   void Run(std::shared_ptr<Job> job, httplib::Response& res);
   void LoadOrUnload(std::shared_ptr<Job> job, bool unload, httplib::Response& res);
@@ -126,6 +154,12 @@ class Server {
   // model's PARAMETERs, then the request's: Ollama's merge) and where each came from.
   Status EffectiveOptions(const CatalogModel& m, const api::Json& request_options,
                           RequestOptions* o, std::map<std::string, std::string>* sources) const;
+  // After Prepare: the prompt, rendered with the model's chat template (or without one as
+  // Ollama does) and tokenized into the job. InvalidArgument for what cannot be rendered.
+  Status RenderChat(const std::vector<api::ChatMessage>& messages, Job& job);
+  Status RenderPrompt(const std::string& prompt, const std::string& system, bool raw, Job& job);
+  // The models /api/tags and /v1/models list: the catalog's files that open.
+  std::vector<std::pair<CatalogEntry, std::shared_ptr<const CatalogModel>>> ServableModels();
   void Track(const std::shared_ptr<RequestStream>& s);
   void Untrack(const std::shared_ptr<RequestStream>& s);
 

@@ -56,11 +56,12 @@ constexpr int64_t kQuantizeTokensPerTask = 8;
 constexpr uint64_t kWorkspaceAlign = 64;
 uint64_t RoundUp(uint64_t n) { return (n + kWorkspaceAlign - 1) / kWorkspaceAlign * kWorkspaceAlign; }
 
-// Where the parts of a MatMul workspace go: [buf][block_d][block_s][qs], each rounded to 64
-// bytes (qs: Q8_0 activations only, the blocks' int8 values contiguous per token).
+// Where the parts of a MatMul workspace go: [buf][block_d][block_s][qs][corr], each rounded
+// to 64 bytes (qs, corr: Q8_0 activations only: the blocks' int8 values contiguous per token,
+// and -128 x the sum of each four of them).
 struct WorkspaceLayout {
   uint64_t buf_bytes = 0;  // quantized activation rows (unrounded)
-  uint64_t d_offset = 0, s_offset = 0, qs_offset = 0;
+  uint64_t d_offset = 0, s_offset = 0, qs_offset = 0, corr_offset = 0;
   uint64_t total = 0;
 };
 
@@ -81,7 +82,8 @@ WorkspaceLayout LayoutFor(DType w_type, int64_t cols, int64_t n_tok) {
       l.d_offset = RoundUp(l.buf_bytes);
       l.s_offset = l.d_offset + RoundUp(nb * sizeof(float));
       l.qs_offset = l.s_offset + RoundUp(nb * sizeof(float));
-      l.total = l.qs_offset + RoundUp(n * c);
+      l.corr_offset = l.qs_offset + RoundUp(n * c);
+      l.total = l.corr_offset + RoundUp(n * (c / 4) * sizeof(int32_t));
       break;
     }
     case DType::kQ8_K:
@@ -185,6 +187,7 @@ Status MatMulImpl(const WeightMatrix& w, const float* x, int64_t n_tok, float* y
   float* const block_d = reinterpret_cast<float*>(workspace + layout.d_offset);
   float* const block_s = reinterpret_cast<float*>(workspace + layout.s_offset);
   int8_t* const qs = reinterpret_cast<int8_t*>(workspace + layout.qs_offset);
+  int32_t* const corr = reinterpret_cast<int32_t*>(workspace + layout.corr_offset);
   auto for_tokens = [&](const std::function<void(int64_t t)>& fn) {
     const int64_t tasks = (n_tok + kQuantizeTokensPerTask - 1) / kQuantizeTokensPerTask;
     ParallelFor(tasks > 1 ? pool : nullptr, tasks, [&](int64_t b, int64_t e) {
@@ -219,11 +222,19 @@ Status MatMulImpl(const WeightMatrix& w, const float* x, int64_t n_tok, float* y
         for (int64_t b = 0; b < nb; ++b) {
           std::memcpy(qs + t * cols + b * kQK4_0, blocks[b].qs, kQK4_0);
         }
+        // -128 x the sum of each four consecutive values: with weights offset to unsigned
+        // (w + 128), vpdpbusd started from this gives exactly sum(w * x) per lane.
+        const int8_t* q = qs + t * cols;
+        for (int64_t g = 0; g < cols / 4; ++g) {
+          corr[t * (cols / 4) + g] =
+              -128 * (int32_t{q[4 * g]} + q[4 * g + 1] + q[4 * g + 2] + q[4 * g + 3]);
+        }
       });
       a.data = buf;
       a.block_d = block_d;
       a.block_s = block_s;
       a.qs = qs;
+      a.qs_corr = corr;
       break;
     }
     case DType::kQ8_K: {

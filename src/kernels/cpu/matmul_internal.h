@@ -42,6 +42,7 @@ struct Activations {
                                    // unrounded), the m term of Q4_1 / Q5_1 weights
   const int8_t* qs = nullptr;      // kQ8_0: [n_tok, cols] the blocks' values, contiguous (two
                                    // blocks are one 512-bit load)
+  const int32_t* qs_corr = nullptr;  // kQ8_0: [n_tok, cols / 4] -128 x each four values' sum
 };
 
 // Computes y[t * w.rows + r] = dot(weight row r, token t) for r in [r0, r1), every token.

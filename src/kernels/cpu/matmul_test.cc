@@ -266,15 +266,15 @@ TEST(MatMulTest, Errors) {
   EXPECT_FALSE(MatMul(w, x.data(), -1, y.data(), nullptr).ok());
 
   // Workspaces: Q8_0 activations of 2 tokens x 32 values are 2 blocks (68 bytes, rounded to
-  // 128) plus d and s (8 bytes each, rounded to 64) plus the 64 values contiguous (64): 320
-  // bytes. F32 weights need none.
-  EXPECT_EQ(MatMulWorkspaceBytes(DType::kQ8_0, 32, 2), 320u);
+  // 128) plus d and s (8 bytes each, rounded to 64) plus the 64 values contiguous (64) plus
+  // their 16 four-sums (int32, 64): 384 bytes. F32 weights need none.
+  EXPECT_EQ(MatMulWorkspaceBytes(DType::kQ8_0, 32, 2), 384u);
   EXPECT_EQ(MatMulWorkspaceBytes(DType::kF32, 4096, 512), 0u);
   EXPECT_EQ(MatMulWorkspaceBytes(DType::kF16, 64, 3), 384u);
   EXPECT_EQ(MatMulWorkspaceBytes(DType::kQ4_K, 256, 1), 320u);  // one Q8_K block (292 bytes)
-  AlignedWorkspace ws(321);
-  EXPECT_TRUE(MatMul(w, x.data(), 2, y.data(), nullptr, ws.span().first(320)).ok());
-  EXPECT_EQ(MatMul(w, x.data(), 2, y.data(), nullptr, ws.span().first(319)).code(),
+  AlignedWorkspace ws(385);
+  EXPECT_TRUE(MatMul(w, x.data(), 2, y.data(), nullptr, ws.span().first(384)).ok());
+  EXPECT_EQ(MatMul(w, x.data(), 2, y.data(), nullptr, ws.span().first(383)).code(),
             StatusCode::kInvalidArgument);
   EXPECT_EQ(MatMul(w, x.data(), 1, y.data(), nullptr, ws.span().subspan(1)).code(),
             StatusCode::kInvalidArgument);  // misaligned
