@@ -74,6 +74,8 @@ def test_create_generate_show_tags_copy_delete(server):
     assert {"tiny:latest", "tiny2:latest", STORIES} <= names
     tagged = next(m for m in c.list().models if m.model == "tiny:latest")
     assert tagged.digest and tagged.size > 0 and tagged.details.format == "gguf"
+    assert server.get("/v1/models/tiny")[0] == 200
+    assert "tiny:latest" in server.get("/v1/models")[1]
 
     assert c.copy("tiny", "tiny-copy").status == "success"
     assert c.generate(model="tiny-copy", prompt="the cat").eval_count == 6

@@ -147,7 +147,8 @@ void Server::Model(const httplib::Request& req, httplib::Response& res) {
   auto name = api::NormalizeModelName(id);
   if (!name.ok()) return SendOpenAIStatus(res, name.status());
   for (const auto& [e, opened] : ServableModels()) {
-    if (e.name == *name) return SendJson(res, openai::ModelObject(id, UnixSeconds(e.modified)));
+    auto listed = api::NormalizeModelName(e.name);
+    if (listed.ok() && *listed == *name) return SendJson(res, openai::ModelObject(id, UnixSeconds(e.modified)));
   }
   SendOpenAIError(res, 404, api::ModelNotFoundMessage(id));
 }

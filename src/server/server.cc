@@ -801,6 +801,12 @@ void Server::Run(std::shared_ptr<Job> job, httplib::Response& res) {
 std::vector<std::pair<CatalogEntry, std::shared_ptr<const CatalogModel>>> Server::ServableModels() {
   std::vector<std::pair<CatalogEntry, std::shared_ptr<const CatalogModel>>> out;
   for (CatalogEntry& e : catalog_->List()) {
+    if (e.stored) {
+      // The store read its manifest and config; opening would hash its blobs (the first
+      // Resolve verifies them), gigabytes for a listing. Its first use verifies them.
+      out.emplace_back(std::move(e), nullptr);
+      continue;
+    }
     auto opened = catalog_->Open(e.name);
     if (!opened.ok()) {
       log::Warn("models: {}: {}", e.path, opened.status().message());

@@ -158,7 +158,8 @@ class Server {
   // Ollama does) and tokenized into the job. InvalidArgument for what cannot be rendered.
   Status RenderChat(const std::vector<api::ChatMessage>& messages, Job& job);
   Status RenderPrompt(const std::string& prompt, const std::string& system, bool raw, Job& job);
-  // The models /api/tags and /v1/models list: the catalog's files that open.
+  // The models /api/tags and /v1/models list: the catalog's files that open, and the store's
+  // models (not opened: nullptr; their blobs are verified on first use).
   std::vector<std::pair<CatalogEntry, std::shared_ptr<const CatalogModel>>> ServableModels();
   void Track(const std::shared_ptr<RequestStream>& s);
   void Untrack(const std::shared_ptr<RequestStream>& s);
