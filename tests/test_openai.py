@@ -216,7 +216,7 @@ def test_error_after_streaming_began(models_dir):
         assert resp.status == 200
         json.loads(read_event(resp))  # streaming began
         s.proc.send_signal(signal.SIGTERM)
-        assert s.proc.wait(timeout=10) == 0
+        assert s.proc.wait(timeout=60) == 0  # a hang guard, not a speed bound
         events = [e for e in resp.read().decode().split("\n\n") if e]
         conn.close()
         assert events[-1] == "data: [DONE]"
