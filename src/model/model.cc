@@ -1,11 +1,17 @@
 #include "model/model.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <string_view>
 
 #include <fmt/format.h>
 
 #include "base/log.h"
+#include "kernels/cpu/matmul.h"
 
 namespace ferry {
 namespace {
@@ -271,6 +277,86 @@ Status BindWeights(const gguf::GgufFile& f, const HParams& hp, ModelWeights* w) 
 }
 
 }  // namespace
+
+void Model::FreeDeleter::operator()(uint8_t* p) const { std::free(p); }
+
+namespace {
+
+// Lets the kernel drop the whole pages inside [data, data + bytes) of a read-only file mapping
+// from this process (a hint: the file is unchanged, and a later read maps them again).
+void ReleaseMappedPages(const void* data, uint64_t bytes) {
+  const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  const auto begin = reinterpret_cast<uintptr_t>(data);
+  const uintptr_t first = (begin + page - 1) / page * page;
+  const uintptr_t last = (begin + bytes) / page * page;
+  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+}
+
+}  // namespace
+
+Status Model::PackWeights() {
+  if (!packed_.empty()) return Status::Ok();
+  std::vector<WeightMatrix*> matrices;
+  for (LayerWeights& L : w_.layers) {
+    for (WeightMatrix* m : {&L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_gate, &L.ffn_up, &L.ffn_down}) {
+      matrices.push_back(m);
+    }
+  }
+  // The output projection (token_embd itself when tied: its rows are still looked up from
+  // the mapping for the input embedding).
+  matrices.push_back(w_.output.present() ? &w_.output : &w_.token_embd);
+  std::vector<PackedCopy> copies;
+  std::vector<WeightMatrix*> packed_matrices;
+  for (WeightMatrix* m : matrices) {
+    if (!m->present() || m->packed != nullptr || !MatMulUsesPackedWeights(m->type) ||
+        !CanPackWeightRows(m->type, m->rows, m->cols)) {
+      continue;
+    }
+    const uint64_t bytes = static_cast<uint64_t>(m->rows) * m->row_bytes;
+    PackedCopy c;
+    c.mapped = m->data;
+    c.bytes = bytes;
+    c.data.reset(static_cast<uint8_t*>(std::aligned_alloc(64, (bytes + 63) / 64 * 64)));
+    if (c.data == nullptr) {
+      return ResourceExhaustedError("{}: no memory for a packed copy of {} bytes", file_->name(),
+                                    bytes);
+    }
+    // In chunks of whole row groups (a packed chunk has the bytes of its rows, at the same
+    // offset), each chunk's mapped pages released once copied: memory never holds a whole
+    // tensor twice.
+    const int64_t chunk_rows = kPackRows * 1024;
+    for (int64_t r0 = 0; r0 < m->rows; r0 += chunk_rows) {
+      WeightMatrix part = *m;
+      part.data = m->Row(r0);
+      part.rows = std::min(chunk_rows, m->rows - r0);
+      const uint64_t offset = static_cast<uint64_t>(r0) * m->row_bytes;
+      const uint64_t part_bytes = static_cast<uint64_t>(part.rows) * m->row_bytes;
+      FERRY_RETURN_IF_ERROR(
+          PackWeightRows(part, std::span<uint8_t>(c.data.get() + offset, part_bytes)));
+      ReleaseMappedPages(part.data, part_bytes);
+    }
+    copies.push_back(std::move(c));
+    packed_matrices.push_back(m);
+  }
+  for (size_t i = 0; i < copies.size(); ++i) {
+    packed_matrices[i]->packed = copies[i].data.get();
+  }
+  packed_ = std::move(copies);
+  return Status::Ok();
+}
+
+std::span<const uint8_t> Model::PackedCopyOf(const void* mapped) const {
+  for (const PackedCopy& c : packed_) {
+    if (c.mapped == mapped) return {c.data.get(), c.bytes};
+  }
+  return {};
+}
+
+uint64_t Model::packed_bytes() const {
+  uint64_t n = 0;
+  for (const PackedCopy& c : packed_) n += c.bytes;
+  return n;
+}
 
 StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path) {
   FERRY_ASSIGN_OR_RETURN(std::unique_ptr<gguf::GgufFile> file, gguf::GgufFile::Open(path));

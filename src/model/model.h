@@ -112,6 +112,20 @@ class Model {
   const gguf::GgufFile& file() const { return *file_; }
   const ModelWeights& weights() const { return w_; }
 
+  // Copies every weight that MatMul reads packed on this CPU (MatMulUsesPackedWeights and
+  // CanPackWeightRows, kernels/cpu/matmul.h) into MatMul's packed layout, in memory this model
+  // owns, and points its WeightMatrix::packed there. A packed copy has exactly the bytes of
+  // its tensor; the tensor's mapped pages are released (madvise) once copied, so memory does
+  // not grow: the tensor is then read from the file again only for embedding rows. Results
+  // stay independent of the batch (the packed kernels keep the per-token invariance).
+  // Idempotent. Not thread-safe: call before any Forward, never concurrently with one.
+  // Errors: ResourceExhausted when the memory cannot be allocated (nothing is left packed).
+  Status PackWeights();
+  // The packed copy of the tensor whose mapped bytes begin at `mapped` (a GgufFile tensor's
+  // data), or an empty span if it has none.
+  std::span<const uint8_t> PackedCopyOf(const void* mapped) const;
+  uint64_t packed_bytes() const;
+
   // KV cache options for this model (per-layer dims and windows) at the given context.
   KvCacheOptions KvOptions(DType type, int64_t num_ctx, int32_t num_seqs, int64_t max_batch) const;
 
@@ -130,9 +144,18 @@ class Model {
 
  private:
   Model() = default;
+  struct FreeDeleter {
+    void operator()(uint8_t* p) const;
+  };
+  struct PackedCopy {
+    const void* mapped = nullptr;  // the tensor's mapped bytes
+    std::unique_ptr<uint8_t, FreeDeleter> data;  // 64-byte aligned
+    uint64_t bytes = 0;
+  };
   std::unique_ptr<gguf::GgufFile> file_;
   HParams hp_;
   ModelWeights w_;
+  std::vector<PackedCopy> packed_;
 };
 
 // Architecture entry points (one file each).

@@ -15,6 +15,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "kernels/cpu/matmul.h"
+
 namespace ferry {
 namespace {
 
@@ -40,12 +42,17 @@ struct Worst {
 // worst error seen, so a gap under it may legitimately swap the argmax. After such a step
 // the case ends, or with `teacher_force` goes on with llama.cpp's token (the two runs then see
 // the same context again), so the rest of the case is checked too.
+// `packed`: the model's weights packed for this CPU's kernels first (Model::PackWeights).
 Worst CheckAgainstFixture(const std::string& model_path, const std::string& fixture,
-                          Tolerance tol, bool teacher_force = false) {
+                          Tolerance tol, bool teacher_force = false, bool packed = false) {
   Worst worst;
   auto model = Model::Load(model_path);
   EXPECT_TRUE(model.ok()) << model.status().ToString();
   if (!model.ok()) return worst;
+  if (packed) {
+    const Status s = (*model)->PackWeights();
+    EXPECT_TRUE(s.ok()) << s.ToString();
+  }
   std::ifstream in(kFixtures + "/" + fixture);
   EXPECT_TRUE(in.good()) << fixture;
   if (!in.good()) return worst;
@@ -135,6 +142,49 @@ TEST(ModelTest, Gemma3MatchesLlamaCpp) {
   // matmul outputs alone move these logits by 0.43..0.93. So the bound is that of every
   // activation-rounded type below: 0.2 + 0.04 |ref| (0.96 at 19).
   CheckAgainstFixture(path, "gemma3-270m-q4_k_m.json", {0.2, 0.04}, /*teacher_force=*/true);
+  // The same with the weights packed, as the runner loads them.
+  CheckAgainstFixture(path, "gemma3-270m-q4_k_m.json", {0.2, 0.04}, /*teacher_force=*/true,
+                      /*packed=*/true);
+}
+
+TEST(ModelTest, PackWeightsCopiesThePackableTensorsOnce) {
+  std::string path = DefaultModelPath();
+  if (path.empty()) GTEST_SKIP() << "FERRY_MODELS not set: run through make test";
+  if (!MatMulUsesPackedWeights(DType::kQ8_0)) GTEST_SKIP() << "no packed kernels on this CPU";
+  auto model = Model::Load(path);
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  Model& m = **model;
+  const WeightMatrix embd = m.weights().token_embd;  // tied: the output projection
+  EXPECT_TRUE(m.PackedCopyOf(embd.data).empty());
+  ASSERT_TRUE(m.PackWeights().ok());
+  const uint64_t packed = m.packed_bytes();
+  // Every packed matrix is a Q8_0-family weight in whole groups of 16 rows, with a copy of
+  // exactly its bytes; the rest (Q4_K, Q6_K here) is left as mapped.
+  uint64_t want = 0;
+  auto check = [&](const WeightMatrix& w) {
+    const std::span<const uint8_t> copy = m.PackedCopyOf(w.data);
+    if (MatMulUsesPackedWeights(w.type) && CanPackWeightRows(w.type, w.rows, w.cols)) {
+      EXPECT_EQ(w.packed, copy.data());
+      EXPECT_EQ(copy.size(), static_cast<uint64_t>(w.rows) * w.row_bytes);
+      want += copy.size();
+    } else {
+      EXPECT_EQ(w.packed, nullptr);
+      EXPECT_TRUE(copy.empty());
+    }
+  };
+  for (const LayerWeights& L : m.weights().layers) {
+    for (const WeightMatrix* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_gate, &L.ffn_up, &L.ffn_down}) {
+      check(*w);
+    }
+  }
+  check(m.weights().token_embd);
+  EXPECT_EQ(packed, want);
+  EXPECT_GT(packed, 170u << 20);  // the 171 MiB Q8_0 embedding at least
+  // The embedding rows are still read from the file: the mapped data is unchanged.
+  EXPECT_EQ(m.weights().token_embd.data, embd.data);
+  // A second call changes nothing.
+  ASSERT_TRUE(m.PackWeights().ok());
+  EXPECT_EQ(m.packed_bytes(), packed);
 }
 
 TEST(ModelTest, Stories260KGreedyStory) {
@@ -203,6 +253,9 @@ TEST_P(SyntheticTest, MatchesLlamaCpp) {
       << path << " is missing: tests/reference/make_synthetic.py --all " << dir;
   CheckAgainstFixture(path, name + ".json", SyntheticTolerance(arch, type),
                       /*teacher_force=*/true);
+  // Again with the weights packed (the Q8_0-family types, where this CPU has packed kernels).
+  CheckAgainstFixture(path, name + ".json", SyntheticTolerance(arch, type),
+                      /*teacher_force=*/true, /*packed=*/true);
 }
 
 std::string SyntheticName(const testing::TestParamInfo<SyntheticTest::ParamType>& info) {

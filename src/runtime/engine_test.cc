@@ -33,10 +33,14 @@ struct Files {
   std::unique_ptr<tokenizer::Tokenizer> tok;
 };
 
+// Opened as the runner loads models: with the weights packed where this CPU has packed
+// kernels (Model::PackWeights), so the bitwise checks cover what production runs.
 Files Open(const std::string& path) {
   auto f = OpenModelFiles(path);
   EXPECT_TRUE(f.ok()) << f.status().ToString();
   if (!f.ok()) return {};
+  const Status packed = f->model->PackWeights();
+  EXPECT_TRUE(packed.ok()) << packed.ToString();
   return Files{std::move(f->model), std::move(f->tokenizer)};
 }
 

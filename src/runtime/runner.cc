@@ -64,14 +64,17 @@ StatusOr<std::unique_ptr<Runner>> Runner::Create(const Model* model,
   r->options_.num_threads = threads;
   r->pool_ = std::make_unique<ThreadPool>(threads);
   r->allocator_ = std::make_unique<DeviceAllocator>("cpu", options.cpu_capacity_bytes);
-  // The weights are used in place from the mapping: each tensor's mapped bytes are charged, so
-  // the allocator accounts them with everything else (a tied output is token_embd itself and
-  // is not counted twice: it is one tensor).
+  // The weights are used in place from the mapping, or from the model's packed copy
+  // (Model::PackWeights, the same number of bytes, the mapped pages released): each tensor's
+  // bytes are charged, so the allocator accounts them with everything else (a tied output is
+  // token_embd itself and is not counted twice: it is one tensor).
   const gguf::GgufFile& file = model->file();
   r->weight_charges_.reserve(file.tensors().size());
   for (const gguf::TensorInfo& t : file.tensors()) {
+    const std::span<const uint8_t> mapped = file.TensorData(t);
+    const std::span<const uint8_t> packed = model->PackedCopyOf(mapped.data());
     FERRY_ASSIGN_OR_RETURN(DeviceAllocator::Buffer b,
-                           r->allocator_->Charge(file.TensorData(t), "weights"));
+                           r->allocator_->Charge(packed.empty() ? mapped : packed, "weights"));
     r->weight_charges_.push_back(std::move(b));
   }
   // The loader's host memory, as built: the mapped header, the parsed metadata and the
@@ -112,6 +115,7 @@ StatusOr<std::unique_ptr<Runner>> Runner::Create(const Model* model,
 StatusOr<std::unique_ptr<Runner>> Runner::Create(std::unique_ptr<Model> model,
                                                  std::unique_ptr<tokenizer::Tokenizer> tokenizer,
                                                  const Plan& plan, const RunnerOptions& options) {
+  if (options.pack_weights) FERRY_RETURN_IF_ERROR(model->PackWeights());
   RunnerOptions no_thread = options;
   no_thread.start_thread = false;
   FERRY_ASSIGN_OR_RETURN(std::unique_ptr<Runner> r,

@@ -71,6 +71,10 @@ struct RunnerOptions {
   // how long a running stream waits for its next token while another request's long prompt is
   // processed, at some cost to that prompt's speed. Results do not depend on it.
   int64_t prefill_tokens_while_decoding = 128;
+  // Create(owning overload) only: pack the model's weights for this CPU's kernels first
+  // (Model::PackWeights; same bytes, faster products). The non-owning Create uses the model
+  // as it is.
+  bool pack_weights = true;
 };
 
 // The synchronous result of Generate.

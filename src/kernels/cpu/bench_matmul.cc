@@ -1,6 +1,7 @@
-// MatMul throughput: reference vs portable vs best (AVX2) kernels, 1 and 2 threads, on two
-// matrices of gemma3-270m Q4_K_M: the 262144 x 640 Q8_0 output/embedding matrix and a
-// 640 x 2048 Q4_K ffn_down. Counters: GFLOP/s (2 * rows * cols * n_tok per call) and weight
+// MatMul throughput: reference vs portable vs AVX2 vs best kernels (rows, and packed with
+// PackWeightRows where the type has a packed layout), 1 and 2 threads, on three matrices of
+// gemma3-270m Q4_K_M: the 262144 x 640 Q8_0 output/embedding matrix, a 640 x 2048 Q4_K and a
+// 640 x 2048 Q5_0 ffn_down. Counters: GFLOP/s (2 * rows * cols * n_tok per call) and weight
 // GB/s (the matrix's bytes per call).
 //
 //   ./bench_matmul [--benchmark_filter=Q4_K] [--benchmark_min_time=0.5]
@@ -21,6 +22,7 @@ namespace {
 
 struct Matrix {
   std::vector<uint8_t> bytes;
+  std::vector<uint8_t> packed;  // empty without a packed layout
   WeightMatrix w;
 };
 
@@ -41,23 +43,35 @@ std::unique_ptr<Matrix> MakeMatrix(DType type, int64_t rows, int64_t cols, int d
     if (dmin_off >= 0) std::memcpy(&m->bytes[b * bs + dmin_off], &d, 2);
   }
   m->w = {type, m->bytes.data(), cols, rows, row_bytes};
+  if (CanPackWeightRows(type, rows, cols)) {
+    m->packed.resize(m->bytes.size());
+    if (!PackWeightRows(m->w, m->packed).ok()) m->packed.clear();
+  }
   return m;
 }
 
 const Matrix& Get(int which) {
   static const auto q8 = MakeMatrix(DType::kQ8_0, 262144, 640, 0, -1);
   static const auto q4k = MakeMatrix(DType::kQ4_K, 640, 2048, 0, 2);
-  return which == 0 ? *q8 : *q4k;
+  static const auto q5 = MakeMatrix(DType::kQ5_0, 640, 2048, 0, -1);
+  return which == 0 ? *q8 : which == 1 ? *q4k : *q5;
 }
 
-enum Impl { kRef = 0, kPortable = 1, kBest = 2, kAvx2 = 3 };
+enum Impl { kRef = 0, kPortable = 1, kBest = 2, kAvx2 = 3, kPacked = 4 };
 
-// Args: matrix (0 = Q8_0 262144x640, 1 = Q4_K 640x2048), n_tok, impl (0 ref, 1 portable, 2
-// best, 3 avx2), threads.
+// Args: matrix (0 = Q8_0 262144x640, 1 = Q4_K 640x2048, 2 = Q5_0 640x2048), n_tok, impl (0 ref,
+// 1 portable, 2 best, 3 avx2, 4 best with packed weights), threads.
 void BM_MatMul(benchmark::State& state) {
-  const Matrix& m = Get(static_cast<int>(state.range(0)));
-  const int64_t n_tok = state.range(1);
+  const Matrix& src = Get(static_cast<int>(state.range(0)));
   const Impl impl = static_cast<Impl>(state.range(2));
+  if (impl == kPacked && src.packed.empty()) {
+    state.SkipWithError("no packed layout");
+    return;
+  }
+  Matrix m;
+  m.w = src.w;
+  if (impl == kPacked) m.w.packed = src.packed.data();
+  const int64_t n_tok = state.range(1);
   const int threads = static_cast<int>(state.range(3));
   std::vector<float> x(static_cast<size_t>(n_tok * m.w.cols));
   std::mt19937 rng(2);
@@ -80,15 +94,17 @@ void BM_MatMul(benchmark::State& state) {
   state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["wGB/s"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   state.SetLabel(std::string(DTypeName(m.w.type)) +
-                 (impl == kRef ? " ref" : impl == kPortable ? " portable" : impl == kAvx2 ? " avx2" : " best"));
+                 (impl == kRef ? " ref" : impl == kPortable ? " portable" : impl == kAvx2 ? " avx2"
+                  : impl == kPacked ? " packed" : " best"));
 }
 
 void Args(benchmark::internal::Benchmark* b) {
   b->ArgNames({"mat", "n_tok", "impl", "threads"});
-  for (int mat : {0, 1}) {
+  for (int mat : {0, 1, 2}) {
     for (int n_tok : {1, 4, 32}) {
       b->Args({mat, n_tok, kRef, 1});
-      for (int impl : {kPortable, kAvx2, kBest}) {
+      for (int impl : {kPortable, kAvx2, kBest, kPacked}) {
+        if (impl == kPacked && mat == 1) continue;  // Q4_K has no packed layout
         for (int threads : {1, 2}) b->Args({mat, n_tok, impl, threads});
       }
     }

@@ -56,12 +56,12 @@ constexpr int64_t kQuantizeTokensPerTask = 8;
 constexpr uint64_t kWorkspaceAlign = 64;
 uint64_t RoundUp(uint64_t n) { return (n + kWorkspaceAlign - 1) / kWorkspaceAlign * kWorkspaceAlign; }
 
-// Where the parts of a MatMul workspace go: [buf][block_d][block_s][qs][corr], each rounded
-// to 64 bytes (qs, corr: Q8_0 activations only: the blocks' int8 values contiguous per token,
-// and -128 x the sum of each four of them).
+// Where the parts of a MatMul workspace go: [buf][block_d][block_s][qs][corr][sum], each
+// rounded to 64 bytes (qs, corr, sum: Q8_0 activations only: the blocks' int8 values
+// contiguous per token, -128 x the sum of each four of them, and each block's sum).
 struct WorkspaceLayout {
   uint64_t buf_bytes = 0;  // quantized activation rows (unrounded)
-  uint64_t d_offset = 0, s_offset = 0, qs_offset = 0, corr_offset = 0;
+  uint64_t d_offset = 0, s_offset = 0, qs_offset = 0, corr_offset = 0, sum_offset = 0;
   uint64_t total = 0;
 };
 
@@ -83,7 +83,8 @@ WorkspaceLayout LayoutFor(DType w_type, int64_t cols, int64_t n_tok) {
       l.s_offset = l.d_offset + RoundUp(nb * sizeof(float));
       l.qs_offset = l.s_offset + RoundUp(nb * sizeof(float));
       l.corr_offset = l.qs_offset + RoundUp(n * c);
-      l.total = l.corr_offset + RoundUp(n * (c / 4) * sizeof(int32_t));
+      l.sum_offset = l.corr_offset + RoundUp(n * (c / 4) * sizeof(int32_t));
+      l.total = l.sum_offset + RoundUp(nb * sizeof(int32_t));
       break;
     }
     case DType::kQ8_K:
@@ -118,6 +119,10 @@ bool CpuHasAvx512Kernels() {
 bool CpuHasAvx2Kernels() {
   static const bool has = DetectAvx2();
   return has;
+}
+
+bool MatMulUsesPackedWeights(DType type) {
+  return Kernels(KernelPath::kBest).packed_kernel(type) != nullptr;
 }
 
 bool MatMulSupports(DType w) { return cpu_internal::PortableKernels().rows_kernel(w) != nullptr; }
@@ -188,6 +193,7 @@ Status MatMulImpl(const WeightMatrix& w, const float* x, int64_t n_tok, float* y
   float* const block_s = reinterpret_cast<float*>(workspace + layout.s_offset);
   int8_t* const qs = reinterpret_cast<int8_t*>(workspace + layout.qs_offset);
   int32_t* const corr = reinterpret_cast<int32_t*>(workspace + layout.corr_offset);
+  int32_t* const block_sum = reinterpret_cast<int32_t*>(workspace + layout.sum_offset);
   auto for_tokens = [&](const std::function<void(int64_t t)>& fn) {
     const int64_t tasks = (n_tok + kQuantizeTokensPerTask - 1) / kQuantizeTokensPerTask;
     ParallelFor(tasks > 1 ? pool : nullptr, tasks, [&](int64_t b, int64_t e) {
@@ -229,12 +235,18 @@ Status MatMulImpl(const WeightMatrix& w, const float* x, int64_t n_tok, float* y
           corr[t * (cols / 4) + g] =
               -128 * (int32_t{q[4 * g]} + q[4 * g + 1] + q[4 * g + 2] + q[4 * g + 3]);
         }
+        for (int64_t b = 0; b < nb; ++b) {
+          int32_t sum = 0;
+          for (int64_t i = 0; i < kQK4_0; ++i) sum += q[b * kQK4_0 + i];
+          block_sum[t * nb + b] = sum;
+        }
       });
       a.data = buf;
       a.block_d = block_d;
       a.block_s = block_s;
       a.qs = qs;
       a.qs_corr = corr;
+      a.qs_sum = block_sum;
       break;
     }
     case DType::kQ8_K: {
@@ -249,6 +261,16 @@ Status MatMulImpl(const WeightMatrix& w, const float* x, int64_t n_tok, float* y
       return InternalError("MatMul: no activation type for {}", DTypeName(w.type));
   }
 
+  if (w.packed != nullptr) {
+    const cpu_internal::PackedKernel packed = ks.packed_kernel(w.type);
+    if (packed != nullptr && CanPackWeightRows(w.type, w.rows, w.cols)) {
+      const WeightRows wr{w.type, static_cast<const uint8_t*>(w.packed), w.row_bytes, cols,
+                          w.rows};
+      ParallelFor(pool, w.rows / kPackRows,
+                  [&](int64_t g0, int64_t g1) { packed(wr, g0, g1, a, y); });
+      return Status::Ok();
+    }
+  }
   const WeightRows wr{w.type, static_cast<const uint8_t*>(w.data), w.row_bytes, cols, w.rows};
   ParallelFor(pool, w.rows, [&](int64_t r0, int64_t r1) { kernel(wr, r0, r1, a, y); });
   return Status::Ok();

@@ -14,7 +14,8 @@
 // loaded weight row. Each output depends only on its (row, token), so results are bitwise the
 // same for any thread count.
 //
-// Instruction sets: AVX-512 VNNI kernels (the Q8_0 family with 512-bit vpdpbusd), AVX2 + FMA +
+// Instruction sets: AVX-512 VNNI kernels (the Q8_0 family with 512-bit vpdpbusd, over rows or
+// over packed weights: see PackWeightRows), AVX2 + FMA +
 // F16C kernels (x86-64, chosen at run time with __builtin_cpu_supports) or a portable C++ path
 // that runs on any CPU. Each path keeps the per-token invariance; paths differ from each other
 // only in the order of the float summation (within the bound above).
@@ -76,6 +77,38 @@ uint64_t MatMulWorkspaceBytes(DType w_type, int64_t cols, int64_t n_tok);
 // Errors: as above, plus InvalidArgument for a workspace that is too small or misaligned.
 Status MatMul(const WeightMatrix& w, const float* x, int64_t n_tok, float* y, ThreadPool* pool,
               std::span<uint8_t> workspace, KernelPath path = KernelPath::kBest);
+
+// ---- packed weights ----
+//
+// MatMul's packed layout interleaves each group of kPackRows consecutive rows so that one
+// 512-bit vpdpbusd multiplies four values of all kPackRows rows with four activations
+// (broadcast), and a block's integer sum of every row of the group ends in its own int32 lane:
+// no horizontal sums, one scale vector per block for the group. Per group g (rows
+// [16g, 16g + 16)), per block b (32 columns) in column order, at
+// (g * nb + b) * 16 * sizeof(block) with nb = cols / 32:
+//   d[16]           fp16, row r's d
+//   m[16]           fp16, row r's m (Q4_1, Q5_1 only)
+//   qh[64]          Q5_0, Q5_1 only: byte 4r + i, bit k = fifth bit of element 4k + i of row r
+//   Q8_0: codes[8][64]  byte 4r + i of vector k = row r's element 4k + i, as u8 (q + 128)
+//   Q4_x/Q5_x: nib[4][64] byte 4r + i of vector j = row r's qs[4j + i] (element 4j + i in
+//                   the low nibble, element 16 + 4j + i in the high one: llama.cpp's order)
+// The packed matrix has exactly the bytes of the original (rows * row_bytes).
+// With packed weights MatMul's float summation order is fixed per (row, token) as well, so
+// the per-token invariance holds; only the AVX-512 VNNI kernels read this layout (others
+// read WeightMatrix::data).
+inline constexpr int64_t kPackRows = 16;
+
+// True if w's type has a packed layout (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) and its rows are a
+// multiple of kPackRows.
+bool CanPackWeightRows(DType type, int64_t rows, int64_t cols);
+// True if MatMul on this CPU (kBest) reads packed weights of this type: packing anything else
+// only costs a copy.
+bool MatMulUsesPackedWeights(DType type);
+
+// Writes w (row layout, w.data) into `out` in the packed layout. out: rows * row_bytes
+// bytes, not overlapping w.data. Errors: InvalidArgument when !CanPackWeightRows or out has
+// the wrong size.
+Status PackWeightRows(const WeightMatrix& w, std::span<uint8_t> out);
 
 // The activation quantizers MatMul uses, for tests. n: a multiple of 32 (Q8_0) or 256 (Q8_K).
 // Q8_0: the same blocks as QuantizeRowQ8_0 (kernels/ref/quantize.h); out: [n / 32].

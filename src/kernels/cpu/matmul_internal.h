@@ -43,6 +43,7 @@ struct Activations {
   const int8_t* qs = nullptr;      // kQ8_0: [n_tok, cols] the blocks' values, contiguous (two
                                    // blocks are one 512-bit load)
   const int32_t* qs_corr = nullptr;  // kQ8_0: [n_tok, cols / 4] -128 x each four values' sum
+  const int32_t* qs_sum = nullptr;   // kQ8_0: [n_tok, cols / 32] each block's sum of values
 };
 
 // Computes y[t * w.rows + r] = dot(weight row r, token t) for r in [r0, r1), every token.
@@ -57,8 +58,14 @@ using RowsKernel = void (*)(const WeightRows& w, int64_t r0, int64_t r1, const A
 using QuantizeQ8_0Fn = void (*)(const float* x, int64_t n, BlockQ8_0* out, float* d, float* s);
 using QuantizeQ8_KFn = void (*)(const float* x, int64_t n, BlockQ8_K* out);
 
+// Packed weights (PackWeightRows' layout, w.data the packed bytes): y for rows
+// [kPackRows * g0, kPackRows * g1), every token. Same per-(row, token) invariance as RowsKernel.
+using PackedKernel = void (*)(const WeightRows& w, int64_t g0, int64_t g1, const Activations& a,
+                              float* y);
+
 struct KernelSet {
   RowsKernel (*rows_kernel)(DType w);  // null for a type the set lacks
+  PackedKernel (*packed_kernel)(DType w);  // null for a type without a packed kernel
   QuantizeQ8_0Fn quantize_q8_0;
   QuantizeQ8_KFn quantize_q8_k;
 };

@@ -294,7 +294,8 @@ RowsKernel PortableRowsKernel(DType type) {
 }  // namespace
 
 const KernelSet& PortableKernels() {
-  static const KernelSet kSet = {PortableRowsKernel, QuantizeQ8_0Portable, QuantizeQ8_KPortable};
+  static const KernelSet kSet = {PortableRowsKernel, [](DType) -> PackedKernel { return nullptr; },
+                                 QuantizeQ8_0Portable, QuantizeQ8_KPortable};
   return kSet;
 }
 

@@ -143,21 +143,46 @@ std::vector<double> AbsDots(const WeightMatrix& w, const std::vector<float>& x, 
   return out;
 }
 
-// Returns the worst |y - y_ref| / sum |w x| seen.
+double CheckMatrix(const TestMatrix& m, const std::vector<float>& x, int64_t n_tok);
+
+// Returns the worst |y - y_ref| / sum |w x| seen. Packable matrices are checked twice: as
+// rows and packed (PackWeightRows; kBest then runs the packed kernels).
 double CheckAgainstRef(DType type, int64_t rows, int64_t cols, int64_t n_tok, bool random_bytes,
                        uint32_t seed) {
   std::mt19937 rng(seed);
   TestMatrix m = MakeMatrix(type, rows, cols, random_bytes, rng);
   const std::vector<float> x = RandomActivations(rng, n_tok * cols);
-  std::vector<float> want(static_cast<size_t>(n_tok * rows));
+  std::vector<uint8_t> packed;
+  double worst = 0.0;
+  for (bool pack : {false, true}) {
+    if (pack) {
+      if (!CanPackWeightRows(type, rows, cols)) break;
+      packed.resize(m.bytes.size());
+      EXPECT_TRUE(PackWeightRows(m.w, packed).ok());
+      // kBest reads the packed copy; other paths and MatMulRef still read m.w.data.
+      m.w.packed = packed.data();
+    }
+    SCOPED_TRACE(pack ? "packed" : "rows");
+    worst = std::max(worst, CheckMatrix(m, x, n_tok));
+  }
+  return worst;
+}
+
+// CheckAgainstRef for one matrix (rows or packed): worst relative error; every path, thread
+// count, workspace and token alone.
+double CheckMatrix(const TestMatrix& m, const std::vector<float>& x, int64_t n_tok) {
+  std::vector<float> want(static_cast<size_t>(m.w.rows * n_tok));
   EXPECT_TRUE(MatMulRef(m.w, x.data(), n_tok, want.data()).ok());
   double worst = 0.0;
+  const DType type = m.w.type;
+  const int64_t rows = m.w.rows, cols = m.w.cols;
+
   const std::vector<double> bound = AbsDots(m.w, x, n_tok);
   ThreadPool pool2(2), pool3(3);
   for (KernelPath path : Paths()) {
     SCOPED_TRACE(std::string(DTypeName(type)) + " " + PathName(path) + " rows " +
                  std::to_string(rows) + " cols " + std::to_string(cols) + " n_tok " +
-                 std::to_string(n_tok) + (random_bytes ? " random blocks" : " quantized"));
+                 std::to_string(n_tok));
     std::vector<float> y1(want.size(), NAN), y2(want.size(), NAN), y3(want.size(), NAN);
     EXPECT_TRUE(MatMul(m.w, x.data(), n_tok, y1.data(), nullptr, path).ok());
     int bad = 0;
@@ -205,7 +230,8 @@ TEST_P(MatMulTypeTest, MatchesReference) {
   double worst = 0.0;
   for (int64_t cols : cols_list) {
     for (int64_t n_tok : {1, 3, 17}) {
-      for (int64_t rows : {1, 37}) {
+      for (int64_t rows : {1, 37, 48}) {
+        if (rows == 48 && !CanPackWeightRows(type, rows, cols)) continue;
         if (has_quantizer) worst = std::max(worst, CheckAgainstRef(type, rows, cols, n_tok, false, seed++));
         if (block > 1) worst = std::max(worst, CheckAgainstRef(type, rows, cols, n_tok, true, seed++));
       }
@@ -231,6 +257,44 @@ TEST(MatMulTest, ManyRowsAndTokensAcrossThreads) {
   for (int64_t n_tok : {2, 4, 5, 8, 33}) {
     CheckAgainstRef(DType::kQ8_0, 301, 640, n_tok, false, 100 + static_cast<uint32_t>(n_tok));
     CheckAgainstRef(DType::kQ4_K, 97, 2048, n_tok, false, 200 + static_cast<uint32_t>(n_tok));
+  }
+}
+
+TEST(MatMulTest, PackedManyGroupsAndTokenTiles) {
+  // Many 16-row groups over threads; token counts around the packed kernels' 8-token tile.
+  for (int64_t n_tok : {1, 7, 8, 9, 16, 33}) {
+    for (DType t : {DType::kQ8_0, DType::kQ5_0, DType::kQ4_1}) {
+      CheckAgainstRef(t, 16 * 21, 640, n_tok, false, 300 + static_cast<uint32_t>(n_tok));
+    }
+  }
+}
+
+TEST(MatMulTest, PackWeightRowsErrors) {
+  std::mt19937 rng(11);
+  TestMatrix m = MakeMatrix(DType::kQ8_0, 32, 64, false, rng);
+  std::vector<uint8_t> out(m.bytes.size());
+  EXPECT_TRUE(PackWeightRows(m.w, out).ok());
+  EXPECT_EQ(PackWeightRows(m.w, std::span<uint8_t>(out).first(out.size() - 1)).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_FALSE(CanPackWeightRows(DType::kQ8_0, 37, 64));  // not whole groups of 16
+  EXPECT_FALSE(CanPackWeightRows(DType::kQ4_K, 32, 256));  // no packed layout
+  TestMatrix k = MakeMatrix(DType::kQ4_K, 32, 256, false, rng);
+  std::vector<uint8_t> kout(k.bytes.size());
+  EXPECT_EQ(PackWeightRows(k.w, kout).code(), StatusCode::kInvalidArgument);
+  if (CpuHasAvx512Kernels()) {
+    EXPECT_TRUE(MatMulUsesPackedWeights(DType::kQ8_0));
+    EXPECT_FALSE(MatMulUsesPackedWeights(DType::kQ4_K));
+    // The packed kernel reads the packed copy, not data: with data all zero it still gives the
+    // product of the packed weights.
+    std::vector<float> x = RandomActivations(rng, 2 * 64), want(64), got(64);
+    m.w.packed = out.data();
+    ASSERT_TRUE(MatMul(m.w, x.data(), 2, want.data(), nullptr).ok());
+    std::vector<uint8_t> zeros(m.bytes.size(), 0);
+    WeightMatrix z = m.w;
+    z.data = zeros.data();
+    ASSERT_TRUE(MatMul(z, x.data(), 2, got.data(), nullptr).ok());
+    EXPECT_EQ(got, want);
+    EXPECT_NE(want, std::vector<float>(64, 0.0f));
   }
 }
 
@@ -267,14 +331,15 @@ TEST(MatMulTest, Errors) {
 
   // Workspaces: Q8_0 activations of 2 tokens x 32 values are 2 blocks (68 bytes, rounded to
   // 128) plus d and s (8 bytes each, rounded to 64) plus the 64 values contiguous (64) plus
-  // their 16 four-sums (int32, 64): 384 bytes. F32 weights need none.
-  EXPECT_EQ(MatMulWorkspaceBytes(DType::kQ8_0, 32, 2), 384u);
+  // their 16 four-sums (int32, 64) plus the 2 block sums (int32, 64): 448 bytes. F32 weights
+  // need none.
+  EXPECT_EQ(MatMulWorkspaceBytes(DType::kQ8_0, 32, 2), 448u);
   EXPECT_EQ(MatMulWorkspaceBytes(DType::kF32, 4096, 512), 0u);
   EXPECT_EQ(MatMulWorkspaceBytes(DType::kF16, 64, 3), 384u);
   EXPECT_EQ(MatMulWorkspaceBytes(DType::kQ4_K, 256, 1), 320u);  // one Q8_K block (292 bytes)
-  AlignedWorkspace ws(385);
-  EXPECT_TRUE(MatMul(w, x.data(), 2, y.data(), nullptr, ws.span().first(384)).ok());
-  EXPECT_EQ(MatMul(w, x.data(), 2, y.data(), nullptr, ws.span().first(383)).code(),
+  AlignedWorkspace ws(449);
+  EXPECT_TRUE(MatMul(w, x.data(), 2, y.data(), nullptr, ws.span().first(448)).ok());
+  EXPECT_EQ(MatMul(w, x.data(), 2, y.data(), nullptr, ws.span().first(447)).code(),
             StatusCode::kInvalidArgument);
   EXPECT_EQ(MatMul(w, x.data(), 1, y.data(), nullptr, ws.span().subspan(1)).code(),
             StatusCode::kInvalidArgument);  // misaligned

@@ -21,6 +21,11 @@ struct WeightMatrix {
   int64_t cols = 0;            // ne[0], the contiguous dimension
   int64_t rows = 1;            // ne[1] (times ne[2], ne[3] for higher-rank tensors)
   uint64_t row_bytes = 0;
+  // Optional: the same weights in MatMul's packed layout (groups of kPackRows rows interleaved,
+  // see PackWeightRows in kernels/cpu/matmul.h), rows * row_bytes bytes. MatMul reads it instead
+  // of `data` where the chosen kernels have a packed kernel for the type; everything else
+  // (row lookups, reference kernels) reads `data`, which stays valid.
+  const void* packed = nullptr;
 
   bool present() const { return data != nullptr; }
   const uint8_t* Row(int64_t r) const {
