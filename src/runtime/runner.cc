@@ -681,6 +681,9 @@ StatusOr<bool> Runner::Step() {
   }
   const int64_t n_vocab = model_->hparams().n_vocab;
   int64_t row = 0;
+  // Sequences that sample this step, with their logits; sampled together below.
+  std::vector<std::pair<Sequence*, std::span<const float>>>& to_sample = to_sample_;
+  to_sample.clear();
   for (const Part& p : parts) {
     Sequence* s = p.s;
     s->n_past += p.count;
@@ -699,8 +702,20 @@ StatusOr<bool> Runner::Step() {
       Finish(s, DoneReason::kLength);
       continue;
     }
-    OnToken(s, s->sampler->Sample(logits));
+    to_sample.emplace_back(s, logits);
   }
+  // Each sequence samples with its own sampler and slot, so the samplers run in parallel on
+  // the pool (a token does not depend on which thread drew it); tokens are then taken in
+  // batch order.
+  sampled_.resize(to_sample.size());
+  ParallelFor(to_sample.size() > 1 ? pool_.get() : nullptr,
+              static_cast<int64_t>(to_sample.size()), [&](int64_t b, int64_t e) {
+                for (int64_t i = b; i < e; ++i) {
+                  const auto& [seq, logits] = to_sample[static_cast<size_t>(i)];
+                  sampled_[static_cast<size_t>(i)] = seq->sampler->Sample(logits);
+                }
+              });
+  for (size_t i = 0; i < to_sample.size(); ++i) OnToken(to_sample[i].first, sampled_[i]);
   PublishCounts();
   return !waiting_.empty() || !running_.empty();
 }

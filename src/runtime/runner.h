@@ -210,6 +210,9 @@ class Runner : public ModelRunner {
   int64_t admit_counter_ = 0;
   int64_t use_counter_ = 0;
   Batch batch_;
+  // Step's sampling lists, kept to reuse their capacity.
+  std::vector<std::pair<Sequence*, std::span<const float>>> to_sample_;
+  std::vector<int32_t> sampled_;
 
   // Shared with other threads.
   mutable std::mutex mu_;
