@@ -139,9 +139,17 @@ def test_root_version_pull(server):
 
 def test_generate_streaming_and_not(server):
     opts = {"num_predict": 12, "temperature": 0}
+    before = server.metrics()
     parts = list(server.client.generate(model=STORIES, prompt="Once upon a time", options=opts,
                                         stream=True))
     assert all(not p.done for p in parts[:-1]) and parts[-1].done
+    # The stream's first piece is one time-to-first-token sample, each later piece an
+    # inter-token sample.
+    after = server.metrics()
+    n_pieces = sum(1 for p in parts[:-1] if p.response)
+    ttft, itl = "ferry_time_to_first_token_seconds_count", "ferry_inter_token_latency_seconds_count"
+    assert after[ttft] - before.get(ttft, 0) == 1
+    assert after[itl] - before.get(itl, 0) == n_pieces - 1
     streamed = "".join(p.response for p in parts)
     whole = server.client.generate(model=STORIES, prompt="Once upon a time", options=opts)
     assert whole.response == streamed and streamed
@@ -258,7 +266,42 @@ def test_bad_input(server):
     with pytest.raises(ollama.ResponseError) as e:
         server.client.chat(model="nope", messages=[{"role": "user", "content": "x"}])
     assert e.value.status_code == 404
+    status, msg = err({"model": STORIES, "prompt": "x", "truncate": "yes"})
+    assert status == 400 and "truncate" in msg
     assert server.get("/")[0] == 200
+
+
+def test_truncate_drops_the_oldest_messages(server):
+    system = {"role": "system", "content": "You tell short stories."}
+    history = [{"role": "user" if i % 2 == 0 else "assistant",
+                "content": f"turn {i}: " + "once upon a time there was a cat " * 3}
+               for i in range(8)]
+    last = {"role": "user", "content": "Tell me about the dog."}
+    messages = [system] + history + [last]
+    body = {"model": STORIES, "messages": messages, "stream": False,
+            "options": {"num_ctx": 96, "num_predict": 4, "temperature": 0}}
+    # Without truncate: 400 with both numbers and the way out.
+    status, text = server.post("/api/chat", body)
+    msg = json.loads(text)["error"]
+    assert status == 400 and "num_ctx 96" in msg and "truncate" in msg, msg
+    # With it: the oldest turns go, the system message and the last one stay, and the answer
+    # says how much was dropped; the prompt then fits.
+    status, text = server.post("/api/chat", dict(body, truncate=True))
+    assert status == 200, text
+    r = json.loads(text)
+    assert r["done"] and r["truncated_messages"] >= 1 and r["truncated_tokens"] > 0
+    assert r["prompt_eval_count"] <= 96
+    n = r["truncated_messages"]
+    # Only as many as needed: the conversation cut by hand fits, one older turn more does not.
+    status, text = server.post("/api/chat", dict(body, messages=[system] + history[n:] + [last]))
+    assert status == 200, text
+    status, text = server.post("/api/chat",
+                               dict(body, messages=[system] + history[n - 1:] + [last]))
+    assert status == 400, text
+    # Too long even with only the system message and the last one: still 400.
+    huge = {"role": "user", "content": "a story " * 200}
+    status, text = server.post("/api/chat", dict(body, truncate=True, messages=[system, huge]))
+    assert status == 400 and "num_ctx 96" in json.loads(text)["error"]
 
 
 def test_disconnect_frees_kv_blocks(server):

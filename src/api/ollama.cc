@@ -96,6 +96,9 @@ StatusOr<CommonParams> ParseCommon(const Json& body) {
   if (auto it = body.find("stream"); it != body.end() && !it->is_null()) {
     FERRY_ASSIGN_OR_RETURN(c.stream, BoolField(*it, "stream"));
   }
+  if (auto it = body.find("truncate"); it != body.end() && !it->is_null()) {
+    FERRY_ASSIGN_OR_RETURN(c.truncate, BoolField(*it, "truncate"));
+  }
   FERRY_RETURN_IF_ERROR(RefuseIfSet(body, "format", "structured output is not supported yet"));
   return c;
 }

@@ -37,6 +37,9 @@ struct CommonParams {
   Json options = Json::object();               // the raw `options` object (ParseOptions reads it)
   std::optional<sched::KeepAlive> keep_alive;  // absent: the model keeps its own
   bool stream = true;                          // Ollama's default
+  // A prompt longer than num_ctx: false answers 400; true (chat only) drops the oldest
+  // messages, keeping the system messages and the last message, until it fits.
+  bool truncate = false;
 };
 
 // POST /api/generate.

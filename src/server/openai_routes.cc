@@ -115,7 +115,9 @@ void Server::ChatCompletions(const httplib::Request& req, httplib::Response& res
   auto job = NewJob(std::make_unique<OpenAIWire>(true, p->common.model, p->include_usage),
                     /*chat=*/true);
   if (Status s = Prepare(p->common, *job); !s.ok()) return SendOpenAIStatus(res, s);
-  if (Status s = RenderChat(p->messages, *job); !s.ok()) return SendOpenAIStatus(res, s);
+  if (Status s = RenderChat(p->messages, /*truncate=*/false, *job); !s.ok()) {
+    return SendOpenAIStatus(res, s);
+  }
   Run(job, res);
 }
 

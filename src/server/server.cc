@@ -24,6 +24,8 @@ constexpr char kNdjson[] = "application/x-ndjson";
 constexpr char kJson[] = "application/json; charset=utf-8";
 constexpr char kShutdownMessage[] = "server is shutting down";
 
+double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
 int64_t NsSince(Clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t).count();
 }
@@ -239,6 +241,40 @@ void HttpMetrics::CountTokens(int64_t prompt_tokens, int64_t generated_tokens) {
   generated_tokens_ += generated_tokens;
 }
 
+HttpMetrics::Histogram::Histogram(std::vector<double> b)
+    : bounds(std::move(b)), counts(bounds.size() + 1, 0) {}
+
+void HttpMetrics::Histogram::Observe(double v) {
+  size_t i = 0;
+  while (i < bounds.size() && v > bounds[i]) ++i;
+  ++counts[i];
+  sum += v;
+  ++count;
+}
+
+std::string HttpMetrics::Histogram::Render(std::string_view name, std::string_view help) const {
+  std::string out = fmt::format("# HELP {} {}\n# TYPE {} histogram\n", name, help, name);
+  int64_t cumulative = 0;
+  for (size_t i = 0; i < bounds.size(); ++i) {
+    cumulative += counts[i];
+    out += fmt::format("{}_bucket{{le=\"{}\"}} {}\n", name, bounds[i], cumulative);
+  }
+  cumulative += counts.back();
+  out += fmt::format("{}_bucket{{le=\"+Inf\"}} {}\n", name, cumulative);
+  out += fmt::format("{}_sum {}\n{}_count {}\n", name, sum, name, count);
+  return out;
+}
+
+void HttpMetrics::ObserveTimeToFirstToken(double seconds) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ttft_.Observe(seconds);
+}
+
+void HttpMetrics::ObserveInterTokenLatency(double seconds) {
+  std::lock_guard<std::mutex> lock(mu_);
+  itl_.Observe(seconds);
+}
+
 std::string HttpMetrics::Render() const {
   std::lock_guard<std::mutex> lock(mu_);
   std::string out;
@@ -254,6 +290,10 @@ std::string HttpMetrics::Render() const {
   out += "# HELP ferry_generated_tokens_total Tokens generated.\n";
   out += "# TYPE ferry_generated_tokens_total counter\n";
   out += fmt::format("ferry_generated_tokens_total {}\n", generated_tokens_);
+  out += ttft_.Render("ferry_time_to_first_token_seconds",
+                      "From a generation request's arrival to its first streamed text.");
+  out += itl_.Render("ferry_inter_token_latency_seconds",
+                     "Between two streamed pieces of text of one answer.");
   return out;
 }
 
@@ -349,11 +389,24 @@ class OllamaWire final : public Wire {
     t.total_ns = total_ns;
     t.load_ns = stats.queue_ns;
     api::AddFinalFields(stats, t, &j);
+    if (truncated_messages_ > 0) {  // ferry's fields: what `truncate` dropped
+      j["truncated_messages"] = truncated_messages_;
+      j["truncated_tokens"] = truncated_tokens_;
+    }
     return j;
   }
 
+ public:
+  void SetTruncated(int64_t messages, int64_t tokens) override {
+    truncated_messages_ = messages;
+    truncated_tokens_ = tokens;
+  }
+
+ private:
   const bool chat_;
   const std::string model_;
+  int64_t truncated_messages_ = 0;
+  int64_t truncated_tokens_ = 0;
 };
 
 }  // namespace
@@ -364,7 +417,9 @@ struct Server::Job {
   std::string model;       // the name as the client sent it (echoed back)
   std::string sched_name;  // normalized
   Clock::time_point start;
+  Clock::time_point last_piece;  // streaming: when the last piece was sent (epoch: none yet)
   bool stream = true;
+  bool may_truncate = false;  // the API has `truncate` (Ollama's chat)
   std::shared_ptr<const CatalogModel> entry;
   sched::SchedRequest request;
   std::shared_ptr<RequestStream> events;
@@ -626,29 +681,65 @@ Status Server::RenderPrompt(const std::string& prompt, const std::string& system
   return Status::Ok();
 }
 
-Status Server::RenderChat(const std::vector<api::ChatMessage>& messages, Job& job) {
-  const CatalogModel& m = *job.entry;
+namespace {
+
+// The tokens of a conversation as the model's template renders it (or, without a template, the
+// contents one after another, a newline before each new user or system message: an answer
+// continues its prompt, so a conversation's next turn extends the previous one and the cached
+// prefix is reused).
+StatusOr<std::vector<int32_t>> ChatTokens(const CatalogModel& m,
+                                          const std::vector<chat::Message>& msgs) {
   std::string text;
-  std::vector<chat::Message> msgs;
-  for (const api::ChatMessage& msg : messages) msgs.push_back({msg.role, msg.content});
-  msgs = WithModelMessages(m, msgs);
+  if (!m.template_error.ok()) return m.template_error;
   if (!m.chat_template && !m.go_template) {
-    if (!m.template_error.ok()) return m.template_error;
-    // No template: the contents one after another, a newline before each new user or system
-    // message (an answer continues its prompt), so a conversation's next turn extends the
-    // previous one and the cached prefix is reused.
     for (size_t i = 0; i < msgs.size(); ++i) {
       if (i > 0 && msgs[i].role != "assistant") text += "\n";
       text += msgs[i].content;
     }
   } else {
-    if (!m.template_error.ok()) return m.template_error;
     auto r = RenderWithModelTemplate(m, msgs);
     if (!r.ok()) return InvalidArgumentError("messages: {}", r.status().message());
     text = *r;
   }
-  FERRY_ASSIGN_OR_RETURN(job.request.request.prompt,
-                         m.tokenizer->Encode(text, /*add_special=*/true, /*parse_special=*/true));
+  return m.tokenizer->Encode(text, /*add_special=*/true, /*parse_special=*/true);
+}
+
+}  // namespace
+
+Status Server::RenderChat(const std::vector<api::ChatMessage>& messages, bool truncate,
+                          Job& job) {
+  const CatalogModel& m = *job.entry;
+  std::vector<chat::Message> msgs;
+  for (const api::ChatMessage& msg : messages) msgs.push_back({msg.role, msg.content});
+  msgs = WithModelMessages(m, msgs);
+  FERRY_ASSIGN_OR_RETURN(std::vector<int32_t> tokens, ChatTokens(m, msgs));
+  const int64_t num_ctx = job.request.request.options.num_ctx;
+  if (truncate && static_cast<int64_t>(tokens.size()) > num_ctx) {
+    // Drop the oldest message that is neither a system message nor the last one, until the
+    // conversation fits or nothing more may go (then the 400 below names both numbers).
+    const int64_t full = static_cast<int64_t>(tokens.size());
+    int64_t dropped = 0;
+    while (static_cast<int64_t>(tokens.size()) > num_ctx) {
+      size_t victim = msgs.size();
+      for (size_t i = 0; i + 1 < msgs.size(); ++i) {
+        if (msgs[i].role != "system") {
+          victim = i;
+          break;
+        }
+      }
+      if (victim == msgs.size()) break;
+      msgs.erase(msgs.begin() + static_cast<std::ptrdiff_t>(victim));
+      ++dropped;
+      FERRY_ASSIGN_OR_RETURN(tokens, ChatTokens(m, msgs));
+    }
+    if (dropped > 0 && static_cast<int64_t>(tokens.size()) <= num_ctx) {
+      const int64_t fewer = full - static_cast<int64_t>(tokens.size());
+      log::Info("request truncated: {} oldest messages ({} tokens) dropped to fit num_ctx {}",
+                dropped, fewer, num_ctx);
+      job.wire->SetTruncated(dropped, fewer);
+    }
+  }
+  job.request.request.prompt = std::move(tokens);
   if (job.request.request.prompt.empty()) return InvalidArgumentError("messages: no tokens");
   return Status::Ok();
 }
@@ -681,7 +772,10 @@ void Server::Chat(const httplib::Request& req, httplib::Response& res) {
     const bool unload = p->common.keep_alive && p->common.keep_alive->duration.count() == 0;
     return LoadOrUnload(job, unload, res);
   }
-  if (Status s = RenderChat(p->messages, *job); !s.ok()) return SendStatus(res, s);
+  job->may_truncate = true;
+  if (Status s = RenderChat(p->messages, p->common.truncate, *job); !s.ok()) {
+    return SendStatus(res, s);
+  }
   Run(job, res);
 }
 
@@ -717,9 +811,12 @@ void Server::Run(std::shared_ptr<Job> job, httplib::Response& res) {
   if (n_prompt > num_ctx) {
     return wire.Fail(res, 400,
                      fmt::format("the prompt is {} tokens, more than num_ctx {}: raise "
-                                 "options.num_ctx or shorten the prompt (ferry never truncates "
-                                 "silently)",
-                                 n_prompt, num_ctx));
+                                 "options.num_ctx or shorten the prompt{} (ferry never "
+                                 "truncates silently)",
+                                 n_prompt, num_ctx,
+                                 job->may_truncate ? ", or send \"truncate\": true to drop the oldest "
+                                             "messages (system messages and the last one stay)"
+                                           : ""));
   }
   auto stream = scheduler_->Submit(std::move(job->request));
   if (!stream.ok()) {
@@ -741,6 +838,10 @@ void Server::Run(std::shared_ptr<Job> job, httplib::Response& res) {
     const GenerateStats& stats = drained->second;
     if (stats.done_reason == DoneReason::kCancelled) return wire.Fail(res, 503, kShutdownMessage);
     metrics_.CountTokens(stats.prompt_eval_count, stats.eval_count);
+    if (stats.eval_count > 0) {  // not streamed: the engine's time to the first token
+      metrics_.ObserveTimeToFirstToken(
+          static_cast<double>(stats.queue_ns + stats.prompt_eval_ns) * 1e-9);
+    }
     return SendJson(res, wire.Whole(drained->first, stats, NsSince(job->start)));
   }
 
@@ -772,8 +873,16 @@ void Server::Run(std::shared_ptr<Job> job, httplib::Response& res) {
         std::optional<StreamEvent> ev = job->events->Next(std::chrono::milliseconds(100));
         if (!ev) return true;  // nothing yet: called again
         switch (ev->kind) {
-          case StreamEvent::Kind::kText:
+          case StreamEvent::Kind::kText: {
+            const Clock::time_point now = Clock::now();
+            if (job->last_piece == Clock::time_point()) {
+              metrics_.ObserveTimeToFirstToken(Seconds(now - job->start));
+            } else {
+              metrics_.ObserveInterTokenLatency(Seconds(now - job->last_piece));
+            }
+            job->last_piece = now;
             return write(job->wire->Piece(ev->text));
+          }
           case StreamEvent::Kind::kError:
             return end_with_error(ev->error.message());
           case StreamEvent::Kind::kDone:

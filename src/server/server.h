@@ -69,11 +69,30 @@ class HttpMetrics {
  public:
   void CountRequest(std::string_view endpoint, int status);
   void CountTokens(int64_t prompt_tokens, int64_t generated_tokens);
+  // Time from a generation request's arrival to its first streamed text, and between two
+  // streamed pieces of one answer (seconds).
+  void ObserveTimeToFirstToken(double seconds);
+  void ObserveInterTokenLatency(double seconds);
   // Prometheus text for these counters (HELP/TYPE lines included).
   std::string Render() const;
 
+  // A Prometheus histogram: cumulative counts per upper bound, their sum and count.
+  struct Histogram {
+    explicit Histogram(std::vector<double> bounds);
+    void Observe(double v);
+    // `name`_bucket{le=...} lines (+Inf last), `name`_sum, `name`_count.
+    std::string Render(std::string_view name, std::string_view help) const;
+    std::vector<double> bounds;   // ascending upper bounds, seconds
+    std::vector<int64_t> counts;  // [bounds.size() + 1]: per bucket (not cumulative), +Inf last
+    double sum = 0.0;
+    int64_t count = 0;
+  };
+
  private:
   mutable std::mutex mu_;
+  Histogram ttft_ FERRY_GUARDED_BY(mu_){{0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}};
+  Histogram itl_ FERRY_GUARDED_BY(mu_){
+      {0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 1, 2.5}};
   std::map<std::pair<std::string, int>, int64_t> requests_ FERRY_GUARDED_BY(mu_);
   int64_t prompt_tokens_ FERRY_GUARDED_BY(mu_) = 0;
   int64_t generated_tokens_ FERRY_GUARDED_BY(mu_) = 0;
@@ -100,6 +119,9 @@ class Wire {
   // The whole answer of a request that does not stream.
   virtual api::Json Whole(const std::string& text, const GenerateStats& stats,
                           int64_t total_ns) = 0;
+  // Records that `messages` messages of `tokens` tokens were dropped to fit num_ctx
+  // (`truncate`); a wire that reports it adds it to its final answer.
+  virtual void SetTruncated(int64_t /*messages*/, int64_t /*tokens*/) {}
 };
 
 class Server {
@@ -156,7 +178,9 @@ class Server {
                           RequestOptions* o, std::map<std::string, std::string>* sources) const;
   // After Prepare: the prompt, rendered with the model's chat template (or without one as
   // Ollama does) and tokenized into the job. InvalidArgument for what cannot be rendered.
-  Status RenderChat(const std::vector<api::ChatMessage>& messages, Job& job);
+  // `truncate`: a rendering longer than the job's num_ctx drops the oldest messages (the
+  // system messages and the last message are kept) until it fits.
+  Status RenderChat(const std::vector<api::ChatMessage>& messages, bool truncate, Job& job);
   Status RenderPrompt(const std::string& prompt, const std::string& system, bool raw, Job& job);
   // The models /api/tags and /v1/models list: the catalog's files that open, and the store's
   // models (not opened: nullptr; their blobs are verified on first use).

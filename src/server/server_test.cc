@@ -79,6 +79,31 @@ TEST(Metrics, SchedulerCountersAsPrometheusText) {
   EXPECT_NE(t.find("# TYPE ferry_requests_waiting gauge"), std::string::npos);
 }
 
+TEST(Metrics, LatencyHistogramsAreCumulative) {
+  HttpMetrics m;
+  m.ObserveTimeToFirstToken(0.03);  // in (0.025, 0.05]
+  m.ObserveTimeToFirstToken(0.05);  // le 0.05 includes its bound
+  m.ObserveTimeToFirstToken(100);   // above every bound: +Inf only
+  m.ObserveInterTokenLatency(0.015);
+  std::string t = m.Render();
+  EXPECT_NE(t.find("# TYPE ferry_time_to_first_token_seconds histogram\n"), std::string::npos) << t;
+  EXPECT_NE(t.find("ferry_time_to_first_token_seconds_bucket{le=\"0.025\"} 0\n"),
+            std::string::npos) << t;
+  EXPECT_NE(t.find("ferry_time_to_first_token_seconds_bucket{le=\"0.05\"} 2\n"),
+            std::string::npos) << t;
+  EXPECT_NE(t.find("ferry_time_to_first_token_seconds_bucket{le=\"60\"} 2\n"),
+            std::string::npos) << t;
+  EXPECT_NE(t.find("ferry_time_to_first_token_seconds_bucket{le=\"+Inf\"} 3\n"),
+            std::string::npos) << t;
+  EXPECT_NE(t.find("ferry_time_to_first_token_seconds_count 3\n"), std::string::npos) << t;
+  EXPECT_NE(t.find("ferry_time_to_first_token_seconds_sum 100.08\n"), std::string::npos) << t;
+  EXPECT_NE(t.find("ferry_inter_token_latency_seconds_bucket{le=\"0.01\"} 0\n"),
+            std::string::npos) << t;
+  EXPECT_NE(t.find("ferry_inter_token_latency_seconds_bucket{le=\"0.02\"} 1\n"),
+            std::string::npos) << t;
+  EXPECT_NE(t.find("ferry_inter_token_latency_seconds_count 1\n"), std::string::npos) << t;
+}
+
 TEST(Metrics, HttpCounters) {
   HttpMetrics m;
   m.CountRequest("/api/chat", 200);
