@@ -398,3 +398,38 @@ def test_sigterm_ends_streams_with_an_error(models_dir):
             socket.create_connection(("127.0.0.1", s.port), timeout=1).close()
     finally:
         s.stop()
+
+
+@pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="the default model is not fetched")
+def test_eight_concurrent_streams_each_equal_alone(models_dir):
+    # 4 sequences decoded together, 8 clients: half run, half wait, all are batched with others.
+    s = Serve(models_dir, FERRY_NUM_PARALLEL=4)
+    try:
+        opts = {"num_predict": 16, "temperature": 0, "num_ctx": 512}
+        prompts = [f"Write one sentence about the number {i}." for i in range(8)]
+        alone = [s.client.generate(model=GEMMA, prompt=p, options=opts).response for p in prompts]
+        together = [None] * len(prompts)
+        sizes = []
+
+        def run(i):
+            client = ollama.Client(host=f"http://127.0.0.1:{s.port}")
+            parts = client.generate(model=GEMMA, prompt=prompts[i], options=opts, stream=True)
+            together[i] = "".join(p.response for p in parts)
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(len(prompts))]
+        for t in threads:
+            t.start()
+        while any(t.is_alive() for t in threads):
+            for m in json.loads(s.get("/api/ps")[1])["models"]:
+                sizes.append((m["size"], m["plan_bytes"], m["requests_running"]))
+            time.sleep(0.05)
+        for t in threads:
+            t.join()
+        assert together == alone
+        assert all(a for a in alone)
+        # While they ran, what was allocated was the plan, to the byte.
+        assert sizes and all(size == plan for size, plan, _ in sizes)
+        assert max(running for _, _, running in sizes) >= 2
+        assert s.metrics()["ferry_model_loads_total"] == 1
+    finally:
+        s.stop()

@@ -514,6 +514,7 @@ std::vector<ResidentModel> Scheduler::Resident() const {
     m.num_parallel = plan.options.num_parallel;
     m.keep_alive = r->keep_alive;
     m.plan_summary = plan.Summary();
+    m.plan_bytes = plan.total_bytes();
     const RunnerCounts c = r->runner->counts();
     m.waiting = c.waiting;
     m.running = c.running;

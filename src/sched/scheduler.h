@@ -107,6 +107,7 @@ struct ResidentModel {
   // keep_alive is forever.
   std::optional<std::chrono::steady_clock::time_point> expires_at;
   std::string plan_summary;  // Plan::Summary() of the runner's plan
+  uint64_t plan_bytes = 0;   // Plan::total_bytes() of the runner's plan (== total_bytes)
   int64_t waiting = 0;       // requests the runner holds, not admitted
   int64_t running = 0;
   int64_t kv_blocks_used = 0;

@@ -631,6 +631,7 @@ TEST_F(SchedulerTest, ResidentAndCountersReportWhatRunnersAllocated) {
   EXPECT_EQ(r.allocated[0].bytes_by_purpose.at("kv"), plan.devices[0].kv_bytes);
   EXPECT_EQ(r.allocated[1].bytes_by_purpose.at("host"), plan.devices[1].host_bytes);
   EXPECT_EQ(r.plan_summary, plan.Summary());
+  EXPECT_EQ(r.plan_bytes, plan.total_bytes());
   EXPECT_EQ(r.running, 1);
   EXPECT_EQ(r.kv_blocks_used, 3);
   EXPECT_EQ(r.kv_blocks_total, 4096 / 16 * 2);

@@ -994,6 +994,7 @@ void Server::Ps(const httplib::Request&, httplib::Response& res) {
     }
     m["allocated"] = alloc;
     m["plan"] = r.plan_summary;
+    m["plan_bytes"] = r.plan_bytes;
     {
       std::lock_guard<std::mutex> lock(mu_);
       auto it = num_ctx_source_.find(r.model);
