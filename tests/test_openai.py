@@ -206,7 +206,7 @@ def test_disconnect_cancels_the_request(server, client):
     while server.kv_used() != before:
         assert time.monotonic() < deadline, f"kv blocks used {server.kv_used()} != {before}"
         time.sleep(0.05)
-    assert server.metrics()["ferry_requests_running"] == 0
+    assert server.requests_running() == 0
 
 
 def test_error_after_streaming_began(models_dir):

@@ -535,12 +535,22 @@ SchedulerCounters Scheduler::Counters() const {
   c.waiting = static_cast<int64_t>(pending_.size());
   c.running = 0;
   c.kv_blocks.clear();
+  std::map<std::string, ModelRequests> per_model;
+  for (const auto& p : pending_) ++per_model[p->request.model].waiting;
   for (const auto& r : resident_) {
     const RunnerCounts rc = r->runner->counts();
     c.preemptions += rc.preemptions;
     c.waiting += rc.waiting;
     c.running += rc.running;
     c.kv_blocks.push_back({r->model, rc.kv_blocks_used, rc.kv_blocks_total});
+    ModelRequests& m = per_model[r->model];
+    m.waiting += rc.waiting;
+    m.running += rc.running;
+  }
+  c.requests.clear();
+  for (auto& [name, m] : per_model) {
+    m.model = name;
+    c.requests.push_back(m);
   }
   return c;
 }

@@ -114,6 +114,12 @@ struct ResidentModel {
   int64_t kv_blocks_total = 0;
 };
 
+struct ModelRequests {
+  std::string model;
+  int64_t waiting = 0;  // in the scheduler's queue for it, or in its runner's
+  int64_t running = 0;
+};
+
 struct ModelKvBlocks {
   std::string model;
   int64_t used = 0;
@@ -132,6 +138,9 @@ struct SchedulerCounters {
   int64_t waiting = 0;      // now: the scheduler's queue + the runners' waiting requests
   int64_t running = 0;      // now: requests the runners admitted and have not finished
   std::vector<ModelKvBlocks> kv_blocks;  // now: per resident model
+  // now: per model that is resident or has queued requests, sorted by name (waiting and
+  // running summed over it are `waiting` and `running`)
+  std::vector<ModelRequests> requests;
 };
 
 class Scheduler {

@@ -638,6 +638,10 @@ TEST_F(SchedulerTest, ResidentAndCountersReportWhatRunnersAllocated) {
   SchedulerCounters c = sched_->Counters();
   EXPECT_EQ(c.running, 1);
   EXPECT_EQ(c.waiting, 0);
+  ASSERT_EQ(c.requests.size(), 1u);
+  EXPECT_EQ(c.requests[0].model, "a");
+  EXPECT_EQ(c.requests[0].running, 1);
+  EXPECT_EQ(c.requests[0].waiting, 0);
   EXPECT_EQ(c.preemptions, 3);
   ASSERT_EQ(c.kv_blocks.size(), 1u);
   EXPECT_EQ(c.kv_blocks[0].model, "a");

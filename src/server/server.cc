@@ -315,9 +315,18 @@ std::string RenderSchedulerMetrics(const sched::SchedulerCounters& c) {
           c.preemptions);
   counter("ferry_rejections_total", "Requests refused at once (queue full, cannot fit).",
           c.rejections);
-  gauge("ferry_requests_waiting", "Requests waiting: the scheduler's queue and the runners'.",
-        c.waiting);
-  gauge("ferry_requests_running", "Requests being processed by the runners.", c.running);
+  out += "# HELP ferry_requests_waiting Requests waiting: the scheduler's queue and the runner's.\n";
+  out += "# TYPE ferry_requests_waiting gauge\n";
+  for (const auto& m : c.requests) {
+    out += fmt::format("ferry_requests_waiting{{model=\"{}\"}} {}\n", EscapeLabel(m.model),
+                       m.waiting);
+  }
+  out += "# HELP ferry_requests_running Requests being processed by the runner.\n";
+  out += "# TYPE ferry_requests_running gauge\n";
+  for (const auto& m : c.requests) {
+    out += fmt::format("ferry_requests_running{{model=\"{}\"}} {}\n", EscapeLabel(m.model),
+                       m.running);
+  }
   out += "# HELP ferry_kv_blocks_used KV cache blocks in use (running and cached sequences).\n";
   out += "# TYPE ferry_kv_blocks_used gauge\n";
   for (const auto& m : c.kv_blocks) {

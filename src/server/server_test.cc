@@ -67,12 +67,13 @@ TEST(Metrics, SchedulerCountersAsPrometheusText) {
   c.waiting = 3;
   c.running = 1;
   c.kv_blocks.push_back({"stories260K", 16, 64});
+  c.requests.push_back({"stories260K", 3, 1});
   std::string t = RenderSchedulerMetrics(c);
   EXPECT_NE(t.find("\nferry_model_loads_total 1\n"), std::string::npos) << t;
   EXPECT_NE(t.find("\nferry_kv_grows_total 2\n"), std::string::npos);
   EXPECT_NE(t.find("\nferry_model_reloads_total 0\n"), std::string::npos);
-  EXPECT_NE(t.find("\nferry_requests_waiting 3\n"), std::string::npos);
-  EXPECT_NE(t.find("\nferry_requests_running 1\n"), std::string::npos);
+  EXPECT_NE(t.find("\nferry_requests_waiting{model=\"stories260K\"} 3\n"), std::string::npos);
+  EXPECT_NE(t.find("\nferry_requests_running{model=\"stories260K\"} 1\n"), std::string::npos);
   EXPECT_NE(t.find("ferry_kv_blocks_used{model=\"stories260K\"} 16\n"), std::string::npos);
   EXPECT_NE(t.find("ferry_kv_blocks_total{model=\"stories260K\"} 64\n"), std::string::npos);
   EXPECT_NE(t.find("ferry_kv_cache_utilization{model=\"stories260K\"} 0.25\n"), std::string::npos);
