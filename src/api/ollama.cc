@@ -162,6 +162,48 @@ StatusOr<GenerateParams> ParseGenerate(const Json& body) {
   return p;
 }
 
+namespace {
+
+Status ParseEmbedShared(const Json& body, EmbedParams* p) {
+  FERRY_ASSIGN_OR_RETURN(p->common, ParseCommon(body));
+  if (auto it = body.find("truncate"); it == body.end() || it->is_null()) p->truncate = true;
+  else p->truncate = p->common.truncate;
+  if (auto it = body.find("dimensions"); it != body.end() && !it->is_null()) {
+    FERRY_ASSIGN_OR_RETURN(p->dimensions, IntField(*it, "dimensions", 1, 1 << 20));
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+StatusOr<EmbedParams> ParseEmbed(const Json& body) {
+  EmbedParams p;
+  FERRY_RETURN_IF_ERROR(ParseEmbedShared(body, &p));
+  auto it = body.find("input");
+  if (it == body.end() || it->is_null()) return InvalidArgumentError("input: missing");
+  if (it->is_array()) {
+    if (it->empty()) return InvalidArgumentError("input: an empty array");
+    for (size_t i = 0; i < it->size(); ++i) {
+      FERRY_ASSIGN_OR_RETURN(std::string s, StringField((*it)[i], fmt::format("input[{}]", i)));
+      p.inputs.push_back(std::move(s));
+    }
+  } else {
+    FERRY_ASSIGN_OR_RETURN(std::string s, StringField(*it, "input"));
+    p.inputs.push_back(std::move(s));
+  }
+  return p;
+}
+
+StatusOr<EmbedParams> ParseEmbeddingsLegacy(const Json& body) {
+  EmbedParams p;
+  FERRY_RETURN_IF_ERROR(ParseEmbedShared(body, &p));
+  auto it = body.find("prompt");
+  if (it == body.end() || it->is_null()) return InvalidArgumentError("prompt: missing");
+  FERRY_ASSIGN_OR_RETURN(std::string s, StringField(*it, "prompt"));
+  p.inputs.push_back(std::move(s));
+  return p;
+}
+
 StatusOr<ChatParams> ParseChat(const Json& body) {
   ChatParams p;
   FERRY_ASSIGN_OR_RETURN(p.common, ParseCommon(body));

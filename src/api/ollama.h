@@ -61,6 +61,15 @@ struct ChatParams {
   std::vector<ChatMessage> messages;
 };
 
+// POST /api/embed (`input`: a string or an array of strings; `truncate` defaults to true;
+// `dimensions`) and the older POST /api/embeddings (`prompt`: one string; truncate true).
+struct EmbedParams {
+  CommonParams common;
+  std::vector<std::string> inputs;
+  bool truncate = true;    // an input longer than num_ctx keeps its first num_ctx tokens
+  int64_t dimensions = 0;  // > 0: the first `dimensions` values, normalized again
+};
+
 // Typed readers of one JSON field, shared by the codecs (Ollama's, OpenAI's): InvalidArgument
 // naming `name` for a wrong type ("temperature: expected a number, got a string"), or a value
 // out of range. IntField takes integer-valued numbers only (1.0 yes, 1.5 and "1" no).
@@ -78,6 +87,8 @@ StatusOr<Json> ParseBody(std::string_view body);
 // tools), so a client never gets a silently different answer.
 StatusOr<GenerateParams> ParseGenerate(const Json& body);
 StatusOr<ChatParams> ParseChat(const Json& body);
+StatusOr<EmbedParams> ParseEmbed(const Json& body);
+StatusOr<EmbedParams> ParseEmbeddingsLegacy(const Json& body);
 
 // `keep_alive` as Ollama takes it: a duration string ("5m"), or a number of seconds; negative =
 // forever. Null/absent: nullopt.

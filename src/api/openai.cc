@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cstring>
 #include <limits>
 #include <mutex>
 #include <random>
@@ -122,6 +124,67 @@ Status ParseShared(const Json& body, CommonParams* common, bool* include_usage) 
 std::mutex id_mu;
 
 }  // namespace
+
+StatusOr<EmbeddingsParams> ParseEmbeddings(const Json& body) {
+  EmbeddingsParams p;
+  if (!Present(body, "model")) {
+    return InvalidArgumentError("model: missing (the name of a model, see GET /v1/models)");
+  }
+  FERRY_ASSIGN_OR_RETURN(p.common.model, StringField(body["model"], "model"));
+  if (p.common.model.empty()) return InvalidArgumentError("model: empty");
+  p.common.stream = false;
+  if (!Present(body, "input")) return InvalidArgumentError("input: missing");
+  const Json& input = body["input"];
+  if (input.is_array()) {
+    if (input.empty()) return InvalidArgumentError("input: an empty array");
+    for (size_t i = 0; i < input.size(); ++i) {
+      if (input[i].is_number() || input[i].is_array()) {
+        return InvalidArgumentError("input[{}]: token arrays are not supported; send text", i);
+      }
+      FERRY_ASSIGN_OR_RETURN(std::string s, StringField(input[i], fmt::format("input[{}]", i)));
+      p.inputs.push_back(std::move(s));
+    }
+  } else {
+    FERRY_ASSIGN_OR_RETURN(std::string s, StringField(input, "input"));
+    p.inputs.push_back(std::move(s));
+  }
+  if (Present(body, "encoding_format")) {
+    FERRY_ASSIGN_OR_RETURN(std::string f, StringField(body["encoding_format"], "encoding_format"));
+    if (f != "float" && f != "base64") {
+      return InvalidArgumentError("encoding_format: \"{}\" is not float or base64", f);
+    }
+    p.base64 = f == "base64";
+  }
+  if (Present(body, "dimensions")) {
+    FERRY_ASSIGN_OR_RETURN(p.dimensions, IntField(body["dimensions"], "dimensions", 1, 1 << 20));
+  }
+  if (Present(body, "user")) FERRY_RETURN_IF_ERROR(StringField(body["user"], "user").status());
+  return p;
+}
+
+std::string Base64Floats(std::span<const float> v) {
+  static constexpr char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string bytes(v.size() * sizeof(float), '\0');
+  for (size_t i = 0; i < v.size(); ++i) {
+    uint32_t u;
+    std::memcpy(&u, &v[i], 4);
+    for (int k = 0; k < 4; ++k) bytes[4 * i + k] = static_cast<char>((u >> (8 * k)) & 0xff);
+  }
+  std::string out;
+  out.reserve((bytes.size() + 2) / 3 * 4);
+  for (size_t i = 0; i < bytes.size(); i += 3) {
+    const size_t n = std::min<size_t>(3, bytes.size() - i);
+    uint32_t chunk = 0;
+    for (size_t k = 0; k < 3; ++k) {
+      chunk = (chunk << 8) | (k < n ? static_cast<uint8_t>(bytes[i + k]) : 0u);
+    }
+    for (size_t k = 0; k < 4; ++k) {
+      out += k <= n ? kAlphabet[(chunk >> (18 - 6 * k)) & 63] : '=';
+    }
+  }
+  return out;
+}
 
 StatusOr<std::string> ParseContent(const Json& content, std::string_view name) {
   if (content.is_null()) return std::string();

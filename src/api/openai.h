@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -40,6 +41,20 @@ struct CompletionParams {
   std::string prompt;
   bool include_usage = false;
 };
+
+// POST /v1/embeddings: `input` a string or an array of strings (token arrays are refused),
+// `encoding_format` "float" (default) or "base64" (little-endian f32, what the openai package
+// asks for), `dimensions`, `user` (ignored).
+struct EmbeddingsParams {
+  CommonParams common;
+  std::vector<std::string> inputs;
+  bool base64 = false;
+  int64_t dimensions = 0;  // > 0: the first `dimensions` values, normalized again
+};
+StatusOr<EmbeddingsParams> ParseEmbeddings(const Json& body);
+
+// The bytes of `v` (little-endian f32) in standard base64 with padding.
+std::string Base64Floats(std::span<const float> v);
 
 // Content as a string, or an array of {"type": "text", "text": ...} parts (joined); other part
 // types (images, audio) are refused. `name` is the field's path for messages.

@@ -22,6 +22,7 @@ struct BatchEntry {
   int32_t seq = 0;      // KvCache sequence id
   int64_t pos = 0;      // position in the sequence
   bool logits = false;  // compute this entry's logits
+  bool hidden = false;  // hand this entry's final hidden state to ForwardOptions::each_hidden
 };
 
 struct Batch {
@@ -30,7 +31,16 @@ struct Batch {
   int64_t size() const { return static_cast<int64_t>(entries.size()); }
   void clear() { entries.clear(); }
   void Add(int32_t token, int32_t seq, int64_t pos, bool logits) {
-    entries.push_back(BatchEntry{token, seq, pos, logits});
+    entries.push_back(BatchEntry{token, seq, pos, logits, false});
+  }
+  // Adds tokens[0..n) of `seq` at positions pos0.., each wanting its final hidden state
+  // (embeddings), none its logits.
+  template <typename Span>
+  void AddHiddenRun(const Span& tokens, int32_t seq, int64_t pos0) {
+    const int64_t n = static_cast<int64_t>(tokens.size());
+    for (int64_t i = 0; i < n; ++i) {
+      entries.push_back(BatchEntry{tokens[static_cast<size_t>(i)], seq, pos0 + i, false, true});
+    }
   }
   // Adds tokens[0..n) of `seq` at positions pos0.., wanting the last one's logits if asked.
   template <typename Span>

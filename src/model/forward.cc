@@ -79,6 +79,10 @@ Status Model::Forward(const Batch& batch, KvCache& kv, const ForwardOptions& opt
                                   hp.n_vocab);
     }
     n_logits += b.logits ? 1 : 0;
+    if (b.hidden && !options.each_hidden) {
+      return InvalidArgumentError("Forward(): entry {} wants its hidden state but no each_hidden "
+                                  "receives it", i);
+    }
     max_pos = std::max(max_pos, b.pos);
     if (!runs.empty() && runs.back().seq == b.seq && b.pos == runs.back().pos0 + runs.back().count) {
       ++runs.back().count;
@@ -229,6 +233,15 @@ Status Model::Forward(const Batch& batch, KvCache& kv, const ForwardOptions& opt
     FERRY_RETURN_IF_ERROR(MatMul(L.ffn_down, gate, n, out, options.pool, ws));
     if (hp.post_norms) NormRows(out, L.post_ffw_norm, n, e, hp.norm_eps);
     for (int64_t i = 0; i < n * e; ++i) x[i] += out[i];
+  }
+
+  // Hidden states (embeddings): each wanted row normed on its own into cur, handed out.
+  for (int64_t t = 0; t < n; ++t) {
+    if (!batch.entries[static_cast<size_t>(t)].hidden) continue;
+    std::copy(x + t * e, x + (t + 1) * e, cur);
+    NormRows(cur, w_.output_norm, 1, e, hp.norm_eps);
+    FERRY_RETURN_IF_ERROR(
+        options.each_hidden(t, std::span<const float>(cur, static_cast<size_t>(e))));
   }
 
   // Output: the rows that want logits, normed into cur [n_logits, e] in batch order, then

@@ -171,6 +171,7 @@ Status ReadCommon(const gguf::GgufFile& f, HParams* hp) {
   FERRY_RETURN_IF_ERROR(ReadRopeScaling(f, a, hp));
   FERRY_RETURN_IF_ERROR(ReadFloat(f, a + "final_logit_softcapping", false,
                                   &hp->final_logit_softcap));
+  FERRY_RETURN_IF_ERROR(ReadInt(f, a + "pooling_type", false, &hp->pooling_type));
   hp->swa_window.assign(static_cast<size_t>(hp->n_layer), 0);
   // Vocabulary size: the tokenizer's token list, else {arch}.vocab_size, else token_embd rows.
   if (f.Find("tokenizer.ggml.tokens")) {

@@ -65,6 +65,9 @@ struct HParams {
   std::vector<int64_t> swa_window;
   float rope_base_swa = 10000.0f;  // RoPE base of sliding-window layers (gemma3)
   float final_logit_softcap = 0.0f;
+  // {arch}.pooling_type as llama.cpp numbers it (0 none, 1 mean, 2 cls, 3 last, 4 rank);
+  // -1 when the file does not say.
+  int64_t pooling_type = -1;
 };
 
 struct LayerWeights {
@@ -81,6 +84,10 @@ class ForwardScratch;  // model/scratch.h
 
 // Receives the logits of the i-th entry that wants them: [n_vocab], valid during the call only.
 using LogitsCallback = std::function<Status(int64_t i, std::span<const float> logits)>;
+// Receives the final hidden state of batch entry `entry` (one with BatchEntry::hidden): the
+// residual stream after the output norm, before the output projection (llama.cpp's
+// embeddings), [n_embd], valid during the call only.
+using HiddenCallback = std::function<Status(int64_t entry, std::span<const float> hidden)>;
 
 struct ForwardOptions {
   // When set: called with every wanted entry's logits in batch order, computed
@@ -89,6 +96,9 @@ struct ForwardOptions {
   // logits stay in the scratch (ForwardScratch::logits(), [n_logits, n_vocab] in batch order),
   // and more of them than the scratch's logit_rows is an error.
   LogitsCallback each_logits;
+  // Called for every entry with `hidden` set, in batch order (required when a batch has such
+  // entries: InvalidArgument otherwise).
+  HiddenCallback each_hidden;
   // Threads for the matrix products and attention heads; null runs on the calling thread.
   // Results do not depend on the thread count. The pool must not be used by anyone else
   // during Forward() (one ParallelFor at a time).

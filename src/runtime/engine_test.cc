@@ -334,3 +334,72 @@ TEST(EngineTest, GrowAllocatesTheLargerPlan) {
 
 }  // namespace
 }  // namespace ferry
+
+namespace ferry {
+namespace {
+
+// The final hidden states of `prompt` from one plain forward step, pooled by hand (mean).
+std::vector<float> PooledByHand(const Model& model, const std::vector<int32_t>& prompt) {
+  auto kv = KvCache::Create(model.KvOptions(DType::kF16, 256, 1, 256));
+  EXPECT_TRUE(kv.ok());
+  auto seq = (*kv)->AddSequence();
+  EXPECT_TRUE(seq.ok());
+  EXPECT_TRUE((*kv)->Reserve(*seq, static_cast<int64_t>(prompt.size())).ok());
+  Batch b;
+  b.AddHiddenRun(prompt, *seq, 0);
+  std::vector<double> sum(static_cast<size_t>(model.hparams().n_embd), 0.0);
+  ForwardOptions fo;
+  fo.each_hidden = [&](int64_t, std::span<const float> h) -> Status {
+    for (size_t i = 0; i < h.size(); ++i) sum[i] += h[i];
+    return Status::Ok();
+  };
+  EXPECT_TRUE(model.Forward(b, **kv, fo).ok());
+  std::vector<float> out(sum.size());
+  for (size_t i = 0; i < sum.size(); ++i) {
+    out[i] = static_cast<float>(sum[i] / static_cast<double>(prompt.size()));
+  }
+  return out;
+}
+
+// An embedding request is its prompt's hidden states, mean-pooled: the same bits whether its
+// prompt runs in one step or in chunks beside generating requests, and those requests' tokens
+// do not change.
+TEST(EngineTest, EmbeddingRequestsPoolTheHiddenStates) {
+  for (const std::string& path : ModelPaths()) {
+    SCOPED_TRACE(path);
+    Files f = Open(path);
+    ASSERT_NE(f.model, nullptr);
+    LoadOptions lo;
+    lo.num_ctx = 256;
+    lo.num_parallel = 4;
+    lo.num_batch = 8;  // the embedding's prompt runs in chunks of 8, beside decode tokens
+    auto runner = MakeCpuRunner(f.model.get(), f.tok.get(), lo);
+    ASSERT_TRUE(runner.ok()) << runner.status().ToString();
+    GenerateRequest gen = Request(*f.tok, "Once upon a time", 256, 24, 0.0f, 1);
+    GenerateRequest emb = Request(*f.tok, "Lily and Ben went to the park to play with a ball.",
+                                  256, 0, 0.0f, 2);
+    emb.embedding = Pooling::kMean;
+    GenerateRequest last = emb;
+    last.embedding = Pooling::kLast;
+    const std::vector<GenerateStats> together = RunTogether(**runner, {gen, emb, last});
+    const std::vector<float> want = PooledByHand(*f.model, emb.prompt);
+    ASSERT_EQ(together[1].embedding.size(), want.size());
+    EXPECT_EQ(together[1].embedding, want);
+    EXPECT_TRUE(together[1].tokens.empty());
+    EXPECT_EQ(together[1].prompt_eval_count, static_cast<int64_t>(emb.prompt.size()));
+    // Last-token pooling: the hidden state of the prompt's last position.
+    ASSERT_EQ(together[2].embedding.size(), want.size());
+    EXPECT_NE(together[2].embedding, want);
+    // The generation beside them gives its tokens alone.
+    auto alone = MakeCpuRunner(f.model.get(), f.tok.get(), lo);
+    ASSERT_TRUE(alone.ok());
+    EXPECT_EQ(RunTogether(**alone, {gen})[0].tokens, together[0].tokens);
+    // An embedding leaves no cached K/V behind: a second one evaluates every token again.
+    const std::vector<GenerateStats> again = RunTogether(**runner, {emb});
+    EXPECT_EQ(again[0].embedding, want);
+    EXPECT_EQ(again[0].prompt_reused_count, 0);
+  }
+}
+
+}  // namespace
+}  // namespace ferry

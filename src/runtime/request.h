@@ -68,9 +68,17 @@ enum class DoneReason {
 std::string_view DoneReasonName(DoneReason reason);
 
 // A tokenized request as the runner takes it.
+// How an embedding request pools its tokens' final hidden states (GGUF's
+// `<arch>.pooling_type` values 1..3): their mean, the first token's (CLS), the last token's.
+enum class Pooling { kNone = 0, kMean = 1, kCls = 2, kLast = 3 };
+
 struct GenerateRequest {
   std::vector<int32_t> prompt;  // token ids (BOS included if wanted); at least one
   RequestOptions options;
+  // Not kNone: an embedding request. The whole prompt is evaluated (no cached prefix is reused:
+  // every token's hidden state is needed), its final hidden states are pooled into
+  // GenerateStats::embedding (not normalized), nothing is generated, and its K/V are freed.
+  Pooling embedding = Pooling::kNone;
 };
 
 // The final record of a generation.
@@ -84,6 +92,7 @@ struct GenerateStats {
   int64_t eval_ns = 0;             // from the first sampled token to the end
   int64_t queue_ns = 0;            // from Submit to admission
   int64_t preemptions = 0;         // times the request was preempted and recomputed
+  std::vector<float> embedding;    // embedding requests: [n_embd], pooled, not normalized
 };
 
 // One event of a stream: text (complete UTF-8, stop strings held back and cut), then exactly

@@ -400,7 +400,7 @@ void Runner::Admit() {
     // evaluated, for its logits).
     size_t best = cached_.size();
     int64_t best_len = 0;
-    for (size_t i = 0; i < cached_.size(); ++i) {
+    for (size_t i = 0; i < cached_.size() && s->request.embedding == Pooling::kNone; ++i) {
       const std::vector<int32_t>& ct = cached_[i].tokens;
       const int64_t limit = std::min<int64_t>(static_cast<int64_t>(ct.size()), target - 1);
       int64_t k = 0;
@@ -494,6 +494,7 @@ void Runner::Preempt(Sequence* victim) {
             victim->kv_seq, victim->tokens.size(), held - kv_->used_blocks());
   victim->kv_seq = -1;
   victim->n_past = 0;
+  victim->pooled.clear();  // an embedding is pooled again from its first token
   ++victim->stats.preemptions;
   ++preemptions_;
   for (size_t i = 0; i < running_.size(); ++i) {
@@ -517,7 +518,7 @@ void Runner::Finish(Sequence* s, DoneReason reason) {
   }
   if (s->first_token_ns > 0) s->stats.eval_ns = NowNs() - s->first_token_ns;
   if (s->kv_seq >= 0) {
-    if (reason == DoneReason::kCancelled) {
+    if (reason == DoneReason::kCancelled || s->request.embedding != Pooling::kNone) {
       (void)kv_->RemoveSequence(s->kv_seq);
     } else {
       // Keep its K/V for prompt reuse: the positions that were evaluated.
@@ -665,14 +666,34 @@ StatusOr<bool> Runner::Step() {
   }
 
   batch_.clear();
+  std::vector<Sequence*>& entry_seq = entry_seq_;  // embedding entries: their sequence
+  entry_seq.clear();
   for (const Part& p : parts) {
     const bool last = p.s->n_past + p.count == static_cast<int64_t>(p.s->tokens.size());
     std::span<const int32_t> toks(p.s->tokens.data() + p.s->n_past, static_cast<size_t>(p.count));
-    batch_.AddRun(toks, p.s->kv_seq, p.s->n_past, last);
+    if (p.s->request.embedding != Pooling::kNone) {
+      batch_.AddHiddenRun(toks, p.s->kv_seq, p.s->n_past);
+    } else {
+      batch_.AddRun(toks, p.s->kv_seq, p.s->n_past, last);
+    }
+    entry_seq.resize(static_cast<size_t>(batch_.size()), p.s);
   }
   ForwardOptions fo;
   fo.pool = pool_.get();
   fo.scratch = scratch_.get();
+  fo.each_hidden = [&](int64_t entry, std::span<const float> h) -> Status {
+    Sequence* s = entry_seq[static_cast<size_t>(entry)];
+    const int64_t pos = batch_.entries[static_cast<size_t>(entry)].pos;
+    const int64_t n = static_cast<int64_t>(s->tokens.size());
+    const Pooling how = s->request.embedding;
+    if (s->pooled.empty()) s->pooled.assign(h.size(), 0.0);
+    if (how == Pooling::kMean) {
+      for (size_t i = 0; i < h.size(); ++i) s->pooled[i] += h[i];
+    } else if ((how == Pooling::kCls && pos == 0) || (how == Pooling::kLast && pos == n - 1)) {
+      for (size_t i = 0; i < h.size(); ++i) s->pooled[i] = h[i];
+    }
+    return Status::Ok();
+  };
   Status st = model_->Forward(batch_, *kv_, fo);
   if (!st.ok()) {
     for (const Part& p : parts) Fail(p.s, st);
@@ -688,11 +709,23 @@ StatusOr<bool> Runner::Step() {
     Sequence* s = p.s;
     s->n_past += p.count;
     if (s->n_past < static_cast<int64_t>(s->tokens.size())) continue;  // prompt continues
-    std::span<const float> logits(scratch_->logits() + row * n_vocab, static_cast<size_t>(n_vocab));
-    ++row;
     if (s->stats.prompt_eval_count == 0 && s->stats.eval_count == 0) {
       s->stats.prompt_eval_count = s->n_prompt - s->stats.prompt_reused_count;
     }
+    if (s->request.embedding != Pooling::kNone) {
+      const double scale = s->request.embedding == Pooling::kMean
+                               ? 1.0 / static_cast<double>(s->tokens.size())
+                               : 1.0;
+      s->stats.embedding.resize(s->pooled.size());
+      for (size_t i = 0; i < s->pooled.size(); ++i) {
+        s->stats.embedding[i] = static_cast<float>(s->pooled[i] * scale);
+      }
+      s->stats.prompt_eval_ns = NowNs() - s->admit_ns;
+      Finish(s, DoneReason::kStop);
+      continue;
+    }
+    std::span<const float> logits(scratch_->logits() + row * n_vocab, static_cast<size_t>(n_vocab));
+    ++row;
     const int64_t num_predict = s->request.options.num_predict;
     if (num_predict == 0 || static_cast<int64_t>(s->tokens.size()) >= s->request.options.num_ctx) {
       Finish(s, DoneReason::kLength);

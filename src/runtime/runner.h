@@ -158,6 +158,8 @@ class Runner : public ModelRunner {
     TextStream text;
     GenerateStats stats;
     int64_t submit_ns = 0, admit_ns = 0, first_token_ns = 0;
+    // Embedding requests: the pooled sum (mean), or the chosen token's state, in token order.
+    std::vector<double> pooled;
   };
   // A finished sequence whose K/V stay for prompt reuse.
   struct Cached {
@@ -213,6 +215,7 @@ class Runner : public ModelRunner {
   // Step's sampling lists, kept to reuse their capacity.
   std::vector<std::pair<Sequence*, std::span<const float>>> to_sample_;
   std::vector<int32_t> sampled_;
+  std::vector<Sequence*> entry_seq_;
 
   // Shared with other threads.
   mutable std::mutex mu_;

@@ -102,9 +102,6 @@ void Server::OpenAIRoutes() {
   h.Get("/v1/models", [this](const httplib::Request& q, httplib::Response& r) { Models(q, r); });
   h.Get(R"(/v1/models/(.+))",
         [this](const httplib::Request& q, httplib::Response& r) { Model(q, r); });
-  h.Post("/v1/embeddings", [](const httplib::Request&, httplib::Response& res) {
-    SendOpenAIError(res, 501, "/v1/embeddings: embeddings are not implemented yet");
-  });
 }
 
 void Server::ChatCompletions(const httplib::Request& req, httplib::Response& res) {

@@ -162,6 +162,8 @@ std::string EndpointLabel(const httplib::Request& req) {
                                  "/api/create",
                                  "/api/copy",
                                  "/api/delete",
+                                 "/api/embed",
+                                 "/api/embeddings",
                                  "/metrics",
                                  "/v1/chat/completions",
                                  "/v1/completions",
@@ -421,19 +423,6 @@ class OllamaWire final : public Wire {
 }  // namespace
 
 // One generation in flight: what the response needs.
-struct Server::Job {
-  bool chat = false;
-  std::string model;       // the name as the client sent it (echoed back)
-  std::string sched_name;  // normalized
-  Clock::time_point start;
-  Clock::time_point last_piece;  // streaming: when the last piece was sent (epoch: none yet)
-  bool stream = true;
-  bool may_truncate = false;  // the API has `truncate` (Ollama's chat)
-  std::shared_ptr<const CatalogModel> entry;
-  sched::SchedRequest request;
-  std::shared_ptr<RequestStream> events;
-  std::unique_ptr<Wire> wire;
-};
 
 std::shared_ptr<Server::Job> Server::NewJob(std::unique_ptr<Wire> wire, bool chat) {
   auto job = std::make_shared<Job>();
@@ -575,6 +564,7 @@ void Server::Routes() {
            [this](const httplib::Request& q, httplib::Response& r) { Delete(q, r); });
   h.Get("/metrics", [this](const httplib::Request& q, httplib::Response& r) { Metrics(q, r); });
   OpenAIRoutes();
+  EmbedRoutes();
 }
 
 // ---------------------------------------------------------------------------------------------

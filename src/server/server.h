@@ -9,6 +9,7 @@
 #define FERRY_SERVER_SERVER_H_
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <map>
@@ -157,13 +158,44 @@ class Server {
   void Copy(const httplib::Request& req, httplib::Response& res);
   void Delete(const httplib::Request& req, httplib::Response& res);
   // OpenAI's API (openai_routes.cc).
+  // Embeddings (embed_routes.cc): /api/embed, /api/embeddings, /v1/embeddings.
+  void EmbedRoutes();
+  void Embed(const httplib::Request& req, httplib::Response& res);
+  void EmbeddingsLegacy(const httplib::Request& req, httplib::Response& res);
+  void OpenAIEmbeddings(const httplib::Request& req, httplib::Response& res);
+  struct Embedded {
+    std::vector<std::vector<float>> vectors;  // one per input, in input order
+    int64_t prompt_tokens = 0;                // summed over the inputs
+    int64_t load_ns = 0;                      // the longest wait for the model
+  };
+  // Each input tokenized (BOS as the model adds it), cut to num_ctx when `truncate` (else an
+  // InvalidArgument naming both numbers), submitted together as embedding requests pooled as
+  // the model says (mean when it does not), then L2-normalized when `normalize`; dimensions
+  // > 0 keeps that many leading values (normalized again). Errors as HTTP statuses map them.
+  StatusOr<Embedded> EmbedTexts(const api::CommonParams& common,
+                                const std::vector<std::string>& inputs, bool truncate,
+                                int64_t dimensions, bool normalize);
   void OpenAIRoutes();
   void ChatCompletions(const httplib::Request& req, httplib::Response& res);
   void Completions(const httplib::Request& req, httplib::Response& res);
   void Models(const httplib::Request& req, httplib::Response& res);
   void Model(const httplib::Request& req, httplib::Response& res);
 
-  struct Job;  // one generation in flight
+  struct Job {  // one generation in flight
+    bool chat = false;
+    std::string model;       // the name as the client sent it (echoed back)
+    std::string sched_name;  // normalized
+    std::chrono::steady_clock::time_point start;
+    // Streaming: when the last piece was sent (the epoch: none yet).
+    std::chrono::steady_clock::time_point last_piece;
+    bool stream = true;
+    bool may_truncate = false;  // the API has `truncate` (Ollama's chat)
+    std::shared_ptr<const CatalogModel> entry;
+    sched::SchedRequest request;
+    std::shared_ptr<RequestStream> events;
+    std::unique_ptr<Wire> wire;
+  };
+
   // A job answering through `wire`, its clock started.
   std::shared_ptr<Job> NewJob(std::unique_ptr<Wire> wire, bool chat);
   // Shared by generate and chat after the prompt is known.
