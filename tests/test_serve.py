@@ -436,3 +436,25 @@ def test_eight_concurrent_streams_each_equal_alone(models_dir):
         assert s.metrics()["ferry_model_loads_total"] == 1
     finally:
         s.stop()
+
+
+def test_run_talks_to_a_running_server(server, models_dir):
+    env = dict(os.environ, FERRY_HOST=f"127.0.0.1:{server.port}", FERRY_MODELS=str(models_dir))
+    args = [str(binary("ferry")), "run", STORIES, "Once upon a time", "--raw",
+            "--num-predict", "12", "--temperature", "0"]
+    through = subprocess.run(args + ["--verbose"], env=env, capture_output=True, text=True,
+                             timeout=120)
+    assert through.returncode == 0, through.stderr
+    assert "through the server" in through.stderr
+    local = subprocess.run(args + ["--local"], env=env, capture_output=True, text=True,
+                           timeout=120)
+    assert local.returncode == 0, local.stderr
+    # The same greedy text either way, and the server has the model loaded (ferry ps sees it).
+    assert through.stdout.strip() and through.stdout.strip() == local.stdout.strip()
+    ps = subprocess.run([str(binary("ferry")), "ps"], env=env, capture_output=True, text=True,
+                        timeout=30)
+    assert ps.returncode == 0 and STORIES in ps.stdout
+    # The server's errors reach the user with exit 1.
+    bad = subprocess.run([str(binary("ferry")), "run", "no-such-model", "hi"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "not found" in bad.stderr

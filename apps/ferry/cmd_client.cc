@@ -180,7 +180,146 @@ int RunStop(const Target& t, const std::string& model) {
   return 0;
 }
 
+// The options of `r` that the command line gave, as Ollama's `options` object.
+Json GivenOptions(const RequestFlags& r) {
+  Json o = Json::object();
+  const RequestOptions& v = r.options;
+  const SamplingOptions& s = v.sampling;
+  auto given = [&](const char* name) {
+    auto it = r.flags.find(name);
+    return it != r.flags.end() && it->second != nullptr && it->second->count() > 0;
+  };
+  if (given("num_ctx")) o["num_ctx"] = v.num_ctx;
+  if (given("num_predict")) o["num_predict"] = v.num_predict;
+  if (given("num_batch")) o["num_batch"] = v.num_batch;
+  if (given("num_thread")) o["num_thread"] = v.num_thread;
+  if (given("temperature")) o["temperature"] = s.temperature;
+  if (given("top_k")) o["top_k"] = s.top_k;
+  if (given("top_p")) o["top_p"] = s.top_p;
+  if (given("min_p")) o["min_p"] = s.min_p;
+  if (given("repeat_penalty")) o["repeat_penalty"] = s.repeat_penalty;
+  if (given("repeat_last_n")) o["repeat_last_n"] = s.repeat_last_n;
+  if (given("presence_penalty")) o["presence_penalty"] = s.presence_penalty;
+  if (given("frequency_penalty")) o["frequency_penalty"] = s.frequency_penalty;
+  if (given("seed") && s.seed) o["seed"] = *s.seed;
+  if (given("stop")) o["stop"] = v.stop;
+  return o;
+}
+
+// One streamed request: prints each piece; the answer's text, or the error the server sent.
+StatusOr<std::string> StreamTurn(httplib::Client& cli, const std::string& path, const Json& body,
+                                 bool verbose) {
+  std::string buffer, answer, error;
+  Json last;
+  httplib::Request req;
+  req.method = "POST";
+  req.path = path;
+  req.body = body.dump();
+  req.set_header("Content-Type", "application/json");
+  req.content_receiver = [&](const char* data, size_t n, uint64_t, uint64_t) {
+    buffer.append(data, n);
+    size_t nl;
+    while ((nl = buffer.find('\n')) != std::string::npos) {
+      const std::string line = buffer.substr(0, nl);
+      buffer.erase(0, nl + 1);
+      Json j = Json::parse(line, nullptr, false);
+      if (!j.is_object()) continue;
+      if (j.contains("error") && j["error"].is_string()) {
+        error = j["error"].get<std::string>();
+        continue;
+      }
+      std::string piece;
+      if (j.contains("message") && j["message"].is_object() &&
+          j["message"].value("content", Json()).is_string()) {
+        piece = j["message"]["content"].get<std::string>();
+      } else if (j.contains("response") && j["response"].is_string()) {
+        piece = j["response"].get<std::string>();
+      }
+      if (!piece.empty()) {
+        std::fwrite(piece.data(), 1, piece.size(), stdout);
+        std::fflush(stdout);
+        answer += piece;
+      }
+      if (j.value("done", false)) last = j;
+    }
+    return true;
+  };
+  httplib::Response res;
+  httplib::Error err = httplib::Error::Success;
+  if (!cli.send(req, res, err)) {
+    return UnavailableError("the server stopped answering: {}", httplib::to_string(err));
+  }
+  if (res.status != 200) {
+    auto j = Json::parse(buffer.empty() ? res.body : buffer, nullptr, false);
+    if (j.is_object() && j.contains("error") && j["error"].is_string()) {
+      return InvalidArgumentError("{}", j["error"].get<std::string>());
+    }
+    return InvalidArgumentError("HTTP {}", res.status);
+  }
+  std::printf("\n");
+  if (!error.empty()) return InternalError("{}", error);
+  if (verbose && last.is_object()) {
+    auto ns = [&](const char* k) { return last.value(k, int64_t{0}); };
+    auto rate = [](int64_t n, int64_t t) { return t > 0 ? n / (t * 1e-9) : 0.0; };
+    std::fprintf(stderr, "prompt: %lld tokens, %.2f tok/s; generation: %lld tokens, %.2f tok/s\n",
+                 static_cast<long long>(ns("prompt_eval_count")),
+                 rate(ns("prompt_eval_count"), ns("prompt_eval_duration")),
+                 static_cast<long long>(ns("eval_count")),
+                 rate(ns("eval_count"), ns("eval_duration")));
+  }
+  return answer;
+}
+
 }  // namespace
+
+bool RunThroughServer(const Settings& settings, const RunOptions& o, int* exit_code) {
+  auto t = TargetOf(settings);
+  if (!t.ok()) return false;
+  httplib::Client cli(t->host, t->port);
+  cli.set_connection_timeout(1);
+  cli.set_read_timeout(600);
+  auto probe = cli.Get("/");
+  if (!probe || probe->status != 200 || probe->body.find("ferry") == std::string::npos) {
+    return false;
+  }
+  if (o.verbose) std::fprintf(stderr, "ferry run: through the server on %s\n", t->Display().c_str());
+  const Json options = GivenOptions(o.request);
+  Json messages = Json::array();
+  if (!o.system.empty() && !o.raw) messages.push_back({{"role", "system"}, {"content", o.system}});
+  auto turn = [&](const std::string& text) -> Status {
+    Json body = {{"model", o.model}, {"options", options}, {"stream", true}};
+    if (o.raw) {
+      body["prompt"] = text;
+      body["raw"] = true;
+      return StreamTurn(cli, "/api/generate", body, o.verbose).status();
+    }
+    messages.push_back({{"role", "user"}, {"content", text}});
+    body["messages"] = messages;
+    auto answer = StreamTurn(cli, "/api/chat", body, o.verbose);
+    if (!answer.ok()) {
+      messages.erase(messages.end() - 1);
+      return answer.status();
+    }
+    messages.push_back({{"role", "assistant"}, {"content", *answer}});
+    return Status::Ok();
+  };
+  if (o.prompt) {
+    Status s = turn(*o.prompt);
+    if (!s.ok()) std::fprintf(stderr, "ferry run: %s\n", s.message().c_str());
+    *exit_code = s.ok() ? 0 : 1;
+    return true;
+  }
+  std::string line;
+  while (true) {
+    std::fprintf(stderr, ">>> ");
+    if (!std::getline(std::cin, line) || line == "/bye") break;
+    if (line.empty()) continue;
+    Status s = turn(line);
+    if (!s.ok()) std::fprintf(stderr, "error: %s\n", s.message().c_str());
+  }
+  *exit_code = 0;
+  return true;
+}
 
 void AddClientCommands(CLI::App& app, ClientCommandOptions& options) {
   options.ps = app.add_subcommand("ps", "List the models a running ferry serve has loaded");

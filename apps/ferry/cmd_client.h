@@ -6,6 +6,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "cmd_run.h"
 #include "settings.h"
 
 namespace ferry::app {
@@ -20,6 +21,13 @@ void AddClientCommands(CLI::App& app, ClientCommandOptions& options);
 // Runs ps or stop when one was given: returns true and sets *exit_code (0, 1 on an error).
 bool RunClientCommand(const Settings& settings, const ClientCommandOptions& options,
                       int* exit_code);
+
+// `ferry run` through a running server: when `ferry serve` answers on FERRY_HOST (`GET /`
+// within a second), sends the prompt (or each line of the interactive session) to /api/chat
+// (/api/generate with --raw) with the options the command line gave, streams the answer to
+// stdout, and returns true with *exit_code set (1 on an error, naming it). False when no
+// server answers: the caller runs the model in-process.
+bool RunThroughServer(const Settings& settings, const RunOptions& options, int* exit_code);
 
 }  // namespace ferry::app
 

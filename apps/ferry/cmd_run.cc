@@ -1,5 +1,7 @@
 #include "cmd_run.h"
 
+#include "cmd_client.h"
+
 #include <algorithm>
 #include <charconv>
 #include <cstdio>
@@ -190,6 +192,9 @@ void AddRunCommand(CLI::App& app, RunOptions& o) {
   run->add_option("prompt", o.prompt, "The prompt; omit for an interactive chat");
   run->add_flag("--raw", o.raw, "Plain completion: no chat template");
   run->add_flag("--verbose", o.verbose, "Print timings (prompt and generation tok/s)");
+  run->add_flag("--local", o.local,
+                "Run in this process even when a ferry serve answers on FERRY_HOST (by default "
+                "run talks to it, so ferry ps sees the model)");
   run->add_option("--system", o.system, "System message for chat mode");
   AddRequestFlags(run, o.request);
 }
@@ -204,6 +209,10 @@ void AddPerplexityCommand(CLI::App& app, PerplexityOptions& o) {
 
 int RunRun(const Settings& settings, const RunOptions& options) {
   if (options.verbose && log::GetLevel() > log::Level::kInfo) log::SetLevel(log::Level::kInfo);
+  if (!options.local) {
+    int code = 0;
+    if (RunThroughServer(settings, options, &code)) return code;
+  }
   auto found = FindModel(settings, options.model);
   if (!found.ok()) return Fail("run", found.status());
   // A stored model's PARAMETERs, SYSTEM, MESSAGEs and TEMPLATE are defaults of this run.

@@ -28,6 +28,7 @@ struct RunOptions {
   std::optional<std::string> prompt;
   bool raw = false;
   bool verbose = false;
+  bool local = false;  // run in this process even when a server answers on FERRY_HOST
   std::string system;
   RequestFlags request;
 };
