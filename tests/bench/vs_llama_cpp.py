@@ -1,76 +1,94 @@
-"""Side-by-side decode and prompt speed: ferry vs llama.cpp (llama-cpp-python), same GGUF file,
-same thread count, same prompt and greedy settings, in one run. A benchmark, not a test.
+"""Side-by-side prompt (pp) and generation (tg) speed: ferry vs llama.cpp (llama-cpp-python),
+same GGUF file, same threads, in one run; each engine in its own process, one after the other.
+A benchmark, not a test.
 
-  python tests/bench/vs_llama_cpp.py FERRY_BINARY MODEL.gguf [--threads 2] [--n 64]
-      [--prompt-file tests/data/story.txt] [--prompt-chars 2000] [--num-ctx 1024]
+  python tests/bench/vs_llama_cpp.py FERRY_BINARY MODEL.gguf [MODEL2.gguf ...]
+      [--threads 2] [-p 512] [-n 128] [-r 3]
 
---prompt-file replaces the short built-in prompt (a long prompt measures prefill: the first
---prompt-chars characters of tests/data/story.txt are ~500 Gemma 3 tokens).
-
-Needs llama-cpp-python (pip install llama-cpp-python; it builds llama.cpp from source).
+Both engines measure what llama-bench does:
+- pp: one prompt of -p tokens evaluated in one batch, from an empty context;
+- tg: -n tokens generated one at a time from a one-token context.
+ferry: `ferry bench MODEL -p P -n N -r R --num-thread T --json` (its own timings, a warm-up run
+first). llama.cpp: the eval calls alone are timed (llama-bench's way; no Python sampling in the
+loop: each generated token is fed back as a fixed id, which does not change the work), after a
+warm-up run. Prompts are token ids drawn with a fixed seed in both. Reported: the median of
+-r runs per engine and the ratio ferry / llama.cpp (> 1: ferry is faster).
 """
 import argparse
-import re
+import json
+import statistics
 import subprocess
+import sys
 import time
 
-PROMPT = ("Once upon a time, in a small village by the sea, there lived an old fisherman who "
-          "every morning walked down to the harbour to look at the boats. One day he saw")
 
+def llama_cpp_worker(model, threads, n_prompt, n_gen, reps):
+    import random
 
-def bench_ferry(binary, model, threads, n, prompt, n_ctx):
-    out = subprocess.run([binary, "run", model, prompt, "--raw", "--temperature", "0",
-                          "--num-predict", str(n), "--num-thread", str(threads), "--verbose",
-                          "--num-ctx", str(n_ctx)], capture_output=True, text=True, check=True)
-    p = re.search(r"prompt: (\d+) tokens in ([\d.]+) s", out.stderr)
-    g = re.search(r"generation: (\d+) tokens in ([\d.]+) s", out.stderr)
-    return int(p[1]) / float(p[2]), int(g[1]) / float(g[2])
-
-
-def bench_llama_cpp(model, threads, n, prompt, n_ctx):
     from llama_cpp import Llama
-    llm = Llama(model_path=model, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
-                n_batch=n_ctx, n_ubatch=n_ctx, verbose=False)
-    tokens = llm.tokenize(prompt.encode(), add_bos=True)
-    t0 = time.perf_counter()
-    llm.eval(tokens)
-    t1 = time.perf_counter()
-    produced = 0
-    for _ in range(n):
-        tok = llm.sample(temp=0.0)
-        llm.eval([tok])
-        produced += 1
-    t2 = time.perf_counter()
-    return len(tokens) / (t1 - t0), produced / (t2 - t1)
+    llm = Llama(model_path=model, n_ctx=max(n_prompt, n_gen + 1) + 16, n_threads=threads,
+                n_threads_batch=threads, n_batch=max(n_prompt, 1), n_ubatch=max(n_prompt, 1),
+                flash_attn=False, verbose=False)
+    rng = random.Random(1)
+    vocab = llm.n_vocab()
+    pp, tg = [], []
+    for rep in range(reps + 1):  # the first run is a warm-up
+        prompt = [rng.randrange(100, vocab - 100) for _ in range(n_prompt)]
+        llm.reset()
+        t0 = time.perf_counter()
+        llm.eval(prompt)
+        pp_rate = n_prompt / (time.perf_counter() - t0)
+        llm.reset()
+        llm.eval([prompt[0]])
+        spent = 0.0
+        for i in range(n_gen):
+            t0 = time.perf_counter()
+            llm.eval([prompt[(i + 1) % n_prompt]])
+            spent += time.perf_counter() - t0
+        if rep > 0:
+            pp.append(pp_rate)
+            tg.append(n_gen / spent)
+    print(json.dumps({"pp": pp, "tg": tg}))
+
+
+def run_ferry(binary, model, threads, n_prompt, n_gen, reps):
+    out = subprocess.run([binary, "bench", model, "-p", str(n_prompt), "-n", str(n_gen),
+                          "-r", str(reps), "--num-thread", str(threads), "--json"],
+                         capture_output=True, text=True, check=True)
+    row = json.loads(out.stdout)[0]
+    return row["pp_tok_s"], row["tg_tok_s"]
+
+
+def run_llama_cpp(model, threads, n_prompt, n_gen, reps):
+    out = subprocess.run([sys.executable, __file__, "--llama-cpp-worker", model, "--threads",
+                          str(threads), "-p", str(n_prompt), "-n", str(n_gen), "-r", str(reps)],
+                         capture_output=True, text=True, check=True)
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    return statistics.median(r["pp"]), statistics.median(r["tg"])
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("ferry")
-    ap.add_argument("model")
+    ap.add_argument("ferry", nargs="?")
+    ap.add_argument("models", nargs="*")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--n", type=int, default=64)
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--prompt-file", help="prompt text instead of the short built-in one")
-    ap.add_argument("--prompt-chars", type=int, default=0, help="use only this many characters")
-    ap.add_argument("--num-ctx", type=int, default=1024)
-    a = ap.parse_args()
-    prompt = PROMPT
-    if a.prompt_file:
-        with open(a.prompt_file, encoding="utf-8") as f:
-            prompt = f.read()
-    if a.prompt_chars > 0:
-        prompt = prompt[:a.prompt_chars]
-    rows = []
-    for _ in range(a.repeat):
-        rows.append(("ferry",) + bench_ferry(a.ferry, a.model, a.threads, a.n, prompt, a.num_ctx))
-        rows.append(("llama.cpp",) + bench_llama_cpp(a.model, a.threads, a.n, prompt, a.num_ctx))
-    for engine in ["ferry", "llama.cpp"]:
-        r = [x for x in rows if x[0] == engine]
-        best_p = max(x[1] for x in r)
-        best_g = max(x[2] for x in r)
-        print(f"{engine:10s} prompt {best_p:8.1f} tok/s   decode {best_g:7.1f} tok/s   "
-              f"(best of {a.repeat}, {a.threads} threads)")
+    ap.add_argument("-p", type=int, default=512)
+    ap.add_argument("-n", type=int, default=128)
+    ap.add_argument("-r", type=int, default=3)
+    ap.add_argument("--llama-cpp-worker", metavar="MODEL")
+    args = ap.parse_args()
+    if args.llama_cpp_worker:
+        llama_cpp_worker(args.llama_cpp_worker, args.threads, args.p, args.n, args.r)
+        return
+    print(f"threads {args.threads}, pp{args.p}, tg{args.n}; ferry: mean of {args.r} runs "
+          f"(ferry bench), llama.cpp: median of {args.r}; tok/s")
+    print("| model | ferry pp | llama.cpp pp | ratio | ferry tg | llama.cpp tg | ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for model in args.models:
+        f_pp, f_tg = run_ferry(args.ferry, model, args.threads, args.p, args.n, args.r)
+        l_pp, l_tg = run_llama_cpp(model, args.threads, args.p, args.n, args.r)
+        print(f"| {model.split('/')[-1]} | {f_pp:.1f} | {l_pp:.1f} | {f_pp / l_pp:.2f} | "
+              f"{f_tg:.1f} | {l_tg:.1f} | {f_tg / l_tg:.2f} |", flush=True)
 
 
 if __name__ == "__main__":
