@@ -160,3 +160,37 @@ def test_ps_without_server(server):
     r = run_ferry(server, "ps", port=port)
     assert r.returncode == 1
     assert r.stderr.strip() == f"ferry ps: no server on 127.0.0.1:{port} (start one with ferry serve)"
+
+
+def test_bad_names_modelfiles_and_a_corrupted_blob(server):
+    c = server.client
+    for name in ("/etc/passwd", "a:b:c", "../x"):
+        status, text = server.post("/api/generate", {"model": name, "prompt": "x"})
+        assert status == 400 and "model" in json.loads(text)["error"], (name, text)
+    status, text = server.post("/api/create", {
+        "model": "weird", "stream": False, "modelfile": f"FROM {STORIES}\nFLY high\n"})
+    assert status == 400 and "FLY" in json.loads(text)["error"], text
+    # A stored blob whose bytes no longer match its digest: a server that reads it for the
+    # first time refuses the model, naming the blob, and keeps serving everything else. (The
+    # server that created it verified it then and keeps what it read.)
+    system = "A unique system message for the corrupted-blob test."
+    c.create(model="corrupt", from_=STORIES, system=system, stream=False)
+    blobs = [p for p in (server.models_dir / "blobs").iterdir()
+             if p.stat().st_size < 4096 and system.encode() in p.read_bytes()]
+    assert len(blobs) == 1
+    blob = blobs[0]
+    blob.chmod(0o644)
+    blob.write_bytes(blob.read_bytes().replace(b"unique", b"UNIQUE"))
+    empty = server.models_dir / "no-ollama"
+    empty.mkdir(exist_ok=True)
+    fresh = Serve(server.models_dir, FERRY_OLLAMA_MODELS=empty)
+    try:
+        status, text = fresh.post("/api/generate", {"model": "corrupt", "prompt": "x",
+                                                    "stream": False})
+        msg = json.loads(text)["error"]
+        digest = blob.name.replace("sha256-", "")
+        assert status >= 400 and "sha256" in msg and digest[:12] in msg, (status, msg)
+        r = fresh.client.generate(model=STORIES, prompt="x", options={"num_predict": 2})
+        assert r.done
+    finally:
+        fresh.stop()
