@@ -57,20 +57,21 @@ const Matrix& Get(int which) {
   return which == 0 ? *q8 : which == 1 ? *q4k : *q5;
 }
 
-enum Impl { kRef = 0, kPortable = 1, kBest = 2, kAvx2 = 3, kPacked = 4 };
+enum Impl { kRef = 0, kPortable = 1, kBest = 2, kAvx2 = 3, kPacked = 4, kPackedAvx2 = 5 };
 
 // Args: matrix (0 = Q8_0 262144x640, 1 = Q4_K 640x2048, 2 = Q5_0 640x2048), n_tok, impl (0 ref,
-// 1 portable, 2 best, 3 avx2, 4 best with packed weights), threads.
+// 1 portable, 2 best, 3 avx2, 4 best with packed weights, 5 avx2 with packed weights), threads.
 void BM_MatMul(benchmark::State& state) {
   const Matrix& src = Get(static_cast<int>(state.range(0)));
   const Impl impl = static_cast<Impl>(state.range(2));
-  if (impl == kPacked && src.packed.empty()) {
+  const bool packed = impl == kPacked || impl == kPackedAvx2;
+  if (packed && src.packed.empty()) {
     state.SkipWithError("no packed layout");
     return;
   }
   Matrix m;
   m.w = src.w;
-  if (impl == kPacked) m.w.packed = src.packed.data();
+  if (packed) m.w.packed = src.packed.data();
   const int64_t n_tok = state.range(1);
   const int threads = static_cast<int>(state.range(3));
   std::vector<float> x(static_cast<size_t>(n_tok * m.w.cols));
@@ -82,9 +83,9 @@ void BM_MatMul(benchmark::State& state) {
   for (auto _ : state) {
     Status s = impl == kRef ? MatMulRef(m.w, x.data(), n_tok, y.data())
                             : MatMul(m.w, x.data(), n_tok, y.data(), threads > 1 ? &pool : nullptr,
-                                     impl == kPortable ? KernelPath::kPortable
-                                     : impl == kAvx2   ? KernelPath::kAvx2
-                                                       : KernelPath::kBest);
+                                     impl == kPortable                        ? KernelPath::kPortable
+                                     : impl == kAvx2 || impl == kPackedAvx2 ? KernelPath::kAvx2
+                                                                            : KernelPath::kBest);
     if (!s.ok()) state.SkipWithError(s.ToString().c_str());
     benchmark::DoNotOptimize(y.data());
   }
@@ -95,7 +96,7 @@ void BM_MatMul(benchmark::State& state) {
   state.counters["wGB/s"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   state.SetLabel(std::string(DTypeName(m.w.type)) +
                  (impl == kRef ? " ref" : impl == kPortable ? " portable" : impl == kAvx2 ? " avx2"
-                  : impl == kPacked ? " packed" : " best"));
+                  : impl == kPacked ? " packed" : impl == kPackedAvx2 ? " avx2 packed" : " best"));
 }
 
 void Args(benchmark::internal::Benchmark* b) {
@@ -103,8 +104,8 @@ void Args(benchmark::internal::Benchmark* b) {
   for (int mat : {0, 1, 2}) {
     for (int n_tok : {1, 4, 32}) {
       b->Args({mat, n_tok, kRef, 1});
-      for (int impl : {kPortable, kAvx2, kBest, kPacked}) {
-        if (impl == kPacked && mat == 1) continue;  // Q4_K has no packed layout
+      for (int impl : {kPortable, kAvx2, kBest, kPacked, kPackedAvx2}) {
+        if ((impl == kPacked || impl == kPackedAvx2) && mat == 1) continue;  // Q4_K: no layout
         for (int threads : {1, 2}) b->Args({mat, n_tok, impl, threads});
       }
     }

@@ -94,8 +94,9 @@ Status MatMul(const WeightMatrix& w, const float* x, int64_t n_tok, float* y, Th
 //                   the low nibble, element 16 + 4j + i in the high one: llama.cpp's order)
 // The packed matrix has exactly the bytes of the original (rows * row_bytes).
 // With packed weights MatMul's float summation order is fixed per (row, token) as well, so
-// the per-token invariance holds; only the AVX-512 VNNI kernels read this layout (others
-// read WeightMatrix::data).
+// the per-token invariance holds. The AVX-512 VNNI kernels read this layout for every packable
+// type, the AVX2 kernels for Q4_0, Q4_1, Q5_0 and Q5_1 (their Q8_0 stays faster in rows);
+// other paths read WeightMatrix::data.
 inline constexpr int64_t kPackRows = 16;
 
 // True if w's type has a packed layout (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) and its rows are a

@@ -296,6 +296,20 @@ TEST(MatMulTest, PackWeightRowsErrors) {
     EXPECT_EQ(got, want);
     EXPECT_NE(want, std::vector<float>(64, 0.0f));
   }
+  if (CpuHasAvx2Kernels()) {  // the AVX2 set reads packed Q4_x / Q5_x copies too
+    TestMatrix q5 = MakeMatrix(DType::kQ5_0, 32, 64, false, rng);
+    std::vector<uint8_t> q5_out(q5.bytes.size());
+    ASSERT_TRUE(PackWeightRows(q5.w, q5_out).ok());
+    std::vector<float> x = RandomActivations(rng, 2 * 64), want(2 * 32), got(2 * 32);
+    q5.w.packed = q5_out.data();
+    ASSERT_TRUE(MatMul(q5.w, x.data(), 2, want.data(), nullptr, KernelPath::kAvx2).ok());
+    std::vector<uint8_t> zeros(q5.bytes.size(), 0);
+    WeightMatrix z = q5.w;
+    z.data = zeros.data();
+    ASSERT_TRUE(MatMul(z, x.data(), 2, got.data(), nullptr, KernelPath::kAvx2).ok());
+    EXPECT_EQ(got, want);
+    EXPECT_NE(want, std::vector<float>(2 * 32, 0.0f));
+  }
 }
 
 TEST(MatMulTest, ZeroActivationsGiveZero) {
