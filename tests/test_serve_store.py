@@ -4,6 +4,7 @@ and the `ferry ps` / `ferry stop` clients. A real server on a free port, driven 
 client; the store is a temp FERRY_MODELS, the Ollama store an empty temp folder.
 """
 import json
+import socket
 import os
 import subprocess
 
@@ -194,3 +195,22 @@ def test_bad_names_modelfiles_and_a_corrupted_blob(server):
         assert r.done
     finally:
         fresh.stop()
+
+
+def test_list_asks_the_running_server(server):
+    server.client.create(model="listed", from_=STORIES, stream=False)
+    r = run_ferry(server, "list")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "ID", "SIZE", "MODIFIED"]
+    names = [line.split()[0] for line in lines[1:]]
+    # What the server's /api/tags lists, in its names (a stored model with its tag).
+    tags = [m["name"] for m in json.loads(server.get("/api/tags")[1])["models"]]
+    assert sorted(names) == sorted(tags) and "listed:latest" in names
+    # No server on the port: the store is read directly (the bare file is marked as such).
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = run_ferry(server, "list", port=port)
+    assert r.returncode == 0, r.stderr
+    assert "listed:latest" in r.stdout and "(GGUF file)" in r.stdout

@@ -40,23 +40,6 @@ std::string HumanBytes(uint64_t b) {
   return fmt::format("{:.1f} {}", value, unit);
 }
 
-// Seconds since the epoch of an RFC 3339 UTC time ("2026-01-02T03:04:05.123Z"); nullopt when
-// the text is not one.
-std::optional<double> ParseRfc3339(const std::string& text) {
-  std::tm tm{};
-  int consumed = 0;
-  if (std::sscanf(text.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
-                  &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &consumed) != 6) {
-    return std::nullopt;
-  }
-  tm.tm_year -= 1900;
-  tm.tm_mon -= 1;
-  double frac = 0;
-  if (static_cast<size_t>(consumed) < text.size() && text[consumed] == '.') {
-    frac = std::strtod(("0" + text.substr(consumed)).c_str(), nullptr);
-  }
-  return static_cast<double>(timegm(&tm)) + frac;
-}
 
 // Ollama's format.HumanTime for a time in the future ("4 minutes from now", "Forever").
 std::string HumanUntil(double seconds) {
@@ -271,6 +254,38 @@ StatusOr<std::string> StreamTurn(httplib::Client& cli, const std::string& path, 
 }
 
 }  // namespace
+
+std::optional<double> ParseRfc3339(const std::string& text) {
+  std::tm tm{};
+  int consumed = 0;
+  if (std::sscanf(text.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+                  &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &consumed) != 6) {
+    return std::nullopt;
+  }
+  tm.tm_year -= 1900;
+  tm.tm_mon -= 1;
+  double frac = 0;
+  if (static_cast<size_t>(consumed) < text.size() && text[consumed] == '.') {
+    frac = std::strtod(("0" + text.substr(consumed)).c_str(), nullptr);
+  }
+  return static_cast<double>(timegm(&tm)) + frac;
+}
+
+std::optional<std::string> GetFromRunningServer(const Settings& settings,
+                                                const std::string& path) {
+  auto t = TargetOf(settings);
+  if (!t.ok()) return std::nullopt;
+  httplib::Client cli(t->host, t->port);
+  cli.set_connection_timeout(1);
+  cli.set_read_timeout(30);
+  auto probe = cli.Get("/");
+  if (!probe || probe->status != 200 || probe->body.find("ferry") == std::string::npos) {
+    return std::nullopt;
+  }
+  auto r = cli.Get(path);
+  if (!r || r->status != 200) return std::nullopt;
+  return r->body;
+}
 
 bool RunThroughServer(const Settings& settings, const RunOptions& o, int* exit_code) {
   auto t = TargetOf(settings);

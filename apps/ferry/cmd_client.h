@@ -2,6 +2,7 @@
 #ifndef FERRY_APPS_FERRY_CMD_CLIENT_H_
 #define FERRY_APPS_FERRY_CMD_CLIENT_H_
 
+#include <optional>
 #include <string>
 
 #include <CLI/CLI.hpp>
@@ -28,6 +29,14 @@ bool RunClientCommand(const Settings& settings, const ClientCommandOptions& opti
 // stdout, and returns true with *exit_code set (1 on an error, naming it). False when no
 // server answers: the caller runs the model in-process.
 bool RunThroughServer(const Settings& settings, const RunOptions& options, int* exit_code);
+
+// The body of a 200 answer to GET `path` from a ferry serve answering on FERRY_HOST (one second
+// to connect), or nullopt when none answers (or it answers another status).
+std::optional<std::string> GetFromRunningServer(const Settings& settings, const std::string& path);
+
+// Seconds since the epoch of an RFC 3339 UTC time ("2026-01-02T03:04:05.123Z"); nullopt when
+// the text is not one.
+std::optional<double> ParseRfc3339(const std::string& text);
 
 }  // namespace ferry::app
 

@@ -10,8 +10,10 @@
 #include <system_error>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "chat/go_template.h"
+#include "cmd_client.h"
 #include "store/model_name.h"
 #include "store/modelfile.h"
 #include "store/store.h"
@@ -84,12 +86,41 @@ struct ListRow {
   std::chrono::system_clock::time_point when;
 };
 
+int PrintList(std::vector<ListRow>& rows);
+
+// The models of a running server's GET /api/tags, as `ferry list` rows.
+std::vector<ListRow> ServerRows(const std::string& body) {
+  std::vector<ListRow> rows;
+  auto j = nlohmann::json::parse(body, nullptr, false);
+  if (!j.is_object() || !j.contains("models") || !j["models"].is_array()) return rows;
+  for (const auto& m : j["models"]) {
+    if (!m.is_object()) continue;
+    const std::string name = m.value("name", std::string());
+    const std::string digest = m.value("digest", std::string());
+    const uint64_t size = m.contains("size") && m["size"].is_number_unsigned()
+                              ? m["size"].get<uint64_t>()
+                              : 0;
+    const double at = ParseRfc3339(m.value("modified_at", std::string())).value_or(0.0);
+    const auto when = std::chrono::system_clock::time_point(
+        std::chrono::duration_cast<std::chrono::system_clock::duration>(
+            std::chrono::duration<double>(at)));
+    rows.push_back({name, digest.empty() ? "-" : digest.substr(0, 12), HumanBytes(size),
+                    HumanTime(when), "", when});
+  }
+  return rows;
+}
+
 int RunList(const Settings& settings) {
+  std::vector<ListRow> rows;
+  if (auto body = GetFromRunningServer(settings, "/api/tags")) {
+    // A running server lists what it serves (Ollama's `list` asks its server).
+    rows = ServerRows(*body);
+    return PrintList(rows);
+  }
   auto st = OpenStore(settings);
   if (!st.ok()) return Fail("list", st.status());
   auto entries = st->List();
   if (!entries.ok()) return Fail("list", entries.status());
-  std::vector<ListRow> rows;
   for (const store::StoreEntry& e : *entries) {
     const std::string_view hex = std::string_view(e.digest).substr(e.digest.find(':') + 1);
     rows.push_back({e.name.DisplayName(), std::string(hex.substr(0, 12)), HumanBytes(e.size),
@@ -106,6 +137,10 @@ int RunList(const Settings& settings) {
     rows.push_back(
         {fs::path(f).stem().string(), "-", HumanBytes(size), HumanTime(when), "(GGUF file)", when});
   }
+  return PrintList(rows);
+}
+
+int PrintList(std::vector<ListRow>& rows) {
   // Newest first, as `ollama list`.
   std::stable_sort(rows.begin(), rows.end(),
                    [](const ListRow& a, const ListRow& b) { return a.when > b.when; });
