@@ -458,3 +458,37 @@ def test_run_talks_to_a_running_server(server, models_dir):
     bad = subprocess.run([str(binary("ferry")), "run", "no-such-model", "hi"], env=env,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "not found" in bad.stderr
+
+
+def test_generate_template_suffix_and_context(server):
+    opts = {"num_predict": 6, "temperature": 0}
+    # A per-request template: the same tokens as writing its output as a raw prompt.
+    templated = server.client.generate(model=STORIES, prompt="the dog", options=opts,
+                                       template="Once upon a time, {{ .Prompt }}")
+    raw = server.client.generate(model=STORIES, prompt="Once upon a time, the dog",
+                                 options=opts, raw=True)
+    assert templated.response == raw.response and templated.response
+    status, text = server.post("/api/generate", {"model": STORIES, "prompt": "x",
+                                                 "template": "{{ if .Prompt }}"})
+    assert status == 400 and "template" in json.loads(text)["error"]
+    # suffix: placed by a template that has .Suffix; refused when the template has none.
+    fim = server.client.generate(model=STORIES, prompt="Once upon", suffix="time", options=opts,
+                                 template="{{ .Prompt }} a {{ .Suffix }}")
+    same = server.client.generate(model=STORIES, prompt="Once upon a time", options=opts,
+                                  raw=True)
+    assert fim.response == same.response
+    status, text = server.post("/api/generate", {"model": STORIES, "prompt": "x",
+                                                 "suffix": "y"})
+    assert status == 400 and "Suffix" in json.loads(text)["error"]
+    # context: an answer's tokens continue in the next request as if the text were resent.
+    first = server.client.generate(model=STORIES, prompt="Once upon a time", options=opts,
+                                   raw=True)
+    # BOS and the prompt's 4 tokens, then the 6 generated ones.
+    assert first.eval_count == 6 and len(first.context) == 5 + 6 and first.context[0] == 1
+    follow = server.client.generate(model=STORIES, prompt=" and", context=first.context,
+                                    options=opts, raw=True)
+    assert follow.context[:len(first.context)] == first.context
+    assert follow.done and follow.eval_count == 6
+    status, text = server.post("/api/generate", {"model": STORIES, "prompt": "x",
+                                                 "context": [1, 10 ** 6]})
+    assert status == 400 and "context[1]" in json.loads(text)["error"]

@@ -152,13 +152,24 @@ StatusOr<GenerateParams> ParseGenerate(const Json& body) {
     FERRY_ASSIGN_OR_RETURN(p.raw, BoolField(*it, "raw"));
   }
   FERRY_RETURN_IF_ERROR(RefuseIfSet(body, "images", "images are not supported (no vision models)"));
-  FERRY_RETURN_IF_ERROR(RefuseIfSet(body, "suffix", "fill-in-the-middle is not supported yet"));
-  FERRY_RETURN_IF_ERROR(
-      RefuseIfSet(body, "template", "a per-request template is not supported yet"));
-  FERRY_RETURN_IF_ERROR(
-      RefuseIfSet(body, "context",
-                  "the deprecated context array is not supported: send the text again "
-                  "(ferry reuses the cached prompt prefix by itself)"));
+  if (auto it = body.find("suffix"); it != body.end() && !it->is_null()) {
+    FERRY_ASSIGN_OR_RETURN(p.suffix, StringField(*it, "suffix"));
+  }
+  if (auto it = body.find("template"); it != body.end() && !it->is_null()) {
+    FERRY_ASSIGN_OR_RETURN(std::string t, StringField(*it, "template"));
+    if (!t.empty()) p.template_text = std::move(t);
+  }
+  if (auto it = body.find("context"); it != body.end() && !it->is_null()) {
+    if (!it->is_array()) {
+      return InvalidArgumentError("context: expected an array of token ids, got {}",
+                                  TypeName(*it));
+    }
+    for (size_t i = 0; i < it->size(); ++i) {
+      FERRY_ASSIGN_OR_RETURN(int64_t id, IntField((*it)[i], fmt::format("context[{}]", i), 0,
+                                                  std::numeric_limits<int32_t>::max()));
+      p.context.push_back(static_cast<int32_t>(id));
+    }
+  }
   return p;
 }
 

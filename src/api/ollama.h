@@ -48,6 +48,9 @@ struct GenerateParams {
   std::string prompt;
   std::string system;
   bool raw = false;
+  std::optional<std::string> template_text;  // `template`: a Go template for this request
+  std::string suffix;                        // fill-in-the-middle (the template's .Suffix)
+  std::vector<int32_t> context;  // `context` of an earlier answer: tokens the prompt follows
 };
 
 struct ChatMessage {

@@ -127,7 +127,9 @@ void Server::Completions(const httplib::Request& req, httplib::Response& res) {
                     /*chat=*/false);
   if (Status s = Prepare(p->common, *job); !s.ok()) return SendOpenAIStatus(res, s);
   // As Ollama's /v1/completions: the prompt goes through the model's template, if it has one.
-  if (Status s = RenderPrompt(p->prompt, /*system=*/"", /*raw=*/false, *job); !s.ok()) {
+  api::GenerateParams g;
+  g.prompt = p->prompt;
+  if (Status s = RenderPrompt(g, *job); !s.ok()) {
     return SendOpenAIStatus(res, s);
   }
   Run(job, res);

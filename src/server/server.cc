@@ -400,6 +400,13 @@ class OllamaWire final : public Wire {
     t.total_ns = total_ns;
     t.load_ns = stats.queue_ns;
     api::AddFinalFields(stats, t, &j);
+    if (!chat_) {
+      // Ollama's (deprecated) context: the prompt's tokens and the answer's, for a later
+      // request's `context`.
+      std::vector<int32_t> context = prompt_tokens_;
+      context.insert(context.end(), stats.tokens.begin(), stats.tokens.end());
+      j["context"] = context;
+    }
     if (truncated_messages_ > 0) {  // ferry's fields: what `truncate` dropped
       j["truncated_messages"] = truncated_messages_;
       j["truncated_tokens"] = truncated_tokens_;
@@ -408,6 +415,8 @@ class OllamaWire final : public Wire {
   }
 
  public:
+  // /api/generate: the prompt's tokens, the start of the answer's `context`.
+  void SetPromptTokens(std::vector<int32_t> tokens) { prompt_tokens_ = std::move(tokens); }
   void SetTruncated(int64_t messages, int64_t tokens) override {
     truncated_messages_ = messages;
     truncated_tokens_ = tokens;
@@ -418,6 +427,7 @@ class OllamaWire final : public Wire {
   const std::string model_;
   int64_t truncated_messages_ = 0;
   int64_t truncated_tokens_ = 0;
+  std::vector<int32_t> prompt_tokens_;
 };
 
 }  // namespace
@@ -657,26 +667,60 @@ Status Server::Prepare(const api::CommonParams& common, Job& job) {
   return Status::Ok();
 }
 
-Status Server::RenderPrompt(const std::string& prompt, const std::string& system, bool raw,
-                            Job& job) {
+Status Server::RenderPrompt(const api::GenerateParams& p, Job& job) {
   const CatalogModel& m = *job.entry;
+  const std::string& prompt = p.prompt;
+  const std::string& system = p.system;
+  const bool raw = p.raw;
+  std::optional<chat::GoTemplate> request_template;
+  if (p.template_text && !raw) {
+    auto t = chat::GoTemplate::Parse(*p.template_text);
+    if (!t.ok()) return InvalidArgumentError("template: {}", t.status().message());
+    request_template = std::move(*t);
+  }
+  const chat::GoTemplate* go = request_template ? &*request_template
+                               : m.go_template  ? &*m.go_template
+                                                : nullptr;
   std::string text;
   const std::string& own_system =
       system.empty() && m.stored && m.stored->extras.system ? *m.stored->extras.system : system;
-  if (raw || (!m.chat_template && !m.go_template)) {
+  if (!p.suffix.empty()) {
+    if (raw) return InvalidArgumentError("suffix: not with raw (the template places it)");
+    if (go == nullptr || !go->UsesSuffix()) {
+      return InvalidArgumentError(
+          "suffix: the model's template has no {{{{ .Suffix }}}} (no fill-in-the-middle); send "
+          "a template that places it");
+    }
+    auto r = chat::RenderInfill(*go, prompt, p.suffix);
+    if (!r.ok()) return InvalidArgumentError("suffix: {}", r.status().message());
+    text = *r;
+  } else if (raw || (!m.chat_template && go == nullptr)) {
     // Ollama's default template "{{ .Prompt }}"; a system message goes in front.
     text = own_system.empty() || raw ? prompt : own_system + "\n\n" + prompt;
   } else {
-    if (!m.template_error.ok()) return m.template_error;
+    if (!request_template && !m.template_error.ok()) return m.template_error;
     std::vector<chat::Message> msgs;
     if (!system.empty()) msgs.push_back({"system", system});
     msgs.push_back({"user", prompt});
-    auto r = RenderWithModelTemplate(m, WithModelMessages(m, msgs));
+    auto r = request_template ? chat::RenderChat(*request_template, WithModelMessages(m, msgs))
+                              : RenderWithModelTemplate(m, WithModelMessages(m, msgs));
     if (!r.ok()) return InvalidArgumentError("prompt: {}", r.status().message());
     text = *r;
   }
-  FERRY_ASSIGN_OR_RETURN(job.request.request.prompt,
-                         m.tokenizer->Encode(text, /*add_special=*/true, /*parse_special=*/true));
+  const int64_t n_vocab = m.model->hparams().n_vocab;
+  for (size_t i = 0; i < p.context.size(); ++i) {
+    if (p.context[i] >= n_vocab) {
+      return InvalidArgumentError("context[{}]: token {} is outside the vocabulary of {} tokens",
+                                  i, p.context[i], n_vocab);
+    }
+  }
+  // After a context the prompt continues it: no second BOS.
+  FERRY_ASSIGN_OR_RETURN(std::vector<int32_t> tokens,
+                         m.tokenizer->Encode(text, /*add_special=*/p.context.empty(),
+                                             /*parse_special=*/true));
+  job.request.request.prompt = p.context;
+  job.request.request.prompt.insert(job.request.request.prompt.end(), tokens.begin(),
+                                    tokens.end());
   return Status::Ok();
 }
 
@@ -754,9 +798,10 @@ void Server::Generate(const httplib::Request& req, httplib::Response& res) {
     const bool unload = p->common.keep_alive && p->common.keep_alive->duration.count() == 0;
     return LoadOrUnload(job, unload, res);
   }
-  if (Status s = RenderPrompt(p->prompt, p->system, p->raw, *job); !s.ok()) {
+  if (Status s = RenderPrompt(*p, *job); !s.ok()) {
     return SendStatus(res, s);
   }
+  static_cast<OllamaWire&>(*job->wire).SetPromptTokens(job->request.request.prompt);
   Run(job, res);
 }
 

@@ -213,7 +213,10 @@ class Server {
   // `truncate`: a rendering longer than the job's num_ctx drops the oldest messages (the
   // system messages and the last message are kept) until it fits.
   Status RenderChat(const std::vector<api::ChatMessage>& messages, bool truncate, Job& job);
-  Status RenderPrompt(const std::string& prompt, const std::string& system, bool raw, Job& job);
+  // /api/generate's prompt: `template` (a Go template for this request), `suffix` (rendered
+  // with the template's .Suffix: 400 when it has none), `context` (an earlier answer's tokens,
+  // each checked against the vocabulary, before this prompt's).
+  Status RenderPrompt(const api::GenerateParams& p, Job& job);
   // The models /api/tags and /v1/models list: the catalog's files that open, and the store's
   // models (not opened: nullptr; their blobs are verified on first use).
   std::vector<std::pair<CatalogEntry, std::shared_ptr<const CatalogModel>>> ServableModels();
