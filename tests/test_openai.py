@@ -175,11 +175,12 @@ def test_bad_requests_400_name_the_field(server, client):
     assert status == 400 and json.loads(text)["error"]["type"] == "invalid_request_error"
 
 
-def test_embeddings_not_implemented_and_unknown_route(server):
-    status, text = server.post("/v1/embeddings", {"model": STORIES, "input": "x"})
-    assert status == 501
+def test_embeddings_errors_and_unknown_route(server):
+    # /v1/embeddings itself: tests/test_embed.py. Its errors are in OpenAI's shape.
+    status, text = server.post("/v1/embeddings", {"model": STORIES})
+    assert status == 400
     err = json.loads(text)["error"]
-    assert "not implemented" in err["message"] and err["type"] == "server_error"
+    assert "input" in err["message"] and err["type"] == "invalid_request_error"
     status, text = server.get("/v1/nothing")
     assert status == 404 and json.loads(text)["error"]["type"] == "not_found_error"
 
