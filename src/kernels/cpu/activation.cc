@@ -2,10 +2,18 @@
 
 #include <array>
 
+#include "kernels/cpu/matmul.h"
 #include "kernels/ref/ops.h"
 #include "tensor/fp16.h"
 
 namespace ferry {
+
+#if defined(FERRY_HAVE_AVX2_KERNELS)
+namespace cpu_internal {
+int64_t GeluTableMulAvx2(const float* table, float* gate, const float* up, int64_t n);
+}  // namespace cpu_internal
+#endif
+
 namespace {
 
 // Elements per ParallelFor task granule: small buffers stay on the calling thread.
@@ -35,9 +43,17 @@ void ForChunks(int64_t n, ThreadPool* pool, const Fn& fn) {
 
 }  // namespace
 
-void GeluTanhF16Mul(float* gate, const float* up, int64_t n, ThreadPool* pool) {
+void GeluTanhF16Mul(float* gate, const float* up, int64_t n, ThreadPool* pool, KernelPath path) {
   const float* table = GeluTable().data();
+#if defined(FERRY_HAVE_AVX2_KERNELS)
+  const bool avx2 = path != KernelPath::kPortable && CpuHasAvx2Kernels();
+#else
+  const bool avx2 = false;
+#endif
   ForChunks(n, pool, [&](int64_t i0, int64_t i1) {
+#if defined(FERRY_HAVE_AVX2_KERNELS)
+    if (avx2) i0 += cpu_internal::GeluTableMulAvx2(table, gate + i0, up + i0, i1 - i0);
+#endif
     for (int64_t i = i0; i < i1; ++i) {
       const float x = gate[i];
       // As GeluTanhF16Ref: the table holds GELU of the fp16-rounded input, outside (-10, 10)

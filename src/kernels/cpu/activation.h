@@ -15,11 +15,15 @@
 #include <cstdint>
 
 #include "base/thread_pool.h"
+#include "kernels/cpu/matmul.h"  // KernelPath
 
 namespace ferry {
 
 // gate, up: [n] f32; gate is overwritten with the product. They may not overlap.
-void GeluTanhF16Mul(float* gate, const float* up, int64_t n, ThreadPool* pool);
+// GeluTanhF16Mul rounds to fp16 and gathers 8 table entries at a time with F16C/AVX2 when the
+// CPU has them (kPortable: one at a time); the results are the same bits either way.
+void GeluTanhF16Mul(float* gate, const float* up, int64_t n, ThreadPool* pool,
+                    KernelPath path = KernelPath::kBest);
 void SiluMul(float* gate, const float* up, int64_t n, ThreadPool* pool);
 
 }  // namespace ferry

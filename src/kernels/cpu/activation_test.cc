@@ -35,13 +35,16 @@ TEST(ActivationTest, GeluTanhF16MulIsBitwiseTheReference) {
   std::normal_distribution<float> normal(0.0f, 1.0f);
   for (float& u : up) u = normal(rng);
   ThreadPool pool(3);
-  for (ThreadPool* p : {static_cast<ThreadPool*>(nullptr), &pool}) {
-    std::vector<float> got = x;
-    GeluTanhF16Mul(got.data(), up.data(), static_cast<int64_t>(got.size()), p);
-    for (size_t i = 0; i < x.size(); ++i) {
-      const float want = GeluTanhF16Ref(x[i]) * up[i];
-      ASSERT_EQ(std::memcmp(&got[i], &want, 4), 0) << "x " << x[i] << " got " << got[i]
-                                                   << " want " << want;
+  for (KernelPath path : {KernelPath::kPortable, KernelPath::kBest}) {  // kBest: F16C + AVX2
+    for (ThreadPool* p : {static_cast<ThreadPool*>(nullptr), &pool}) {
+      std::vector<float> got = x;
+      GeluTanhF16Mul(got.data(), up.data(), static_cast<int64_t>(got.size()), p, path);
+      for (size_t i = 0; i < x.size(); ++i) {
+        const float want = GeluTanhF16Ref(x[i]) * up[i];
+        ASSERT_EQ(std::memcmp(&got[i], &want, 4), 0)
+            << "x " << x[i] << " got " << got[i] << " want " << want
+            << (path == KernelPath::kPortable ? " portable" : " avx2");
+      }
     }
   }
 }
