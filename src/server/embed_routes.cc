@@ -11,6 +11,7 @@
 #include "api/ollama.h"
 #include "api/openai.h"
 #include "base/log.h"
+#include "server/replies.h"
 #include "server/server.h"
 
 namespace ferry::server {
@@ -18,24 +19,6 @@ namespace {
 
 using api::Json;
 using Clock = std::chrono::steady_clock;
-
-constexpr char kJson[] = "application/json; charset=utf-8";
-
-void SendJson(httplib::Response& res, const Json& j) {
-  res.status = 200;
-  res.set_content(j.dump(-1, ' ', false, Json::error_handler_t::replace), kJson);
-}
-
-void SendOllamaStatus(httplib::Response& res, const Status& s) {
-  res.status = api::HttpStatusFor(s);
-  res.set_content(Json{{"error", s.message()}}.dump(), kJson);
-}
-
-void SendOpenAIStatus(httplib::Response& res, const Status& s) {
-  const int status = api::HttpStatusFor(s);
-  res.status = status;
-  res.set_content(api::openai::ErrorJson(status, s.message()), kJson);
-}
 
 // The pooling of a model's embeddings: what its GGUF says, mean when it says nothing (or
 // "none": ferry always returns one vector per input).
@@ -112,11 +95,7 @@ StatusOr<Server::Embedded> Server::EmbedTexts(const api::CommonParams& common,
     auto stream = scheduler_->Submit(std::move(r));
     if (!stream.ok()) {
       cancel_all();
-      const Status& s = stream.status();
-      if (s.code() == StatusCode::kResourceExhausted && api::HttpStatusFor(s) == 503) {
-        return ResourceExhaustedError("{} ({})", api::kQueueFullMessage, s.message());
-      }
-      return s;
+      return SubmitFailure(stream.status());
     }
     Track(*stream);
     streams.push_back(*stream);
@@ -162,11 +141,11 @@ void Server::EmbedRoutes() {
 void Server::Embed(const httplib::Request& req, httplib::Response& res) {
   const Clock::time_point start = Clock::now();
   auto body = api::ParseBody(req.body);
-  if (!body.ok()) return SendOllamaStatus(res, body.status());
+  if (!body.ok()) return SendStatus(res, body.status());
   auto p = api::ParseEmbed(*body);
-  if (!p.ok()) return SendOllamaStatus(res, p.status());
+  if (!p.ok()) return SendStatus(res, p.status());
   auto e = EmbedTexts(p->common, p->inputs, p->truncate, p->dimensions, /*normalize=*/true);
-  if (!e.ok()) return SendOllamaStatus(res, e.status());
+  if (!e.ok()) return SendStatus(res, e.status());
   Json j;
   j["model"] = p->common.model;
   j["embeddings"] = e->vectors;
@@ -179,12 +158,12 @@ void Server::Embed(const httplib::Request& req, httplib::Response& res) {
 
 void Server::EmbeddingsLegacy(const httplib::Request& req, httplib::Response& res) {
   auto body = api::ParseBody(req.body);
-  if (!body.ok()) return SendOllamaStatus(res, body.status());
+  if (!body.ok()) return SendStatus(res, body.status());
   auto p = api::ParseEmbeddingsLegacy(*body);
-  if (!p.ok()) return SendOllamaStatus(res, p.status());
+  if (!p.ok()) return SendStatus(res, p.status());
   // The older endpoint returns the pooled vector as it is, not normalized (as Ollama does).
   auto e = EmbedTexts(p->common, p->inputs, p->truncate, p->dimensions, /*normalize=*/false);
-  if (!e.ok()) return SendOllamaStatus(res, e.status());
+  if (!e.ok()) return SendStatus(res, e.status());
   SendJson(res, Json{{"embedding", e->vectors[0]}});
 }
 

@@ -8,6 +8,7 @@
 #include <ctime>
 
 #include "api/openai.h"
+#include "server/replies.h"
 #include "server/server.h"
 
 namespace ferry::server {
@@ -16,22 +17,7 @@ namespace {
 namespace openai = api::openai;
 using api::Json;
 
-constexpr char kJson[] = "application/json; charset=utf-8";
 constexpr char kEventStream[] = "text/event-stream";
-
-void SendOpenAIError(httplib::Response& res, int status, std::string_view message) {
-  res.status = status;
-  res.set_content(openai::ErrorJson(status, message), kJson);
-}
-
-void SendOpenAIStatus(httplib::Response& res, const Status& s) {
-  SendOpenAIError(res, api::HttpStatusFor(s), s.message());
-}
-
-void SendJson(httplib::Response& res, const Json& j) {
-  res.status = 200;
-  res.set_content(j.dump(-1, ' ', false, Json::error_handler_t::replace), kJson);
-}
 
 int64_t UnixSeconds(std::chrono::system_clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();

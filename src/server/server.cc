@@ -12,6 +12,7 @@
 #include "api/ollama.h"
 #include "api/openai.h"
 #include "base/log.h"
+#include "server/replies.h"
 #include "store/modelfile.h"
 
 namespace ferry::server {
@@ -21,7 +22,6 @@ using api::Json;
 using Clock = std::chrono::steady_clock;
 
 constexpr char kNdjson[] = "application/x-ndjson";
-constexpr char kJson[] = "application/json; charset=utf-8";
 constexpr char kShutdownMessage[] = "server is shutting down";
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
@@ -32,29 +32,14 @@ int64_t NsSince(Clock::time_point t) {
 
 std::string Now() { return api::FormatRfc3339Nano(std::chrono::system_clock::now()); }
 
-void SendError(httplib::Response& res, int status, std::string_view message) {
-  res.status = status;
-  res.set_content(api::ErrorJson(message), kJson);
-}
-
 // Errors of OpenAI's routes (/v1/...) in OpenAI's shape, the others in Ollama's.
 void SendErrorFor(const httplib::Request& req, httplib::Response& res, int status,
                   std::string_view message) {
   if (req.path.starts_with("/v1/")) {
-    res.status = status;
-    res.set_content(api::openai::ErrorJson(status, message), kJson);
+    SendOpenAIError(res, status, message);
   } else {
     SendError(res, status, message);
   }
-}
-
-void SendStatus(httplib::Response& res, const Status& s) {
-  SendError(res, api::HttpStatusFor(s), s.message());
-}
-
-void SendJson(httplib::Response& res, const Json& j) {
-  res.status = 200;
-  res.set_content(j.dump(-1, ' ', false, Json::error_handler_t::replace), kJson);
 }
 
 // "260K", "1.2M", "270.4M", "7.2B": Ollama's parameter_size.
@@ -87,6 +72,17 @@ Json Details(const store::ModelDetails& d) {
   return j;
 }
 
+// A PARAMETER's whole text as a number of type T; InvalidArgument saying it is not `what`.
+template <typename T>
+StatusOr<T> ParameterNumber(const std::string& name, const std::string& text, const char* what) {
+  T v{};
+  auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || p != text.data() + text.size()) {
+    return InvalidArgumentError("the model's PARAMETER {} {}: not {}", name, text, what);
+  }
+  return v;
+}
+
 // A stored model's PARAMETERs as an `options` object (typed as the option's type), for
 // api::ParseOptions: the Modelfile's values go through the same checks as a request's.
 StatusOr<Json> ParametersJson(const std::map<std::string, std::vector<std::string>>& params) {
@@ -101,21 +97,11 @@ StatusOr<Json> ParametersJson(const std::map<std::string, std::vector<std::strin
         j[name] = values;
         break;
       case store::ParameterType::kInt: {
-        int64_t v = 0;
-        auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-        if (ec != std::errc() || p != text.data() + text.size()) {
-          return InvalidArgumentError("the model's PARAMETER {} {}: not an integer", name, text);
-        }
-        j[name] = v;
+        FERRY_ASSIGN_OR_RETURN(j[name], ParameterNumber<int64_t>(name, text, "an integer"));
         break;
       }
       case store::ParameterType::kFloat: {
-        double v = 0;
-        auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-        if (ec != std::errc() || p != text.data() + text.size()) {
-          return InvalidArgumentError("the model's PARAMETER {} {}: not a number", name, text);
-        }
-        j[name] = v;
+        FERRY_ASSIGN_OR_RETURN(j[name], ParameterNumber<double>(name, text, "a number"));
         break;
       }
     }
@@ -864,10 +850,7 @@ void Server::Run(std::shared_ptr<Job> job, httplib::Response& res) {
   }
   auto stream = scheduler_->Submit(std::move(job->request));
   if (!stream.ok()) {
-    const Status& s = stream.status();
-    if (s.code() == StatusCode::kResourceExhausted && api::HttpStatusFor(s) == 503) {
-      return wire.Fail(res, 503, fmt::format("{} ({})", api::kQueueFullMessage, s.message()));
-    }
+    const Status s = SubmitFailure(stream.status());
     return wire.Fail(res, api::HttpStatusFor(s), s.message());
   }
   job->events = *stream;
