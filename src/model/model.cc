@@ -299,9 +299,7 @@ Status Model::PackWeights() {
   if (!packed_.empty()) return Status::Ok();
   std::vector<WeightMatrix*> matrices;
   for (LayerWeights& L : w_.layers) {
-    for (WeightMatrix* m : {&L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_gate, &L.ffn_up, &L.ffn_down}) {
-      matrices.push_back(m);
-    }
+    for (WeightMatrix* m : L.Matrices()) matrices.push_back(m);
   }
   // The output projection (token_embd itself when tied: its rows are still looked up from
   // the mapping for the input embedding).

@@ -10,6 +10,7 @@
 #ifndef FERRY_MODEL_MODEL_H_
 #define FERRY_MODEL_MODEL_H_
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -73,6 +74,14 @@ struct HParams {
 struct LayerWeights {
   WeightMatrix attn_norm, wq, wk, wv, wo, bq, bk, bv, bo, q_norm, k_norm, post_attn_norm;
   WeightMatrix ffn_norm, ffn_gate, ffn_up, ffn_down, post_ffw_norm;
+
+  // The matrices the forward pass multiplies (MatMul), in its order.
+  std::array<const WeightMatrix*, 7> Matrices() const {
+    return {&wq, &wk, &wv, &wo, &ffn_gate, &ffn_up, &ffn_down};
+  }
+  std::array<WeightMatrix*, 7> Matrices() {
+    return {&wq, &wk, &wv, &wo, &ffn_gate, &ffn_up, &ffn_down};
+  }
 };
 
 struct ModelWeights {

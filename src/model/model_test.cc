@@ -173,9 +173,7 @@ TEST(ModelTest, PackWeightsCopiesThePackableTensorsOnce) {
     }
   };
   for (const LayerWeights& L : m.weights().layers) {
-    for (const WeightMatrix* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_gate, &L.ffn_up, &L.ffn_down}) {
-      check(*w);
-    }
+    for (const WeightMatrix* w : L.Matrices()) check(*w);
   }
   check(m.weights().token_embd);
   EXPECT_EQ(packed, want);

@@ -77,10 +77,7 @@ ScratchShape ForwardScratch::ShapeFor(const Model& model, int64_t max_tokens, in
   };
   const ModelWeights& w = model.weights();
   for (const LayerWeights& l : w.layers) {
-    for (const WeightMatrix* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_gate, &l.ffn_up,
-                                  &l.ffn_down}) {
-      add(*m);
-    }
+    for (const WeightMatrix* m : l.Matrices()) add(*m);
   }
   add(w.output.present() ? w.output : w.token_embd);
   return MakeScratchShape(hp.n_embd, hp.n_head, hp.n_head_kv, hp.head_dim_k, hp.head_dim_v,
