@@ -1,7 +1,7 @@
 // MatMul throughput: reference vs portable vs AVX2 vs best kernels (rows, and packed with
-// PackWeightRows where the type has a packed layout), 1 and 2 threads, on three matrices of
-// gemma3-270m Q4_K_M: the 262144 x 640 Q8_0 output/embedding matrix, a 640 x 2048 Q4_K and a
-// 640 x 2048 Q5_0 ffn_down. Counters: GFLOP/s (2 * rows * cols * n_tok per call) and weight
+// PackWeightRows where the type has a packed layout), 1 and 2 threads, on matrices of the shapes
+// and types of gemma3-270m Q4_K_M: the 262144 x 640 Q8_0 output/embedding matrix and 640 x 2048
+// Q4_K, Q5_0 and Q6_K ffn_down matrices. Counters: GFLOP/s (2 * rows * cols * n_tok per call) and weight
 // GB/s (the matrix's bytes per call).
 //
 //   ./bench_matmul [--benchmark_filter=Q4_K] [--benchmark_min_time=0.5]
@@ -54,12 +54,14 @@ const Matrix& Get(int which) {
   static const auto q8 = MakeMatrix(DType::kQ8_0, 262144, 640, 0, -1);
   static const auto q4k = MakeMatrix(DType::kQ4_K, 640, 2048, 0, 2);
   static const auto q5 = MakeMatrix(DType::kQ5_0, 640, 2048, 0, -1);
-  return which == 0 ? *q8 : which == 1 ? *q4k : *q5;
+  static const auto q6k = MakeMatrix(DType::kQ6_K, 640, 2048, 208, -1);
+  return which == 0 ? *q8 : which == 1 ? *q4k : which == 2 ? *q5 : *q6k;
 }
 
 enum Impl { kRef = 0, kPortable = 1, kBest = 2, kAvx2 = 3, kPacked = 4, kPackedAvx2 = 5 };
 
-// Args: matrix (0 = Q8_0 262144x640, 1 = Q4_K 640x2048, 2 = Q5_0 640x2048), n_tok, impl (0 ref,
+// Args: matrix (0 = Q8_0 262144x640, 1 = Q4_K 640x2048, 2 = Q5_0 640x2048, 3 = Q6_K
+// 640x2048), n_tok, impl (0 ref,
 // 1 portable, 2 best, 3 avx2, 4 best with packed weights, 5 avx2 with packed weights), threads.
 void BM_MatMul(benchmark::State& state) {
   const Matrix& src = Get(static_cast<int>(state.range(0)));
@@ -101,11 +103,12 @@ void BM_MatMul(benchmark::State& state) {
 
 void Args(benchmark::internal::Benchmark* b) {
   b->ArgNames({"mat", "n_tok", "impl", "threads"});
-  for (int mat : {0, 1, 2}) {
+  for (int mat : {0, 1, 2, 3}) {
     for (int n_tok : {1, 4, 32}) {
       b->Args({mat, n_tok, kRef, 1});
       for (int impl : {kPortable, kAvx2, kBest, kPacked, kPackedAvx2}) {
-        if ((impl == kPacked || impl == kPackedAvx2) && mat == 1) continue;  // Q4_K: no layout
+        // The AVX2 set packs the Q4_x / Q5_x types only.
+        if (impl == kPackedAvx2 && mat != 2) continue;
         for (int threads : {1, 2}) b->Args({mat, n_tok, impl, threads});
       }
     }

@@ -15,7 +15,7 @@
 // same for any thread count.
 //
 // Instruction sets: AVX-512 VNNI kernels (the Q8_0 family with 512-bit vpdpbusd, over rows or
-// over packed weights: see PackWeightRows), AVX2 + FMA +
+// over packed weights, and Q4_K / Q6_K over packed weights: see PackWeightRows), AVX2 + FMA +
 // F16C kernels (x86-64, chosen at run time with __builtin_cpu_supports) or a portable C++ path
 // that runs on any CPU. Each path keeps the per-token invariance; paths differ from each other
 // only in the order of the float summation (within the bound above).
@@ -92,15 +92,25 @@ Status MatMul(const WeightMatrix& w, const float* x, int64_t n_tok, float* y, Th
 //   Q8_0: codes[8][64]  byte 4r + i of vector k = row r's element 4k + i, as u8 (q + 128)
 //   Q4_x/Q5_x: nib[4][64] byte 4r + i of vector j = row r's qs[4j + i] (element 4j + i in
 //                   the low nibble, element 16 + 4j + i in the high one: llama.cpp's order)
+// Q4_K and Q6_K (256-element super-blocks; per group g, per super-block b, at
+// (g * nb + b) * 16 * sizeof(block) with nb = cols / 256):
+//   Q4_K: d[16], dmin[16] fp16; scales[12][16] (byte 16k + r = row r's scales[k], still the
+//         packed 6-bit form); codes[4][8][64]: byte 4r + i of vector k of chunk c = row r's
+//         qs[32c + 4k + i] (element 64c + 4k + i in the low nibble, 64c + 32 + 4k + i in the
+//         high one)
+//   Q6_K: d[16] fp16; scales[8][32] int8 (byte 32q + 2r + i = row r's scale 2q + i);
+//         low[32][64]: byte 4r + i of vector j = the low four bits of row r's element 4j + i
+//         (low nibble) and of element 128 + 4j + i (high nibble); high[16][64]: bits 2s, 2s + 1
+//         of byte 4r + i of vector j = the top two bits of row r's element 64s + 4j + i
 // The packed matrix has exactly the bytes of the original (rows * row_bytes).
 // With packed weights MatMul's float summation order is fixed per (row, token) as well, so
 // the per-token invariance holds. The AVX-512 VNNI kernels read this layout for every packable
-// type, the AVX2 kernels for Q4_0, Q4_1, Q5_0 and Q5_1 (their Q8_0 stays faster in rows);
-// other paths read WeightMatrix::data.
+// type, the AVX2 kernels for Q4_0, Q4_1, Q5_0 and Q5_1 (their Q8_0 stays faster in rows, and
+// they have no packed K-quant kernels); other paths read WeightMatrix::data.
 inline constexpr int64_t kPackRows = 16;
 
-// True if w's type has a packed layout (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) and its rows are a
-// multiple of kPackRows.
+// True if w's type has a packed layout (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 with cols a multiple of
+// 32; Q4_K, Q6_K with cols a multiple of 256) and its rows are a multiple of kPackRows.
 bool CanPackWeightRows(DType type, int64_t rows, int64_t cols);
 // True if MatMul on this CPU (kBest) reads packed weights of this type: packing anything else
 // only costs a copy.

@@ -266,6 +266,9 @@ TEST(MatMulTest, PackedManyGroupsAndTokenTiles) {
     for (DType t : {DType::kQ8_0, DType::kQ5_0, DType::kQ4_1}) {
       CheckAgainstRef(t, 16 * 21, 640, n_tok, false, 300 + static_cast<uint32_t>(n_tok));
     }
+    for (DType t : {DType::kQ4_K, DType::kQ6_K}) {
+      CheckAgainstRef(t, 16 * 5, 768, n_tok, true, 400 + static_cast<uint32_t>(n_tok));
+    }
   }
 }
 
@@ -277,24 +280,34 @@ TEST(MatMulTest, PackWeightRowsErrors) {
   EXPECT_EQ(PackWeightRows(m.w, std::span<uint8_t>(out).first(out.size() - 1)).code(),
             StatusCode::kInvalidArgument);
   EXPECT_FALSE(CanPackWeightRows(DType::kQ8_0, 37, 64));  // not whole groups of 16
-  EXPECT_FALSE(CanPackWeightRows(DType::kQ4_K, 32, 256));  // no packed layout
-  TestMatrix k = MakeMatrix(DType::kQ4_K, 32, 256, false, rng);
+  EXPECT_FALSE(CanPackWeightRows(DType::kQ5_K, 32, 256));  // no packed layout
+  EXPECT_FALSE(CanPackWeightRows(DType::kQ4_K, 32, 640));  // not whole super-blocks
+  TestMatrix k = MakeMatrix(DType::kQ5_K, 32, 256, true, rng);
   std::vector<uint8_t> kout(k.bytes.size());
   EXPECT_EQ(PackWeightRows(k.w, kout).code(), StatusCode::kInvalidArgument);
   if (CpuHasAvx512Kernels()) {
     EXPECT_TRUE(MatMulUsesPackedWeights(DType::kQ8_0));
-    EXPECT_FALSE(MatMulUsesPackedWeights(DType::kQ4_K));
-    // The packed kernel reads the packed copy, not data: with data all zero it still gives the
-    // product of the packed weights.
-    std::vector<float> x = RandomActivations(rng, 2 * 64), want(64), got(64);
-    m.w.packed = out.data();
-    ASSERT_TRUE(MatMul(m.w, x.data(), 2, want.data(), nullptr).ok());
-    std::vector<uint8_t> zeros(m.bytes.size(), 0);
-    WeightMatrix z = m.w;
-    z.data = zeros.data();
-    ASSERT_TRUE(MatMul(z, x.data(), 2, got.data(), nullptr).ok());
-    EXPECT_EQ(got, want);
-    EXPECT_NE(want, std::vector<float>(64, 0.0f));
+    EXPECT_TRUE(MatMulUsesPackedWeights(DType::kQ4_K));
+    EXPECT_TRUE(MatMulUsesPackedWeights(DType::kQ6_K));
+    EXPECT_FALSE(MatMulUsesPackedWeights(DType::kQ5_K));
+    // The packed kernels read the packed copy, not data: with data all zero they still give
+    // the product of the packed weights.
+    TestMatrix q4k = MakeMatrix(DType::kQ4_K, 32, 512, false, rng);
+    TestMatrix q6k = MakeMatrix(DType::kQ6_K, 32, 512, false, rng);
+    for (TestMatrix* t : {&m, &q4k, &q6k}) {
+      SCOPED_TRACE(DTypeName(t->w.type));
+      std::vector<uint8_t> packed(t->bytes.size());
+      ASSERT_TRUE(PackWeightRows(t->w, packed).ok());
+      std::vector<float> x = RandomActivations(rng, 2 * t->w.cols), want(2 * 32), got(2 * 32);
+      t->w.packed = packed.data();
+      ASSERT_TRUE(MatMul(t->w, x.data(), 2, want.data(), nullptr).ok());
+      std::vector<uint8_t> zeros(t->bytes.size(), 0);
+      WeightMatrix z = t->w;
+      z.data = zeros.data();
+      ASSERT_TRUE(MatMul(z, x.data(), 2, got.data(), nullptr).ok());
+      EXPECT_EQ(got, want);
+      EXPECT_NE(want, std::vector<float>(2 * 32, 0.0f));
+    }
   }
   if (CpuHasAvx2Kernels()) {  // the AVX2 set reads packed Q4_x / Q5_x copies too
     TestMatrix q5 = MakeMatrix(DType::kQ5_0, 32, 64, false, rng);
