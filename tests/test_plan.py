@@ -132,6 +132,29 @@ def test_cpu_flops_measured_overridden_or_off(ferry):
     assert proc.returncode != 0 and "FERRY_CPU_FLOPS" in proc.stderr
 
 
+def test_cpu_bandwidth_measured_or_overridden(ferry):
+    env = dict(os.environ)
+    env.pop("FERRY_CPU_BANDWIDTH", None)
+    cpu = plan_json_env(ferry, env)["plan"]["devices"][0]
+    assert cpu["bandwidth_source"] == "measured"
+    assert cpu["bandwidth_bytes_per_s"] > 0 and math.isfinite(cpu["bandwidth_bytes_per_s"])
+    assert isinstance(cpu["looked_busy"], bool)
+    env["FERRY_CPU_BANDWIDTH"] = "12.5GB/s"
+    cpu = plan_json_env(ferry, env)["plan"]["devices"][0]
+    assert cpu["bandwidth_bytes_per_s"] == 12.5e9 and cpu["bandwidth_source"] == "override"
+    text = run([ferry, "plan", STORIES], env=env).stdout
+    assert "12.5 GB/s" in text
+    for bad in ("fast", "0GB/s", "-3GB/s"):
+        env["FERRY_CPU_BANDWIDTH"] = bad
+        proc = run([ferry, "plan", STORIES], check=False, env=env)
+        assert proc.returncode != 0 and "FERRY_CPU_BANDWIDTH" in proc.stderr, bad
+    # A described device's bandwidth is its own, never measured.
+    out = plan_json(ferry, STORIES, "--devices", "cpu=1GiB@7GB/s")
+    assert out["plan"]["devices"][0]["bandwidth_source"] == "described"
+    out = plan_json(ferry, STORIES, "--devices", "cpu=1GiB")
+    assert out["plan"]["devices"][0]["bandwidth_source"] == "default"
+
+
 def plan_json_env(ferry, env):
     return json.loads(run([ferry, "plan", STORIES, "--json", "--num-thread", "1"],
                           env=env).stdout)

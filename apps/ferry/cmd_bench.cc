@@ -339,6 +339,7 @@ int RunBench(const Settings& settings, const BenchOptions& o) {
   DiscoverOptions discover;
   discover.cpu_threads = o.num_thread;  // the calibration runs on as many threads as decode
   discover.cpu_matmul_flops = settings.cpu_matmul_flops;
+  discover.cpu_bandwidth = settings.cpu_bandwidth;
   auto inventory = DiscoverDevices(discover);
   if (!inventory.ok()) return Fail(inventory.status());
   RunnerOptions ro;

@@ -37,6 +37,16 @@ std::string FlopsSource(const DeviceInventory& inv, const std::string& name) {
   return d != nullptr ? d->matmul_flops_source : "";
 }
 
+std::string BandwidthSource(const DeviceInventory& inv, const std::string& name) {
+  const Device* d = inv.Find(name);
+  return d != nullptr ? d->bandwidth_source : "";
+}
+
+bool LookedBusy(const DeviceInventory& inv, const std::string& name) {
+  const Device* d = inv.Find(name);
+  return d != nullptr && d->looked_busy;
+}
+
 json PlanJson(const Plan& p, const DeviceInventory& inv) {
   json j;
   j["num_ctx"] = p.options.num_ctx;
@@ -60,6 +70,8 @@ json PlanJson(const Plan& p, const DeviceInventory& inv) {
                     {"input", d.has_input},
                     {"bytes_read_per_token", d.bytes_read_per_token},
                     {"bandwidth_bytes_per_s", d.bandwidth_bytes_per_s},
+                    {"bandwidth_source", BandwidthSource(inv, d.name)},
+                    {"looked_busy", LookedBusy(inv, d.name)},
                     {"flops_per_token", d.flops_per_token},
                     {"matmul_flops", d.matmul_flops},
                     {"matmul_flops_source", FlopsSource(inv, d.name)},
@@ -112,7 +124,9 @@ void PrintPlan(const Plan& p, const DeviceInventory& inv) {
     const std::string source = FlopsSource(inv, d.name);
     std::printf("  %-8s %11s %11s %10.3gG %18s %9.2f  %s\n", d.name.c_str(),
                 FormatBytes(d.bytes_read_per_token).c_str(),
-                FormatBandwidth(d.bandwidth_bytes_per_s).c_str(),
+                (FormatBandwidth(d.bandwidth_bytes_per_s) +
+                 (BandwidthSource(inv, d.name) == "measured" ? "*" : ""))
+                    .c_str(),
                 static_cast<double>(d.flops_per_token) / 1e9,
                 d.matmul_flops > 0
                     ? fmt::format("{}{}", FormatFlops(d.matmul_flops),
@@ -124,9 +138,14 @@ void PrintPlan(const Plan& p, const DeviceInventory& inv) {
   std::printf("  predicted decode speed: %.1f tok/s (per device the slower of reading its bytes "
               "and multiplying its weights%s)\n",
               p.predicted_tok_s,
-              FlopsSource(inv, "cpu") == "measured"
-                  ? "; * measured Q4_K mat-vec on this CPU, other types timed too"
+              FlopsSource(inv, "cpu") == "measured" || BandwidthSource(inv, "cpu") == "measured"
+                  ? "; * measured on this CPU: read bandwidth, Q4_K mat-vec (other types timed too)"
                   : "");
+  if (LookedBusy(inv, "cpu")) {
+    std::printf("  note: the machine looked busy while it was measured (other work competed for "
+                "the cores): the measured figures, and decode itself, may be slower than on a "
+                "quiet machine\n");
+  }
   for (const std::string& w : p.warnings) std::printf("  warning: %s\n", w.c_str());
 }
 
@@ -171,6 +190,7 @@ int RunPlan(const Settings& settings, const PlanOptions& o) {
     DiscoverOptions d;
     d.gpu_overhead_bytes = settings.gpu_overhead_bytes;
     d.cpu_matmul_flops = settings.cpu_matmul_flops;
+    d.cpu_bandwidth = settings.cpu_bandwidth;
     if (o.num_thread < 0 || o.num_thread > 1024) {
       return Fail(InvalidArgumentError("--num-thread {} is out of range (0 .. 1024)",
                                        o.num_thread));

@@ -135,6 +135,7 @@ StatusOr<std::unique_ptr<Runner>> Load(const Settings& settings, const std::stri
   DiscoverOptions discover;
   discover.cpu_threads = r.options.num_thread;  // the calibration runs on as many threads as decode
   discover.cpu_matmul_flops = settings.cpu_matmul_flops;
+  discover.cpu_bandwidth = settings.cpu_bandwidth;
   FERRY_ASSIGN_OR_RETURN(DeviceInventory inv, DiscoverDevices(discover));
   RunnerOptions ro;
   ro.num_threads = r.options.num_thread;

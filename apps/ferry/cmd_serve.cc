@@ -53,6 +53,7 @@ int RunServe(const Settings& settings, const ServeOptions& /*options*/) {
   DiscoverOptions discover;
   discover.gpu_overhead_bytes = settings.gpu_overhead_bytes;
   discover.cpu_matmul_flops = settings.cpu_matmul_flops;
+  discover.cpu_bandwidth = settings.cpu_bandwidth;
   auto devices = DiscoverDevices(discover);
   if (!devices.ok()) return Fail(devices.status());
 

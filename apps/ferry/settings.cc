@@ -71,6 +71,14 @@ StatusOr<Settings> ReadSettings() {
       s.cpu_matmul_flops = *flops;
     }
   }
+  if (const char* b = std::getenv("FERRY_CPU_BANDWIDTH"); b != nullptr && *b != '\0') {
+    auto bandwidth = ParseBandwidth(b);
+    if (!bandwidth.ok()) return bandwidth.status().WithPrefix("FERRY_CPU_BANDWIDTH");
+    if (*bandwidth <= 0.0) {
+      return InvalidArgumentError("FERRY_CPU_BANDWIDTH: '{}' is not a bandwidth above zero", b);
+    }
+    s.cpu_bandwidth = *bandwidth;
+  }
   const char* home_env = std::getenv("HOME");
   const std::string home = home_env != nullptr ? home_env : ".";
   if (const char* m = std::getenv("FERRY_MODELS"); m != nullptr && *m != '\0') {

@@ -26,6 +26,10 @@ struct Settings {
   // at discovery ("200GFLOPS", see ParseFlops); "off" or "0": no compute term (bandwidth
   // only). Unset: measured (DiscoverOptions::cpu_matmul_flops).
   std::optional<double> cpu_matmul_flops;
+  // FERRY_CPU_BANDWIDTH: the CPU's memory read bandwidth for the speed model instead of
+  // measuring it at discovery ("20GB/s", see ParseBandwidth). Unset: measured
+  // (DiscoverOptions::cpu_bandwidth).
+  std::optional<double> cpu_bandwidth;
 
   // `ferry serve` (docs/serving.md). Each is checked here; a bad value stops ferry with a
   // message naming the variable.

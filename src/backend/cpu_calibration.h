@@ -1,4 +1,5 @@
-// CPU compute calibration: how fast ferry's own CPU mat-vec kernel runs on this machine.
+// CPU calibration: how fast ferry's own CPU mat-vec kernel runs on this machine, and how fast
+// its memory can be read.
 //
 // Decode multiplies every weight matrix by one activation vector per token (MatMul with n_tok
 // = 1, kernels/cpu/matmul.h). On a CPU that work, not the memory bus, often bounds the decode
@@ -6,6 +7,8 @@
 // decode uses, for a synthetic weight matrix small enough to stay in cache (512 rows x 1024
 // columns: 288 KiB in Q4_K, 544 KiB in Q8_0, 1 MiB in F16), so the figure is the kernel's
 // compute ceiling and the planner's bandwidth term covers the cost of streaming the weights.
+// Types that MatMul reads packed on this CPU (MatMulUsesPackedWeights) are timed packed, as a
+// loaded model runs them.
 //
 // What is computed is deterministic (one row quantized from a fixed sine pattern by the
 // reference quantizer, copied to every row; a fixed activation vector); how long it takes is a
@@ -60,6 +63,44 @@ struct CpuCalibration {
 // num_threads < 0 or a budget that is negative or not finite. A kernel error (a bug) is
 // returned as is.
 StatusOr<CpuCalibration> CalibrateCpuMatmul(const CpuCalibrationOptions& options = {});
+
+// ---- memory bandwidth ----
+//
+// Decode streams every weight once per token, so its speed on a CPU is bounded by the memory
+// read bandwidth. CalibrateCpuBandwidth measures it the way decode reads: `num_threads`
+// threads (the decode pool) each stream a contiguous slice of one buffer of `buffer_bytes`
+// (filled first, so its pages are real memory and not the shared zero page; backed by
+// transparent huge pages where the kernel allows, which keeps the fill to a few milliseconds).
+// The rate is buffer_bytes / the fastest of several rounds, for the reason given above: a
+// neighbour only makes rounds slower.
+//
+// A busy machine: when the median round is more than 1.25x the fastest, or when more threads
+// were runnable than the cores ferry's threads leave free (procs_running in /proc/stat,
+// sampled each round), `looked_busy` is set: the figure may be low, and decode will be slow
+// for the same reason. `ferry plan` says so.
+//
+// The buffer should be larger than the cache a core can use; virtual machines often report
+// the host's whole last-level cache (hundreds of MiB shared by every tenant), so the default is
+// a fixed 128 MiB rather than a multiple of the reported size.
+struct BandwidthCalibrationOptions {
+  int num_threads = 0;                    // 0 = all cores, as CpuCalibrationOptions
+  uint64_t buffer_bytes = uint64_t{128} << 20;  // at least 1 MiB, at most 4 GiB
+  int min_rounds = 4;                     // timed rounds at least (1 .. 100)
+  double budget_seconds = 0.03;           // more rounds while the timed time is below this
+};
+
+struct BandwidthCalibration {
+  double bytes_per_s = 0.0;         // buffer_bytes / the fastest round
+  double median_bytes_per_s = 0.0;  // buffer_bytes / the median round
+  int rounds = 0;
+  bool looked_busy = false;
+  int num_threads = 0;
+  double seconds = 0.0;  // wall time of the whole calibration, the fill included
+};
+
+// Errors: InvalidArgument for options out of range; ResourceExhausted when the buffer cannot
+// be allocated.
+StatusOr<BandwidthCalibration> CalibrateCpuBandwidth(const BandwidthCalibrationOptions& options = {});
 
 }  // namespace ferry
 

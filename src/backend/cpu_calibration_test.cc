@@ -90,5 +90,65 @@ TEST(CpuCalibrationTest, DiscoveryMeasuresUnlessOverridden) {
   EXPECT_EQ(inv->cpu().matmul_flops_source, "off");
 }
 
+TEST(CpuCalibrationTest, BandwidthIsPositiveAndFinite) {
+  BandwidthCalibrationOptions options;
+  options.num_threads = 2;
+  options.buffer_bytes = uint64_t{16} << 20;
+  options.budget_seconds = 0.0;
+  StatusOr<BandwidthCalibration> c = CalibrateCpuBandwidth(options);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->num_threads, 2);
+  EXPECT_EQ(c->rounds, options.min_rounds);  // no budget beyond the minimum
+  EXPECT_TRUE(std::isfinite(c->bytes_per_s));
+  EXPECT_GT(c->bytes_per_s, 0.0);
+  // The fastest round is never slower than the median one.
+  EXPECT_GE(c->bytes_per_s, c->median_bytes_per_s);
+  RecordProperty("read_gb_per_s", std::to_string(c->bytes_per_s / 1e9));
+}
+
+TEST(CpuCalibrationTest, BandwidthBadOptions) {
+  BandwidthCalibrationOptions o;
+  o.num_threads = -1;
+  EXPECT_EQ(CalibrateCpuBandwidth(o).status().code(), StatusCode::kInvalidArgument);
+  o = {};
+  o.buffer_bytes = 1000;  // below 1 MiB
+  EXPECT_EQ(CalibrateCpuBandwidth(o).status().code(), StatusCode::kInvalidArgument);
+  o = {};
+  o.buffer_bytes = uint64_t{1} << 40;
+  EXPECT_EQ(CalibrateCpuBandwidth(o).status().code(), StatusCode::kInvalidArgument);
+  o = {};
+  o.min_rounds = 0;
+  EXPECT_EQ(CalibrateCpuBandwidth(o).status().code(), StatusCode::kInvalidArgument);
+  o = {};
+  o.budget_seconds = NAN;
+  EXPECT_EQ(CalibrateCpuBandwidth(o).status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST(CpuCalibrationTest, DiscoveryMeasuresBandwidthUnlessOverridden) {
+  DiscoverOptions measure;
+  measure.cpu_threads = 1;
+  measure.cpu_matmul_flops = 0.0;
+  StatusOr<DeviceInventory> inv = DiscoverDevices(measure);
+  ASSERT_TRUE(inv.ok()) << inv.status().ToString();
+  EXPECT_EQ(inv->cpu().bandwidth_source, "measured");
+  EXPECT_GT(inv->cpu().bandwidth_bytes_per_s, 0.0);
+  EXPECT_TRUE(std::isfinite(inv->cpu().bandwidth_bytes_per_s));
+
+  DiscoverOptions given;
+  given.cpu_matmul_flops = 0.0;
+  given.cpu_bandwidth = 12e9;
+  inv = DiscoverDevices(given);
+  ASSERT_TRUE(inv.ok()) << inv.status().ToString();
+  EXPECT_EQ(inv->cpu().bandwidth_bytes_per_s, 12e9);
+  EXPECT_EQ(inv->cpu().bandwidth_source, "override");
+  EXPECT_FALSE(inv->cpu().looked_busy);
+
+  given.cpu_bandwidth = 0.0;
+  inv = DiscoverDevices(given);
+  ASSERT_TRUE(inv.ok()) << inv.status().ToString();
+  EXPECT_EQ(inv->cpu().bandwidth_bytes_per_s, kDefaultCpuBandwidth);
+  EXPECT_EQ(inv->cpu().bandwidth_source, "default");
+}
+
 }  // namespace
 }  // namespace ferry

@@ -424,6 +424,7 @@ StatusOr<DeviceInventory> ParseDevices(std::string_view description) {
     device.source = "described";
     device.bandwidth_bytes_per_s =
         parsed->kind == DeviceKind::kCpu ? kDefaultCpuBandwidth : kDefaultCudaBandwidth;
+    device.bandwidth_source = "default";
     device.matmul_flops =
         parsed->kind == DeviceKind::kCpu ? kDefaultCpuMatmulFlops : kDefaultCudaMatmulFlops;
     device.matmul_flops_source = "default";
@@ -452,6 +453,7 @@ StatusOr<DeviceInventory> ParseDevices(std::string_view description) {
         have_flops = true;
       } else {
         device.bandwidth_bytes_per_s = *number;
+        device.bandwidth_source = "described";
         have_bandwidth = true;
       }
     }
@@ -483,6 +485,7 @@ StatusOr<Device> DiscoverCpu(const CpuMemorySources& sources) {
   cpu.kind = DeviceKind::kCpu;
   cpu.index = 0;
   cpu.bandwidth_bytes_per_s = kDefaultCpuBandwidth;
+  cpu.bandwidth_source = "default";
   cpu.total_bytes = mem_total;
 
   uint64_t available = 0;
@@ -554,6 +557,24 @@ StatusOr<DeviceInventory> DiscoverDevices(const DiscoverOptions& options) {
     cpu.matmul_flops_source = "measured";
     log::Debug("cpu_matmul_calibration threads={} flops={:.4g} seconds={:.4f}",
                measured.num_threads, measured.matmul_flops, measured.seconds);
+  }
+  if (options.cpu_bandwidth.has_value()) {
+    const bool given = *options.cpu_bandwidth > 0.0;
+    cpu.bandwidth_bytes_per_s = given ? *options.cpu_bandwidth : kDefaultCpuBandwidth;
+    cpu.bandwidth_source = given ? "override" : "default";
+  } else {
+    BandwidthCalibrationOptions calibration;
+    calibration.num_threads = options.cpu_threads;
+    FERRY_ASSIGN_OR_RETURN(BandwidthCalibration measured, CalibrateCpuBandwidth(calibration));
+    cpu.bandwidth_bytes_per_s = measured.bytes_per_s;
+    cpu.bandwidth_source = "measured";
+    cpu.looked_busy = measured.looked_busy;
+    if (measured.looked_busy) {
+      log::Info("cpu_busy_during_calibration bandwidth={} median={} (other work competed for "
+                "the cores: measured speeds may be low)",
+                FormatBandwidth(measured.bytes_per_s),
+                FormatBandwidth(measured.median_bytes_per_s));
+    }
   }
   inventory.devices.push_back(std::move(cpu));
   log::Debug("devices_discovered cuda_build={} devices=\"{}\"", BuiltWithCuda(),

@@ -33,6 +33,13 @@ struct Device {
                                        // CPU: MemTotal, or the cgroup limit when that is lower)
   uint64_t free_bytes = 0;             // what ferry may allocate on it, reservations subtracted
   double bandwidth_bytes_per_s = 0.0;  // memory bandwidth for the speed model
+  // Where it comes from: "measured" (a discovered CPU: CalibrateCpuBandwidth), "override"
+  // (FERRY_CPU_BANDWIDTH), "described" (the @BANDWIDTH of a description), "default"
+  // (kDefaultCpuBandwidth / kDefaultCudaBandwidth), "estimated" (a GPU: from its clocks).
+  std::string bandwidth_source;
+  // A discovered CPU whose calibration saw other work competing for its cores: the measured
+  // figures may be low (see CalibrateCpuBandwidth).
+  bool looked_busy = false;
   // Compute throughput of the quantized matrix-vector product decode runs, in FLOP/s (2 per
   // weight element: multiply and add). 0 = unknown: the speed model uses the bandwidth alone.
   // Discovered CPU: measured (CalibrateCpuMatmul, Q4_K); described: the @FLOPS of the entry or
@@ -142,6 +149,11 @@ struct DiscoverOptions {
   // measuring (FERRY_CPU_FLOPS; source "override"), 0 meaning unknown (bandwidth-only speed
   // model, source "off"). Tests set it so that nothing depends on timing.
   std::optional<double> cpu_matmul_flops;
+  // The CPU's memory read bandwidth, bytes/s. nullopt (default): measured by
+  // CalibrateCpuBandwidth with `cpu_threads` threads (about 30 ms; source "measured"). A value
+  // > 0: used as is (FERRY_CPU_BANDWIDTH; source "override"); 0: kDefaultCpuBandwidth (source
+  // "default"). Tests set it so that nothing depends on timing.
+  std::optional<double> cpu_bandwidth;
   // Threads the calibration runs with: the number decode will use (--num-thread); 0 = all
   // cores (std::thread::hardware_concurrency), as the Runner does.
   int cpu_threads = 0;

@@ -66,6 +66,7 @@ std::vector<Device> DiscoverCudaDevices() {
     device.total_bytes = total_bytes;
     device.free_bytes = free_bytes < total_bytes ? free_bytes : total_bytes;
     device.bandwidth_bytes_per_s = EstimateBandwidth(i);
+    device.bandwidth_source = "estimated";
     device.source = "CUDA";
     cudaDeviceProp props{};
     if (cudaGetDeviceProperties(&props, i) == cudaSuccess) {
