@@ -31,6 +31,28 @@ namespace {
 constexpr int64_t kContextSlack = 4;
 // Most sequences one load decodes together.
 constexpr int32_t kMaxParallel = 256;
+// Largest context, depth or token count accepted (LoadOptions' num_ctx limit).
+constexpr int64_t kMaxContext = int64_t{1} << 24;
+
+// Context a load at `depth` needs: the depth plus the longest test after it (a prompt, or one
+// token and the generation), plus slack.
+int64_t NeededContext(const BenchOptions& o, int64_t depth) {
+  const int64_t max_prompt = *std::max_element(o.n_prompt.begin(), o.n_prompt.end());
+  return depth + std::max(max_prompt, o.n_gen + 1) + o.n_gen + kContextSlack;
+}
+
+// Resident memory of this process (VmRSS), 0 when unknown.
+uint64_t ResidentBytes() {
+  std::FILE* f = std::fopen("/proc/self/status", "r");
+  if (f == nullptr) return 0;
+  char line[256];
+  uint64_t kib = 0;
+  while (std::fgets(line, sizeof(line), f) != nullptr) {
+    if (std::sscanf(line, "VmRSS: %lu kB", &kib) == 1) break;
+  }
+  std::fclose(f);
+  return kib * 1024;
+}
 
 int Fail(const Status& s) {
   std::fprintf(stderr, "ferry bench: %s\n", s.message().c_str());
@@ -56,6 +78,21 @@ Status Validate(const BenchOptions& o) {
   }
   if (o.num_batch < 1) {
     return InvalidArgumentError("--num-batch must be at least 1 (got {})", o.num_batch);
+  }
+  for (int64_t d : o.depth) {
+    if (d < 0 || d > kMaxContext) {
+      return InvalidArgumentError("-d values must be in 0 .. {} (got {})", kMaxContext, d);
+    }
+  }
+  if (o.num_ctx < 0 || o.num_ctx > kMaxContext) {
+    return InvalidArgumentError("--num-ctx must be 0 (as needed) or 1 .. {} (got {})",
+                                kMaxContext, o.num_ctx);
+  }
+  for (int64_t p : o.n_prompt) {
+    if (p > kMaxContext) return InvalidArgumentError("-p {} exceeds {} tokens", p, kMaxContext);
+  }
+  if (o.n_gen > kMaxContext) {
+    return InvalidArgumentError("-n {} exceeds {} tokens", o.n_gen, kMaxContext);
   }
   return ParseKvCacheType(o.kv_type).status();
 }
@@ -124,8 +161,9 @@ struct RunTotals {
 };
 
 // Submits one request per prompt and steps the runner until every stream is finished.
+// Each prompt must reuse exactly `reuse` cached tokens (its depth prefix).
 StatusOr<RunTotals> RunOnce(Runner& runner, const std::vector<std::vector<int32_t>>& prompts,
-                            const RequestOptions& options) {
+                            const RequestOptions& options, int64_t reuse) {
   std::vector<std::shared_ptr<RequestStream>> streams;
   for (const auto& prompt : prompts) {
     GenerateRequest req;
@@ -153,9 +191,10 @@ StatusOr<RunTotals> RunOnce(Runner& runner, const std::vector<std::vector<int32_
       if (e->kind == StreamEvent::Kind::kDone) done = std::move(e->stats);
     }
     if (!done) return InternalError("a finished request sent no final event");
-    if (done->prompt_reused_count != 0) {
-      return InternalError("a prompt reused {} cached tokens: the figures would be wrong",
-                           done->prompt_reused_count);
+    if (done->prompt_reused_count != reuse) {
+      return InternalError("a prompt reused {} cached tokens instead of {}: the figures would be "
+                           "wrong",
+                           done->prompt_reused_count, reuse);
     }
     t.prompt_tokens += done->prompt_eval_count;
     t.generated_tokens += done->eval_count;
@@ -184,12 +223,12 @@ MeanSd Summarize(const std::vector<double>& v) {
 // Tokens per second of `reps` runs after one warm-up run. make_prompts gives each run new
 // prompts; rate turns a run's totals into tokens per second.
 template <typename MakePrompts, typename Rate>
-StatusOr<MeanSd> Measure(Runner& runner, const RequestOptions& options, int reps,
+StatusOr<MeanSd> Measure(Runner& runner, const RequestOptions& options, int reps, int64_t reuse,
                          MakePrompts make_prompts, Rate rate, int32_t* stopped_early) {
   std::vector<double> rates;
   for (int i = 0; i <= reps; ++i) {
     FERRY_ASSIGN_OR_RETURN(std::vector<std::vector<int32_t>> prompts, make_prompts());
-    FERRY_ASSIGN_OR_RETURN(RunTotals t, RunOnce(runner, prompts, options));
+    FERRY_ASSIGN_OR_RETURN(RunTotals t, RunOnce(runner, prompts, options, reuse));
     if (i == 0) continue;  // warm-up
     *stopped_early += t.stopped_early;
     rates.push_back(t.seconds > 0.0 ? rate(t) / t.seconds : 0.0);
@@ -197,13 +236,23 @@ StatusOr<MeanSd> Measure(Runner& runner, const RequestOptions& options, int reps
   return Summarize(rates);
 }
 
+// The memory and speed model of one load, as its plan says (the CPU: where bench runs).
+struct LoadFacts {
+  uint64_t kv_bytes = 0;
+  uint64_t compute_bytes = 0;
+  double predicted_tok_s = 0.0;  // the plan's single-stream decode speed at this num_ctx
+};
+
 struct Row {
   int32_t parallel = 1;
+  int64_t depth = 0;
   int64_t n_prompt = 0;
   int64_t n_gen = 0;
   int threads = 0;
   MeanSd pp;
   MeanSd tg;
+  LoadFacts load;
+  uint64_t rss_bytes = 0;  // VmRSS after the row was measured
 };
 
 class Table {
@@ -213,18 +262,28 @@ class Table {
     model_width_ = std::max<size_t>(model_.size(), 5);
   }
   void Header() const {
-    std::printf("| %-*s | %10s | %7s | %4s | %8s | %10s | %20s |\n", Width(), "model", "params",
-                "threads", "kv", "parallel", "test", "t/s");
-    std::printf("| %s | %s: | %s: | %s | %s: | %s: | %s: |\n", std::string(Width(), '-').c_str(),
-                std::string(9, '-').c_str(), std::string(6, '-').c_str(),
-                std::string(4, '-').c_str(), std::string(7, '-').c_str(),
-                std::string(9, '-').c_str(), std::string(19, '-').c_str());
+    std::printf("| %-*s | %10s | %7s | %4s | %8s | %16s | %20s | %10s | %10s | %10s | %8s |\n",
+                Width(), "model", "params", "threads", "kv", "parallel", "test", "t/s",
+                "kv mem", "compute", "rss", "plan t/s");
+    std::printf("| %s | %s: | %s: | %s | %s: | %s: | %s: | %s: | %s: | %s: | %s: |\n",
+                std::string(Width(), '-').c_str(), std::string(9, '-').c_str(),
+                std::string(6, '-').c_str(), std::string(4, '-').c_str(),
+                std::string(7, '-').c_str(), std::string(15, '-').c_str(),
+                std::string(19, '-').c_str(), std::string(9, '-').c_str(),
+                std::string(9, '-').c_str(), std::string(9, '-').c_str(),
+                std::string(7, '-').c_str());
     std::fflush(stdout);
   }
-  void Line(int threads, int32_t parallel, const std::string& test, const MeanSd& r) const {
-    std::printf("| %-*s | %10s | %7d | %4s | %8d | %10s | %21s |\n", Width(), model_.c_str(),
-                params_.c_str(), threads, kv_.c_str(), parallel, test.c_str(),
-                fmt::format("{:.2f} ± {:.2f}", r.mean, r.sd).c_str());
+  // plan_tok_s: the plan's predicted decode speed, shown on tg lines of one sequence (it
+  // models a single stream).
+  void Line(int threads, int32_t parallel, const std::string& test, const MeanSd& r,
+            const LoadFacts& load, uint64_t rss, bool show_plan) const {
+    std::printf("| %-*s | %10s | %7d | %4s | %8d | %16s | %21s | %10s | %10s | %10s | %8s |\n",
+                Width(), model_.c_str(), params_.c_str(), threads, kv_.c_str(), parallel,
+                test.c_str(), fmt::format("{:.2f} ± {:.2f}", r.mean, r.sd).c_str(),
+                FormatBytes(load.kv_bytes).c_str(), FormatBytes(load.compute_bytes).c_str(),
+                FormatBytes(rss).c_str(),
+                show_plan ? fmt::format("{:.2f}", load.predicted_tok_s).c_str() : "");
     std::fflush(stdout);
   }
 
@@ -259,12 +318,22 @@ void AddBenchCommand(CLI::App& app, BenchOptions& o) {
       ->capture_default_str();
   cmd->add_option("--num-batch", o.num_batch, "Most tokens per forward step")
       ->capture_default_str();
+  cmd->add_option("-d,--depth", o.depth,
+                  "Tokens already in the KV cache when pp and tg are measured; a comma list "
+                  "loads the model once for each")
+      ->delimiter(',')
+      ->capture_default_str();
+  cmd->add_option("--num-ctx", o.num_ctx,
+                  "Context length of each load (0: what the largest depth and test need); a "
+                  "depth and test that need more are an error")
+      ->capture_default_str();
   cmd->add_option("--gap-prompt", o.gap_prompt,
                   "Also measure the longest inter-token gap of a running stream while an "
                   "N-token prompt is processed (stderr)");
   cmd->add_flag("--json", o.json,
-                "Print a JSON list of rows (parallel, n_prompt, n_gen, threads, kv_type, "
-                "pp_tok_s, pp_sd, tg_tok_s, tg_sd) instead of the table");
+                "Print a JSON list of rows (parallel, depth, n_prompt, n_gen, threads, kv_type, "
+                "pp_tok_s, pp_sd, tg_tok_s, tg_sd, kv_bytes, compute_bytes, rss_bytes, "
+                "predicted_tg_tok_s) instead of the table");
 }
 
 // One stream decodes; once it runs, a gap_prompt-token request arrives. Every step carries the
@@ -330,9 +399,15 @@ int RunBench(const Settings& settings, const BenchOptions& o) {
   auto path = ResolveModel(settings, o.model);
   if (!path.ok()) return Fail(path.status());
   const int64_t max_prompt = *std::max_element(o.n_prompt.begin(), o.n_prompt.end());
+  for (int64_t d : o.depth) {
+    if (o.num_ctx > 0 && NeededContext(o, d) > o.num_ctx) {
+      return Fail(InvalidArgumentError(
+          "-d {} with -p {} and -n {} needs a context of {} tokens, more than --num-ctx {}", d,
+          max_prompt, o.n_gen, NeededContext(o, d), o.num_ctx));
+    }
+  }
 
   LoadOptions lo;
-  lo.num_ctx = std::max(max_prompt, o.n_gen + 1) + o.n_gen + kContextSlack;
   lo.num_batch = o.num_batch;
   lo.kv_type = *ParseKvCacheType(o.kv_type);
   lo.num_gpu = 0;  // ferry runs on the CPU so far
@@ -342,12 +417,16 @@ int RunBench(const Settings& settings, const BenchOptions& o) {
   discover.cpu_bandwidth = settings.cpu_bandwidth;
   auto inventory = DiscoverDevices(discover);
   if (!inventory.ok()) return Fail(inventory.status());
+  if (inventory->cpu().looked_busy) {
+    std::fprintf(stderr,
+                 "ferry bench: warning: the machine looked busy while it was calibrated: "
+                 "figures may be low\n");
+  }
   RunnerOptions ro;
   ro.num_threads = o.num_thread;
   ro.start_thread = false;
 
   RequestOptions request;
-  request.num_ctx = lo.num_ctx;
   request.num_batch = o.num_batch;
   request.num_thread = o.num_thread;
   request.num_gpu = 0;
@@ -359,50 +438,104 @@ int RunBench(const Settings& settings, const BenchOptions& o) {
   std::vector<Row> rows;
   int32_t stopped_early = 0;
   uint64_t seed = 0x5eed;
+  const size_t loads = o.parallel.size() * o.depth.size();
+  size_t load_index = 0;
   for (int32_t parallel : o.parallel) {
-    lo.num_parallel = parallel;
-    lo.max_sequences = parallel;
-    lo.logit_rows = parallel;
-    auto loaded = LoadRunner(*path, *inventory, lo, ro);
-    if (!loaded.ok()) return Fail(loaded.status());
-    Runner& runner = **loaded;
-    if (!o.json && !table) {
-      auto info = ReadModelInfo(runner.model().file());
-      if (!info.ok()) return Fail(info.status());
-      table.emplace(model_name, FormatCount(info->parameter_count), o.kv_type);
-      table->Header();
-    }
-    const int threads = runner.options().num_threads;
-    PromptMaker maker(runner.tokenizer().vocab(), seed++);
+    for (int64_t depth : o.depth) {
+      ++load_index;
+      lo.num_ctx = o.num_ctx > 0 ? o.num_ctx : NeededContext(o, depth);
+      lo.num_parallel = parallel;
+      lo.max_sequences = parallel;
+      lo.logit_rows = parallel;
+      request.num_ctx = lo.num_ctx;
+      std::fprintf(stderr, "ferry bench: [%zu/%zu] loading for %d sequence(s) of %lld tokens\n",
+                   load_index, loads, parallel, static_cast<long long>(lo.num_ctx));
+      auto loaded = LoadRunner(*path, *inventory, lo, ro);
+      if (!loaded.ok()) return Fail(loaded.status());
+      Runner& runner = **loaded;
+      const Plan plan = runner.plan();
+      LoadFacts facts;
+      facts.kv_bytes = plan.devices.back().kv_bytes;
+      facts.compute_bytes = plan.devices.back().compute_bytes;
+      facts.predicted_tok_s = plan.predicted_tok_s;
+      if (!o.json && !table) {
+        auto info = ReadModelInfo(runner.model().file());
+        if (!info.ok()) return Fail(info.status());
+        table.emplace(model_name, FormatCount(info->parameter_count), o.kv_type);
+        table->Header();
+      }
+      const int threads = runner.options().num_threads;
+      PromptMaker maker(runner.tokenizer().vocab(), seed++);
 
-    std::vector<Row> these;
-    for (int64_t n_prompt : o.n_prompt) {
-      RequestOptions pp = request;
-      pp.num_predict = 0;  // only the prompt is evaluated
+      // The depth prefixes, evaluated once; every timed prompt starts with its sequence's.
+      std::vector<std::vector<int32_t>> prefixes(static_cast<size_t>(parallel));
+      if (depth > 0) {
+        std::fprintf(stderr, "ferry bench: [%zu/%zu] filling the KV cache to depth %lld\n",
+                     load_index, loads, static_cast<long long>(depth));
+        auto made = maker.Make(parallel, depth);
+        if (!made.ok()) return Fail(made.status());
+        prefixes = std::move(*made);
+        RequestOptions fill = request;
+        fill.num_predict = 0;
+        if (auto t = RunOnce(runner, prefixes, fill, 0); !t.ok()) return Fail(t.status());
+      }
+      auto with_prefix = [&](int64_t length) -> StatusOr<std::vector<std::vector<int32_t>>> {
+        FERRY_ASSIGN_OR_RETURN(std::vector<std::vector<int32_t>> tails,
+                               maker.Make(parallel, length));
+        for (size_t i = 0; i < tails.size(); ++i) {
+          tails[i].insert(tails[i].begin(), prefixes[i].begin(), prefixes[i].end());
+        }
+        return tails;
+      };
+      const std::string at = depth > 0 ? fmt::format(" @ d{}", depth) : "";
+
+      std::vector<Row> these;
+      for (int64_t n_prompt : o.n_prompt) {
+        std::fprintf(stderr, "ferry bench: [%zu/%zu] pp%lld%s\n", load_index, loads,
+                     static_cast<long long>(n_prompt), at.c_str());
+        RequestOptions pp = request;
+        pp.num_predict = 0;  // only the prompt is evaluated
+        auto r = Measure(
+            runner, pp, o.repetitions, depth, [&] { return with_prefix(n_prompt); },
+            [](const RunTotals& t) { return static_cast<double>(t.prompt_tokens); },
+            &stopped_early);
+        if (!r.ok()) return Fail(r.status());
+        Row row;
+        row.parallel = parallel;
+        row.depth = depth;
+        row.n_prompt = n_prompt;
+        row.n_gen = o.n_gen;
+        row.threads = threads;
+        row.pp = *r;
+        row.load = facts;
+        row.rss_bytes = ResidentBytes();
+        these.push_back(row);
+        if (table) {
+          table->Line(threads, parallel, fmt::format("pp{}{}", n_prompt, at), row.pp, facts,
+                      row.rss_bytes, false);
+        }
+      }
+      std::fprintf(stderr, "ferry bench: [%zu/%zu] tg%lld%s\n", load_index, loads,
+                   static_cast<long long>(o.n_gen), at.c_str());
+      RequestOptions tg = request;
+      tg.num_predict = o.n_gen;
+      // Generation from a one-token prompt after the prefix (llama-bench's tg), a distinct
+      // token per sequence.
       auto r = Measure(
-          runner, pp, o.repetitions, [&] { return maker.Make(parallel, n_prompt); },
-          [](const RunTotals& t) { return static_cast<double>(t.prompt_tokens); }, &stopped_early);
+          runner, tg, o.repetitions, depth, [&] { return with_prefix(1); },
+          [](const RunTotals& t) { return static_cast<double>(t.generated_tokens); },
+          &stopped_early);
       if (!r.ok()) return Fail(r.status());
-      Row row;
-      row.parallel = parallel;
-      row.n_prompt = n_prompt;
-      row.n_gen = o.n_gen;
-      row.threads = threads;
-      row.pp = *r;
-      these.push_back(row);
-      if (table) table->Line(threads, parallel, fmt::format("pp{}", n_prompt), row.pp);
-    }
-    RequestOptions tg = request;
-    tg.num_predict = o.n_gen;
-    // Generation from a one-token context (llama-bench's tg), a distinct token per sequence.
-    auto r = Measure(
-        runner, tg, o.repetitions, [&] { return maker.Make(parallel, 1); },
-        [](const RunTotals& t) { return static_cast<double>(t.generated_tokens); }, &stopped_early);
-    if (!r.ok()) return Fail(r.status());
-    if (table) table->Line(threads, parallel, fmt::format("tg{}", o.n_gen), *r);
-    for (Row& row : these) {
-      row.tg = *r;
-      rows.push_back(row);
+      const uint64_t rss = ResidentBytes();
+      if (table) {
+        table->Line(threads, parallel, fmt::format("tg{}{}", o.n_gen, at), *r, facts, rss,
+                    parallel == 1);
+      }
+      for (Row& row : these) {
+        row.tg = *r;
+        row.rss_bytes = std::max(row.rss_bytes, rss);
+        rows.push_back(row);
+      }
     }
   }
   if (o.gap_prompt > 0) {
@@ -421,6 +554,7 @@ int RunBench(const Settings& settings, const BenchOptions& o) {
     for (const Row& row : rows) {
       nlohmann::ordered_json j;
       j["parallel"] = row.parallel;
+      j["depth"] = row.depth;
       j["n_prompt"] = row.n_prompt;
       j["n_gen"] = row.n_gen;
       j["threads"] = row.threads;
@@ -429,6 +563,10 @@ int RunBench(const Settings& settings, const BenchOptions& o) {
       j["pp_sd"] = row.pp.sd;
       j["tg_tok_s"] = row.tg.mean;
       j["tg_sd"] = row.tg.sd;
+      j["kv_bytes"] = row.load.kv_bytes;
+      j["compute_bytes"] = row.load.compute_bytes;
+      j["rss_bytes"] = row.rss_bytes;
+      j["predicted_tg_tok_s"] = row.load.predicted_tok_s;
       out.push_back(std::move(j));
     }
     std::printf("%s\n", out.dump(2).c_str());

@@ -7,6 +7,13 @@
 // figures are the aggregate tokens per second over all P sequences, mean and sample standard
 // deviation. Prompts never share a first token, so the runner's prompt reuse never applies
 // (checked: prompt_reused_count is 0).
+//
+// Depths (-d 0,4096,16384, llama-bench's -d): for depth D > 0 the model is loaded for that
+// context, each of the P sequences first evaluates a distinct D-token prefix (untimed; a
+// progress line on stderr), and every timed request is its prefix plus new tokens: the runner
+// reuses the prefix's K/V (checked: prompt_reused_count is D), so pp and tg run with D tokens
+// already in the cache. Each row also reports the load's plan (KV and compute bytes, the
+// predicted single-stream decode speed) and the process's resident memory after the row.
 #ifndef FERRY_APPS_FERRY_CMD_BENCH_H_
 #define FERRY_APPS_FERRY_CMD_BENCH_H_
 
@@ -27,6 +34,8 @@ struct BenchOptions {
   int num_thread = 0;                  // 0: all cores
   std::string kv_type = "f16";
   std::vector<int32_t> parallel{1};  // sequences decoded together (one load each)
+  std::vector<int64_t> depth{0};     // -d: tokens already in the KV cache (one load each)
+  int64_t num_ctx = 0;               // 0: what the largest test needs
   int64_t num_batch = 512;
   bool json = false;
   // --gap-prompt N: also report the longest gap between two tokens of a running stream while
