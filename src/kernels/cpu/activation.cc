@@ -11,6 +11,8 @@ namespace ferry {
 #if defined(FERRY_HAVE_AVX2_KERNELS)
 namespace cpu_internal {
 int64_t GeluTableMulAvx2(const float* table, float* gate, const float* up, int64_t n);
+int64_t SiluMulAvx2(float* gate, const float* up, int64_t n);
+float SiluMulOneAvx2(float x, float up);
 }  // namespace cpu_internal
 #endif
 
@@ -64,7 +66,16 @@ void GeluTanhF16Mul(float* gate, const float* up, int64_t n, ThreadPool* pool, K
   });
 }
 
-void SiluMul(float* gate, const float* up, int64_t n, ThreadPool* pool) {
+void SiluMul(float* gate, const float* up, int64_t n, ThreadPool* pool, KernelPath path) {
+#if defined(FERRY_HAVE_AVX2_KERNELS)
+  if (path != KernelPath::kPortable && CpuHasAvx2Kernels()) {
+    ForChunks(n, pool, [&](int64_t i0, int64_t i1) {
+      i0 += cpu_internal::SiluMulAvx2(gate + i0, up + i0, i1 - i0);
+      for (int64_t i = i0; i < i1; ++i) gate[i] = cpu_internal::SiluMulOneAvx2(gate[i], up[i]);
+    });
+    return;
+  }
+#endif
   ForChunks(n, pool, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) gate[i] = SiluRef(gate[i]) * up[i];
   });

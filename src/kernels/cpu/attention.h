@@ -6,8 +6,8 @@
 // a sliding window (window > 0) or p_lo otherwise:
 //     s_j = scale * dot(q[t, h], k[j, g]),  P = softmax(s),  out[t, h] = sum_j P_j * v[j, g].
 // AttentionRef sums the dot products and the weighted values in double and takes SoftmaxRef;
-// the AVX2 kernel sums in float (8 lanes, then a fixed horizontal order) with the same
-// softmax, and differs from the reference by at most
+// the AVX2 kernel sums in float (8 lanes, then a fixed horizontal order) and takes the softmax
+// in float with a polynomial exp (a few ulp), and differs from the reference by at most
 //     |out - out_ref| <= 1e-5 * max_j |v[j, g, i]|  (roughly; attention_test checks 2e-5)
 // Each (token, head) result depends only on its inputs, never on which thread computes it or
 // how heads are grouped, so results are bitwise the same for any thread count.

@@ -1,8 +1,12 @@
 // AVX2 + FMA attention kernel (x86-64). Compiled alone with -mavx2 -mfma -mf16c; attention.cc
 // calls it only after checking the CPU. As in matmul_avx2.cc, every helper here has internal
 // linkage and nothing inline or templated from other headers is instantiated (only the
-// AttentionArgs struct and the out-of-line SoftmaxRef are used), so no AVX2 code can be merged
+// AttentionArgs struct is used; exp_avx2.h is internal too), so no AVX2 code can be merged
 // into paths that run on other CPUs.
+//
+// Softmax: SoftmaxRef's steps in float, 8 at a time (max; e^(s - max) with ExpAvx2; their sum
+// in 8 lanes, then a fixed horizontal order; times 1 / sum), the last partial vector masked.
+// Each row's result depends only on its scores and their count.
 //
 // Tiles: NR heads that share a KV head (the same token, hence the same visible keys) are
 // computed together, so each K and V row is loaded once for all of them.
@@ -19,7 +23,7 @@
 #include <cstdint>
 
 #include "kernels/cpu/attention.h"
-#include "kernels/ref/ops.h"
+#include "kernels/cpu/exp_avx2.h"
 
 namespace ferry::cpu_internal {
 namespace {
@@ -32,6 +36,46 @@ inline float HorizontalSum(__m256 v) {
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
+}
+
+// Lanes [0, n) of a mask (n in 0..8).
+inline __m256i FirstLanes(int64_t n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)),
+                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+// x[0, n) = softmax(x[0, n)), n >= 1.
+void SoftmaxAvx2(float* x, int64_t n) {
+  const int64_t main = n - n % 8;
+  const __m256i tail = FirstLanes(n - main);
+  const __m256 neg_inf = _mm256_set1_ps(-__builtin_inff());
+  __m256 m = neg_inf;
+  for (int64_t i = 0; i < main; i += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(x + i));
+  if (main < n) {
+    m = _mm256_max_ps(m, _mm256_blendv_ps(neg_inf, _mm256_maskload_ps(x + main, tail),
+                                          _mm256_castsi256_ps(tail)));
+  }
+  __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+  m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+  m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+  const __m256 max = _mm256_set1_ps(_mm_cvtss_f32(m4));
+  __m256 sum = _mm256_setzero_ps();
+  for (int64_t i = 0; i < main; i += 8) {
+    const __m256 e = ExpAvx2(_mm256_sub_ps(_mm256_loadu_ps(x + i), max));
+    _mm256_storeu_ps(x + i, e);
+    sum = _mm256_add_ps(sum, e);
+  }
+  if (main < n) {
+    // Masked-off lanes are -inf: e^-inf = 0 adds nothing.
+    const __m256 v = _mm256_blendv_ps(neg_inf, _mm256_maskload_ps(x + main, tail),
+                                      _mm256_castsi256_ps(tail));
+    const __m256 e = ExpAvx2(_mm256_sub_ps(v, max));
+    _mm256_maskstore_ps(x + main, tail, e);
+    sum = _mm256_add_ps(sum, e);
+  }
+  const __m256 inv = _mm256_set1_ps(1.0f / HorizontalSum(sum));
+  for (int64_t i = 0; i < main; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), inv));
+  for (int64_t i = main; i < n; ++i) x[i] *= _mm256_cvtss_f32(inv);
 }
 
 // sc[r][c] = scale * dot(q[r], k[c]) for NR query rows and NK key rows of d elements.
@@ -107,7 +151,7 @@ void HeadTile(const AttentionArgs& a, int64_t h, int64_t g) {
       ScoreTile<NR, kKeys>(q, k0 + j * kd, kd, dk, a.scale, sc, j);
     }
     for (; j < count; ++j) ScoreTile<NR, 1>(q, k0 + j * kd, kd, dk, a.scale, sc, j);
-    for (int r = 0; r < NR; ++r) SoftmaxRef(sc[r], count);
+    for (int r = 0; r < NR; ++r) SoftmaxAvx2(sc[r], count);
 
     const float* v0 = a.v + (first - a.p_lo) * vd + g * dv;
     const float* pr[NR];
