@@ -595,4 +595,45 @@ Status KvCache::Load(int32_t seq, int layer_index, int64_t p0, int64_t p1, float
   return Status::Ok();
 }
 
+int64_t KvCache::BlockSpan(int64_t p0, int64_t p1) const {
+  const int64_t bt = options_.block_tokens;
+  return p1 <= p0 ? 0 : (p1 - 1) / bt - p0 / bt + 1;
+}
+
+uint64_t KvCache::k_row_bytes(int layer) const { return layers_[layer].k_row_bytes; }
+uint64_t KvCache::v_row_bytes(int layer) const { return layers_[layer].v_row_bytes; }
+
+Status KvCache::BlockRows(int32_t seq, int layer_index, int64_t p0, int64_t p1,
+                          const uint8_t** k_blocks, const uint8_t** v_blocks,
+                          int64_t* first_pos) const {
+  if (!(is_live(seq) && layer_index >= 0 && layer_index < num_layers() && p0 >= 0 && p0 < p1 &&
+        p1 <= seqs_[seq].len)) {
+    return InvalidArgumentError(
+        "KvCache::BlockRows: sequence {} layer {} positions [{}, {}) are not a live sequence's "
+        "reserved range",
+        seq, layer_index, p0, p1);
+  }
+  const Sequence& s = seqs_[seq];
+  const Layer& layer = layers_[layer_index];
+  const int64_t bt = options_.block_tokens;
+  if (p0 < s.readable_from[layer_index]) {
+    return FailedPreconditionError(
+        "KvCache::BlockRows: position {} of sequence {} was evicted from layer {}'s ring", p0,
+        seq, layer_index);
+  }
+  *first_pos = p0 / bt * bt;
+  for (int64_t b = p0 / bt, i = 0; b <= (p1 - 1) / bt; ++b, ++i) {
+    const int64_t slot = b % layer.slots;
+    const int32_t block = s.block[layer_index][slot];
+    if (block < 0 || s.logical[layer_index][slot] != b) {
+      return FailedPreconditionError(
+          "KvCache::BlockRows: position {} of sequence {} is not held by layer {}",
+          std::max(p0, b * bt), seq, layer_index);
+    }
+    k_blocks[i] = layer.KRow(block, 0, bt);
+    v_blocks[i] = layer.VRow(block, 0, bt);
+  }
+  return Status::Ok();
+}
+
 }  // namespace ferry

@@ -203,6 +203,19 @@ class KvCache {
   // was evicted or never reserved.
   Status Load(int32_t seq, int layer, int64_t p0, int64_t p1, float* k_out, float* v_out) const;
 
+  // Where positions [p0, p1) (p0 < p1) of one layer of a live sequence are stored, for kernels
+  // that read the cache in place (AttentionArgs::kv): block i of the span holds positions
+  // [first_pos + i * block_tokens, first_pos + (i + 1) * block_tokens), first_pos =
+  // p0 rounded down to a block boundary; k_blocks[i] / v_blocks[i] point at its first row
+  // (rows of a block are consecutive, k_row_bytes / v_row_bytes apart). k_blocks, v_blocks:
+  // [BlockSpan(p0, p1)] pointers, valid until the sequence changes (Reserve, Truncate,
+  // RemoveSequence). Same preconditions and errors as Load.
+  int64_t BlockSpan(int64_t p0, int64_t p1) const;
+  Status BlockRows(int32_t seq, int layer, int64_t p0, int64_t p1, const uint8_t** k_blocks,
+                   const uint8_t** v_blocks, int64_t* first_pos) const;
+  uint64_t k_row_bytes(int layer) const;
+  uint64_t v_row_bytes(int layer) const;
+
  private:
   struct Layer {
     int64_t k_dim = 0;

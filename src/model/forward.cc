@@ -114,9 +114,9 @@ Status Model::Forward(const Batch& batch, KvCache& kv, const ForwardOptions& opt
   if (sc == nullptr) {
     own_allocator = std::make_unique<DeviceAllocator>("cpu");
     const int64_t logit_rows = std::max<int64_t>(1, std::min<int64_t>(n_logits, 32));
-    FERRY_ASSIGN_OR_RETURN(
-        own_scratch, ForwardScratch::Create(ForwardScratch::ShapeFor(*this, n, max_pos + 1, logit_rows),
-                                            *own_allocator));
+    ScratchShape shape = ForwardScratch::ShapeFor(*this, n, max_pos + 1, logit_rows);
+    shape.kv_block_tokens = kv.options().block_tokens;
+    FERRY_ASSIGN_OR_RETURN(own_scratch, ForwardScratch::Create(shape, *own_allocator));
     sc = own_scratch.get();
   } else {
     const ScratchShape& s = sc->shape();
@@ -146,8 +146,8 @@ Status Model::Forward(const Batch& batch, KvCache& kv, const ForwardOptions& opt
   float* const out = sc->out();
   float* const gate = sc->gate();
   float* const up = sc->up();
-  float* const kc = sc->kc();
-  float* const vc = sc->vc();
+  const uint8_t** const k_blocks = sc->k_blocks();
+  const uint8_t** const v_blocks = sc->v_blocks();
   float* const scores = sc->scores();
 
   // Activations: x [n, e].
@@ -195,12 +195,24 @@ Status Model::Forward(const Batch& batch, KvCache& kv, const ForwardOptions& opt
             "Forward(): layer {} attends over {} keys but the scratch holds {} (num_ctx)", l,
             n_keys, sc->shape().max_keys);
       }
-      // kc [n_keys, kd], vc [n_keys, vd].
-      FERRY_RETURN_IF_ERROR(kv.Load(r.seq, static_cast<int>(l), p_lo, p_hi, kc, vc));
+      // The keys' blocks, read in place.
+      if (kv.BlockSpan(p_lo, p_hi) > sc->kv_block_slots()) {
+        return InvalidArgumentError(
+            "Forward(): layer {} attends over {} KV blocks but the scratch holds {} (KV blocks "
+            "of {} positions, the scratch sized for {})",
+            l, kv.BlockSpan(p_lo, p_hi), sc->kv_block_slots(), kv.options().block_tokens,
+            sc->shape().kv_block_tokens);
+      }
       AttentionArgs args;
+      args.kv.type = kv.options().type;
+      args.kv.block_tokens = kv.options().block_tokens;
+      args.kv.k_blocks = k_blocks;
+      args.kv.v_blocks = v_blocks;
+      args.kv.k_row_bytes = kv.k_row_bytes(static_cast<int>(l));
+      args.kv.v_row_bytes = kv.v_row_bytes(static_cast<int>(l));
+      FERRY_RETURN_IF_ERROR(kv.BlockRows(r.seq, static_cast<int>(l), p_lo, p_hi, k_blocks,
+                                         v_blocks, &args.kv.first_pos));
       args.q = q + r.first * qd;
-      args.k = kc;
-      args.v = vc;
       args.out = attn + r.first * ad;
       args.scores = scores;
       args.n_tok = r.count;

@@ -31,8 +31,8 @@ ForwardScratch::Offsets ForwardScratch::Layout(const ScratchShape& s) {
   o.attn = take(n * u(s.attn_dim));
   o.gate = take(n * u(s.n_ff));
   o.up = take(n * u(s.n_ff));
-  o.kc = take(keys * u(s.k_dim));
-  o.vc = take(keys * u(s.v_dim));
+  // Pointers, not floats: 2 per slot, 8 bytes each (two floats' room).
+  o.kv_blocks = take(4 * u(ForwardScratch::KvBlockSlots(s)));
   o.scores = take(u(s.n_head) * keys);
   o.logits = take(u(std::max<int64_t>(1, s.logit_rows)) * u(s.n_vocab));
   o.workspace = at;
@@ -45,6 +45,10 @@ ForwardScratch::Offsets ForwardScratch::Layout(const ScratchShape& s) {
 }
 
 uint64_t ForwardScratch::RequiredBytes(const ScratchShape& shape) { return Layout(shape).end; }
+
+int64_t ForwardScratch::KvBlockSlots(const ScratchShape& shape) {
+  return std::max<int64_t>(0, shape.max_keys) / std::max<int64_t>(1, shape.kv_block_tokens) + 2;
+}
 
 ScratchShape MakeScratchShape(int64_t n_embd, int64_t n_head, int64_t n_head_kv,
                               int64_t head_dim_k, int64_t head_dim_v, int64_t n_ff,

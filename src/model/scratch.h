@@ -10,7 +10,9 @@
 //   q [n, q_dim], k [n, k_dim], v [n, v_dim]     (q_dim = n_head * head_dim_k, ...)
 //   attn [n, attn_dim]           attention output (n_head * head_dim_v)
 //   gate, up [n, n_ff]           feed-forward
-//   kc [keys, k_dim], vc [keys, v_dim]           K/V rows of the visible keys, as f32
+//   kv_blocks [2, kv_block_slots] pointers       where the visible keys' K and V blocks are
+//                                (attention reads the cache in place; kv_block_slots =
+//                                keys / kv_block_tokens + 2, the most blocks keys can span)
 //   scores [n_head, keys]        one score row per head
 //   logits [logit_rows, n_vocab] logits of the last token, or of logit_rows tokens at a time
 //                                when Forward streams every token's logits (perplexity)
@@ -28,6 +30,7 @@
 #include <vector>
 
 #include "backend/allocator.h"
+#include "kv/kv_cache.h"
 #include "base/status.h"
 #include "model/model.h"
 #include "tensor/dtype.h"
@@ -45,6 +48,8 @@ struct MatMulInput {
 struct ScratchShape {
   int64_t max_tokens = 0;  // tokens per step (num_batch, at most num_ctx)
   int64_t max_keys = 0;    // keys one attention step can see (num_ctx)
+  // Positions per KV cache block (KvCacheOptions::block_tokens of the caches Forward reads).
+  int64_t kv_block_tokens = KvCacheOptions{}.block_tokens;
   int64_t n_embd = 0, q_dim = 0, k_dim = 0, v_dim = 0, attn_dim = 0, n_ff = 0, n_head = 0;
   int64_t n_vocab = 0;
   int64_t logit_rows = 1;  // tokens whose logits are computed at once (>= 1)
@@ -89,8 +94,13 @@ class ForwardScratch {
   float* attn() const { return F(off_.attn); }
   float* gate() const { return F(off_.gate); }
   float* up() const { return F(off_.up); }
-  float* kc() const { return F(off_.kc); }
-  float* vc() const { return F(off_.vc); }
+  // [kv_block_slots()] pointers each for K and V.
+  const uint8_t** k_blocks() const {
+    return reinterpret_cast<const uint8_t**>(buffer_.data() + off_.kv_blocks);
+  }
+  const uint8_t** v_blocks() const { return k_blocks() + kv_block_slots(); }
+  int64_t kv_block_slots() const { return KvBlockSlots(shape_); }
+  static int64_t KvBlockSlots(const ScratchShape& shape);
   float* scores() const { return F(off_.scores); }
   float* logits() const { return F(off_.logits); }
   std::span<uint8_t> workspace() const {
@@ -98,7 +108,7 @@ class ForwardScratch {
   }
 
   struct Offsets {
-    uint64_t x, cur, out, q, k, v, attn, gate, up, kc, vc, scores, logits, workspace, end;
+    uint64_t x, cur, out, q, k, v, attn, gate, up, kv_blocks, scores, logits, workspace, end;
   };
   static Offsets Layout(const ScratchShape& shape);
 

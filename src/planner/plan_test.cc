@@ -108,7 +108,7 @@ TEST(PlanTest, SmallGpuSpillsLayersToTheCpuAndSaysWhich) {
   bool warned = false;
   for (const auto& w : p->warnings) warned |= w.find("layers run on the CPU") != std::string::npos;
   EXPECT_TRUE(warned);
-  EXPECT_NE(p->Summary().find("cpu [layers 0-"), std::string::npos) << p->Summary();
+  EXPECT_NE(p->Summary().find("cpu [layers 0"), std::string::npos) << p->Summary();
   // Slower than the all-GPU plan, by the bandwidth model.
   auto all_gpu = MakePlan(Llama3_8B(), Devices("cuda0=24GiB,cpu=64GiB"), o);
   EXPECT_LT(p->predicted_tok_s, all_gpu->predicted_tok_s);
@@ -170,7 +170,7 @@ TEST(PlanTest, ImpossibleRequestSaysTheSmallestChanges) {
   EXPECT_NE(msg.find("more on cuda0"), std::string::npos) << msg;
   EXPECT_NE(msg.find("num_ctx <= "), std::string::npos) << msg;
   EXPECT_NE(msg.find("or kv cache q8_0"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("layers on CPU (--num-gpu "), std::string::npos) << msg;
+  EXPECT_NE(msg.find(" on CPU (--num-gpu "), std::string::npos) << msg;
   // Nothing fits anywhere: the message says so.
   auto none = MakePlan(m, Devices("cuda0=1GiB,cpu=2GiB"), o);
   ASSERT_FALSE(none.ok());

@@ -1,5 +1,6 @@
-// Causal multi-head attention of a batch of queries over f32 K/V rows (the attention step of
-// Model::Forward), with a plain reference kernel beside the fast one.
+// Causal multi-head attention of a batch of queries over K/V rows read in place from the KV
+// cache (the attention step of Model::Forward), with a plain reference kernel beside the fast
+// one. Nothing here grows with the context but the caller's `scores` rows.
 //
 // For query token t (position pos0 + t) and head h (KV head g = h / (n_head / n_head_kv)), the
 // visible keys are positions first..p with p = pos0 + t, first = max(p_lo, p - window + 1) for
@@ -24,10 +25,26 @@
 
 namespace ferry {
 
+// Where the K and V rows of the visible keys are: read in place, never copied. Position p's
+// row (all KV heads: n_head_kv * head_dim elements of `type`) is at
+//   blocks[(p - first_pos) / block_tokens] + ((p - first_pos) % block_tokens) * row_bytes
+// for p in [p_lo, p_lo + n_keys): a paged KV cache gives one pointer per block
+// (KvCache::BlockRows; first_pos = its first block's first position), a contiguous array one
+// block (block_tokens >= the positions it holds, first_pos = its first position).
+// type: kF32, kF16 (converted while read, exactly), kQ8_0 or kQ4_0 (each element d * q, or
+// (q - 8) * d, exactly as DequantizeRow computes it; a row is whole blocks of 32).
+struct KvRows {
+  DType type = DType::kF32;
+  int64_t first_pos = 0;
+  int64_t block_tokens = 0;
+  const uint8_t* const* k_blocks = nullptr;
+  const uint8_t* const* v_blocks = nullptr;
+  uint64_t k_row_bytes = 0, v_row_bytes = 0;
+};
+
 struct AttentionArgs {
   const float* q = nullptr;  // [n_tok, n_head * head_dim_k]
-  const float* k = nullptr;  // [n_keys, n_head_kv * head_dim_k]: key row j is position p_lo + j
-  const float* v = nullptr;  // [n_keys, n_head_kv * head_dim_v]
+  KvRows kv;                 // keys/values of positions [p_lo, p_lo + n_keys)
   float* out = nullptr;      // [n_tok, n_head * head_dim_v]; must not overlap the inputs
   float* scores = nullptr;   // [n_head, n_keys] workspace (one row per head)
   int64_t n_tok = 0, n_keys = 0;
@@ -38,6 +55,9 @@ struct AttentionArgs {
   int64_t window = 0;  // sliding window (keys p - window + 1 .. p), 0 = none
   float scale = 1.0f;
 };
+
+// True if Attention can read KV rows of this type and head size in place (KvRows above).
+bool AttentionSupportsKv(DType type, int64_t n_head_kv, int64_t head_dim_k, int64_t head_dim_v);
 
 // The reference: double sums, one head and token at a time, on the calling thread.
 void AttentionRef(const AttentionArgs& a);
