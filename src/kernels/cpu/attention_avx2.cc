@@ -153,19 +153,26 @@ template <typename L, int NR, int NK>
 inline void ScoreTile(const float* const* q, const uint8_t* k0, uint64_t row_bytes, int64_t e0,
                       int64_t d, float scale, float* const* sc, int64_t j) {
   __m256 acc[NR][NK];
+#pragma GCC unroll 8
   for (int r = 0; r < NR; ++r) {
+#pragma GCC unroll 8
     for (int c = 0; c < NK; ++c) acc[r][c] = _mm256_setzero_ps();
   }
   const int64_t main = d - d % 8;
   for (int64_t i = 0; i < main; i += 8) {
     __m256 kv[NK];
+#pragma GCC unroll 8
     for (int c = 0; c < NK; ++c) kv[c] = L::Load(k0 + c * row_bytes, e0 + i);
+#pragma GCC unroll 8
     for (int r = 0; r < NR; ++r) {
       const __m256 qv = _mm256_loadu_ps(q[r] + i);
+#pragma GCC unroll 8
       for (int c = 0; c < NK; ++c) acc[r][c] = _mm256_fmadd_ps(qv, kv[c], acc[r][c]);
     }
   }
+#pragma GCC unroll 8
   for (int r = 0; r < NR; ++r) {
+#pragma GCC unroll 8
     for (int c = 0; c < NK; ++c) {
       float s = HorizontalSum(acc[r][c]);
       for (int64_t i = main; i < d; ++i) s += q[r][i] * L::One(k0 + c * row_bytes, e0 + i);
@@ -181,19 +188,26 @@ template <typename L, int NR, int W>
 inline void ValueTile(const float* const* p, const uint8_t* v0, uint64_t row_bytes,
                       int64_t count, int64_t e0, int64_t i0, float* const* out) {
   __m256 acc[NR][W];
+#pragma GCC unroll 8
   for (int r = 0; r < NR; ++r) {
+#pragma GCC unroll 8
     for (int w = 0; w < W; ++w) acc[r][w] = _mm256_loadu_ps(out[r] + i0 + 8 * w);
   }
   for (int64_t j = 0; j < count; ++j) {
     const uint8_t* vj = v0 + j * row_bytes;
     __m256 vv[W];
+#pragma GCC unroll 8
     for (int w = 0; w < W; ++w) vv[w] = L::Load(vj, e0 + i0 + 8 * w);
+#pragma GCC unroll 8
     for (int r = 0; r < NR; ++r) {
       const __m256 pb = _mm256_broadcast_ss(p[r] + j);
+#pragma GCC unroll 8
       for (int w = 0; w < W; ++w) acc[r][w] = _mm256_fmadd_ps(pb, vv[w], acc[r][w]);
     }
   }
+#pragma GCC unroll 8
   for (int r = 0; r < NR; ++r) {
+#pragma GCC unroll 8
     for (int w = 0; w < W; ++w) _mm256_storeu_ps(out[r] + i0 + 8 * w, acc[r][w]);
   }
 }
