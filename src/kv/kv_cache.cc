@@ -545,6 +545,12 @@ Status KvCache::Store(int32_t seq, int layer_index, int64_t pos, const float* k,
         "KvCache::Store: position {} of sequence {} was evicted from layer {}'s ring", pos, seq,
         layer_index);
   }
+  if (options_.type == DType::kF16) {
+    // The common cache type, written on every step: the F16C conversion (bitwise the same).
+    ConvertF32ToF16(k, reinterpret_cast<uint16_t*>(layer.KRow(block, pos % bt, bt)), layer.k_dim);
+    ConvertF32ToF16(v, reinterpret_cast<uint16_t*>(layer.VRow(block, pos % bt, bt)), layer.v_dim);
+    return Status::Ok();
+  }
   FERRY_RETURN_IF_ERROR(QuantizeRow(options_.type, k, layer.KRow(block, pos % bt, bt), layer.k_dim));
   return QuantizeRow(options_.type, v, layer.VRow(block, pos % bt, bt), layer.v_dim);
 }

@@ -160,6 +160,18 @@ Status Model::Forward(const Batch& batch, KvCache& kv, const ForwardOptions& opt
     }
   }
 
+  // Each token's rotary angles, once per step for every layer of a kind (full attention,
+  // sliding window: their RopeParams differ).
+  for (bool sliding : {false, true}) {
+    const bool used = std::any_of(hp.swa_window.begin(), hp.swa_window.end(),
+                                  [&](int64_t w) { return (w > 0) == sliding; });
+    if (!used) continue;
+    const RopeParams rope = LayerRope(hp, w_, sliding);
+    for (int64_t t = 0; t < n; ++t) {
+      RopeAngles(batch.entries[static_cast<size_t>(t)].pos, rope, sc->rope(sliding) + t * dk);
+    }
+  }
+
   for (int64_t l = 0; l < hp.n_layer; ++l) {
     const LayerWeights& L = w_.layers[static_cast<size_t>(l)];
     const int64_t window = hp.swa_window[static_cast<size_t>(l)];
@@ -180,8 +192,9 @@ Status Model::Forward(const Batch& batch, KvCache& kv, const ForwardOptions& opt
     const RopeParams rope = LayerRope(hp, w_, window > 0);
     for (int64_t t = 0; t < n; ++t) {
       const BatchEntry& b = batch.entries[static_cast<size_t>(t)];
-      RopeRef(q + t * qd, hp.n_head, dk, b.pos, rope);
-      RopeRef(k + t * kd, hp.n_head_kv, dk, b.pos, rope);
+      const float* cs = sc->rope(window > 0) + t * dk;
+      RopeApply(q + t * qd, hp.n_head, dk, cs, rope);
+      RopeApply(k + t * kd, hp.n_head_kv, dk, cs, rope);
       FERRY_RETURN_IF_ERROR(kv.Store(b.seq, static_cast<int>(l), b.pos, k + t * kd, v + t * vd));
     }
 

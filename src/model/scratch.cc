@@ -34,6 +34,7 @@ ForwardScratch::Offsets ForwardScratch::Layout(const ScratchShape& s) {
   // Pointers, not floats: 2 per slot, 8 bytes each (two floats' room).
   o.kv_blocks = take(4 * u(ForwardScratch::KvBlockSlots(s)));
   o.scores = take(u(s.n_head) * keys);
+  o.rope = take(2 * n * u(s.head_dim_k));
   o.logits = take(u(std::max<int64_t>(1, s.logit_rows)) * u(s.n_vocab));
   o.workspace = at;
   uint64_t ws = 0;
@@ -60,6 +61,7 @@ ScratchShape MakeScratchShape(int64_t n_embd, int64_t n_head, int64_t n_head_kv,
   s.max_keys = max_keys;
   s.n_embd = n_embd;
   s.q_dim = n_head * head_dim_k;
+  s.head_dim_k = head_dim_k;
   s.k_dim = n_head_kv * head_dim_k;
   s.v_dim = n_head_kv * head_dim_v;
   s.attn_dim = n_head * head_dim_v;

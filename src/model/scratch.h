@@ -14,6 +14,8 @@
 //                                (attention reads the cache in place; kv_block_slots =
 //                                keys / kv_block_tokens + 2, the most blocks keys can span)
 //   scores [n_head, keys]        one score row per head
+//   rope [2, n, head_dim_k]      each token's rotary angles (RopeAngles), for full-attention
+//                                and for sliding-window layers: computed once per step
 //   logits [logit_rows, n_vocab] logits of the last token, or of logit_rows tokens at a time
 //                                when Forward streams every token's logits (perplexity)
 //   workspace [bytes]            MatMul activation quantization: the largest
@@ -51,6 +53,7 @@ struct ScratchShape {
   // Positions per KV cache block (KvCacheOptions::block_tokens of the caches Forward reads).
   int64_t kv_block_tokens = KvCacheOptions{}.block_tokens;
   int64_t n_embd = 0, q_dim = 0, k_dim = 0, v_dim = 0, attn_dim = 0, n_ff = 0, n_head = 0;
+  int64_t head_dim_k = 0;
   int64_t n_vocab = 0;
   int64_t logit_rows = 1;  // tokens whose logits are computed at once (>= 1)
   std::vector<MatMulInput> matmuls;  // distinct (type, cols) of the multiplied weights
@@ -102,13 +105,18 @@ class ForwardScratch {
   int64_t kv_block_slots() const { return KvBlockSlots(shape_); }
   static int64_t KvBlockSlots(const ScratchShape& shape);
   float* scores() const { return F(off_.scores); }
+  // [n, head_dim_k]: sliding = false for full-attention layers, true for sliding-window ones.
+  float* rope(bool sliding) const {
+    return F(off_.rope) + (sliding ? shape_.max_tokens * shape_.head_dim_k : 0);
+  }
   float* logits() const { return F(off_.logits); }
   std::span<uint8_t> workspace() const {
     return {buffer_.data() + off_.workspace, buffer_.size() - off_.workspace};
   }
 
   struct Offsets {
-    uint64_t x, cur, out, q, k, v, attn, gate, up, kv_blocks, scores, logits, workspace, end;
+    uint64_t x, cur, out, q, k, v, attn, gate, up, kv_blocks, scores, rope, logits, workspace,
+        end;
   };
   static Offsets Layout(const ScratchShape& shape);
 

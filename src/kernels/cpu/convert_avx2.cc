@@ -17,4 +17,13 @@ void ConvertF16ToF32Avx2(const uint16_t* src, float* dst, int64_t n) {
   for (; i < n; ++i) dst[i] = Fp16ToFloat(src[i]);
 }
 
+void ConvertF32ToF16Avx2(const float* src, uint16_t* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), h);
+  }
+  for (; i < n; ++i) dst[i] = _cvtss_sh(src[i], _MM_FROUND_TO_NEAREST_INT);
+}
+
 }  // namespace ferry::cpu_internal

@@ -178,6 +178,41 @@ void RopeRef(float* x, int64_t n_heads, int64_t head_dim, int64_t pos, const Rop
   }
 }
 
+void RopeAngles(int64_t pos, const RopeParams& p, float* cs) {
+  const int64_t half = p.n_rot / 2;
+  const bool yarn = p.ext_factor != 0.0f;
+  const RopeYarnDims dims = yarn ? RopeYarnCorrDims(p) : RopeYarnDims{};
+  float mscale = p.attn_factor;
+  if (yarn) mscale *= 1.0f + 0.1f * std::log(1.0f / p.freq_scale);
+  for (int64_t i = 0; i < half; ++i) {
+    float theta_e = static_cast<float>(pos) *
+                    std::pow(p.base, -2.0f * static_cast<float>(i) / static_cast<float>(p.n_rot));
+    if (p.freq_factors != nullptr) theta_e /= p.freq_factors[i];
+    float theta = p.freq_scale * theta_e;
+    if (yarn) {
+      const float mix = RopeYarnRamp(dims, i) * p.ext_factor;
+      theta = theta * (1.0f - mix) + theta_e * mix;
+    }
+    cs[2 * i] = std::cos(theta) * mscale;
+    cs[2 * i + 1] = std::sin(theta) * mscale;
+  }
+}
+
+void RopeApply(float* x, int64_t n_heads, int64_t head_dim, const float* cs, const RopeParams& p) {
+  const int64_t half = p.n_rot / 2;
+  for (int64_t i = 0; i < half; ++i) {
+    const float c = cs[2 * i], s = cs[2 * i + 1];
+    for (int64_t h = 0; h < n_heads; ++h) {
+      float* xh = x + h * head_dim;
+      const int64_t a = p.neox ? i : 2 * i;
+      const int64_t b = p.neox ? i + half : 2 * i + 1;
+      const float xa = xh[a], xb = xh[b];
+      xh[a] = xa * c - xb * s;
+      xh[b] = xa * s + xb * c;
+    }
+  }
+}
+
 void SoftmaxRef(float* x, int64_t n) {
   float max = -INFINITY;
   for (int64_t i = 0; i < n; ++i) max = std::max(max, x[i]);
