@@ -155,6 +155,21 @@ def test_cpu_bandwidth_measured_or_overridden(ferry):
     assert out["plan"]["devices"][0]["bandwidth_source"] == "default"
 
 
+def test_cpu_kernels_can_be_capped(ferry):
+    env = dict(os.environ)
+    env.pop("FERRY_CPU_KERNELS", None)
+    best = plan_json_env(ferry, env)["cpu_kernels"]
+    assert best in ("avx512-vnni", "avx2", "portable")
+    env["FERRY_CPU_KERNELS"] = "portable"
+    assert plan_json_env(ferry, env)["cpu_kernels"] == "portable"
+    assert "CPU kernels portable" in run([ferry, "plan", STORIES], env=env).stdout
+    env["FERRY_CPU_KERNELS"] = "avx2"
+    assert plan_json_env(ferry, env)["cpu_kernels"] in ("avx2", "portable")
+    env["FERRY_CPU_KERNELS"] = "sse9"
+    proc = run([ferry, "plan", STORIES], check=False, env=env)
+    assert proc.returncode != 0 and "FERRY_CPU_KERNELS" in proc.stderr and "sse9" in proc.stderr
+
+
 def plan_json_env(ferry, env):
     return json.loads(run([ferry, "plan", STORIES, "--json", "--num-thread", "1"],
                           env=env).stdout)

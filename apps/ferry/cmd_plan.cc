@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "backend/device.h"
+#include "kernels/cpu/matmul.h"
 #include "base/bytes.h"
 #include "model/model.h"
 #include "planner/plan.h"
@@ -238,10 +239,12 @@ int RunPlan(const Settings& settings, const PlanOptions& o) {
   json out;
   out["model"] = shape.name;
   out["devices_described"] = !o.devices.empty();
+  out["cpu_kernels"] = CpuKernelsName();
   if (!o.json) {
     std::printf("%s: %lld layers, trained context %lld\n", shape.name.c_str(),
                 static_cast<long long>(shape.n_layer), static_cast<long long>(shape.n_ctx_train));
-    std::printf("devices: %s\n", DescribeInventory(inv).c_str());
+    std::printf("devices: %s; CPU kernels %s\n", DescribeInventory(inv).c_str(),
+                CpuKernelsName());
   }
   int rc = 0;
   json rows = json::array();

@@ -79,6 +79,13 @@ StatusOr<Settings> ReadSettings() {
     }
     s.cpu_bandwidth = *bandwidth;
   }
+  if (const char* k = std::getenv("FERRY_CPU_KERNELS"); k != nullptr && *k != '\0') {
+    const std::string_view v = k;
+    if (v != "best" && v != "avx512" && v != "avx2" && v != "portable") {
+      return InvalidArgumentError(
+          "FERRY_CPU_KERNELS: '{}' is not one of best, avx512, avx2, portable", v);
+    }
+  }
   const char* home_env = std::getenv("HOME");
   const std::string home = home_env != nullptr ? home_env : ".";
   if (const char* m = std::getenv("FERRY_MODELS"); m != nullptr && *m != '\0') {

@@ -1,8 +1,11 @@
 #include "kernels/cpu/matmul.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <string_view>
 #include <vector>
 
 #include "kernels/cpu/matmul_internal.h"
@@ -16,10 +19,30 @@ using cpu_internal::KernelSet;
 using cpu_internal::RowsKernel;
 using cpu_internal::WeightRows;
 
+// The most capable kernel set FERRY_CPU_KERNELS allows: 2 = AVX-512 VNNI ("best", "avx512"
+// or unset), 1 = AVX2 ("avx2"), 0 = portable ("portable"). Read once, at first use, so that
+// every binary (the test programs too) honours it; an unknown value is ignored with a warning
+// (`ferry` itself rejects it first, in settings.cc).
+int KernelLimit() {
+  static const int limit = [] {
+    const char* v = std::getenv("FERRY_CPU_KERNELS");
+    const std::string_view s = v == nullptr ? "" : v;
+    if (s.empty() || s == "best" || s == "avx512") return 2;
+    if (s == "avx2") return 1;
+    if (s == "portable") return 0;
+    std::fprintf(stderr,
+                 "ferry: FERRY_CPU_KERNELS=%s is not best, avx512, avx2 or portable; using the "
+                 "best kernels\n",
+                 v);
+    return 2;
+  }();
+  return limit;
+}
+
 bool DetectAvx2() {
 #if defined(__x86_64__) && defined(FERRY_HAVE_AVX2_KERNELS)
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+  return KernelLimit() >= 1 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
          __builtin_cpu_supports("f16c");
 #else
   return false;
@@ -29,7 +52,7 @@ bool DetectAvx2() {
 bool DetectAvx512() {
 #if defined(__x86_64__) && defined(FERRY_HAVE_AVX2_KERNELS)
   __builtin_cpu_init();
-  return DetectAvx2() && __builtin_cpu_supports("avx512f") &&
+  return KernelLimit() >= 2 && DetectAvx2() && __builtin_cpu_supports("avx512f") &&
          __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
 #else
@@ -119,6 +142,10 @@ bool CpuHasAvx512Kernels() {
 bool CpuHasAvx2Kernels() {
   static const bool has = DetectAvx2();
   return has;
+}
+
+const char* CpuKernelsName() {
+  return CpuHasAvx512Kernels() ? "avx512-vnni" : CpuHasAvx2Kernels() ? "avx2" : "portable";
 }
 
 bool MatMulUsesPackedWeights(DType type) {

@@ -36,6 +36,11 @@
 
 namespace ferry {
 
+// The environment variable FERRY_CPU_KERNELS (best | avx512 | avx2 | portable, read once at
+// first use) caps what the CPU checks below report, and so what kBest and kAvx2 run and what
+// every caller that asks CpuHasAvx2Kernels / CpuHasAvx512Kernels uses (attention, activations,
+// conversions, packing): with "avx2" an AVX-512 machine runs the AVX2 kernels everywhere, with
+// "portable" the portable ones. That is how the tests exercise every path on one machine.
 enum class KernelPath {
   kBest,      // AVX-512 VNNI kernels when the CPU has AVX-512 F/BW/DQ/VL and VNNI, else AVX2
               // kernels when it has AVX2, FMA and F16C, else portable
@@ -48,6 +53,8 @@ enum class KernelPath {
 bool CpuHasAvx2Kernels();
 // True if kBest uses the AVX-512 VNNI kernels on this machine.
 bool CpuHasAvx512Kernels();
+// The kernel set kBest uses: "avx512-vnni", "avx2" or "portable".
+const char* CpuKernelsName();
 
 // True if MatMul has a kernel for weights of this type: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1,
 // Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K. Other types fall back to MatMulRef (which rejects the
