@@ -86,7 +86,8 @@ TEST(ActivationTest, SiluMulAvx2IsWithinAFewUlpOfTheReference) {
     alone[i] = g;
   }
   for (size_t i = 0; i < x.size(); ++i) {
-    if (!std::isinf(x[i])) ASSERT_EQ(std::memcmp(&alone[i], &got[i], 4), 0) << "x " << x[i];
+    if (std::isinf(x[i])) continue;
+    ASSERT_EQ(std::memcmp(&alone[i], &got[i], 4), 0) << "x " << x[i];
   }
   RecordProperty("worst_relative_error", std::to_string(worst));
 }

@@ -151,33 +151,6 @@ float RopeYarnRamp(RopeYarnDims dims, int64_t i) {
   return 1.0f - std::min(1.0f, std::max(0.0f, y));
 }
 
-void RopeRef(float* x, int64_t n_heads, int64_t head_dim, int64_t pos, const RopeParams& p) {
-  const int64_t half = p.n_rot / 2;
-  const bool yarn = p.ext_factor != 0.0f;
-  const RopeYarnDims dims = yarn ? RopeYarnCorrDims(p) : RopeYarnDims{};
-  float mscale = p.attn_factor;
-  if (yarn) mscale *= 1.0f + 0.1f * std::log(1.0f / p.freq_scale);
-  for (int64_t i = 0; i < half; ++i) {
-    float theta_e = static_cast<float>(pos) *
-                    std::pow(p.base, -2.0f * static_cast<float>(i) / static_cast<float>(p.n_rot));
-    if (p.freq_factors != nullptr) theta_e /= p.freq_factors[i];
-    float theta = p.freq_scale * theta_e;
-    if (yarn) {
-      const float mix = RopeYarnRamp(dims, i) * p.ext_factor;
-      theta = theta * (1.0f - mix) + theta_e * mix;
-    }
-    const float c = std::cos(theta) * mscale, s = std::sin(theta) * mscale;
-    for (int64_t h = 0; h < n_heads; ++h) {
-      float* xh = x + h * head_dim;
-      const int64_t a = p.neox ? i : 2 * i;
-      const int64_t b = p.neox ? i + half : 2 * i + 1;
-      const float xa = xh[a], xb = xh[b];
-      xh[a] = xa * c - xb * s;
-      xh[b] = xa * s + xb * c;
-    }
-  }
-}
-
 void RopeAngles(int64_t pos, const RopeParams& p, float* cs) {
   const int64_t half = p.n_rot / 2;
   const bool yarn = p.ext_factor != 0.0f;
@@ -211,6 +184,12 @@ void RopeApply(float* x, int64_t n_heads, int64_t head_dim, const float* cs, con
       xh[b] = xa * s + xb * c;
     }
   }
+}
+
+void RopeRef(float* x, int64_t n_heads, int64_t head_dim, int64_t pos, const RopeParams& p) {
+  std::vector<float> cs(static_cast<size_t>(p.n_rot));
+  RopeAngles(pos, p, cs.data());
+  RopeApply(x, n_heads, head_dim, cs.data(), p);
 }
 
 void SoftmaxRef(float* x, int64_t n) {

@@ -103,10 +103,10 @@ float RopeYarnRamp(RopeYarnDims dims, int64_t i);
 // each pair (a, b) becomes (a cos - b sin, a sin + b cos) with the angle and magnitude above.
 void RopeRef(float* x, int64_t n_heads, int64_t head_dim, int64_t pos, const RopeParams& p);
 
-// RopeRef in two steps, so that a position's angles are computed once for every layer and for
+// RopeRef's two steps, so that a position's angles are computed once for every layer and for
 // both q and k: RopeAngles writes cs[2i] = cos * magnitude and cs[2i + 1] = sin * magnitude of
-// pair i (cs: [n_rot] floats); RopeApply rotates x with them. RopeApply(RopeAngles(pos)) gives
-// bitwise what RopeRef(pos) gives.
+// pair i (cs: [n_rot] floats); RopeApply rotates x with them. RopeRef(pos) is
+// RopeApply(RopeAngles(pos)).
 void RopeAngles(int64_t pos, const RopeParams& p, float* cs);
 void RopeApply(float* x, int64_t n_heads, int64_t head_dim, const float* cs, const RopeParams& p);
 

@@ -6,9 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <cstring>
 #include <numbers>
-#include <random>
 #include <vector>
 
 namespace ferry {
@@ -148,35 +146,6 @@ TEST(RopeRefTest, YarnMixesExtrapolatedAndInterpolatedAngles) {
   EXPECT_NEAR(Wrap(Pair(p, y, 0).first - pos), 0.0, 2e-5);
   const double theta6 = pos * std::pow(1e6, -12.0 / 64);
   EXPECT_NEAR(Wrap(Pair(p, y, 6).first - theta6 / factor), 0.0, 1e-6);
-}
-
-TEST(RopeRefTest, AnglesThenApplyIsBitwiseRopeRef) {
-  std::mt19937 rng(4);
-  std::normal_distribution<float> normal(0.0f, 2.0f);
-  std::vector<float> factors(64);
-  for (float& f : factors) f = 1.0f + std::fabs(normal(rng));
-  RopeParams plain;
-  plain.n_rot = 64;
-  RopeParams neox = plain;
-  neox.neox = true;
-  neox.base = 1e6f;
-  neox.freq_scale = 0.25f;
-  neox.freq_factors = factors.data();
-  neox.attn_factor = 0.9f;
-  RopeParams partial = plain;
-  partial.n_rot = 32;  // half of each 64-wide head passes through
-  for (const RopeParams& p : {plain, neox, partial, Yarn(4.0f)}) {
-    for (int64_t pos : {0, 1, 17, 4095, 100000}) {
-      std::vector<float> x(3 * 128), y;
-      for (float& f : x) f = normal(rng);
-      y = x;
-      RopeRef(x.data(), 3, 128, pos, p);
-      std::vector<float> cs(static_cast<size_t>(p.n_rot));
-      RopeAngles(pos, p, cs.data());
-      RopeApply(y.data(), 3, 128, cs.data(), p);
-      ASSERT_EQ(std::memcmp(x.data(), y.data(), x.size() * sizeof(float)), 0) << "pos " << pos;
-    }
-  }
 }
 
 }  // namespace
