@@ -146,7 +146,10 @@ void PrintText(const gguf::GgufFile& f, const ModelInfo& m, const ShowOptions& o
                                FormatBytes(m.file_size), m.gguf_version, f.tensors().size(),
                                FormatBytes(m.tensor_bytes)));
   row("context length", OptStr(m.context_length));
-  row("layers", OptStr(m.block_count));
+  row("layers", m.block_count && *m.block_count > f.tensors().size()
+                    ? fmt::format("{} (more than the file's {} tensors: not loadable)",
+                                  *m.block_count, f.tensors().size())
+                    : OptStr(m.block_count));
   row("embedding size", OptStr(m.embedding_length));
   row("feed-forward size", OptStr(m.feed_forward_length));
   row("heads", OptStr(m.head_count));

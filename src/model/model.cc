@@ -152,6 +152,12 @@ Status ReadCommon(const gguf::GgufFile& f, HParams* hp) {
                          "{}, kv heads {}, ffn {})", f.name(), hp->n_embd, hp->n_layer,
                          hp->n_head, hp->n_head_kv, hp->n_ff);
   }
+  // Every layer has tensors of its own, so a file cannot hold more layers than tensors: checked
+  // before anything per layer is reserved (a patched block_count must not allocate gigabytes).
+  if (static_cast<uint64_t>(hp->n_layer) > f.tensors().size()) {
+    return DataLossError("{}: '{}block_count' = {} layers, but the file holds only {} tensors",
+                         f.name(), a, hp->n_layer, f.tensors().size());
+  }
   if (hp->n_head % hp->n_head_kv != 0) {
     return DataLossError("{}: {} heads is not a multiple of {} KV heads", f.name(), hp->n_head,
                          hp->n_head_kv);

@@ -93,7 +93,12 @@ StatusOr<ModelInfo> ReadModelInfo(const gguf::GgufFile& f) {
   std::vector<uint64_t> kv;
   FERRY_RETURN_IF_ERROR(ReadUintOrArray(f, a + "attention.head_count_kv", &kv));
   if (kv.empty()) kv = heads;  // no GQA key: every head has its own K/V
-  if (m.block_count) {
+  // A block count above the file's tensor count cannot be true (each layer has tensors of its
+  // own): it is shown as read, but nothing is sized by it. A header without tensors (a shape
+  // description) may describe up to kMaxDescribedLayers.
+  constexpr uint64_t kMaxDescribedLayers = 4096;
+  const uint64_t layer_bound = f.tensors().empty() ? kMaxDescribedLayers : f.tensors().size();
+  if (m.block_count && *m.block_count <= layer_bound) {
     if (kv.size() == 1) kv.assign(*m.block_count, kv[0]);
     if (kv.size() == *m.block_count) m.head_count_kv = kv;
   }

@@ -50,6 +50,25 @@ TEST(ModelInfoTest, Llama3Shape) {
   EXPECT_EQ(*m->KvBytesPerToken(KvCacheType::kQ8_0), 2u * 32 * (8 * 128 / 32) * 34);
 }
 
+// A block count no file could hold is reported as read, but sizes nothing (it used to
+// expand head_count_kv to 2^31 entries: 16 GiB).
+TEST(ModelInfoTest, AbsurdBlockCountSizesNothing) {
+  gguf::GgufWriter w;
+  ASSERT_TRUE(w.AddMetadata("general.architecture", gguf::Value("llama")).ok());
+  ASSERT_TRUE(w.AddMetadata("llama.block_count", gguf::Value(uint32_t{2147483647})).ok());
+  ASSERT_TRUE(w.AddMetadata("llama.embedding_length", gguf::Value(uint32_t{64})).ok());
+  ASSERT_TRUE(w.AddMetadata("llama.attention.head_count", gguf::Value(uint32_t{8})).ok());
+  auto bytes = w.Serialize();
+  ASSERT_TRUE(bytes.ok());
+  auto f = gguf::GgufFile::Parse(bytes->data(), bytes->size());
+  ASSERT_TRUE(f.ok());
+  auto m = ReadModelInfo(**f);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(*m->block_count, 2147483647u);
+  EXPECT_TRUE(m->head_count_kv.empty());
+  EXPECT_FALSE(m->KvBytesPerToken(KvCacheType::kF16).has_value());
+}
+
 TEST(ModelInfoTest, PerLayerHeadsAndBadTypes) {
   gguf::GgufWriter w;
   ASSERT_TRUE(w.AddMetadata("general.architecture", gguf::Value("x")).ok());

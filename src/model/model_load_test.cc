@@ -145,6 +145,21 @@ TEST(ModelLoadTest, BadHyperParameters) {
             std::string::npos);
 }
 
+// A block count the file cannot hold (issue: 2147483647 in a 1.1 MB file grew ferry to 23 GB)
+// is rejected before anything per layer is reserved.
+TEST(ModelLoadTest, BlockCountBeyondTheFileIsRejected) {
+  for (uint32_t n : {2147483647u, 4000000000u, 10000000u, 49u}) {
+    std::vector<uint8_t> buf;
+    auto m = LoadEdited([n](auto* md, auto*) { SetUint(md, "llama.block_count", n); }, &buf);
+    ASSERT_FALSE(m.ok()) << n;
+    EXPECT_EQ(m.status().code(), StatusCode::kDataLoss) << m.status().ToString();
+    EXPECT_NE(m.status().message().find(fmt::format("'llama.block_count' = {} layers, but the "
+                                                    "file holds only 48 tensors", n)),
+              std::string::npos)
+        << m.status().ToString();
+  }
+}
+
 // RoPE scaling metadata, read as llama.cpp hands it to ggml's rope (values seen in the ROPE
 // nodes of llama-cpp-python 0.3.36; see ReadRopeScaling in model.cc).
 TEST(ModelLoadTest, RopeScalingMetadata) {
