@@ -293,14 +293,25 @@ int RunPlan(const Settings& settings, const PlanOptions& o) {
   ContextLimits lim = ComputeContextLimits(shape, inv, base);
   if (o.json) {
     out[sweep ? "sweep" : "plan"] = sweep ? rows : rows[0];
-    out["limits"] = {{"max_ctx_all_gpu", lim.max_ctx_all_gpu}, {"max_ctx", lim.max_ctx}};
+    out["limits"] = {{"max_ctx_all_gpu", lim.max_ctx_all_gpu},
+                     {"max_ctx", lim.max_ctx},
+                     {"n_ctx_train", shape.n_ctx_train},
+                     {"max_usable_ctx", CapNumCtxAtTrained(shape, lim.max_ctx)}};
     std::printf("%s\n", out.dump(2).c_str());
     return rc;
   }
+  // Memory's limits, and where the trained context is lower, that (ferry run and the server cap
+  // num_ctx there, as Ollama does).
+  auto limit = [&](int64_t ctx) {
+    if (ctx <= 0) return std::string("none");
+    const int64_t usable = CapNumCtxAtTrained(shape, ctx);
+    if (usable == ctx) return fmt::format("{}", ctx);
+    return fmt::format("{} (the trained context; memory allows {})", usable, ctx);
+  };
   std::printf("limits: largest num_ctx with everything on GPU: %s; with CPU offload: %s\n",
-              lim.max_ctx_all_gpu > 0 ? fmt::format("{}", lim.max_ctx_all_gpu).c_str()
+              lim.max_ctx_all_gpu > 0 ? limit(lim.max_ctx_all_gpu).c_str()
                                       : "none (no GPU fits it)",
-              lim.max_ctx > 0 ? fmt::format("{}", lim.max_ctx).c_str() : "none");
+              limit(lim.max_ctx).c_str());
   return rc;
 }
 

@@ -154,10 +154,9 @@ StatusOr<std::string> Answer(Runner& runner, const std::vector<int32_t>& prompt,
   GenerateRequest req;
   req.prompt = prompt;
   req.options = o.request.options;
+  // Output that cannot be written stops the generation (main() reports it and exits 1).
   FERRY_ASSIGN_OR_RETURN(GenerateResult gen, runner.Generate(req, [](std::string_view s) {
-    std::fwrite(s.data(), 1, s.size(), stdout);
-    std::fflush(stdout);
-    return true;
+    return std::fwrite(s.data(), 1, s.size(), stdout) == s.size() && std::fflush(stdout) == 0;
   }));
   std::printf("\n");
   std::fflush(stdout);
@@ -262,10 +261,24 @@ int RunRun(const Settings& settings, const RunOptions& options) {
     }
   }
 
+  // A request larger than the model's trained context runs at that context (LoadRunner says so).
+  o.request.options.num_ctx = std::min(o.request.options.num_ctx, runner.plan().options.num_ctx);
+  const int64_t num_ctx = o.request.options.num_ctx;
+  // A prompt that cannot fit is refused as soon as that is known, not tokenized whole.
+  auto encode = [&](const std::string& text, bool parse_special) -> StatusOr<std::vector<int32_t>> {
+    auto ids = tokenizer.Encode(text, true, parse_special, num_ctx);
+    if (!ids.ok()) {
+      return ids.status().WithPrefix(fmt::format(
+          "the prompt does not fit: num_ctx is {} (ferry never truncates a prompt; raise "
+          "--num-ctx)",
+          num_ctx));
+    }
+    return ids;
+  };
   auto one_turn = [&](const std::string& text) -> Status {
     std::vector<int32_t> prompt;
     if (o.raw) {
-      FERRY_ASSIGN_OR_RETURN(prompt, tokenizer.Encode(text, true, false));
+      FERRY_ASSIGN_OR_RETURN(prompt, encode(text, false));
       if (prompt.empty()) {
         return InvalidArgumentError("the prompt is empty and the model adds no BOS token");
       }
@@ -277,7 +290,7 @@ int RunRun(const Settings& settings, const RunOptions& options) {
       } else {
         FERRY_ASSIGN_OR_RETURN(rendered, tmpl->Render(conversation, true));
       }
-      FERRY_ASSIGN_OR_RETURN(prompt, tokenizer.Encode(rendered, true, true));
+      FERRY_ASSIGN_OR_RETURN(prompt, encode(rendered, true));
     }
     FERRY_ASSIGN_OR_RETURN(std::string answer, Answer(runner, prompt, o));
     if (!o.raw) conversation.push_back({"assistant", answer});
@@ -288,8 +301,10 @@ int RunRun(const Settings& settings, const RunOptions& options) {
     Status s = one_turn(*o.prompt);
     return s.ok() ? 0 : Fail("run", s);
   }
-  // Interactive: one line per turn; EOF or "/bye" ends.
+  // Interactive: one line per turn; EOF or "/bye" ends. A failed turn is reported and the
+  // session goes on, but the exit code says that one failed.
   std::string line;
+  bool any_failed = false;
   while (true) {
     std::fprintf(stderr, ">>> ");
     if (!std::getline(std::cin, line) || line == "/bye") break;
@@ -297,10 +312,11 @@ int RunRun(const Settings& settings, const RunOptions& options) {
     Status s = one_turn(line);
     if (!s.ok()) {
       std::fprintf(stderr, "error: %s\n", s.message().c_str());
+      any_failed = true;
       if (!o.raw && !conversation.empty()) conversation.pop_back();
     }
   }
-  return 0;
+  return any_failed ? 1 : 0;
 }
 
 int RunPerplexity(const Settings& settings, const PerplexityOptions& o) {
@@ -319,7 +335,7 @@ int RunPerplexity(const Settings& settings, const PerplexityOptions& o) {
   if (!ppl.ok()) return Fail("perplexity", ppl.status());
   std::printf("perplexity %.4f over %lld scored tokens (%lld tokens, windows of %lld)\n", *ppl,
               static_cast<long long>(scored), static_cast<long long>(tokens->size()),
-              static_cast<long long>(o.request.options.num_ctx));
+              static_cast<long long>((*loaded)->plan().options.num_ctx));
   return 0;
 }
 

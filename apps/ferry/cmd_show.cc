@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/bytes.h"
+#include "base/printable.h"
 #include "gguf/gguf.h"
 #include "model/model_info.h"
 #include "store/modelfile.h"
@@ -131,9 +132,9 @@ std::string Brief(const gguf::Value& v) {
 
 void PrintText(const gguf::GgufFile& f, const ModelInfo& m, const ShowOptions& o) {
   auto row = [](std::string_view k, const std::string& v) {
-    std::printf("  %-22s %s\n", std::string(k).c_str(), v.c_str());
+    std::printf("  %-22s %s\n", std::string(k).c_str(), Printable(v).c_str());
   };
-  std::printf("%s\n", f.name().c_str());
+  std::printf("%s\n", Printable(f.name()).c_str());
   row("architecture", m.architecture);
   if (!m.name.empty()) row("name", m.name);
   row("parameters", fmt::format("{} ({})", FormatCount(m.parameter_count), m.parameter_count));
@@ -205,7 +206,7 @@ void PrintText(const gguf::GgufFile& f, const ModelInfo& m, const ShowOptions& o
   if (o.tensors) {
     std::printf("\n  %-40s %-8s %-24s %12s %12s\n", "tensor", "type", "shape", "bytes", "offset");
     for (const gguf::TensorInfo& t : f.tensors()) {
-      std::printf("  %-40s %-8s %-24s %12llu %12llu\n", t.name.c_str(),
+      std::printf("  %-40s %-8s %-24s %12llu %12llu\n", Printable(t.name).c_str(),
                   std::string(DTypeName(t.type)).c_str(), ShapeString(t.dims).c_str(),
                   static_cast<unsigned long long>(t.n_bytes),
                   static_cast<unsigned long long>(t.offset));
@@ -214,9 +215,9 @@ void PrintText(const gguf::GgufFile& f, const ModelInfo& m, const ShowOptions& o
   if (o.metadata) {
     std::printf("\n  metadata\n");
     for (const gguf::KeyValue& kv2 : f.metadata()) {
-      std::printf("  %-44s %-8s %s\n", kv2.key.c_str(),
+      std::printf("  %-44s %-8s %s\n", Printable(kv2.key).c_str(),
                   std::string(gguf::ValueTypeName(kv2.value.type())).c_str(),
-                  Brief(kv2.value).c_str());
+                  Printable(Brief(kv2.value)).c_str());
     }
   }
 }
@@ -238,17 +239,18 @@ int PrintStored(const Settings& settings, const ShowOptions& o) {
       std::printf("# To build a new Modelfile based on this, replace FROM with:\n# FROM %s\n",
                   found->stored->name.DisplayName().c_str());
     }
-    std::printf("\n%s", store::FormatModelfile(mf).c_str());
+    std::printf("\n%s", Printable(store::FormatModelfile(mf), /*multiline=*/true).c_str());
   } else if (o.parameters) {
     // Ollama's layout: the name padded to 30, then the value (strings quoted).
     for (const auto& [name, values] : mf.extras.parameters) {
       const bool text = store::FindParameterType(name) == store::ParameterType::kStringList;
       for (const std::string& v : values) {
-        std::printf("%-30s %s\n", name.c_str(), text ? json(v).dump().c_str() : v.c_str());
+        std::printf("%-30s %s\n", Printable(name).c_str(),
+                    Printable(text ? json(v).dump() : v).c_str());
       }
     }
   } else if (mf.extras.template_text) {
-    std::printf("%s\n", mf.extras.template_text->c_str());
+    std::printf("%s\n", Printable(*mf.extras.template_text, /*multiline=*/true).c_str());
   }
   return 0;
 }

@@ -1,6 +1,8 @@
 // ferry: the single binary. Subcommands parse flags here and call into the libraries; this is
 // the only place that reads FERRY_* environment variables (settings.cc).
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <exception>
 
 #include <CLI/CLI.hpp>
@@ -64,11 +66,24 @@ int Main(int argc, char** argv) {
   return 2;
 }
 
+// A command whose output could not be written (a full disk, /dev/full, a closed pipe) failed,
+// whatever it computed: flush stdout and check it before choosing the exit code.
+int CheckOutputWritten(int rc) {
+  errno = 0;
+  if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
+    const int err = errno;
+    std::fprintf(stderr, "ferry: cannot write the output: %s\n",
+                 err != 0 ? std::strerror(err) : "write error");
+    return rc == 0 ? 1 : rc;
+  }
+  return rc;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   try {
-    return Main(argc, argv);
+    return CheckOutputWritten(Main(argc, argv));
   } catch (const std::exception& e) {
     // Libraries return Status; this only catches what third-party code might throw.
     std::fprintf(stderr, "ferry: internal error: %s\n", e.what());

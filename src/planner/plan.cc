@@ -411,6 +411,10 @@ StatusOr<Plan> MakePlan(const ModelShape& m, const DeviceInventory& inv, const L
   return plan;
 }
 
+int64_t CapNumCtxAtTrained(const ModelShape& m, int64_t num_ctx) {
+  return m.n_ctx_train > 0 ? std::min(num_ctx, m.n_ctx_train) : num_ctx;
+}
+
 ContextLimits ComputeContextLimits(const ModelShape& m, const DeviceInventory& inv,
                                    const LoadOptions& options) {
   ContextLimits lim;

@@ -181,6 +181,11 @@ struct Plan {
 StatusOr<Plan> MakePlan(const ModelShape& model, const DeviceInventory& devices,
                         const LoadOptions& options);
 
+// num_ctx capped at the model's trained context (when the file gives one): what ferry run and
+// the server use for a larger request, as Ollama does (a warning says so; positions past the
+// trained context give poor output and only cost memory).
+int64_t CapNumCtxAtTrained(const ModelShape& model, int64_t num_ctx);
+
 // The context limits users ask about, for the given options (num_ctx itself is ignored).
 struct ContextLimits {
   int64_t max_ctx_all_gpu = 0;  // largest num_ctx with every layer and the output on GPUs (0:

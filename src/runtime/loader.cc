@@ -32,7 +32,16 @@ StatusOr<std::unique_ptr<Runner>> LoadRunner(const std::string& path,
                                              const RunnerOptions& runner_options) {
   FERRY_RETURN_IF_ERROR(ValidateLoadOptions(options));
   FERRY_ASSIGN_OR_RETURN(ModelFiles files, OpenModelFiles(path));
-  FERRY_ASSIGN_OR_RETURN(Plan plan, MakePlan(ShapeFromModel(*files.model), devices, options));
+  const ModelShape shape = ShapeFromModel(*files.model);
+  LoadOptions capped = options;
+  capped.num_ctx = CapNumCtxAtTrained(shape, options.num_ctx);
+  if (capped.num_ctx != options.num_ctx) {
+    log::Warn("num_ctx {} is above the {} tokens {} was trained on: using {}", options.num_ctx,
+              shape.n_ctx_train, path, capped.num_ctx);
+    capped.num_batch = std::min(capped.num_batch, capped.num_ctx);
+    capped.logit_rows = std::min(capped.logit_rows, capped.num_batch);
+  }
+  FERRY_ASSIGN_OR_RETURN(Plan plan, MakePlan(shape, devices, capped));
   FERRY_ASSIGN_OR_RETURN(std::unique_ptr<Runner> runner,
                          Runner::Create(std::move(files.model), std::move(files.tokenizer), plan,
                                         runner_options));

@@ -700,10 +700,18 @@ Status Server::RenderPrompt(const api::GenerateParams& p, Job& job) {
                                   i, p.context[i], n_vocab);
     }
   }
-  // After a context the prompt continues it: no second BOS.
-  FERRY_ASSIGN_OR_RETURN(std::vector<int32_t> tokens,
-                         m.tokenizer->Encode(text, /*add_special=*/p.context.empty(),
-                                             /*parse_special=*/true));
+  // After a context the prompt continues it: no second BOS. A prompt that cannot fit num_ctx
+  // is refused as soon as that is known (ferry never truncates a prompt), not tokenized whole.
+  const int64_t num_ctx = job.request.request.options.num_ctx;
+  auto encoded = m.tokenizer->Encode(
+      text, /*add_special=*/p.context.empty(), /*parse_special=*/true,
+      std::max<int64_t>(0, num_ctx - static_cast<int64_t>(p.context.size())));
+  if (!encoded.ok()) {
+    return encoded.status().WithPrefix(
+        fmt::format("the prompt does not fit: num_ctx is {} (ferry never truncates a prompt; "
+                    "raise options.num_ctx)", num_ctx));
+  }
+  std::vector<int32_t> tokens = std::move(*encoded);
   job.request.request.prompt = p.context;
   job.request.request.prompt.insert(job.request.request.prompt.end(), tokens.begin(),
                                     tokens.end());

@@ -233,6 +233,10 @@ Tokenizer::~Tokenizer() = default;
 
 StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Create(Vocab vocab) {
   std::unique_ptr<Tokenizer> tokenizer(new Tokenizer(std::move(vocab)));
+  for (int32_t id = 0; id < tokenizer->vocab_.size(); ++id) {
+    tokenizer->longest_piece_ = std::max(tokenizer->longest_piece_,
+                                         tokenizer->vocab_.text(id).size());
+  }
   if (tokenizer->vocab_.type() == VocabType::kBpe) {
     FERRY_ASSIGN_OR_RETURN(
         tokenizer->splitter_,
@@ -275,8 +279,20 @@ std::vector<Tokenizer::Fragment> Tokenizer::PartitionSpecial(std::string_view te
   return fragments;
 }
 
+int64_t Tokenizer::MinTokens(size_t bytes) const {
+  if (vocab_.type() == VocabType::kWpm) return 0;
+  return static_cast<int64_t>(bytes / longest_piece_);
+}
+
 StatusOr<std::vector<int32_t>> Tokenizer::Encode(std::string_view text, bool add_special,
-                                                 bool parse_special) const {
+                                                 bool parse_special, int64_t max_tokens) const {
+  auto too_many = [&](int64_t at_least) {
+    return OutOfRangeError("the text ({} bytes) is at least {} tokens, more than the limit of {}",
+                           text.size(), at_least, max_tokens);
+  };
+  if (max_tokens >= 0 && MinTokens(text.size()) > max_tokens) {
+    return too_many(MinTokens(text.size()));
+  }
   std::vector<int32_t> out;
   const std::vector<Fragment> fragments = PartitionSpecial(text, parse_special);
   const VocabType type = vocab_.type();
@@ -302,6 +318,9 @@ StatusOr<std::vector<int32_t>> Tokenizer::Encode(std::string_view text, bool add
         break;
     }
     prev_special = false;
+    if (max_tokens >= 0 && static_cast<int64_t>(out.size()) > max_tokens) {
+      return too_many(static_cast<int64_t>(out.size()));
+    }
   }
 
   if (add_special) {

@@ -52,9 +52,18 @@ class Tokenizer {
 
   const Vocab& vocab() const { return vocab_; }
 
-  // Text -> ids. Errors only when the regex engine gives up (match or memory limits).
+  // Text -> ids. Errors when the regex engine gives up (match or memory limits), and
+  // OutOfRange when `max_tokens` >= 0 and the text is more than that many tokens: known before
+  // any work when the text's size alone proves it (MinTokens), else as soon as the count passes
+  // the limit, so a huge input costs no more than the limit justifies.
   StatusOr<std::vector<int32_t>> Encode(std::string_view text, bool add_special,
-                                        bool parse_special) const;
+                                        bool parse_special, int64_t max_tokens = -1) const;
+
+  // A lower bound on the ids Encode gives for any text of `bytes` bytes (BOS/EOS not counted):
+  // no token covers more input bytes than its piece has (an SPM "\u2581" piece is 3 bytes for 1
+  // space; a byte token's "<0x0A>" is 6 for 1), so the count is at least bytes / the longest
+  // piece. 0 for WordPiece, which maps a whole over-long word to one [UNK].
+  int64_t MinTokens(size_t bytes) const;
 
   // Ids -> text (see the top of this file).
   std::string Decode(std::span<const int32_t> ids, bool show_special = false) const;
@@ -78,6 +87,7 @@ class Tokenizer {
 
   Vocab vocab_;
   std::unique_ptr<RegexSplitter> splitter_;  // BPE only
+  size_t longest_piece_ = 1;                 // bytes of the longest token text (>= 1)
 };
 
 }  // namespace ferry::tokenizer

@@ -1,0 +1,103 @@
+"""Hostile files, absurd flags and failed writes: a clear error and exit 1, never a crash, an
+OOM kill, or exit 0 with garbage (the hardening issue's reproductions, each rerun here)."""
+import os
+import resource
+import struct
+import subprocess
+
+import pytest
+
+from conftest import SHARED, run
+
+STORIES = SHARED / "models" / "stories260K.gguf"
+
+
+def patched(tmp_path, key, fmt, value, name="patched.gguf"):
+    """stories260K with one scalar metadata value overwritten in place (same size)."""
+    data = bytearray(STORIES.read_bytes())
+    k = key.encode()
+    at = data.find(struct.pack("<Q", len(k)) + k)
+    assert at >= 0, key
+    at += 8 + len(k) + 4  # key, then the value's type
+    struct.pack_into(fmt, data, at, value)
+    out = tmp_path / name
+    out.write_bytes(data)
+    return out
+
+
+def limited_memory(gib):
+    """preexec_fn: cap the child's address space so an unbounded allocation fails fast (it used
+    to reach 23.5 GB and be OOM-killed)."""
+    def apply():
+        limit = gib << 30
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    return apply
+
+
+@pytest.mark.parametrize("count", [2147483647, 4000000000, 10000000])
+@pytest.mark.parametrize("command", [["show"], ["plan"], ["run", "--raw", "hi"]])
+def test_absurd_block_count_is_rejected_without_allocating(ferry, tmp_path, count, command):
+    path = patched(tmp_path, "llama.block_count", "<I", count)
+    proc = run([ferry, command[0], path, *command[1:]], check=False,
+               preexec_fn=limited_memory(2))
+    if command[0] == "show":
+        # show describes the file as it is, and says it cannot be loaded.
+        assert proc.returncode == 0, proc.stderr
+        assert f"{count} (more than the file's 48 tensors: not loadable)" in proc.stdout
+    else:
+        assert proc.returncode == 1, proc.stderr
+        assert f"'llama.block_count' = {count} layers, but the file holds only 48 tensors" \
+            in proc.stderr
+        assert "internal error" not in proc.stderr
+
+
+def test_control_characters_in_metadata_are_escaped(ferry, tmp_path):
+    # general.name is "llama" (5 bytes): replace it with a terminal escape of the same length.
+    data = bytearray(STORIES.read_bytes())
+    key = b"general.name"
+    at = data.find(struct.pack("<Q", len(key)) + key) + 8 + len(key) + 4
+    assert struct.unpack_from("<Q", data, at)[0] == 5
+    data[at + 8:at + 13] = b"\x1b[2J\x07"
+    path = tmp_path / "escape.gguf"
+    path.write_bytes(data)
+    for args in (["show", path], ["show", path, "--metadata"]):
+        proc = run([ferry, *args])
+        assert "\x1b" not in proc.stdout and "\x07" not in proc.stdout
+        assert "\\x1b[2J\\x07" in proc.stdout
+
+
+@pytest.mark.parametrize("args", [
+    ["show", STORIES, "--json"],
+    ["plan", STORIES, "--json"],
+    ["run", STORIES, "Once upon a time", "--raw", "--num-predict", "4", "--local"],
+])
+def test_output_that_cannot_be_written_is_a_failure(ferry, args):
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full")
+    with open("/dev/full", "wb") as full:
+        p = subprocess.run([str(ferry), *[str(a) for a in args]], stdout=full,
+                           stderr=subprocess.PIPE, text=True, timeout=300)
+    assert p.returncode == 1, p.stderr
+    assert "cannot write the output" in p.stderr
+
+
+def test_huge_prompt_is_rejected_before_tokenizing_it_all(ferry, tmp_path):
+    # 20 MB on stdin: the size alone proves it cannot fit 2048 tokens, so ferry answers at once,
+    # within a memory cap far below what tokenizing it whole took.
+    text = "Once upon a time there was a little dog. " * 500000
+    proc = run([ferry, "run", STORIES, "--raw", "--local", "--num-ctx", "2048"], check=False,
+               input=text + "\n", preexec_fn=limited_memory(2))
+    assert proc.returncode == 1, proc.stderr
+    assert "the prompt does not fit: num_ctx is 2048" in proc.stderr
+    assert "more than the limit of 2048" in proc.stderr
+
+
+def test_num_ctx_above_the_trained_context_is_capped_with_a_warning(ferry):
+    # stories260K was trained at 2048; 16777216 used to allocate 10.5 GB.
+    proc = run([ferry, "run", STORIES, "Once upon a time", "--raw", "--num-predict", "4",
+                "--temperature", "0", "--num-ctx", "16777216", "--local"],
+               preexec_fn=limited_memory(4))
+    assert "num_ctx 16777216 is above the 2048 tokens" in proc.stderr
+    assert "using 2048" in proc.stderr
+    out = run([ferry, "plan", STORIES]).stdout
+    assert "with CPU offload: 2048 (the trained context; memory allows" in out
