@@ -1,13 +1,13 @@
 #include "cmd_plan.h"
 
-#include <cstdio>
-
 #include <fmt/format.h>
+
+#include <cstdio>
 #include <nlohmann/json.hpp>
 
 #include "backend/device.h"
-#include "kernels/cpu/matmul.h"
 #include "base/bytes.h"
+#include "kernels/cpu/matmul.h"
 #include "model/model.h"
 #include "planner/plan.h"
 
@@ -30,7 +30,8 @@ std::string What(const DevicePlan& d) {
 
 std::string Headroom(const DevicePlan& d) {
   int64_t h = d.headroom_bytes();
-  return h >= 0 ? FormatBytes(static_cast<uint64_t>(h)) : "-" + FormatBytes(static_cast<uint64_t>(-h));
+  return h >= 0 ? FormatBytes(static_cast<uint64_t>(h))
+                : "-" + FormatBytes(static_cast<uint64_t>(-h));
 }
 
 std::string FlopsSource(const DeviceInventory& inv, const std::string& name) {
@@ -115,8 +116,9 @@ void PrintPlan(const Plan& p, const DeviceInventory& inv) {
                 FormatBytes(d.total_bytes).c_str(), FormatBytes(d.capacity_bytes).c_str(),
                 Headroom(d).c_str());
   }
-  std::printf("  (host: the GGUF header, parsed metadata and tokenizer tables; sampling: the "
-              "sampler's working memory; both on the CPU)\n");
+  std::printf(
+      "  (host: the GGUF header, parsed metadata and tokenizer tables; sampling: the "
+      "sampler's working memory; both on the CPU)\n");
   // The speed model: per device max(bytes read / bandwidth, FLOPs / mat-vec throughput).
   std::printf("  %-8s %11s %11s %11s %18s %9s  %s\n", "device", "read/token", "bandwidth",
               "FLOP/token", "mat-vec", "ms/token", "bound");
@@ -129,23 +131,24 @@ void PrintPlan(const Plan& p, const DeviceInventory& inv) {
                  (BandwidthSource(inv, d.name) == "measured" ? "*" : ""))
                     .c_str(),
                 static_cast<double>(d.flops_per_token) / 1e9,
-                d.matmul_flops > 0
-                    ? fmt::format("{}{}", FormatFlops(d.matmul_flops),
-                                  source == "measured" ? "*" : "")
-                          .c_str()
-                    : "unknown",
+                d.matmul_flops > 0 ? fmt::format("{}{}", FormatFlops(d.matmul_flops),
+                                                 source == "measured" ? "*" : "")
+                                         .c_str()
+                                   : "unknown",
                 d.seconds_per_token() * 1e3, d.bound());
   }
-  std::printf("  predicted decode speed: %.1f tok/s (per device the slower of reading its bytes "
-              "and multiplying its weights%s)\n",
-              p.predicted_tok_s,
-              FlopsSource(inv, "cpu") == "measured" || BandwidthSource(inv, "cpu") == "measured"
-                  ? "; * measured on this CPU: read bandwidth, Q4_K mat-vec (other types timed too)"
-                  : "");
+  std::printf(
+      "  predicted decode speed: %.1f tok/s (per device the slower of reading its bytes "
+      "and multiplying its weights%s)\n",
+      p.predicted_tok_s,
+      FlopsSource(inv, "cpu") == "measured" || BandwidthSource(inv, "cpu") == "measured"
+          ? "; * measured on this CPU: read bandwidth, Q4_K mat-vec (other types timed too)"
+          : "");
   if (LookedBusy(inv, "cpu")) {
-    std::printf("  note: the machine looked busy while it was measured (other work competed for "
-                "the cores): the measured figures, and decode itself, may be slower than on a "
-                "quiet machine\n");
+    std::printf(
+        "  note: the machine looked busy while it was measured (other work competed for "
+        "the cores): the measured figures, and decode itself, may be slower than on a "
+        "quiet machine\n");
   }
   for (const std::string& w : p.warnings) std::printf("  warning: %s\n", w.c_str());
 }
@@ -154,8 +157,9 @@ void PrintPlan(const Plan& p, const DeviceInventory& inv) {
 
 void AddPlanCommand(CLI::App& app, PlanOptions& o) {
   CLI::App* cmd = app.add_subcommand(
-      "plan", "Show where a model's weights, KV cache and compute buffers would go (reads no "
-              "weights)");
+      "plan",
+      "Show where a model's weights, KV cache and compute buffers would go (reads no "
+      "weights)");
   cmd->add_option("model", o.model, "GGUF file path or model name")->required();
   cmd->add_option("--ctx,--num-ctx", o.ctx, "Context length, or a comma-separated sweep");
   cmd->add_option("--parallel,--num-parallel", o.parallel, "Sequences served at once");
@@ -163,10 +167,16 @@ void AddPlanCommand(CLI::App& app, PlanOptions& o) {
   cmd->add_option("--kv-type", o.kv_type, "KV cache type: f16, q8_0, q4_0");
   cmd->add_option("--num-gpu", o.num_gpu, "Layers on GPUs (-1: as many as fit)");
   cmd->add_option("--main-gpu", o.main_gpu, "GPU that holds the output layer");
-  cmd->add_option("--devices", o.devices,
-                  "Describe devices instead of discovering them: cuda0=24GiB,cpu=64GiB "
-                  "(optional @bandwidth and @FLOPS, e.g. cuda0=24GiB@1000GB/s, "
-                  "cpu=64GiB@40GB/s@200GFLOPS)");
+  // Given at all (even empty, which ParseDevices refuses): the devices are described.
+  cmd->add_option_function<std::string>(
+      "--devices",
+      [&o](const std::string& v) {
+        o.devices = v;
+        o.devices_given = true;
+      },
+      "Describe devices instead of discovering them: cuda0=24GiB,cpu=64GiB "
+      "(optional @bandwidth and @FLOPS, e.g. cuda0=24GiB@1000GB/s, "
+      "cpu=64GiB@40GB/s@200GFLOPS)");
   cmd->add_option("--num-thread", o.num_thread,
                   "CPU threads decode would use: the CPU calibration runs with them (0: all "
                   "cores)");
@@ -183,7 +193,11 @@ int RunPlan(const Settings& settings, const PlanOptions& o) {
   ModelShape shape = ShapeFromModel(**model);
 
   DeviceInventory inv;
-  if (!o.devices.empty()) {
+  if (o.devices_given && !o.gpu_memory.empty()) {
+    return Fail(InvalidArgumentError(
+        "--gpu-memory applies to discovered GPUs; with --devices, give each GPU's size there"));
+  }
+  if (o.devices_given) {
     auto parsed = ParseDevices(o.devices);
     if (!parsed.ok()) return Fail(parsed.status());
     inv = *parsed;
@@ -193,8 +207,8 @@ int RunPlan(const Settings& settings, const PlanOptions& o) {
     d.cpu_matmul_flops = settings.cpu_matmul_flops;
     d.cpu_bandwidth = settings.cpu_bandwidth;
     if (o.num_thread < 0 || o.num_thread > 1024) {
-      return Fail(InvalidArgumentError("--num-thread {} is out of range (0 .. 1024)",
-                                       o.num_thread));
+      return Fail(
+          InvalidArgumentError("--num-thread {} is out of range (0 .. 1024)", o.num_thread));
     }
     d.cpu_threads = o.num_thread;
     if (!o.gpu_memory.empty()) {
@@ -238,13 +252,12 @@ int RunPlan(const Settings& settings, const PlanOptions& o) {
   const bool sweep = ctxs.size() > 1;
   json out;
   out["model"] = shape.name;
-  out["devices_described"] = !o.devices.empty();
+  out["devices_described"] = o.devices_given;
   out["cpu_kernels"] = CpuKernelsName();
   if (!o.json) {
     std::printf("%s: %lld layers, trained context %lld\n", shape.name.c_str(),
                 static_cast<long long>(shape.n_layer), static_cast<long long>(shape.n_ctx_train));
-    std::printf("devices: %s; CPU kernels %s\n", DescribeInventory(inv).c_str(),
-                CpuKernelsName());
+    std::printf("devices: %s; CPU kernels %s\n", DescribeInventory(inv).c_str(), CpuKernelsName());
   }
   int rc = 0;
   json rows = json::array();
@@ -308,10 +321,10 @@ int RunPlan(const Settings& settings, const PlanOptions& o) {
     if (usable == ctx) return fmt::format("{}", ctx);
     return fmt::format("{} (the trained context; memory allows {})", usable, ctx);
   };
-  std::printf("limits: largest num_ctx with everything on GPU: %s; with CPU offload: %s\n",
-              lim.max_ctx_all_gpu > 0 ? limit(lim.max_ctx_all_gpu).c_str()
-                                      : "none (no GPU fits it)",
-              limit(lim.max_ctx).c_str());
+  std::printf(
+      "limits: largest num_ctx with everything on GPU: %s; with CPU offload: %s\n",
+      lim.max_ctx_all_gpu > 0 ? limit(lim.max_ctx_all_gpu).c_str() : "none (no GPU fits it)",
+      limit(lim.max_ctx).c_str());
   return rc;
 }
 

@@ -19,7 +19,8 @@ struct PlanOptions {
   std::string kv_type = "f16";
   int num_gpu = -1;
   int main_gpu = 0;
-  std::string devices;       // described devices; empty: this machine's
+  std::string devices;       // described devices (when devices_given), else this machine's
+  bool devices_given = false;  // --devices was given (an empty value is an error)
   std::string gpu_memory;    // cap per GPU
   int num_thread = 0;        // CPU threads decode would use (calibration); 0: all cores
   bool json = false;

@@ -1,24 +1,24 @@
 #include "cmd_run.h"
 
-#include "cmd_client.h"
+#include <fmt/format.h>
 
 #include <algorithm>
 #include <charconv>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <sstream>
 
-#include <fmt/format.h>
-
-#include "chat/chat_template.h"
-#include "chat/go_template.h"
 #include "backend/device.h"
 #include "base/bytes.h"
 #include "base/log.h"
+#include "chat/chat_template.h"
+#include "chat/go_template.h"
+#include "cmd_client.h"
+#include "kv/kv_cache.h"
 #include "model/model.h"
 #include "planner/plan.h"
-#include "kv/kv_cache.h"
 #include "runtime/loader.h"
 #include "runtime/runner.h"
 #include "store/modelfile.h"
@@ -51,7 +51,13 @@ void AddRequestFlags(CLI::App* cmd, RequestFlags& r) {
       cmd->add_option("--presence-penalty", s.presence_penalty, "Presence penalty");
   f["frequency_penalty"] =
       cmd->add_option("--frequency-penalty", s.frequency_penalty, "Frequency penalty");
-  f["seed"] = cmd->add_option("--seed", s.seed, "Random seed for reproducible sampling");
+  // Ollama's seed: -1 (the default) draws a fresh one; any other value repeats its sampling.
+  f["seed"] =
+      cmd->add_option_function<int64_t>(
+             "--seed",
+             [&s](const int64_t& v) { s.seed = v < 0 ? std::nullopt : std::optional<uint64_t>(v); },
+             "Random seed for reproducible sampling (-1: a fresh one each run)")
+          ->check(CLI::Range(int64_t{-1}, std::numeric_limits<int64_t>::max()));
   f["stop"] = cmd->add_option("--stop", o.stop, "Stop string (repeatable)");
 }
 
@@ -185,10 +191,10 @@ StatusOr<std::string> Answer(Runner& runner, const std::vector<int32_t>& prompt,
 }  // namespace
 
 void AddRunCommand(CLI::App& app, RunOptions& o) {
-  CLI::App* run = app.add_subcommand("run", "Generate text with a model (interactive chat when "
-                                            "no prompt is given)");
-  run->add_option("model", o.model, "GGUF file path, or a model name (see ferry list)")
-      ->required();
+  CLI::App* run = app.add_subcommand("run",
+                                     "Generate text with a model (interactive chat when "
+                                     "no prompt is given)");
+  run->add_option("model", o.model, "GGUF file path, or a model name (see ferry list)")->required();
   run->add_option("prompt", o.prompt, "The prompt; omit for an interactive chat");
   run->add_flag("--raw", o.raw, "Plain completion: no chat template");
   run->add_flag("--verbose", o.verbose, "Print timings (prompt and generation tok/s)");

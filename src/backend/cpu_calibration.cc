@@ -169,9 +169,7 @@ StatusOr<CpuCalibration> CalibrateCpuMatmul(const CpuCalibrationOptions& options
   }
   const Clock::time_point start = Clock::now();
   CpuCalibration c;
-  c.num_threads = options.num_threads > 0
-                      ? options.num_threads
-                      : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  c.num_threads = CapThreads(options.num_threads);
   ThreadPool pool(c.num_threads);
   std::vector<std::unique_ptr<Problem>> problems;
   for (DType t : options.types) {
@@ -224,8 +222,8 @@ StatusOr<BandwidthCalibration> CalibrateCpuBandwidth(const BandwidthCalibrationO
   }
   const Clock::time_point start = Clock::now();
   BandwidthCalibration c;
-  const int cores = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
-  c.num_threads = options.num_threads > 0 ? options.num_threads : cores;
+  const int cores = HardwareThreads();
+  c.num_threads = CapThreads(options.num_threads);
   // 2 MiB aligned and whole 2 MiB pages, so that transparent huge pages can back it.
   constexpr uint64_t kHuge = uint64_t{2} << 20;
   const uint64_t bytes = (options.buffer_bytes + kHuge - 1) / kHuge * kHuge;

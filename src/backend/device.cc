@@ -197,6 +197,13 @@ StatusOr<uint64_t> ParseDescribedSize(std::string_view entry, std::string_view t
   if (text.front() == '-') {
     return InvalidArgumentError("device entry '{}': size '{}' is negative", entry, text);
   }
+  // A bare number is ambiguous (cuda0=8 is surely not 8 bytes): the unit must be written.
+  if (text.find_first_not_of("0123456789.") == std::string_view::npos) {
+    return InvalidArgumentError(
+        "device entry '{}': size '{}' has no unit (write {}GiB, {}MiB or "
+        "{}B)",
+        entry, text, text, text, text);
+  }
   StatusOr<uint64_t> bytes = ParseBytes(text);
   if (!bytes.ok()) {
     return Status(bytes.status().code(),
@@ -433,9 +440,9 @@ StatusOr<DeviceInventory> ParseDevices(std::string_view description) {
     bool have_flops = false;
     for (size_t part_at = at; part_at != std::string_view::npos;) {
       const size_t next = value.find('@', part_at + 1);
-      const std::string_view part = value.substr(
-          part_at + 1, next == std::string_view::npos ? std::string_view::npos
-                                                       : next - part_at - 1);
+      const std::string_view part =
+          value.substr(part_at + 1, next == std::string_view::npos ? std::string_view::npos
+                                                                   : next - part_at - 1);
       part_at = next;
       const bool is_flops = LooksLikeFlops(part);
       if (is_flops ? have_flops : have_bandwidth) {
@@ -570,10 +577,10 @@ StatusOr<DeviceInventory> DiscoverDevices(const DiscoverOptions& options) {
     cpu.bandwidth_source = "measured";
     cpu.looked_busy = measured.looked_busy;
     if (measured.looked_busy) {
-      log::Info("cpu_busy_during_calibration bandwidth={} median={} (other work competed for "
-                "the cores: measured speeds may be low)",
-                FormatBandwidth(measured.bytes_per_s),
-                FormatBandwidth(measured.median_bytes_per_s));
+      log::Info(
+          "cpu_busy_during_calibration bandwidth={} median={} (other work competed for "
+          "the cores: measured speeds may be low)",
+          FormatBandwidth(measured.bytes_per_s), FormatBandwidth(measured.median_bytes_per_s));
     }
   }
   inventory.devices.push_back(std::move(cpu));

@@ -183,9 +183,12 @@ TEST(ParseDevicesTest, ErrorsNameTheEntry) {
   m = ParseError("cuda0=8GiB,cuda2=8GiB,cpu=8GiB");
   EXPECT_NE(m.find("cuda2 without cuda1"), std::string::npos) << m;
 
-  m = ParseError("cuda0=0,cpu=8GiB");
-  EXPECT_NE(m.find("'cuda0=0'"), std::string::npos) << m;
+  m = ParseError("cuda0=0B,cpu=8GiB");
+  EXPECT_NE(m.find("'cuda0=0B'"), std::string::npos) << m;
   EXPECT_NE(m.find("zero"), std::string::npos) << m;
+  // A bare number is not silently bytes (cuda0=8 meant 8 GiB).
+  m = ParseError("cuda0=8,cpu=8GiB");
+  EXPECT_NE(m.find("size '8' has no unit (write 8GiB, 8MiB or 8B)"), std::string::npos) << m;
   m = ParseError("cpu=0GiB");
   EXPECT_NE(m.find("zero"), std::string::npos) << m;
   m = ParseError("cpu=lots");

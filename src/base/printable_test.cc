@@ -20,7 +20,9 @@ TEST(PrintableTest, EscapeSequencesAreShownNotRun) {
   EXPECT_EQ(shown, "evil\\x1b]0;pwned\\x07\\x1b[2J");
   EXPECT_EQ(shown.find('\x1b'), std::string::npos);
   // C1 controls (CSI is U+009B) and DEL.
-  EXPECT_EQ(Printable("a\xC2\x9B" "2Jb\x7F"), "a\\u009B2Jb\\x7f");
+  EXPECT_EQ(Printable("a\xC2\x9B"
+                      "2Jb\x7F"),
+            "a\\u009B2Jb\\x7f");
 }
 
 TEST(PrintableTest, NewlinesOnlyInMultilineText) {
@@ -30,9 +32,9 @@ TEST(PrintableTest, NewlinesOnlyInMultilineText) {
 
 TEST(PrintableTest, InvalidUtf8AndBackslashes) {
   EXPECT_EQ(Printable("\xff\xC3"), "\\xff\\xc3");
-  EXPECT_EQ(Printable("\xC0\xAF"), "\\xc0\\xaf");              // overlong '/'
-  EXPECT_EQ(Printable("\xED\xA0\x80"), "\\xed\\xa0\\x80");     // a surrogate
-  EXPECT_EQ(Printable("a\\x1b"), "a\\\\x1b");                  // not confused with an escape
+  EXPECT_EQ(Printable("\xC0\xAF"), "\\xc0\\xaf");           // overlong '/'
+  EXPECT_EQ(Printable("\xED\xA0\x80"), "\\xed\\xa0\\x80");  // a surrogate
+  EXPECT_EQ(Printable("a\\x1b"), "a\\\\x1b");               // not confused with an escape
 }
 
 }  // namespace

@@ -1,9 +1,23 @@
 #include "base/thread_pool.h"
 
+#include <sched.h>
+
 #include <algorithm>
 #include <chrono>
 
 namespace ferry {
+
+int HardwareThreads() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+  return std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+}
+
+int CapThreads(int requested) {
+  const int hw = HardwareThreads();
+  return requested <= 0 ? hw : std::min(requested, hw);
+}
 namespace {
 
 // How long a waiting thread polls before it sleeps on a condition variable. Forward passes run

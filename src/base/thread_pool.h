@@ -27,6 +27,15 @@
 
 namespace ferry {
 
+// The hardware threads this process may use (at least 1).
+int HardwareThreads();
+
+// The threads a pool asked for `requested` threads gets: 0 means HardwareThreads(), and more
+// than the machine has are capped there (extra threads only take turns on the same cores and
+// spin-wait for each other: decode at 1000 threads on 2 cores ran 140x slower). Callers that
+// take the count from a user warn when it was capped.
+int CapThreads(int requested);
+
 class ThreadPool {
  public:
   // n_threads: threads taking part in a ParallelFor, the caller included; values < 1 mean 1

@@ -189,6 +189,12 @@ class GgufFile {
   StatusOr<std::string_view> GetString(std::string_view key) const;
   StatusOr<const Array*> GetArray(std::string_view key) const;
 
+  // OK while the mapped file is as it was when opened (MappedFile::CheckUnchanged); always OK
+  // for a caller-owned buffer.
+  Status CheckUnchanged() const { return file_ ? file_->CheckUnchanged() : Status::Ok(); }
+  // Whether a read of the mapping faulted (MappedFile::faulted): an atomic load.
+  bool faulted() const { return file_ && file_->faulted(); }
+
   // Tensors in file order.
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
   const TensorInfo* FindTensor(std::string_view name) const;

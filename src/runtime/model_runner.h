@@ -63,6 +63,12 @@ class ModelRunner {
 
   virtual RunnerCounts counts() const = 0;
 
+  // OK, or why the runner can serve no more requests: its model file changed on disk while
+  // loaded (DataLoss naming the file). Every request it held has ended with that error, and
+  // Submit returns it; the scheduler unloads such a runner (a later request loads the file
+  // again, and gets the load's own error if the file is no longer a valid model).
+  virtual Status health() const { return Status::Ok(); }
+
   // Ends the inference thread: waiting and running requests end with an error event
   // (Unavailable: "model unloaded"), then memory is released. Idempotent.
   virtual void Shutdown() = 0;

@@ -1,6 +1,7 @@
 #include "runtime/runner.h"
 
 #include <algorithm>
+#include <bit>
 #include <chrono>
 #include <cmath>
 
@@ -22,6 +23,23 @@ int32_t ClampI32(int64_t v) {
 
 uint64_t SlotBytes(const Plan& plan, int64_t n_vocab) {
   return Sampler::WorkspaceBytes(ClampI32(n_vocab), ClampI32(plan.options.num_ctx));
+}
+
+// Whether every logit is finite. Bit test on the magnitudes (a max over unsigned integers
+// vectorizes; a float sum would not without reassociation): a NaN or an infinity has all
+// exponent bits set, so its magnitude bits are >= 0x7f800000.
+bool AllFinite(std::span<const float> logits) {
+  uint32_t most = 0;
+  for (const float f : logits) most = std::max(most, std::bit_cast<uint32_t>(f) & 0x7fffffffu);
+  return most < 0x7f800000u;
+}
+
+// The error for non-finite logits: the model's weights (or the computation) are broken, and
+// whatever token would be drawn from them is noise.
+Status NonFiniteLogits(const Model& model, int64_t position) {
+  return InternalError("{}: the model produced non-finite logits (NaN or infinity) at position "
+                       "{}: its weights or its computation are broken; no text is returned",
+                       model.file().name(), position);
 }
 
 bool SamePlacement(const Plan& a, const Plan& b) {
@@ -58,9 +76,11 @@ StatusOr<std::unique_ptr<Runner>> Runner::Create(const Model* model,
   r->options_ = options;
   r->shape_ = ShapeFromModel(*model);
   const LoadOptions& lo = plan.options;
-  int threads = options.num_threads > 0
-                    ? options.num_threads
-                    : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  const int threads = CapThreads(options.num_threads);
+  if (options.num_threads > threads) {
+    log::Warn("num_thread {} is more than the {} hardware threads this process may use: using {}",
+              options.num_threads, threads, threads);
+  }
   r->options_.num_threads = threads;
   r->pool_ = std::make_unique<ThreadPool>(threads);
   r->allocator_ = std::make_unique<DeviceAllocator>("cpu", options.cpu_capacity_bytes);
@@ -178,6 +198,7 @@ Status Runner::Submit(GenerateRequest request, std::shared_ptr<RequestStream> st
   }
   std::unique_lock<std::mutex> lock(mu_);
   if (shutdown_) return FailedPreconditionError("the model is being unloaded");
+  if (!broken_.ok()) return broken_;
   const int64_t model_ctx = plan_.options.num_ctx;
   if (request.options.num_ctx > model_ctx) {
     return OutOfRangeError("num_ctx {} is more than the {} tokens this model was loaded with",
@@ -277,6 +298,26 @@ void Runner::ReleaseSlot(int32_t slot) {
     slot_stale_[static_cast<size_t>(slot)] = false;
   }
   free_slots_.push_back(slot);
+}
+
+Status Runner::health() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return broken_;
+}
+
+void Runner::Break(const Status& error) {
+  log::Error("runner broken: {}", error.message());
+  std::vector<Pending> inbox;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (broken_.ok()) broken_ = error;
+    inbox.swap(inbox_);
+  }
+  for (Pending& p : inbox) p.stream->PushError(error);
+  while (!running_.empty()) Fail(running_.back().get(), error);
+  for (auto& s : waiting_) s->stream->PushError(error);
+  waiting_.clear();
+  while (!cached_.empty()) DropCached(cached_.size() - 1);
 }
 
 void Runner::Shutdown() {
@@ -700,6 +741,14 @@ StatusOr<bool> Runner::Step() {
     PublishCounts();
     return st;
   }
+  // The weights are read in place from the file's mapping: a file truncated or rewritten under
+  // it made this step's results garbage (a truncation's faults read as zeros, see MappedFile).
+  // Nothing of the step is delivered; the runner serves no more.
+  if (Status intact = model_->file().CheckUnchanged(); !intact.ok()) {
+    Break(intact);
+    PublishCounts();
+    return intact;
+  }
   const int64_t n_vocab = model_->hparams().n_vocab;
   int64_t row = 0;
   // Sequences that sample this step, with their logits; sampled together below.
@@ -733,6 +782,10 @@ StatusOr<bool> Runner::Step() {
     }
     if (num_predict >= 0 && s->stats.eval_count >= num_predict) {
       Finish(s, DoneReason::kLength);
+      continue;
+    }
+    if (!AllFinite(logits)) {
+      Fail(s, NonFiniteLogits(*model_, static_cast<int64_t>(s->tokens.size()) - 1));
       continue;
     }
     to_sample.emplace_back(s, logits);
@@ -825,6 +878,7 @@ StatusOr<double> Runner::Perplexity(const std::vector<int32_t>& tokens, int64_t*
         const int64_t j = off + i;
         if (j < n_ctx / 2 || j >= n_ctx - 1) return Status::Ok();
         const int32_t target = tokens[static_cast<size_t>(c * n_ctx + j + 1)];
+        if (!AllFinite(row)) return NonFiniteLogits(*model_, j);
         const float max = *std::max_element(row.begin(), row.end());
         double sum = 0.0;
         for (float z : row) sum += std::exp(static_cast<double>(z - max));
@@ -833,6 +887,7 @@ StatusOr<double> Runner::Perplexity(const std::vector<int32_t>& tokens, int64_t*
         return Status::Ok();
       };
       status = model_->Forward(batch_, *kv_, fo);
+      if (status.ok()) status = model_->file().CheckUnchanged();
     }
   }
   (void)kv_->RemoveSequence(seq);

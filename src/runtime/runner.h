@@ -112,6 +112,7 @@ class Runner : public ModelRunner {
   Status Grow(const Plan& plan) override;
   RunnerCounts counts() const override;
   void Shutdown() override;
+  Status health() const override;
 
   // Submits and waits, passing text to on_text as it arrives (return false to cancel).
   StatusOr<GenerateResult> Generate(const GenerateRequest& request, const TextCallback& on_text);
@@ -181,6 +182,9 @@ class Runner : public ModelRunner {
   void Preempt(Sequence* victim);
   void Finish(Sequence* s, DoneReason reason);
   void Fail(Sequence* s, const Status& error);
+  // Marks the runner unusable (`error`: why) and fails every request it holds and every later
+  // Submit with `error`. Inference thread only.
+  void Break(const Status& error);
   void ReleaseSlot(int32_t slot);
   // Handles one sampled token; true when the sequence is done.
   bool OnToken(Sequence* s, int32_t token);
@@ -226,6 +230,7 @@ class Runner : public ModelRunner {
   Status grow_result_ FERRY_GUARDED_BY(mu_);
   bool grow_done_ FERRY_GUARDED_BY(mu_) = false;
   bool shutdown_ FERRY_GUARDED_BY(mu_) = false;
+  Status broken_ FERRY_GUARDED_BY(mu_);  // health(): set by Break
   RunnerCounts counts_ FERRY_GUARDED_BY(mu_);
   std::condition_variable grow_cv_;
   std::thread thread_;

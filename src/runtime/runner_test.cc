@@ -2,6 +2,8 @@
 #include "runtime/plan_testing.h"
 
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 namespace ferry {
 namespace {
@@ -59,6 +61,53 @@ TEST_F(RunnerTest, GreedyStory) {
   EXPECT_EQ(res->stats.done_reason, DoneReason::kLength);
   EXPECT_EQ(res->stats.eval_count, 12);
   EXPECT_EQ(res->stats.prompt_eval_count, 5);
+}
+
+// A model file truncated while loaded (the hardening issue's SIGBUS): in a forked child, so a
+// crash shows as a signal instead of killing the test. The request that meets it fails with an
+// error naming the file, the runner reports itself broken, and later requests are refused.
+TEST(RunnerFileTest, ModelFileTruncatedWhileLoaded) {
+  const std::string copy = ::testing::TempDir() + "/runner_truncated.gguf";
+  {
+    auto src = MappedFile::Open(kShared + "/models/stories260K.gguf");
+    ASSERT_TRUE(src.ok());
+    ASSERT_TRUE(WriteFileBytes(copy, (*src)->data(), (*src)->size()).ok());
+  }
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    auto body = [&]() -> int {
+      auto m = Model::Load(copy);
+      if (!m.ok()) return 10;
+      auto v = tokenizer::Vocab::FromGguf((*m)->file());
+      if (!v.ok()) return 11;
+      auto t = tokenizer::Tokenizer::Create(std::move(*v));
+      if (!t.ok()) return 12;
+      LoadOptions lo;
+      lo.num_ctx = 256;
+      // The non-owning Create does not pack: the weights are read from the mapping each step.
+      auto r = MakeCpuRunner(m->get(), t->get(), lo);
+      if (!r.ok()) return 13;
+      GenerateRequest req;
+      req.prompt = *(*t)->Encode("Once upon a time", true, false);
+      req.options.num_ctx = 256;
+      req.options.num_predict = 4;
+      req.options.sampling.temperature = 0.0f;
+      if (!(*r)->Generate(req, nullptr).ok()) return 14;
+      if (::truncate(copy.c_str(), 4096) != 0) return 15;
+      auto failed = (*r)->Generate(req, nullptr);
+      if (failed.ok() || failed.status().code() != StatusCode::kDataLoss) return 16;
+      if (failed.status().message().find(copy) == std::string::npos) return 17;
+      if ((*r)->health().ok()) return 18;
+      auto again = (*r)->Submit(req, std::make_shared<RequestStream>());
+      if (again.code() != StatusCode::kDataLoss) return 19;
+      return 0;
+    };
+    ::_exit(body());
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status)) << "the child died of signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), 0);
 }
 
 TEST_F(RunnerTest, SmallBatchesGiveTheSameTokens) {

@@ -9,11 +9,16 @@
 namespace ferry {
 
 Status ValidateSamplingOptions(const SamplingOptions& o) {
-  if (!std::isfinite(o.temperature)) {
-    return InvalidArgumentError("temperature must be a finite number (<= 0 means greedy), got {}",
+  // Written so that NaN fails the range checks. A negative temperature or top_k has no meaning
+  // (llama.cpp reads them as greedy / off; Ollama's API refuses them): refused, so a typo is
+  // not silently a different sampler.
+  if (!(std::isfinite(o.temperature) && o.temperature >= 0.0f)) {
+    return InvalidArgumentError("temperature must be a finite number >= 0 (0 means greedy), got {}",
                                 o.temperature);
   }
-  // Written so that NaN fails the range checks.
+  if (o.top_k < 0) {
+    return InvalidArgumentError("top_k must be >= 0 (0 disables), got {}", o.top_k);
+  }
   if (!(o.top_p >= 0.0f && o.top_p <= 1.0f)) {
     return InvalidArgumentError("top_p must be in [0, 1], got {}", o.top_p);
   }

@@ -95,15 +95,15 @@ TEST(SamplingOptionsTest, DefaultsAreValidAndOllamas) {
 
 TEST(SamplingOptionsTest, AcceptsEdgeValues) {
   SamplingOptions o;
-  o.temperature = -1.0f;  // greedy, as in llama.cpp
-  o.top_k = 1 << 30;      // larger than any vocabulary
+  o.temperature = 0.0f;  // greedy
+  o.top_k = 1 << 30;     // larger than any vocabulary
   o.top_p = 0.0f;
   o.min_p = 1.0f;
   o.repeat_last_n = -1;
   o.presence_penalty = -2.0f;
   o.frequency_penalty = 2.0f;
   EXPECT_TRUE(ValidateSamplingOptions(o).ok());
-  o.top_k = -5;
+  o.top_k = 0;
   o.top_p = 1.0f;
   o.min_p = 0.0f;
   o.repeat_last_n = 0;
@@ -167,11 +167,19 @@ TEST(SamplerTest, GreedyTiesGoToLowestId) {
   EXPECT_EQ(s->Sample(std::vector<float>{ninf, ninf, ninf, ninf, ninf}), 0);
 }
 
-TEST(SamplerTest, NegativeTemperatureIsGreedy) {
+// llama.cpp reads a negative temperature as greedy and a negative top_k as off; ferry refuses
+// both (a typo must not silently pick another sampler), for the CLI and the API alike.
+TEST(SamplerTest, NegativeTemperatureAndTopKAreRefused) {
   SamplingOptions o = PlainOptions();
   o.temperature = -0.5f;
-  auto s = MustCreate(o, 4);
-  for (int i = 0; i < 50; ++i) EXPECT_EQ(s->Sample(std::vector<float>{0.0f, 0.1f, 0.2f, 0.15f}), 2);
+  Status s = ValidateSamplingOptions(o);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("temperature must be a finite number >= 0"), std::string::npos);
+  o = PlainOptions();
+  o.top_k = -5;
+  s = ValidateSamplingOptions(o);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("top_k must be >= 0"), std::string::npos);
 }
 
 TEST(SamplerTest, NanLogitsAreNeverPicked) {

@@ -193,6 +193,10 @@ StatusOr<std::shared_ptr<RequestStream>> Scheduler::Submit(SchedRequest request)
         "server busy: {} requests are waiting (max_queue {}, FERRY_MAX_QUEUE); retry later",
         waiting, options_.max_queue);
   }
+  if (Loaded* r = Find(request.model); r != nullptr && !r->runner->health().ok()) {
+    UnloadLocked(request.model, "unload", "broken: " + r->runner->health().message());
+    ++counters_.unloads;
+  }
   FERRY_ASSIGN_OR_RETURN(ModelShape shape, factory_->Shape(request.model));
   auto stream = std::make_shared<RequestStream>();
   if (Loaded* r = Find(request.model);
@@ -332,6 +336,12 @@ void Scheduler::ExpireLocked() {
   const Clock::time_point now = Now();
   std::vector<std::pair<std::string, std::string>> expired;
   for (auto& r : resident_) {
+    // A runner whose model file changed under it serves no more (its requests have failed):
+    // unloaded at once, whatever its keep_alive.
+    if (Status health = r->runner->health(); !health.ok()) {
+      expired.emplace_back(r->model, "broken: " + health.message());
+      continue;
+    }
     if (Busy(*r)) {
       r->idle_since.reset();
       continue;
