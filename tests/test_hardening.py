@@ -101,3 +101,64 @@ def test_num_ctx_above_the_trained_context_is_capped_with_a_warning(ferry):
     assert "using 2048" in proc.stderr
     out = run([ferry, "plan", STORIES]).stdout
     assert "with CPU offload: 2048 (the trained context; memory allows" in out
+
+
+def tensor_offset(path, name):
+    """Absolute file offset of a tensor's data (gguf-py's reader)."""
+    from gguf import GGUFReader
+    for t in GGUFReader(str(path)).tensors:
+        if t.name == name:
+            return int(t.data_offset)
+    raise KeyError(name)
+
+
+def with_floats(tmp_path, tensor, values, name):
+    """stories260K with the first floats of an F32 tensor overwritten."""
+    data = bytearray(STORIES.read_bytes())
+    at = tensor_offset(STORIES, tensor)
+    for i, v in enumerate(values):
+        struct.pack_into("<f", data, at + 4 * i, v)
+    out = tmp_path / name
+    out.write_bytes(data)
+    return out
+
+
+def test_nan_weight_is_found_at_load(ferry, tmp_path):
+    path = with_floats(tmp_path, "blk.2.ffn_up.weight", [1.0, float("nan")], "nan.gguf")
+    proc = run([ferry, "run", path, "Once upon a time", "--raw", "--num-predict", "4",
+                "--local"], check=False)
+    assert proc.returncode == 1, proc.stderr
+    assert "tensor 'blk.2.ffn_up.weight' (f32) holds a non-finite value" in proc.stderr
+    assert "at element 1" in proc.stderr
+    assert proc.stdout == ""
+    proc = run([ferry, "perplexity", path, SHARED / "models" / "stories260K.gguf"], check=False)
+    assert proc.returncode == 1 and "non-finite value" in proc.stderr
+
+
+def test_overflowing_logits_stop_the_request(ferry, tmp_path):
+    # Finite weights so large that the logits overflow to infinity: the request ends with an
+    # error naming the model, never with text drawn from them.
+    path = with_floats(tmp_path, "output.weight", [3.0e38] * 64, "overflow.gguf")
+    proc = run([ferry, "run", path, "Once upon a time", "--raw", "--num-predict", "4",
+                "--temperature", "0", "--local"], check=False)
+    assert proc.returncode == 1, proc.stderr
+    assert "produced non-finite logits" in proc.stderr and str(path) in proc.stderr
+
+
+def test_model_truncated_between_turns_fails_the_turn(ferry, tmp_path):
+    # An interactive session (one turn per line) whose model file is truncated after the first
+    # turn: the second turn fails with an error naming the file, and the process ends normally
+    # with exit 1 (it used to die of SIGBUS, exit 135).
+    copy = tmp_path / "copy.gguf"
+    copy.write_bytes(STORIES.read_bytes())
+    proc = subprocess.Popen([str(ferry), "run", str(copy), "--raw", "--local", "--temperature",
+                             "0", "--num-predict", "8"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdin.write("Once upon a time\n")
+    proc.stdin.flush()
+    first = proc.stdout.readline()
+    assert "there was" in first
+    os.truncate(copy, 4096)
+    out, err = proc.communicate("Once upon a time\n", timeout=120)
+    assert proc.returncode == 1, err
+    assert "changed on disk while loaded" in err and str(copy) in err

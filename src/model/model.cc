@@ -4,6 +4,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstddef>
+#include <cstring>
+#include <limits>
+#include <optional>
 #include <cmath>
 #include <cstdlib>
 #include <string_view>
@@ -12,6 +17,7 @@
 
 #include "base/log.h"
 #include "kernels/cpu/matmul.h"
+#include "tensor/blocks.h"
 
 namespace ferry {
 namespace {
@@ -418,6 +424,122 @@ KvCacheOptions Model::KvOptions(DType type, int64_t num_ctx, int32_t num_seqs,
                                 int64_t max_batch) const {
   return KvOptionsForLayers(type, hp_.n_layer, hp_.n_head_kv, hp_.head_dim_k, hp_.head_dim_v,
                             hp_.swa_window, num_ctx, num_seqs, num_seqs, max_batch);
+}
+
+namespace {
+
+// Where a block type keeps its fp16 scale fields: block bytes and the fields' byte offsets.
+struct ScaleLayout {
+  size_t block_bytes = 0;
+  size_t offsets[2] = {0, 0};
+  int n_offsets = 0;
+};
+
+std::optional<ScaleLayout> ScaleLayoutOf(DType type) {
+  auto layout = [](size_t bytes, std::initializer_list<size_t> offs) {
+    ScaleLayout l;
+    l.block_bytes = bytes;
+    for (size_t o : offs) l.offsets[l.n_offsets++] = o;
+    return l;
+  };
+  switch (type) {
+    case DType::kQ4_0: return layout(sizeof(BlockQ4_0), {offsetof(BlockQ4_0, d)});
+    case DType::kQ4_1:
+      return layout(sizeof(BlockQ4_1), {offsetof(BlockQ4_1, d), offsetof(BlockQ4_1, m)});
+    case DType::kQ5_0: return layout(sizeof(BlockQ5_0), {offsetof(BlockQ5_0, d)});
+    case DType::kQ5_1:
+      return layout(sizeof(BlockQ5_1), {offsetof(BlockQ5_1, d), offsetof(BlockQ5_1, m)});
+    case DType::kQ8_0: return layout(sizeof(BlockQ8_0), {offsetof(BlockQ8_0, d)});
+    case DType::kQ2_K:
+      return layout(sizeof(BlockQ2_K), {offsetof(BlockQ2_K, d), offsetof(BlockQ2_K, dmin)});
+    case DType::kQ3_K: return layout(sizeof(BlockQ3_K), {offsetof(BlockQ3_K, d)});
+    case DType::kQ4_K:
+      return layout(sizeof(BlockQ4_K), {offsetof(BlockQ4_K, d), offsetof(BlockQ4_K, dmin)});
+    case DType::kQ5_K:
+      return layout(sizeof(BlockQ5_K), {offsetof(BlockQ5_K, d), offsetof(BlockQ5_K, dmin)});
+    case DType::kQ6_K: return layout(sizeof(BlockQ6_K), {offsetof(BlockQ6_K, d)});
+    default: return std::nullopt;
+  }
+}
+
+// Index of the first unit in [begin, end) whose value is not finite, or -1. Units: one float
+// (F32), one 16-bit value (F16, BF16) or one block (the others: its scale fields).
+int64_t FirstNonFinite(DType type, const uint8_t* data, int64_t begin, int64_t end) {
+  auto load16 = [&](size_t at) {
+    uint16_t h;
+    std::memcpy(&h, data + at, sizeof(h));
+    return h;
+  };
+  switch (type) {
+    case DType::kF32:
+      for (int64_t i = begin; i < end; ++i) {
+        uint32_t u;
+        std::memcpy(&u, data + 4 * i, sizeof(u));
+        if ((u & 0x7f800000u) == 0x7f800000u) return i;
+      }
+      return -1;
+    case DType::kF16:
+      for (int64_t i = begin; i < end; ++i) {
+        if ((load16(2 * static_cast<size_t>(i)) & 0x7c00u) == 0x7c00u) return i;
+      }
+      return -1;
+    case DType::kBF16:
+      for (int64_t i = begin; i < end; ++i) {
+        if ((load16(2 * static_cast<size_t>(i)) & 0x7f80u) == 0x7f80u) return i;
+      }
+      return -1;
+    default:
+      break;
+  }
+  const std::optional<ScaleLayout> l = ScaleLayoutOf(type);
+  for (int64_t b = begin; b < end; ++b) {
+    for (int k = 0; k < l->n_offsets; ++k) {
+      if ((load16(static_cast<size_t>(b) * l->block_bytes + l->offsets[k]) & 0x7c00u) == 0x7c00u) {
+        return b;
+      }
+    }
+  }
+  return -1;
+}
+
+}  // namespace
+
+Status Model::CheckWeightsFinite(ThreadPool* pool) const {
+  for (const gguf::TensorInfo& t : file_->tensors()) {
+    const bool plain = t.type == DType::kF32 || t.type == DType::kF16 || t.type == DType::kBF16;
+    if (!plain && !ScaleLayoutOf(t.type)) continue;  // not a type ferry computes with
+    const DTypeTraits& traits = Traits(t.type);
+    const int64_t units = plain ? static_cast<int64_t>(t.n_elements)
+                                : static_cast<int64_t>(t.n_bytes / ScaleLayoutOf(t.type)->block_bytes);
+    const uint8_t* data = file_->TensorData(t).data();
+    // Chunks small enough to keep threads busy, each reporting its first bad unit.
+    constexpr int64_t kChunk = int64_t{1} << 16;
+    const int64_t n_chunks = (units + kChunk - 1) / kChunk;
+    std::atomic<int64_t> first_bad{std::numeric_limits<int64_t>::max()};
+    ParallelFor(pool, n_chunks, [&](int64_t cb, int64_t ce) {
+      for (int64_t c = cb; c < ce; ++c) {
+        const int64_t bad = FirstNonFinite(t.type, data, c * kChunk, std::min(units, (c + 1) * kChunk));
+        if (bad < 0) continue;
+        int64_t cur = first_bad.load();
+        while (bad < cur && !first_bad.compare_exchange_weak(cur, bad)) {
+        }
+        return;
+      }
+    });
+    const int64_t bad = first_bad.load();
+    if (bad != std::numeric_limits<int64_t>::max()) {
+      if (plain) {
+        return DataLossError("{}: tensor '{}' ({}) holds a non-finite value (NaN or infinity) at "
+                             "element {}: the file is corrupt", file_->name(), t.name,
+                             DTypeName(t.type), bad);
+      }
+      return DataLossError("{}: tensor '{}' ({}) has a non-finite scale (NaN or infinity) in block "
+                           "{} (elements {}..{}): the file is corrupt", file_->name(), t.name,
+                           DTypeName(t.type), bad, bad * traits.block_size,
+                           (bad + 1) * traits.block_size - 1);
+    }
+  }
+  return Status::Ok();
 }
 
 }  // namespace ferry

@@ -131,6 +131,14 @@ class Model {
   const gguf::GgufFile& file() const { return *file_; }
   const ModelWeights& weights() const { return w_; }
 
+  // Checks that every weight tensor's values are finite (llama.cpp's --check-tensors, always
+  // on in ferry): a NaN or infinity in a weight makes every answer garbage without an error.
+  // Reads the whole file once, on `pool`'s threads (null: the caller's): for block types only
+  // their fp16 scale fields (a block's values are scale x small integer (+ min), finite
+  // exactly when the scales are); for F32/F16/BF16 every value. DataLoss names the file, the
+  // tensor and the element (or block) where the first bad value is. Thread-safe (reads only).
+  Status CheckWeightsFinite(ThreadPool* pool) const;
+
   // Copies every weight that MatMul reads packed on this CPU (MatMulUsesPackedWeights and
   // CanPackWeightRows, kernels/cpu/matmul.h) into MatMul's packed layout, in memory this model
   // owns, and points its WeightMatrix::packed there. A packed copy has exactly the bytes of

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -276,6 +277,74 @@ INSTANTIATE_TEST_SUITE_P(
                     std::make_tuple(std::string("qwen2yarn"), std::string("q8_0")),
                     std::make_tuple(std::string("llamafreqs"), std::string("f32"))),
     SyntheticName);
+
+}  // namespace
+}  // namespace ferry
+
+namespace ferry {
+namespace {
+
+// Non-finite weights are found at load (the hardening issue: NaN weights gave empty tokens and
+// a `nan` perplexity with exit 0). Each synthetic file of a type ferry computes with gets one
+// bad value in blk.0.ffn_down.weight: an F32/F16 NaN element, or an infinite fp16 scale in a
+// block; the check names the tensor and where.
+TEST(CheckWeightsFiniteTest, FindsThePoisonedValueInEveryType) {
+  const char* dir = std::getenv("FERRY_SYNTHETIC_DIR");
+  if (dir == nullptr) GTEST_SKIP() << "FERRY_SYNTHETIC_DIR not set: run through make test";
+  struct Case {
+    std::string type;
+    size_t unit_bytes;   // bytes per element (plain) or per block
+    size_t scale_at;     // byte of the poisoned value within its unit
+    uint32_t bits;       // the value written (low 16 bits for fp16 fields)
+    bool plain;
+  };
+  const Case cases[] = {
+      {"f32", 4, 0, 0x7fc00000u, true},  {"f16", 2, 0, 0x7e00u, true},
+      {"q4_0", 18, 0, 0x7c00u, false},   {"q8_0", 34, 0, 0x7c00u, false},
+      {"q4_k", 144, 2, 0xfc00u, false},  // dmin = -infinity
+      {"q6_k", 210, 208, 0x7c01u, false},  // d = NaN
+  };
+  const int64_t kUnit = 5;  // the poisoned element or block
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.type);
+    const std::string src = std::string(dir) + "/synthetic-llama-" + c.type + ".gguf";
+    ASSERT_TRUE(std::filesystem::exists(src)) << src;
+    {
+      auto clean = Model::Load(src);
+      ASSERT_TRUE(clean.ok()) << clean.status().ToString();
+      EXPECT_TRUE((*clean)->CheckWeightsFinite(nullptr).ok());
+    }
+    std::ifstream in(src, std::ios::binary);
+    std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    uint64_t at = 0;
+    {
+      auto parsed = gguf::GgufFile::Parse(reinterpret_cast<const uint8_t*>(bytes.data()),
+                                          bytes.size());
+      ASSERT_TRUE(parsed.ok());
+      const gguf::TensorInfo* t = (*parsed)->FindTensor("blk.0.ffn_down.weight");
+      ASSERT_NE(t, nullptr);
+      at = t->file_offset + kUnit * c.unit_bytes + c.scale_at;
+    }
+    if (c.type == "f32") {
+      std::memcpy(bytes.data() + at, &c.bits, 4);
+    } else {
+      const uint16_t h = static_cast<uint16_t>(c.bits);
+      std::memcpy(bytes.data() + at, &h, 2);
+    }
+    const std::string path = testing::TempDir() + "/poisoned-" + c.type + ".gguf";
+    std::ofstream(path, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    auto m = Model::Load(path);
+    ASSERT_TRUE(m.ok()) << m.status().ToString();
+    ThreadPool pool(2);
+    Status s = (*m)->CheckWeightsFinite(&pool);
+    EXPECT_EQ(s.code(), StatusCode::kDataLoss);
+    const std::string where = c.plain ? fmt::format("at element {}", kUnit)
+                                      : fmt::format("in block {}", kUnit);
+    EXPECT_NE(s.message().find("tensor 'blk.0.ffn_down.weight'"), std::string::npos)
+        << s.message();
+    EXPECT_NE(s.message().find(where), std::string::npos) << s.message();
+  }
+}
 
 }  // namespace
 }  // namespace ferry

@@ -135,6 +135,14 @@ StatusOr<std::unique_ptr<Runner>> Runner::Create(const Model* model,
 StatusOr<std::unique_ptr<Runner>> Runner::Create(std::unique_ptr<Model> model,
                                                  std::unique_ptr<tokenizer::Tokenizer> tokenizer,
                                                  const Plan& plan, const RunnerOptions& options) {
+  {
+    // Before anything reads the weights: a non-finite one would make every answer garbage.
+    ThreadPool check_pool(CapThreads(options.num_threads));
+    const int64_t start = NowNs();
+    FERRY_RETURN_IF_ERROR(model->CheckWeightsFinite(&check_pool));
+    log::Info("weights checked finite: {} in {:.1f} ms", model->file().name(),
+              (NowNs() - start) / 1e6);
+  }
   if (options.pack_weights) FERRY_RETURN_IF_ERROR(model->PackWeights());
   RunnerOptions no_thread = options;
   no_thread.start_thread = false;
