@@ -162,3 +162,43 @@ def test_model_truncated_between_turns_fails_the_turn(ferry, tmp_path):
     out, err = proc.communicate("Once upon a time\n", timeout=120)
     assert proc.returncode == 1, err
     assert "changed on disk while loaded" in err and str(copy) in err
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--temperature", "-1"], "temperature must be a finite number >= 0"),
+    (["--top-k", "-5"], "top_k must be >= 0"),
+    (["--seed", "-2"], "--seed"),
+])
+def test_sampling_flags_out_of_range_are_errors(ferry, args, needle):
+    proc = run([ferry, "run", STORIES, "Hi", "--raw", "--num-predict", "2", "--local", *args],
+               check=False)
+    assert proc.returncode != 0 and proc.returncode != 135
+    assert needle in proc.stderr, proc.stderr
+
+
+def test_seed_minus_one_is_random_as_in_ollama(ferry):
+    # -1 draws a fresh seed each run (a fixed seed gives the same text every time); at
+    # temperature 1.5 over 24 tokens, five runs that all agree would mean a fixed seed.
+    outs = {run([ferry, "run", STORIES, "Once upon a time", "--raw", "--num-predict", "24",
+                 "--temperature", "1.5", "--seed", "-1", "--local"]).stdout for _ in range(5)}
+    assert len(outs) > 1
+    fixed = {run([ferry, "run", STORIES, "Once upon a time", "--raw", "--num-predict", "24",
+                  "--temperature", "1.5", "--seed", "7", "--local"]).stdout for _ in range(2)}
+    assert len(fixed) == 1
+
+
+def test_num_thread_above_the_hardware_is_capped_with_a_warning(ferry):
+    proc = run([ferry, "run", STORIES, "Once upon a time", "--raw", "--num-predict", "4",
+                "--num-thread", "1000", "--local"])
+    assert "num_thread 1000 is more than the" in proc.stderr and "hardware threads" in proc.stderr
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--devices", "cuda0=8,cpu=8GiB"], "size '8' has no unit"),
+    (["--devices", ""], "empty device description"),
+    (["--devices", "cpu=8GiB", "--gpu-memory", "4GiB"], "--gpu-memory applies to discovered"),
+])
+def test_device_flags_are_not_silently_misread(ferry, args, needle):
+    proc = run([ferry, "plan", STORIES, *args], check=False)
+    assert proc.returncode == 1, proc.stdout
+    assert needle in proc.stderr, proc.stderr

@@ -265,7 +265,9 @@ def test_bad_input(server):
     status, msg = err({"model": "../etc/passwd", "prompt": "x"})
     assert status == 400 and "model" in msg
     status, msg = err({"model": STORIES, "prompt": "a story " * 40, "options": {"num_ctx": 32}})
-    assert status == 400 and "num_ctx 32" in msg and re.search(r"prompt is \d+ tokens", msg)
+    # Refused before the whole prompt is tokenized: its size alone proves it cannot fit.
+    assert status == 400 and "num_ctx is 32" in msg and "never truncates" in msg
+    assert re.search(r"at least \d+ tokens, more than the limit of 32", msg)
     with pytest.raises(ollama.ResponseError) as e:
         server.client.chat(model="nope", messages=[{"role": "user", "content": "x"}])
     assert e.value.status_code == 404

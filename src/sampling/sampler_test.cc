@@ -520,7 +520,7 @@ TEST(SamplerTest, DrawUsesOneGeneratorOutputPerSample) {
 TEST(SamplerReferenceTest, FastPathMatchesReference) {
   std::mt19937_64 rng(20240601);
   const int32_t kVocabSizes[] = {1, 2, 7, 50, 300, 1000, 5000, 20000};
-  const int32_t kTopK[] = {0, -1, 1, 5, 40, 100000};
+  const int32_t kTopK[] = {0, 1, 5, 40, 100000};
   const float kTopP[] = {1.0f, 0.95f, 0.9f, 0.5f, 0.1f, 0.0f};
   const float kMinP[] = {0.0f, 0.0f, 0.05f, 0.3f, 1.0f};
   const float kTemperature[] = {0.0f, 0.3f, 0.8f, 1.0f, 1.5f};
