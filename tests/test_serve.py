@@ -494,3 +494,34 @@ def test_generate_template_suffix_and_context(server):
     status, text = server.post("/api/generate", {"model": STORIES, "prompt": "x",
                                                  "context": [1, 10 ** 6]})
     assert status == 400 and "context[1]" in json.loads(text)["error"]
+
+
+def test_model_file_truncated_while_served(models_dir, tmp_path):
+    # The hardening issue's SIGBUS, under a server: the truncated model's request fails with an
+    # error naming the file, the server stays up, and another model keeps serving.
+    d = tmp_path / "models"
+    d.mkdir()
+    victim = d / "victim.gguf"
+    victim.write_bytes((SHARED / "models" / "stories260K.gguf").read_bytes())
+    (d / f"{STORIES}.gguf").symlink_to(SHARED / "models" / "stories260K.gguf")
+    s = Serve(d)
+    try:
+        body = {"prompt": "Once upon a time", "stream": False,
+                "options": {"num_predict": 4, "temperature": 0}}
+        for model in ("victim", STORIES):
+            status, text = s.post("/api/generate", {"model": model, **body})
+            assert status == 200, text
+        os.truncate(victim, 4096)
+        status, text = s.post("/api/generate", {"model": "victim", **body})
+        assert status >= 400 and "changed on disk while loaded" in text and "victim" in text
+        assert s.proc.poll() is None
+        status, text = s.post("/api/generate", {"model": STORIES, **body})
+        assert status == 200, text
+        # The broken runner was unloaded; loading the truncated file again is a clear error.
+        status, text = s.post("/api/generate", {"model": "victim", **body})
+        assert status >= 400 and "victim" in text, text
+        assert s.proc.poll() is None
+        names = [m["name"] for m in json.loads(s.get("/api/ps")[1])["models"]]
+        assert not any(n.startswith("victim") for n in names), names
+    finally:
+        s.stop()

@@ -617,6 +617,12 @@ Status Server::EffectiveOptions(const CatalogModel& m, const Json& request_optio
     }
   }
   FERRY_RETURN_IF_ERROR(api::ParseOptions(request_options, o));
+  // Above the trained context: capped there, as `ferry run` and Ollama do.
+  if (const int64_t capped = CapNumCtxAtTrained(m.shape, o->num_ctx); capped != o->num_ctx) {
+    log::Warn("num_ctx {} is above the {} tokens {} was trained on: using {}", o->num_ctx,
+              m.shape.n_ctx_train, m.name, capped);
+    o->num_ctx = capped;
+  }
   if (sources != nullptr) {
     for (const char* key : kSourcedOptions) {
       if (request_options.is_object() && request_options.contains(key) &&
