@@ -32,11 +32,13 @@ void AddRequestFlags(CLI::App* cmd, RequestFlags& r) {
   SamplingOptions& s = o.sampling;
   auto& f = r.flags;
   f["num_ctx"] =
-      cmd->add_option("--num-ctx", o.num_ctx, "Context length in tokens (KV cache size)");
+      cmd->add_option("--num-ctx", o.num_ctx,
+                      "Context length in tokens (KV cache size; capped at the trained context)");
   f["num_predict"] =
       cmd->add_option("--num-predict", o.num_predict, "Tokens to generate (-1: until done)");
   f["num_batch"] = cmd->add_option("--num-batch", o.num_batch, "Prompt tokens per forward step");
-  f["num_thread"] = cmd->add_option("--num-thread", o.num_thread, "CPU threads (0: all cores)");
+  f["num_thread"] = cmd->add_option("--num-thread", o.num_thread,
+                                    "CPU threads (0: all cores; capped at the hardware threads)");
   cmd->add_option("--kv-type", r.kv_type, "KV cache type: f16, q8_0, q4_0 or f32");
   f["temperature"] =
       cmd->add_option("--temperature", s.temperature, "Sampling temperature (0: greedy)");
