@@ -115,3 +115,40 @@ def test_default_model_answers_a_question(ferry, default_model):
     out = run([ferry, "run", default_model, "Question: What is the capital of France?\nAnswer:",
                "--raw", "--temperature", "0", "--num-predict", "16", "--stop", "\n"]).stdout
     assert "Paris" in out
+
+
+def test_usage_errors_exit_2_with_the_ferry_prefix(ferry):
+    for args in (["nosuch"], [], ["run"], ["run", STORIES, "--no-such-flag"],
+                 ["plan", STORIES, "--ctx"]):
+        proc = run([ferry, *args], check=False)
+        assert proc.returncode == 2, (args, proc.returncode, proc.stderr)
+        assert proc.stderr.startswith("ferry: "), proc.stderr
+    assert "unknown command 'nosuch'" in run([ferry, "nosuch"], check=False).stderr
+
+
+def test_help_command_and_defaults(ferry):
+    top = run([ferry, "help"]).stdout
+    assert "Usage: ferry" in top and "run" in top and "plan" in top
+    text = run([ferry, "help", "run"]).stdout
+    assert text == run([ferry, "run", "--help"]).stdout
+    for default in ("--temperature FLOAT=0.8", "--top-k INT=40", "--top-p FLOAT=0.9",
+                    "--repeat-penalty FLOAT=1.1", "--num-ctx INT=2048"):
+        assert default in text, default
+    assert run([ferry, "help", "nosuch"], check=False).returncode == 2
+
+
+def test_prompt_words_short_flags_and_stop_escapes(ferry):
+    # `ferry run M Once upon a time` as ollama run takes it; -n/-s/-c/-t as llama.cpp's.
+    words = run([ferry, "run", STORIES, "Once", "upon", "a", "time", "--raw", "--temperature",
+                 "0", "-n", "6", "-s", "3", "-c", "128", "-t", "1", "--local"]).stdout
+    quoted = run([ferry, "run", STORIES, "Once upon a time", "--raw", "--temperature", "0",
+                  "--num-predict", "6", "--local"]).stdout
+    assert words == quoted and words.strip()
+    # "\n" typed in a shell is two characters; --stop reads it as a newline. Greedy stories260K
+    # writes a paragraph break within 200 tokens.
+    long = run([ferry, "run", STORIES, "Once upon a time", "--raw", "--temperature", "0",
+                "--num-predict", "200", "--local"]).stdout
+    assert "\n" in long.rstrip("\n")
+    cut = run([ferry, "run", STORIES, "Once upon a time", "--raw", "--temperature", "0",
+               "--num-predict", "200", "--stop", "\\n", "--local"]).stdout
+    assert cut.rstrip("\n") == long[:long.index("\n")]

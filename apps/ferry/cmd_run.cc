@@ -27,17 +27,36 @@
 namespace ferry::app {
 namespace {
 
+// A flag value with the escapes \n, \t, \r and \\ replaced; any other backslash is kept.
+std::string UnescapeFlag(std::string_view text) {
+  std::string out;
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '\\' && i + 1 < text.size()) {
+      const char next = text[i + 1];
+      const char* rep = next == 'n' ? "\n" : next == 't' ? "\t" : next == 'r' ? "\r"
+                        : next == '\\' ? "\\" : nullptr;
+      if (rep != nullptr) {
+        out += rep;
+        ++i;
+        continue;
+      }
+    }
+    out += text[i];
+  }
+  return out;
+}
+
 void AddRequestFlags(CLI::App* cmd, RequestFlags& r) {
   RequestOptions& o = r.options;
   SamplingOptions& s = o.sampling;
   auto& f = r.flags;
   f["num_ctx"] =
-      cmd->add_option("--num-ctx", o.num_ctx,
+      cmd->add_option("-c,--num-ctx", o.num_ctx,
                       "Context length in tokens (KV cache size; capped at the trained context)");
   f["num_predict"] =
-      cmd->add_option("--num-predict", o.num_predict, "Tokens to generate (-1: until done)");
+      cmd->add_option("-n,--num-predict", o.num_predict, "Tokens to generate (-1: until done)");
   f["num_batch"] = cmd->add_option("--num-batch", o.num_batch, "Prompt tokens per forward step");
-  f["num_thread"] = cmd->add_option("--num-thread", o.num_thread,
+  f["num_thread"] = cmd->add_option("-t,--num-thread", o.num_thread,
                                     "CPU threads (0: all cores; capped at the hardware threads)");
   cmd->add_option("--kv-type", r.kv_type, "KV cache type: f16, q8_0, q4_0 or f32");
   f["temperature"] =
@@ -56,11 +75,18 @@ void AddRequestFlags(CLI::App* cmd, RequestFlags& r) {
   // Ollama's seed: -1 (the default) draws a fresh one; any other value repeats its sampling.
   f["seed"] =
       cmd->add_option_function<int64_t>(
-             "--seed",
+             "-s,--seed",
              [&s](const int64_t& v) { s.seed = v < 0 ? std::nullopt : std::optional<uint64_t>(v); },
              "Random seed for reproducible sampling (-1: a fresh one each run)")
           ->check(CLI::Range(int64_t{-1}, std::numeric_limits<int64_t>::max()));
-  f["stop"] = cmd->add_option("--stop", o.stop, "Stop string (repeatable)");
+  // Shells pass "\n" as two characters: the escapes people write in a stop string are read.
+  f["stop"] = cmd->add_option_function<std::vector<std::string>>(
+      "--stop",
+      [&o](const std::vector<std::string>& values) {
+        o.stop.clear();
+        for (const std::string& v : values) o.stop.push_back(UnescapeFlag(v));
+      },
+      "Stop string (repeatable; \\n, \\t, \\r, \\\\ are read as escapes)");
 }
 
 // A stored model's PARAMETERs become the request's defaults; an option the command line gave
@@ -197,7 +223,15 @@ void AddRunCommand(CLI::App& app, RunOptions& o) {
                                      "Generate text with a model (interactive chat when "
                                      "no prompt is given)");
   run->add_option("model", o.model, "GGUF file path, or a model name (see ferry list)")->required();
-  run->add_option("prompt", o.prompt, "The prompt; omit for an interactive chat");
+  // Every word after the model is the prompt, as `ollama run MODEL Why is the sky blue` takes it.
+  run->add_option_function<std::vector<std::string>>(
+      "prompt",
+      [&o](const std::vector<std::string>& words) {
+        std::string joined;
+        for (const std::string& w : words) joined += (joined.empty() ? "" : " ") + w;
+        o.prompt = joined;
+      },
+      "The prompt (the words after the model, joined by spaces); omit for an interactive chat");
   run->add_flag("--raw", o.raw, "Plain completion: no chat template");
   run->add_flag("--verbose", o.verbose, "Print timings (prompt and generation tok/s)");
   run->add_flag("--local", o.local,

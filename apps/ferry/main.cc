@@ -1,11 +1,10 @@
 // ferry: the single binary. Subcommands parse flags here and call into the libraries; this is
 // the only place that reads FERRY_* environment variables (settings.cc).
+#include <CLI/CLI.hpp>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <exception>
-
-#include <CLI/CLI.hpp>
 
 #include "base/log.h"
 #include "cmd_bench.h"
@@ -20,8 +19,10 @@
 namespace {
 
 int Main(int argc, char** argv) {
-  CLI::App app{"ferry: a local LLM server with exact, explainable memory plans"};
+  CLI::App app{"ferry: a local LLM server with exact, explainable memory plans", "ferry"};
   app.require_subcommand(1);
+  // Every --help shows each option's default.
+  app.option_defaults()->always_capture_default();
   app.set_version_flag("--version", "ferry 0.1.0");
   bool debug = false;
   app.add_flag("--debug", debug, "Debug logging on stderr");
@@ -43,10 +44,46 @@ int Main(int argc, char** argv) {
   ferry::app::ClientCommandOptions client;
   ferry::app::AddClientCommands(app, client);
 
+  // ferry help [COMMAND]: the same text as --help.
+  CLI::App* help = app.add_subcommand("help", "Show help for ferry or for one command");
+  std::string help_topic;
+  help->add_option("command", help_topic, "The command to explain");
+
+  // An unknown command is named as such (CLI11 would only say that one is required).
+  if (argc > 1 && argv[1][0] != '-') {
+    bool known = false;
+    for (const CLI::App* sub : app.get_subcommands({})) known |= sub->check_name(argv[1]);
+    if (!known) {
+      std::fprintf(stderr, "ferry: unknown command '%s'; run 'ferry help' for the list\n", argv[1]);
+      return 2;
+    }
+  }
   try {
     app.parse(argc, argv);
+  } catch (const CLI::Success& e) {
+    return app.exit(e);  // --help, --version: printed, exit 0
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // Usage errors: one exit code (2), the ferry: prefix, and where to look.
+    std::fprintf(stderr, "ferry: %s\nRun 'ferry help' or 'ferry COMMAND --help' for usage.\n",
+                 e.what());
+    return 2;
+  }
+  if (app.got_subcommand(help)) {
+    if (help_topic.empty()) {
+      // app.help() would describe the selected subcommand (help itself).
+      std::printf(
+          "%s", app.get_formatter()->make_help(&app, "ferry", CLI::AppFormatMode::Normal).c_str());
+      return 0;
+    }
+    for (const CLI::App* sub : app.get_subcommands({})) {
+      if (sub->get_name() == help_topic) {
+        std::printf("%s", sub->help("ferry").c_str());
+        return 0;
+      }
+    }
+    std::fprintf(stderr, "ferry: no command '%s'; run 'ferry help' for the list\n",
+                 help_topic.c_str());
+    return 2;
   }
   ferry::log::SetLevel(debug ? ferry::log::Level::kDebug : ferry::log::Level::kWarn);
   auto read = ferry::app::ReadSettings();
