@@ -101,7 +101,9 @@ class Client:
         elif kind == "generate_stream":
             s, t = self.request("/api/generate", {"model": model, "prompt": "A cat",
                                                   "options": opts})
-            lines = [json.loads(x) for x in t.splitlines() if x.strip()]
+            # NDJSON: split at "\n" only (str.splitlines also splits at U+2028, U+0085 ...,
+            # which a model may generate and JSON carries unescaped).
+            lines = [json.loads(x) for x in t.split("\n") if x.strip()]
             ok = s == 200 and lines and lines[-1].get("done") is True
             self.check(kind, s if ok or s != 200 else 599, t, True)
         elif kind == "chat":
@@ -142,6 +144,9 @@ class Client:
             except (ConnectionError, http.client.HTTPException, OSError) as e:
                 self.count("connection_errors")
                 print(f"connection error: {e!r}", file=sys.stderr)
+            except (ValueError, KeyError) as e:  # an answer that is not the JSON it should be
+                self.count("server_errors")
+                print(f"malformed answer: {e!r}", file=sys.stderr)
 
 
 def wait_idle(port, timeout=60):
