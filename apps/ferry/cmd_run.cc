@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <charconv>
 #include <cstdio>
@@ -177,6 +179,12 @@ StatusOr<std::unique_ptr<Runner>> Load(const Settings& settings, const std::stri
   return LoadRunner(path, inv, lo, ro);
 }
 
+// One line for the user on stderr, dimmed on a terminal (plain when piped or with NO_COLOR).
+void Dim(const Settings& settings, const std::string& line) {
+  const bool tty = ::isatty(STDERR_FILENO) == 1 && !settings.no_color;
+  std::fprintf(stderr, tty ? "\x1b[2mferry: %s\x1b[0m\n" : "ferry: %s\n", line.c_str());
+}
+
 int Fail(std::string_view cmd, const Status& s) {
   std::fprintf(stderr, "ferry %s: %s\n", std::string(cmd).c_str(), s.message().c_str());
   return 1;
@@ -238,6 +246,9 @@ void AddRunCommand(CLI::App& app, RunOptions& o) {
                 "Run in this process even when a ferry serve answers on FERRY_HOST (by default "
                 "run talks to it, so ferry ps sees the model)");
   run->add_option("--system", o.system, "System message for chat mode");
+  run->add_option("--template", o.template_name,
+                  "Chat format for a file without a chat template: gemma, llama3, chatml or "
+                  "mistral (without one, such a file runs raw)");
   AddRequestFlags(run, o.request);
 }
 
@@ -257,6 +268,13 @@ int RunRun(const Settings& settings, const RunOptions& options) {
   }
   auto found = FindModel(settings, options.model);
   if (!found.ok()) return Fail("run", found.status());
+  if (options.raw && !options.system.empty()) {
+    return Fail("run", InvalidArgumentError("--system has no effect with --raw (a raw prompt is "
+                                            "sent as it is); put the text in the prompt"));
+  }
+  if (options.raw && !options.template_name.empty()) {
+    return Fail("run", InvalidArgumentError("--template has no effect with --raw"));
+  }
   // A stored model's PARAMETERs, SYSTEM, MESSAGEs and TEMPLATE are defaults of this run.
   RunOptions o = options;
   const store::ModelExtras* extras = found->stored ? &found->stored->extras : nullptr;
@@ -281,8 +299,24 @@ int RunRun(const Settings& settings, const RunOptions& options) {
     if (const gguf::Value* v = model.file().Find("tokenizer.chat_template")) {
       if (auto s = v->AsString(); s.ok()) jinja = std::string(*s);
     }
-    auto t = chat::ChatTemplate::Detect(jinja, model.hparams().arch,
-                                        tokenizer.vocab().Find("<|start_header_id|>") >= 0);
+    if (o.template_name.empty() && jinja.empty()) {
+      // As `ollama run` with `{{ .Prompt }}`: a file without a chat template (a base model,
+      // even of an architecture that has a chat format) is run raw, and says so.
+      o.raw = true;
+      Dim(settings, fmt::format("{} has no chat template: running raw (--template gemma, llama3, "
+                                "chatml or mistral applies one)",
+                                found->path));
+    }
+  }
+  if (!o.raw && !go_tmpl) {
+    std::string jinja;
+    if (const gguf::Value* v = model.file().Find("tokenizer.chat_template")) {
+      if (auto s = v->AsString(); s.ok()) jinja = std::string(*s);
+    }
+    auto t = o.template_name.empty()
+                 ? chat::ChatTemplate::Detect(jinja, model.hparams().arch,
+                                              tokenizer.vocab().Find("<|start_header_id|>") >= 0)
+                 : chat::ChatTemplate::Named(o.template_name);
     if (!t.ok()) return Fail("run", t.status());
     tmpl = *t;
     if (o.verbose) {
@@ -320,7 +354,13 @@ int RunRun(const Settings& settings, const RunOptions& options) {
   auto one_turn = [&](const std::string& text) -> Status {
     std::vector<int32_t> prompt;
     if (o.raw) {
-      FERRY_ASSIGN_OR_RETURN(prompt, encode(text, false));
+      // Raw for want of a template: a system message goes in front, as `ferry serve` (and
+      // Ollama's {{ .Prompt }} default) does.
+      const bool system_first = !options.raw && !conversation.empty() &&
+                                conversation.front().role == "system";
+      FERRY_ASSIGN_OR_RETURN(
+          prompt, encode(system_first ? conversation.front().content + "\n\n" + text : text,
+                         false));
       if (prompt.empty()) {
         return InvalidArgumentError("the prompt is empty and the model adds no BOS token");
       }

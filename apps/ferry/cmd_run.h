@@ -30,6 +30,7 @@ struct RunOptions {
   bool verbose = false;
   bool local = false;  // run in this process even when a server answers on FERRY_HOST
   std::string system;
+  std::string template_name;  // --template: a built-in chat format for a file without one
   RequestFlags request;
 };
 

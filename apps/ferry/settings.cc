@@ -33,6 +33,7 @@ StatusOr<int64_t> EnvInt(const char* name, std::string_view text, int64_t lo, in
 
 StatusOr<Settings> ReadSettings() {
   Settings s;
+  s.no_color = Env("NO_COLOR") != nullptr;
   if (const char* v = Env("FERRY_HOST")) s.host = v;
   if (const char* v = Env("FERRY_KEEP_ALIVE")) s.keep_alive = v;
   if (const char* v = Env("FERRY_NUM_PARALLEL")) {

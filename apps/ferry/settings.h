@@ -31,6 +31,10 @@ struct Settings {
   // (DiscoverOptions::cpu_bandwidth).
   std::optional<double> cpu_bandwidth;
 
+  // NO_COLOR (https://no-color.org/): set and not empty, terminal output has no colour or
+  // dimming. Colour is used only when the stream is a terminal anyway.
+  bool no_color = false;
+
   // `ferry serve` (docs/serving.md). Each is checked here; a bad value stops ferry with a
   // message naming the variable.
   std::string host = "127.0.0.1:11434";          // FERRY_HOST

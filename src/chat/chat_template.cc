@@ -37,6 +37,17 @@ std::string_view TemplateKindName(TemplateKind kind) {
   return "?";
 }
 
+StatusOr<ChatTemplate> ChatTemplate::Named(std::string_view name) {
+  for (TemplateKind k : {TemplateKind::kGemma, TemplateKind::kLlama3, TemplateKind::kChatml,
+                         TemplateKind::kMistral}) {
+    if (TemplateKindName(k) == name) {
+      return ChatTemplate(k, fmt::format("--template {}", name), "");
+    }
+  }
+  return InvalidArgumentError("unknown template '{}' (known: gemma, llama3, chatml, mistral)",
+                              name);
+}
+
 StatusOr<ChatTemplate> ChatTemplate::Detect(std::string_view jinja, std::string_view arch,
                                             bool vocab_has_llama3_header) {
   if (!jinja.empty()) {

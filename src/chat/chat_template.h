@@ -42,6 +42,10 @@ class ChatTemplate {
   static StatusOr<ChatTemplate> Detect(std::string_view jinja, std::string_view architecture,
                                        bool vocab_has_llama3_header);
 
+  // A built-in format by its TemplateKindName ("gemma", "llama3", "chatml", "mistral"), for a
+  // file without a template (`ferry run --template NAME`). InvalidArgument lists the names.
+  static StatusOr<ChatTemplate> Named(std::string_view name);
+
   TemplateKind kind() const { return kind_; }
   // Where the choice came from, for --verbose and docs: "recognised template" or
   // "no template in the file; gemma3 architecture default".
