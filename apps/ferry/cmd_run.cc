@@ -383,6 +383,9 @@ int RunRun(const Settings& settings, const RunOptions& options) {
     Status s = one_turn(*o.prompt);
     return s.ok() ? 0 : Fail("run", s);
   }
+  // std::cin unsynchronised with C stdio reads in blocks, not a byte at a time (a 50 MB line
+  // took seconds); ferry writes with C stdio only, so nothing interleaves.
+  std::ios::sync_with_stdio(false);
   // Interactive: one line per turn; EOF or "/bye" ends. A failed turn is reported and the
   // session goes on, but the exit code says that one failed.
   std::string line;
