@@ -180,7 +180,7 @@ def main():
     ap.add_argument("ferry")
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--minutes", type=float, default=10.0)
-    ap.add_argument("--warmup-seconds", type=float, default=30.0)
+    ap.add_argument("--warmup-seconds", type=float, default=60.0)
     args = ap.parse_args()
 
     models = Path(tempfile.mkdtemp(prefix="ferry-soak-"))
@@ -206,7 +206,17 @@ def main():
     wait_idle(port)
     rss_before = rss_bytes(server.pid)
     start = time.monotonic()
+    samples = []  # (minute, RSS) while the clients run: a leak grows steadily, a high-water
+    stop_sampling = threading.Event()  # mark levels off
+
+    def sample():
+        while not stop_sampling.wait(60.0):
+            samples.append(((time.monotonic() - start) / 60, rss_bytes(server.pid)))
+    sampler = threading.Thread(target=sample)
+    sampler.start()
     run_clients(port, args.clients, args.minutes * 60, stats, lock, seed=2)
+    stop_sampling.set()
+    sampler.join()
     elapsed = time.monotonic() - start
     wait_idle(port)
     rss_after = rss_bytes(server.pid)
@@ -218,6 +228,8 @@ def main():
     drift = (rss_after - rss_before) / rss_before if rss_before else 1.0
     print(f"soak: {args.clients} clients, {elapsed / 60:.1f} min (after a "
           f"{args.warmup_seconds:.0f} s warm-up), {answered} requests answered as expected")
+    print("RSS under load, per minute (MiB): " +
+          ", ".join(f"{m:.0f}: {r / 2**20:.1f}" for m, r in samples))
     print("by kind: " + ", ".join(f"{k[3:]} {v}" for k, v in sorted(stats.items())
                                   if k.startswith("ok_")))
     checks = {
