@@ -83,6 +83,29 @@ TEST(ParseBody, BrokenJsonAndNonObjects) {
   EXPECT_TRUE(ParseBody("{}").ok());
 }
 
+// Found writing fuzz/http_request_fuzz (which crashes on it): 200,000 nested arrays in
+// `options` (a 400 KB body) overflowed the stack when ParseGenerate copied the options
+// (nlohmann copies recursively).
+TEST(ParseBody, DeepNestingIsRefused) {
+  auto nested = [](int levels, bool closed) {
+    std::string inner = std::string(levels, '[') + (closed ? std::string(levels, ']') : "");
+    return "{\"model\": \"m\", \"options\": {\"a\": " + inner + (closed ? "}}" : "");
+  };
+  // The body is level 1, options level 2: kMaxJsonDepth - 2 arrays fit.
+  auto ok = ParseBody(nested(kMaxJsonDepth - 2, true));
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  auto gen = ParseGenerate(*ok);
+  EXPECT_TRUE(gen.ok()) << gen.status().ToString();
+  auto deeper = ParseBody(nested(kMaxJsonDepth - 1, true));
+  EXPECT_EQ(deeper.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(deeper.status().message().find("more than 128 deep"), std::string::npos)
+      << deeper.status().ToString();
+  for (bool closed : {true, false}) {
+    auto s = ParseBody(nested(1000000, closed));
+    EXPECT_EQ(s.status().code(), StatusCode::kInvalidArgument) << closed;
+  }
+}
+
 TEST(ParseGenerate, FieldsAndTypeErrors) {
   auto p = ParseGenerate(*ParseBody(R"({"model": "m", "prompt": "hi", "system": "s", "raw": true,
                                         "stream": false, "keep_alive": "10m"})"));
