@@ -30,7 +30,8 @@ StatusOr<int64_t> IntField(const Json& v, std::string_view name, int64_t lo, int
     if (!std::isfinite(d) || d != std::floor(d)) {
       return InvalidArgumentError("{}: expected an integer, got {}", name, v.dump());
     }
-    if (d < static_cast<double>(lo) || d > static_cast<double>(hi)) {
+    // static_cast<double>(INT64_MAX) rounds up to 2^63, which does not convert: checked apart.
+    if (d < static_cast<double>(lo) || d > static_cast<double>(hi) || d >= 0x1p63) {
       return InvalidArgumentError("{}: {} is out of range ({}..{})", name, v.dump(), lo, hi);
     }
     x = static_cast<int64_t>(d);

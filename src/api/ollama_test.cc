@@ -56,6 +56,21 @@ TEST(ParseOptions, IntegerValuedFloatsAndNegativeSeed) {
   EXPECT_EQ(o.stop, std::vector<std::string>{"x"});
 }
 
+// Found writing fuzz/http_request_fuzz (a UBSan report there): a seed of 9223372036854775807.0 is
+// the double 2^63, which passed the range check against INT64_MAX (rounded up to 2^63) and
+// overflowed the conversion to int64 (undefined behaviour; INT64_MIN on x86, a random seed).
+TEST(ParseOptions, FloatAtTwoToThe63IsOutOfRange) {
+  RequestOptions o;
+  Status s = Opts(R"({"seed": 9223372036854775807.0})", &o);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("options.seed"), std::string::npos) << s.ToString();
+  ASSERT_TRUE(Opts(R"({"seed": 9223372036854774784.0})", &o).ok());  // the double below 2^63
+  ASSERT_TRUE(o.sampling.seed.has_value());
+  EXPECT_EQ(*o.sampling.seed, 9223372036854774784u);
+  ASSERT_TRUE(Opts(R"({"seed": -9223372036854775808.0})", &o).ok());  // -2^63 converts
+  EXPECT_FALSE(o.sampling.seed.has_value());
+}
+
 TEST(ParseOptions, ErrorsNameTheField) {
   ExpectInvalid(R"({"num_ctx": -5})", "options.num_ctx");
   ExpectInvalid(R"({"num_ctx": 0})", "options.num_ctx");
