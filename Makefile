@@ -4,7 +4,8 @@ BUILD ?= build
 FERRY_MODELS ?= $(HOME)/.ferry/models
 export FERRY_MODELS
 DEFAULT_MODEL := $(FERRY_MODELS)/gemma-3-270m-q4_k_m.gguf
-FUZZ_RUNS ?= 100000
+# libFuzzer executions per fuzz target (fuzz/run): `make fuzz` and the short pass of `make test`.
+FUZZ_RUNS ?= 1000000
 TEST_FUZZ_RUNS ?= 20000
 
 .PHONY: all setup build models synthetic demo test unit unit-paths pytest fuzz format clean

@@ -30,7 +30,8 @@ StatusOr<int64_t> IntField(const Json& v, std::string_view name, int64_t lo, int
     if (!std::isfinite(d) || d != std::floor(d)) {
       return InvalidArgumentError("{}: expected an integer, got {}", name, v.dump());
     }
-    if (d < static_cast<double>(lo) || d > static_cast<double>(hi)) {
+    // static_cast<double>(INT64_MAX) rounds up to 2^63, which does not convert: checked apart.
+    if (d < static_cast<double>(lo) || d > static_cast<double>(hi) || d >= 0x1p63) {
       return InvalidArgumentError("{}: {} is out of range ({}..{})", name, v.dump(), lo, hi);
     }
     x = static_cast<int64_t>(d);
@@ -106,16 +107,33 @@ StatusOr<CommonParams> ParseCommon(const Json& body) {
 }  // namespace
 
 StatusOr<Json> ParseBody(std::string_view body) {
-  Json j = Json::parse(body, nullptr, /*allow_exceptions=*/false);
+  // The parser itself keeps its stack on the heap; this callback drops every array and object
+  // below the limit (never built), and notes that there was one.
+  bool too_deep = false;
+  const Json::parser_callback_t limit_depth = [&too_deep](int depth, Json::parse_event_t event,
+                                                          Json&) {
+    // `depth` counts the arrays and objects around the one starting.
+    if ((event == Json::parse_event_t::object_start || event == Json::parse_event_t::array_start) &&
+        depth >= kMaxJsonDepth) {
+      too_deep = true;
+      return false;
+    }
+    return true;
+  };
+  Json j = Json::parse(body, limit_depth, /*allow_exceptions=*/false);
   if (j.is_discarded()) {
     // Parse again with exceptions only to get the position for the message.
     try {
-      Json unused = Json::parse(body);
+      Json unused = Json::parse(body, limit_depth);
       (void)unused;
     } catch (const Json::exception& e) {
       return InvalidArgumentError("invalid JSON in the request body: {}", e.what());
     }
     return InvalidArgumentError("invalid JSON in the request body");
+  }
+  if (too_deep) {
+    return InvalidArgumentError("the request body nests arrays and objects more than {} deep",
+                                kMaxJsonDepth);
   }
   if (!j.is_object()) {
     return InvalidArgumentError("the request body must be a JSON object, got {}", TypeName(j));
@@ -161,8 +179,7 @@ StatusOr<GenerateParams> ParseGenerate(const Json& body) {
   }
   if (auto it = body.find("context"); it != body.end() && !it->is_null()) {
     if (!it->is_array()) {
-      return InvalidArgumentError("context: expected an array of token ids, got {}",
-                                  TypeName(*it));
+      return InvalidArgumentError("context: expected an array of token ids, got {}", TypeName(*it));
     }
     for (size_t i = 0; i < it->size(); ++i) {
       FERRY_ASSIGN_OR_RETURN(int64_t id, IntField((*it)[i], fmt::format("context[{}]", i), 0,
@@ -177,8 +194,10 @@ namespace {
 
 Status ParseEmbedShared(const Json& body, EmbedParams* p) {
   FERRY_ASSIGN_OR_RETURN(p->common, ParseCommon(body));
-  if (auto it = body.find("truncate"); it == body.end() || it->is_null()) p->truncate = true;
-  else p->truncate = p->common.truncate;
+  if (auto it = body.find("truncate"); it == body.end() || it->is_null())
+    p->truncate = true;
+  else
+    p->truncate = p->common.truncate;
   if (auto it = body.find("dimensions"); it != body.end() && !it->is_null()) {
     FERRY_ASSIGN_OR_RETURN(p->dimensions, IntField(*it, "dimensions", 1, 1 << 20));
   }

@@ -82,7 +82,11 @@ StatusOr<double> NumberField(const Json& v, std::string_view name);  // finite
 StatusOr<bool> BoolField(const Json& v, std::string_view name);
 StatusOr<std::string> StringField(const Json& v, std::string_view name);
 
-// Parses a body as a JSON object: InvalidArgument ("invalid JSON: ...") otherwise.
+// Parses a body as a JSON object: InvalidArgument ("invalid JSON: ...") otherwise, and for
+// arrays and objects nested more than kMaxJsonDepth levels deep (the body is level 1): JSON
+// values are copied, compared and printed recursively, so a body of a million '[' would
+// overflow the stack of whoever handles it.
+inline constexpr int kMaxJsonDepth = 128;
 StatusOr<Json> ParseBody(std::string_view body);
 
 // Request bodies. Refused with InvalidArgument naming the field: a missing/empty model, wrong

@@ -56,6 +56,21 @@ TEST(ParseOptions, IntegerValuedFloatsAndNegativeSeed) {
   EXPECT_EQ(o.stop, std::vector<std::string>{"x"});
 }
 
+// Found writing fuzz/http_request_fuzz (a UBSan report there): a seed of 9223372036854775807.0 is
+// the double 2^63, which passed the range check against INT64_MAX (rounded up to 2^63) and
+// overflowed the conversion to int64 (undefined behaviour; INT64_MIN on x86, a random seed).
+TEST(ParseOptions, FloatAtTwoToThe63IsOutOfRange) {
+  RequestOptions o;
+  Status s = Opts(R"({"seed": 9223372036854775807.0})", &o);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("options.seed"), std::string::npos) << s.ToString();
+  ASSERT_TRUE(Opts(R"({"seed": 9223372036854774784.0})", &o).ok());  // the double below 2^63
+  ASSERT_TRUE(o.sampling.seed.has_value());
+  EXPECT_EQ(*o.sampling.seed, 9223372036854774784u);
+  ASSERT_TRUE(Opts(R"({"seed": -9223372036854775808.0})", &o).ok());  // -2^63 converts
+  EXPECT_FALSE(o.sampling.seed.has_value());
+}
+
 TEST(ParseOptions, ErrorsNameTheField) {
   ExpectInvalid(R"({"num_ctx": -5})", "options.num_ctx");
   ExpectInvalid(R"({"num_ctx": 0})", "options.num_ctx");
@@ -81,6 +96,29 @@ TEST(ParseBody, BrokenJsonAndNonObjects) {
   EXPECT_NE(ParseBody("{\"model\": ").status().message().find("invalid JSON"), std::string::npos);
   EXPECT_EQ(ParseBody("[1, 2]").status().code(), StatusCode::kInvalidArgument);
   EXPECT_TRUE(ParseBody("{}").ok());
+}
+
+// Found writing fuzz/http_request_fuzz (which crashes on it): 200,000 nested arrays in
+// `options` (a 400 KB body) overflowed the stack when ParseGenerate copied the options
+// (nlohmann copies recursively).
+TEST(ParseBody, DeepNestingIsRefused) {
+  auto nested = [](int levels, bool closed) {
+    std::string inner = std::string(levels, '[') + (closed ? std::string(levels, ']') : "");
+    return "{\"model\": \"m\", \"options\": {\"a\": " + inner + (closed ? "}}" : "");
+  };
+  // The body is level 1, options level 2: kMaxJsonDepth - 2 arrays fit.
+  auto ok = ParseBody(nested(kMaxJsonDepth - 2, true));
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  auto gen = ParseGenerate(*ok);
+  EXPECT_TRUE(gen.ok()) << gen.status().ToString();
+  auto deeper = ParseBody(nested(kMaxJsonDepth - 1, true));
+  EXPECT_EQ(deeper.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(deeper.status().message().find("more than 128 deep"), std::string::npos)
+      << deeper.status().ToString();
+  for (bool closed : {true, false}) {
+    auto s = ParseBody(nested(1000000, closed));
+    EXPECT_EQ(s.status().code(), StatusCode::kInvalidArgument) << closed;
+  }
 }
 
 TEST(ParseGenerate, FieldsAndTypeErrors) {

@@ -1128,10 +1128,12 @@ bool Truth(const Value& v) {
   }
 }
 
-// Go's encoding/json string encoding (HTML-safe, as json.Marshal).
-void AppendJsonString(std::string_view s, std::string* out) {
+// Go's encoding/json string encoding (HTML-safe, as json.Marshal). Returns false, with *out
+// partly written, as soon as *out is longer than `limit`.
+bool AppendJsonString(std::string_view s, std::string* out, size_t limit) {
   out->push_back('"');
   for (size_t k = 0; k < s.size(); ++k) {
+    if (out->size() > limit) return false;
     unsigned char c = static_cast<unsigned char>(s[k]);
     switch (c) {
       case '"':
@@ -1174,28 +1176,48 @@ void AppendJsonString(std::string_view s, std::string* out) {
     }
   }
   out->push_back('"');
+  return out->size() <= limit;
 }
 
-void AppendJsonMessage(const Message& m, std::string* out) {
+bool AppendJsonMessage(const Message& m, std::string* out, size_t limit) {
   *out += "{\"role\":";
-  AppendJsonString(m.role, out);
+  if (!AppendJsonString(m.role, out, limit)) return false;
   *out += ",\"content\":";
-  AppendJsonString(m.content, out);
+  if (!AppendJsonString(m.content, out, limit)) return false;
   out->push_back('}');
+  return out->size() <= limit;
 }
+
+}  // namespace
+
+// What a rendering may still spend: steps and bytes of text (go_template.h).
+struct Budget {
+  explicit Budget(RenderLimits limits) : limits(limits), steps(limits.steps), bytes(limits.bytes) {}
+  RenderLimits limits;
+  uint64_t steps;
+  uint64_t bytes;
+};
+
+namespace {
 
 class Executor {
  public:
-  Executor(const Tree& tree, const TemplateData& data, std::string* out)
-      : tree_(tree), data_(data), out_(out), vars_(static_cast<size_t>(tree.num_slots)) {
+  Executor(const Tree& tree, const TemplateData& data, std::string* out, Budget* budget)
+      : tree_(tree),
+        data_(data),
+        out_(out),
+        budget_(budget),
+        vars_(static_cast<size_t>(tree.num_slots)) {
     root_.type = Type::kRoot;
     vars_[0] = root_;
   }
 
   Status Walk(const std::vector<Node>& list, const Value& dot) {
     for (const Node& node : list) {
+      FERRY_RETURN_IF_ERROR(Step(node.pos));
       switch (node.kind) {
         case Node::Kind::kText:
+          FERRY_RETURN_IF_ERROR(Charge(node.pos, node.text.size()));
           *out_ += node.text;
           break;
         case Node::Kind::kAction: {
@@ -1221,6 +1243,7 @@ class Executor {
           FERRY_ASSIGN_OR_RETURN(Value v, EvalPipe(node.pipe, dot, /*assign=*/false));
           if (v.type == Type::kMessages && v.count > 0) {
             for (size_t k = 0; k < v.count; ++k) {
+              FERRY_RETURN_IF_ERROR(Step(node.pos));
               Value elem;
               elem.type = Type::kMessage;
               elem.msg = v.items + k;
@@ -1252,26 +1275,55 @@ class Executor {
                                 fmt::format(f, std::forward<Args>(args)...));
   }
 
+  // One step of work; ResourceExhausted once the budget's steps are spent.
+  Status Step(size_t pos) {
+    if (budget_->steps == 0) {
+      return ResourceExhaustedError(
+          "template: line {}: rendering takes more than {} steps (nested range loops?)",
+          LineOf(tree_.text, pos), budget_->limits.steps);
+    }
+    --budget_->steps;
+    return Status::Ok();
+  }
+
+  // Charges `n` bytes of text about to be copied; ResourceExhausted past the budget.
+  Status Charge(size_t pos, uint64_t n) {
+    if (n > budget_->bytes) return TooManyBytes(pos);
+    budget_->bytes -= n;
+    return Status::Ok();
+  }
+  Status TooManyBytes(size_t pos) const {
+    return ResourceExhaustedError(
+        "template: line {}: rendering makes more than {} bytes of text (chained json calls?)",
+        LineOf(tree_.text, pos), budget_->limits.bytes);
+  }
+
   Status Print(const Value& v, size_t pos) {
+    std::string number;
+    std::string_view text;
     switch (v.type) {
       case Type::kString:
-        *out_ += v.s;
-        return Status::Ok();
+        text = v.s;
+        break;
       case Type::kInt:
-        *out_ += fmt::format("{}", v.i);
-        return Status::Ok();
+        number = fmt::format("{}", v.i);
+        text = number;
+        break;
       case Type::kBool:
-        *out_ += v.b ? "true" : "false";
-        return Status::Ok();
+        text = v.b ? "true" : "false";
+        break;
       case Type::kNil:
-        *out_ += "<no value>";
-        return Status::Ok();
+        text = "<no value>";
+        break;
       case Type::kOpaqueList:
-        *out_ += "[]";
-        return Status::Ok();
+        text = "[]";
+        break;
       default:
         return Error(pos, "can't print a {}", TypeName(v.type));
     }
+    FERRY_RETURN_IF_ERROR(Charge(pos, text.size()));
+    *out_ += text;
+    return Status::Ok();
   }
 
   StatusOr<Value> EvalPipe(const Pipe& pipe, const Value& dot, bool assign) {
@@ -1280,22 +1332,31 @@ class Executor {
       FERRY_ASSIGN_OR_RETURN(value, EvalCommand(pipe.cmds[k], dot, k == 0 ? nullptr : &value));
     }
     if (assign) {
-      for (int slot : pipe.decl) vars_[slot] = value;
+      for (int slot : pipe.decl) {
+        FERRY_RETURN_IF_ERROR(Charge(pipe.pos, value.s.size()));
+        vars_[slot] = value;
+      }
     }
     return value;
   }
 
-  StatusOr<Value> EvalField(Value base, const FieldRef& f, size_t pos) const {
+  // A copy of a string of the data, charged.
+  StatusOr<Value> ReadString(const std::string& s, size_t pos) {
+    FERRY_RETURN_IF_ERROR(Charge(pos, s.size()));
+    return MakeString(s);
+  }
+
+  StatusOr<Value> EvalField(Value base, const FieldRef& f, size_t pos) {
     if (base.type == Type::kRoot) {
       switch (f.field) {
         case Field::kSystem:
-          return MakeString(data_.system);
+          return ReadString(data_.system, pos);
         case Field::kPrompt:
-          return MakeString(data_.prompt);
+          return ReadString(data_.prompt, pos);
         case Field::kResponse:
-          return MakeString(data_.response);
+          return ReadString(data_.response, pos);
         case Field::kSuffix:
-          return MakeString(data_.suffix);
+          return ReadString(data_.suffix, pos);
         case Field::kMessages: {
           Value v;
           v.type = Type::kMessages;
@@ -1312,22 +1373,26 @@ class Executor {
           break;
       }
     } else if (base.type == Type::kMessage) {
-      if (f.field == Field::kRole) return MakeString(base.msg->role);
-      if (f.field == Field::kContent) return MakeString(base.msg->content);
+      if (f.field == Field::kRole) return ReadString(base.msg->role, pos);
+      if (f.field == Field::kContent) return ReadString(base.msg->content, pos);
     }
     return Error(pos, "can't evaluate field .{} in type {}", f.name, TypeName(base.type));
   }
 
   StatusOr<Value> EvalArg(const Arg& arg, const Value& dot) {
+    FERRY_RETURN_IF_ERROR(Step(arg.pos));
     Value v;
     switch (arg.kind) {
       case Arg::Kind::kDot:
+        FERRY_RETURN_IF_ERROR(Charge(arg.pos, dot.s.size()));
         v = dot;
         break;
       case Arg::Kind::kVariable:
+        FERRY_RETURN_IF_ERROR(Charge(arg.pos, vars_[arg.slot].s.size()));
         v = vars_[arg.slot];
         break;
       case Arg::Kind::kString:
+        FERRY_RETURN_IF_ERROR(Charge(arg.pos, arg.str.size()));
         v = MakeString(arg.str);
         break;
       case Arg::Kind::kInt:
@@ -1350,6 +1415,7 @@ class Executor {
   }
 
   StatusOr<Value> EvalCommand(const Command& cmd, const Value& dot, const Value* piped) {
+    FERRY_RETURN_IF_ERROR(Step(cmd.pos));
     if (!cmd.is_call) {
       if (cmd.args.size() != 1 || piped != nullptr) {
         return Error(cmd.pos, "can't give an argument to a non-function");
@@ -1366,6 +1432,7 @@ class Executor {
         if (k < cmd.args.size()) {
           FERRY_ASSIGN_OR_RETURN(v, EvalArg(cmd.args[k], dot));
         } else {
+          FERRY_RETURN_IF_ERROR(Charge(cmd.pos, piped->s.size()));
           v = *piped;
         }
         if (Truth(v) != (cmd.func == Func::kAnd)) return v;
@@ -1378,11 +1445,17 @@ class Executor {
       FERRY_ASSIGN_OR_RETURN(Value v, EvalArg(a, dot));
       args.push_back(std::move(v));
     }
-    if (piped != nullptr) args.push_back(*piped);
-    StatusOr<Value> result = Call(cmd.func, args);
+    if (piped != nullptr) {
+      FERRY_RETURN_IF_ERROR(Charge(cmd.pos, piped->s.size()));
+      args.push_back(*piped);
+    }
+    // A result is a new string at most (json: up to the budget, then it stops): charged.
+    StatusOr<Value> result = Call(cmd.func, args, budget_->bytes);
     if (!result.ok()) {
+      if (result.status().code() == StatusCode::kResourceExhausted) return TooManyBytes(cmd.pos);
       return Error(cmd.pos, "error calling {}: {}", name, result.status().message());
     }
+    FERRY_RETURN_IF_ERROR(Charge(cmd.pos, result->s.size()));
     return result;
   }
 
@@ -1440,7 +1513,8 @@ class Executor {
     }
   }
 
-  static StatusOr<Value> Call(Func func, const std::vector<Value>& args) {
+  // `max_bytes`: the longest string json may build (ResourceExhausted past it).
+  static StatusOr<Value> Call(Func func, const std::vector<Value>& args, uint64_t max_bytes) {
     switch (func) {
       case Func::kEq:
       case Func::kNe: {
@@ -1545,10 +1619,12 @@ class Executor {
       case Func::kJson: {
         if (args.size() != 1) return Fail("json takes one argument");
         const Value& v = args[0];
+        const size_t limit = static_cast<size_t>(std::min<uint64_t>(max_bytes, SIZE_MAX));
         std::string s;
+        bool fits = true;
         switch (v.type) {
           case Type::kString:
-            AppendJsonString(v.s, &s);
+            fits = AppendJsonString(v.s, &s, limit);
             break;
           case Type::kInt:
             s = fmt::format("{}", v.i);
@@ -1561,19 +1637,20 @@ class Executor {
             s = "null";
             break;
           case Type::kMessage:
-            AppendJsonMessage(*v.msg, &s);
+            fits = AppendJsonMessage(*v.msg, &s, limit);
             break;
           case Type::kMessages:
             s = "[";
-            for (size_t k = 0; k < v.count; ++k) {
+            for (size_t k = 0; k < v.count && fits; ++k) {
               if (k > 0) s += ",";
-              AppendJsonMessage(v.items[k], &s);
+              fits = AppendJsonMessage(v.items[k], &s, limit);
             }
             s += "]";
             break;
           default:
             return Fail(fmt::format("json of {} is not supported", TypeName(v.type)));
         }
+        if (!fits) return ResourceExhaustedError("json result too long");
         return MakeString(std::move(s));
       }
       case Func::kAnd:
@@ -1586,6 +1663,7 @@ class Executor {
   const Tree& tree_;
   const TemplateData& data_;
   std::string* out_;
+  Budget* budget_;
   Value root_;
   std::vector<Value> vars_;
 };
@@ -1682,8 +1760,39 @@ StatusOr<GoTemplate> GoTemplate::Parse(std::string_view text) {
   return GoTemplate(std::move(tree));
 }
 
+RenderLimits RenderLimitsFor(uint64_t messages, uint64_t data_bytes) {
+  // Saturating: no real conversation comes near, but the sums must not wrap.
+  auto add = [](uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UINT64_MAX : a + b; };
+  auto mul = [](uint64_t a, uint64_t b) {
+    return b != 0 && a > UINT64_MAX / b ? UINT64_MAX : a * b;
+  };
+  return {add(kRenderBaseSteps, mul(kRenderStepsPerMessage, messages)),
+          add(kRenderBaseBytes, mul(kRenderBytesPerDataByte, data_bytes))};
+}
+
+namespace {
+
+uint64_t MessageBytes(const std::vector<Message>& messages) {
+  uint64_t n = 0;
+  for (const Message& m : messages) n += m.role.size() + m.content.size();
+  return n;
+}
+
+RenderLimits LimitsFor(const TemplateData& d) {
+  return RenderLimitsFor(d.messages.size(), d.system.size() + d.prompt.size() + d.response.size() +
+                                                d.suffix.size() + MessageBytes(d.messages));
+}
+
+}  // namespace
+
 Status GoTemplate::Render(const TemplateData& data, std::string* out) const {
-  go_template_internal::Executor exec(*tree_, data, out);
+  go_template_internal::Budget budget(LimitsFor(data));
+  return Render(data, out, &budget);
+}
+
+Status GoTemplate::Render(const TemplateData& data, std::string* out,
+                          go_template_internal::Budget* budget) const {
+  go_template_internal::Executor exec(*tree_, data, out, budget);
   go_template_internal::Value root;
   root.type = go_template_internal::Type::kRoot;
   return exec.Walk(tree_->root, root);
@@ -1702,6 +1811,7 @@ GoTemplate GoTemplate::CutAfterResponse() const {
 }
 
 StatusOr<std::string> RenderChat(const GoTemplate& tmpl, const std::vector<Message>& messages) {
+  go_template_internal::Budget budget(RenderLimitsFor(messages.size(), MessageBytes(messages)));
   // Ollama's collate.
   std::string system;
   std::vector<Message> collated;
@@ -1721,12 +1831,12 @@ StatusOr<std::string> RenderChat(const GoTemplate& tmpl, const std::vector<Messa
     TemplateData data;
     data.system = std::move(system);
     data.messages = std::move(collated);
-    FERRY_RETURN_IF_ERROR(tmpl.Render(data, &out));
+    FERRY_RETURN_IF_ERROR(tmpl.Render(data, &out, &budget));
     return out;
   }
   TemplateData turn;
   auto execute = [&]() -> Status {
-    FERRY_RETURN_IF_ERROR(tmpl.Render(turn, &out));
+    FERRY_RETURN_IF_ERROR(tmpl.Render(turn, &out, &budget));
     turn = TemplateData();
     return Status::Ok();
   };
@@ -1741,7 +1851,7 @@ StatusOr<std::string> RenderChat(const GoTemplate& tmpl, const std::vector<Messa
       turn.response = m.content;
     }
   }
-  FERRY_RETURN_IF_ERROR(tmpl.CutAfterResponse().Render(turn, &out));
+  FERRY_RETURN_IF_ERROR(tmpl.CutAfterResponse().Render(turn, &out, &budget));
   return out;
 }
 

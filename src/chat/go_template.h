@@ -20,11 +20,21 @@
 // As Ollama's template.Parse does, a template that uses neither .Messages nor .Response gets a
 // trailing {{ .Response }}.
 //
+// Rendering is bounded, so that a hostile template (a /api/generate request's `template`, a
+// Modelfile's TEMPLATE) can neither hang the server with nested range loops nor exhaust its
+// memory with chained json calls: one Render, RenderChat or RenderInfill call may take
+// RenderLimits::steps steps (a node, a command, an argument evaluated, a range iteration) and
+// copy RenderLimits::bytes bytes of text (output, field and variable reads, function results,
+// all counted); past either it fails with ResourceExhausted naming the line. The limits grow
+// with the data (RenderLimitsFor), so that real templates, a few dozen steps per message and a
+// few times their data's bytes, stay far below them.
+//
 // Thread-safety: a GoTemplate is immutable after Parse(); Render() and the Render* helpers may
 // be called from any thread concurrently. Copies share the parsed tree.
 #ifndef FERRY_CHAT_GO_TEMPLATE_H_
 #define FERRY_CHAT_GO_TEMPLATE_H_
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -44,8 +54,23 @@ struct TemplateData {
   std::vector<Message> messages;
 };
 
+// What one rendering may spend (see the top of this file).
+struct RenderLimits {
+  uint64_t steps = 0;
+  uint64_t bytes = 0;
+};
+inline constexpr uint64_t kRenderBaseSteps = uint64_t{1} << 20;
+inline constexpr uint64_t kRenderStepsPerMessage = uint64_t{1} << 10;
+inline constexpr uint64_t kRenderBaseBytes = uint64_t{16} << 20;
+inline constexpr uint64_t kRenderBytesPerDataByte = 8;
+// The limits for data of `messages` messages and `data_bytes` bytes of text (.System, .Prompt,
+// .Response, .Suffix and every message's role and content): kRenderBaseSteps +
+// kRenderStepsPerMessage per message, kRenderBaseBytes + kRenderBytesPerDataByte per byte.
+RenderLimits RenderLimitsFor(uint64_t messages, uint64_t data_bytes);
+
 namespace go_template_internal {
 struct Tree;
+struct Budget;
 }  // namespace go_template_internal
 
 class GoTemplate {
@@ -54,8 +79,9 @@ class GoTemplate {
   static StatusOr<GoTemplate> Parse(std::string_view text);
 
   // Appends the rendering of `data` to *out. Errors (InvalidArgument, naming the line) are those
-  // only execution can find: an index out of range, comparing a string with an integer, ...
-  // On an error *out holds what was rendered before it.
+  // only execution can find: an index out of range, comparing a string with an integer, ...;
+  // ResourceExhausted past the limits for `data` (RenderLimitsFor). On an error *out holds what
+  // was rendered before it.
   Status Render(const TemplateData& data, std::string* out) const;
 
   // Whether the template reads .Messages (Ollama then renders a chat in one pass; otherwise
@@ -74,8 +100,13 @@ class GoTemplate {
   GoTemplate CutAfterResponse() const;
 
  private:
+  friend StatusOr<std::string> RenderChat(const GoTemplate& tmpl,
+                                          const std::vector<Message>& messages);
   explicit GoTemplate(std::shared_ptr<const go_template_internal::Tree> tree)
       : tree_(std::move(tree)) {}
+  // Render spending from `budget`, which several renderings may share (RenderChat).
+  Status Render(const TemplateData& data, std::string* out,
+                go_template_internal::Budget* budget) const;
   std::shared_ptr<const go_template_internal::Tree> tree_;
 };
 
@@ -88,7 +119,7 @@ class GoTemplate {
 //   renderings concatenated; the last turn is rendered with CutAfterResponse(), so the prompt
 //   ends at the assistant's (possibly partial) answer. Other roles ("tool") are skipped there.
 // Fields the rule leaves unset (.Prompt in the .Messages form) are empty strings (Go would
-// print "<no value>").
+// print "<no value>"). The turns share one budget: the limits for all of `messages`.
 StatusOr<std::string> RenderChat(const GoTemplate& tmpl, const std::vector<Message>& messages);
 
 // Ollama's fill-in-the-middle rendering for /api/generate with a suffix: .Prompt and .Suffix

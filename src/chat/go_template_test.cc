@@ -416,5 +416,72 @@ TEST(GoTemplateTest, RenderErrors) {
   EXPECT_EQ(out, "a\n");
 }
 
+// ---- Hostile templates are bounded (a /api/generate request may carry its own template). ----
+
+// 14 ranges over 4 messages nested around `body`: 4^14 iterations.
+std::string NestedRanges(std::string_view body) {
+  std::string text = "{{ range .Messages }}";
+  for (int k = 1; k < 14; ++k) text += "{{ range $.Messages }}";
+  text += body;
+  for (int k = 0; k < 14; ++k) text += "{{ end }}";
+  return text;
+}
+
+// Found writing fuzz/go_template_fuzz (a timeout there): 14 nested ranges over 4 messages
+// (378 bytes of template) ran 4^14 iterations; the request never ended.
+TEST(GoTemplateTest, NestedRangesRunOutOfSteps) {
+  const std::vector<Message> four = {
+      {"user", "a"}, {"assistant", "b"}, {"user", "c"}, {"user", "d"}};
+  // With output and without: every iteration is a step.
+  for (const std::string& text :
+       {NestedRanges("x"), "{{ $x := 1 }}" + NestedRanges("{{ if $x }}{{ end }}")}) {
+    auto out = RenderChat(MustParse(text), four);
+    ASSERT_FALSE(out.ok()) << text;
+    EXPECT_EQ(out.status().code(), StatusCode::kResourceExhausted);
+    EXPECT_NE(out.status().message().find("line 1: rendering takes more than"), std::string::npos)
+        << out.status().ToString();
+  }
+}
+
+// Found writing fuzz/go_template_fuzz (a timeout there): each json call doubles the
+// backslashes of the one before, so 40 chained calls on a short .System (663 bytes of
+// template) asked for terabytes of memory.
+TEST(GoTemplateTest, ChainedJsonRunsOutOfBytes) {
+  TemplateData d;
+  d.system = "\"quoted\"";
+  for (std::string text : {std::string("{{ $x := .System }}"), std::string("{{ .System")}) {
+    const bool piped = text.starts_with("{{ .System");
+    for (int k = 0; k < 40; ++k) text += piped ? " | json" : "{{ $x = json $x }}";
+    text += piped ? " }}" : "{{ $x }}";
+    std::string out;
+    Status s = MustParse(text).Render(d, &out);
+    EXPECT_EQ(s.code(), StatusCode::kResourceExhausted) << text << ": " << s.ToString();
+    EXPECT_NE(s.message().find("bytes of text"), std::string::npos) << s.ToString();
+    EXPECT_LE(out.size(), RenderLimitsFor(0, d.system.size()).bytes);
+  }
+}
+
+// The limits grow with the data: a long conversation renders, its text copied a few times.
+TEST(GoTemplateTest, LimitsGrowWithTheData) {
+  const RenderLimits base = RenderLimitsFor(0, 0);
+  EXPECT_EQ(base.steps, kRenderBaseSteps);
+  EXPECT_EQ(base.bytes, kRenderBaseBytes);
+  EXPECT_EQ(RenderLimitsFor(UINT64_MAX, UINT64_MAX).bytes, UINT64_MAX);  // saturates
+
+  std::vector<Message> long_chat;
+  for (int k = 0; k < 4000; ++k) long_chat.push_back({k % 2 ? "assistant" : "user", "hi"});
+  long_chat.push_back({"user", std::string(kRenderBaseBytes, 'x')});  // past the base alone
+  constexpr std::string_view kLlama32Like =
+      "{{ range $i, $_ := .Messages }}{{ $last := eq (len (slice $.Messages $i)) 1 }}"
+      "{{ if eq .Role \"user\" }}<u>{{ .Content }}{{ if $last }}<a>{{ end }}"
+      "{{ else if eq .Role \"assistant\" }}<a>{{ .Content }}{{ if not $last }}</a>{{ end }}"
+      "{{ end }}{{ end }}";
+  auto out = RenderChat(MustParse(kLlama32Like), long_chat);
+  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  EXPECT_GT(out->size(), kRenderBaseBytes);
+  auto json = RenderChat(MustParse("{{ json .Messages }}"), long_chat);
+  ASSERT_TRUE(json.ok()) << json.status().ToString();
+}
+
 }  // namespace
 }  // namespace ferry::chat
