@@ -27,6 +27,10 @@ def binary(name: str) -> Path:
 
 def run(args, check=True, **kw):
     """Runs a command, returning CompletedProcess with text stdout/stderr."""
+    # `ferry run` reads standard input when it is not a terminal (as `ollama run` does): give
+    # it an empty one unless the test sends input.
+    if "input" not in kw:
+        kw.setdefault("stdin", subprocess.DEVNULL)
     proc = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=300, **kw)
     if check and proc.returncode != 0:
         raise AssertionError(f"{args} exited {proc.returncode}: {proc.stderr}")

@@ -76,17 +76,23 @@ def test_output_that_cannot_be_written_is_a_failure(ferry, args):
         pytest.skip("no /dev/full")
     with open("/dev/full", "wb") as full:
         p = subprocess.run([str(ferry), *[str(a) for a in args]], stdout=full,
-                           stderr=subprocess.PIPE, text=True, timeout=300)
+                           stderr=subprocess.PIPE, text=True, timeout=300, stdin=subprocess.DEVNULL)
     assert p.returncode == 1, p.stderr
     assert "cannot write the output" in p.stderr
 
 
 def test_huge_prompt_is_rejected_before_tokenizing_it_all(ferry, tmp_path):
-    # 20 MB on stdin: the size alone proves it cannot fit 2048 tokens, so ferry answers at once,
-    # within a memory cap far below what tokenizing it whole took.
+    # 20 MB on stdin: more bytes than 2048 tokens of any vocabulary can hold, so ferry stops
+    # reading at 2 MiB and answers at once, within a memory cap far below what tokenizing it
+    # whole took.
     text = "Once upon a time there was a little dog. " * 500000
     proc = run([ferry, "run", STORIES, "--raw", "--local", "--num-ctx", "2048"], check=False,
                input=text + "\n", preexec_fn=limited_memory(2))
+    assert proc.returncode == 1, proc.stderr
+    assert "the prompt does not fit: standard input holds more than 2097152 bytes" in proc.stderr
+    # 1 MB fits those bytes, but the tokenizer stops as soon as the count passes num_ctx.
+    proc = run([ferry, "run", STORIES, "--raw", "--local", "--num-ctx", "2048"], check=False,
+               input=text[:1000000], preexec_fn=limited_memory(2))
     assert proc.returncode == 1, proc.stderr
     assert "the prompt does not fit: num_ctx is 2048" in proc.stderr
     assert "more than the limit of 2048" in proc.stderr
@@ -146,22 +152,26 @@ def test_overflowing_logits_stop_the_request(ferry, tmp_path):
 
 
 def test_model_truncated_between_turns_fails_the_turn(ferry, tmp_path):
-    # An interactive session (one turn per line) whose model file is truncated after the first
-    # turn: the second turn fails with an error naming the file, and the process ends normally
-    # with exit 1 (it used to die of SIGBUS, exit 135).
+    # An interactive session (on a pseudo-terminal) whose model file is truncated after the
+    # first turn: the second turn fails with an error naming the file, the session goes on, and
+    # the process ends normally with exit 1 (it used to die of SIGBUS, exit 135).
+    pexpect = pytest.importorskip("pexpect")
     copy = tmp_path / "copy.gguf"
     copy.write_bytes(STORIES.read_bytes())
-    proc = subprocess.Popen([str(ferry), "run", str(copy), "--raw", "--local", "--temperature",
-                             "0", "--num-predict", "8"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    proc.stdin.write("Once upon a time\n")
-    proc.stdin.flush()
-    first = proc.stdout.readline()
-    assert "there was" in first
+    child = pexpect.spawn(str(ferry), ["run", str(copy), "--raw", "--local", "--temperature",
+                                       "0", "--num-predict", "8"], encoding="utf-8", timeout=60)
+    child.expect_exact(">>> ")
+    child.sendline("Once upon a time")
+    child.expect("there was")
+    child.expect_exact(">>> ")
     os.truncate(copy, 4096)
-    out, err = proc.communicate("Once upon a time\n", timeout=120)
-    assert proc.returncode == 1, err
-    assert "changed on disk while loaded" in err and str(copy) in err
+    child.sendline("Once upon a time")
+    child.expect("changed on disk while loaded")
+    child.expect_exact(">>> ")
+    child.sendeof()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 1
 
 
 @pytest.mark.parametrize("args,needle", [

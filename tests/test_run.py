@@ -88,10 +88,17 @@ def test_unknown_model_and_unsupported_architecture(ferry):
     assert proc.returncode == 1 and "architecture 'bert' is not supported" in proc.stderr
 
 
-def test_interactive_mode_reads_lines(ferry):
-    proc = run([ferry, "run", STORIES, "--raw", "--temperature", "0", "--num-predict", "6"],
-               input="Once upon a time\n/bye\n")
-    assert proc.stdout.startswith(", there was a little")
+def test_piped_stdin_is_one_prompt(ferry):
+    # As `ollama run`: standard input that is not a terminal is the prompt, all of it (lines
+    # included), in front of any prompt words; /bye in it is text, not a command.
+    args = ["--raw", "--local", "--temperature", "0", "--num-predict", "6"]
+    piped = run([ferry, "run", STORIES, *args], input="Once upon a time\n/bye\n")
+    direct = run([ferry, "run", STORIES, "Once upon a time\n/bye\n", *args])
+    assert piped.stdout == direct.stdout and piped.stdout.strip()
+    both = run([ferry, "run", STORIES, "a", "time", *args], input="Once upon")
+    assert both.stdout == run([ferry, "run", STORIES, "Once upon a time", *args]).stdout
+    empty = run([ferry, "run", STORIES, *args], check=False)
+    assert empty.returncode == 1 and "the prompt is empty" in empty.stderr
 
 
 @pytest.mark.parametrize("model,n_ctx,fixture", [

@@ -445,11 +445,11 @@ def test_run_talks_to_a_running_server(server, models_dir):
     args = [str(binary("ferry")), "run", STORIES, "Once upon a time", "--raw",
             "--num-predict", "12", "--temperature", "0"]
     through = subprocess.run(args + ["--verbose"], env=env, capture_output=True, text=True,
-                             timeout=120)
+                             timeout=120, stdin=subprocess.DEVNULL)
     assert through.returncode == 0, through.stderr
     assert "through the server" in through.stderr
     local = subprocess.run(args + ["--local"], env=env, capture_output=True, text=True,
-                           timeout=120)
+                           timeout=120, stdin=subprocess.DEVNULL)
     assert local.returncode == 0, local.stderr
     # The same greedy text either way, and the server has the model loaded (ferry ps sees it).
     assert through.stdout.strip() and through.stdout.strip() == local.stdout.strip()
@@ -458,7 +458,7 @@ def test_run_talks_to_a_running_server(server, models_dir):
     assert ps.returncode == 0 and STORIES in ps.stdout
     # The server's errors reach the user with exit 1.
     bad = subprocess.run([str(binary("ferry")), "run", "no-such-model", "hi"], env=env,
-                         capture_output=True, text=True, timeout=60)
+                         capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert bad.returncode == 1 and "not found" in bad.stderr
 
 

@@ -35,7 +35,7 @@ def run_ferry(server, *args, port=None):
     env["FERRY_HOST"] = f"127.0.0.1:{port or server.port}"
     env["FERRY_MODELS"] = str(server.models_dir)
     return subprocess.run([str(binary("ferry")), *args], env=env, capture_output=True,
-                          text=True, timeout=60)
+                          text=True, timeout=60, stdin=subprocess.DEVNULL)
 
 
 def test_create_generate_show_tags_copy_delete(server):
@@ -160,7 +160,7 @@ def test_ps_without_server(server):
     port = free_port()
     r = run_ferry(server, "ps", port=port)
     assert r.returncode == 1
-    assert r.stderr.strip() == f"ferry ps: no server on 127.0.0.1:{port} (start one with ferry serve)"
+    assert r.stderr.strip() == f"ferry: no server on 127.0.0.1:{port} (start one with ferry serve)"
 
 
 def test_bad_names_modelfiles_and_a_corrupted_blob(server):

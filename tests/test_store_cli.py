@@ -103,9 +103,9 @@ def test_create_list_show_run_cp_rm(ferry, env, tmp_path):
     assert set(list_rows(ferry, env)) == {"me/tale:v1"}
     proc = ferry_cmd(ferry, env, "run", "story", "Once", "--raw", check=False)
     assert proc.returncode == 1
-    assert 'ferry run: model "story" not found; available: me/tale:v1 (ferry list)' in proc.stderr
+    assert 'ferry: model "story" not found; available: me/tale:v1 (ferry list)' in proc.stderr
     proc = ferry_cmd(ferry, env, "rm", "story", check=False)
-    assert proc.returncode == 1 and "ferry rm: " in proc.stderr and "not found" in proc.stderr
+    assert proc.returncode == 1 and "ferry: " in proc.stderr and "not found" in proc.stderr
     ferry_cmd(ferry, env, "rm", "me/tale:v1")
     blobs = list((tmp_path / "models" / "blobs").iterdir())
     assert blobs == [], blobs
@@ -167,7 +167,7 @@ def test_ollama_store_is_listed_and_runs_read_only(ferry, env, tmp_path):
                "--num-predict", "5"]).stdout
     assert out == ref
     proc = ferry_cmd(ferry, env, "rm", "ns/handmade:v1", check=False)
-    assert proc.returncode == 1 and "ferry rm: " in proc.stderr
+    assert proc.returncode == 1 and "ferry: " in proc.stderr
     # A copy brings it into ferry's own store.
     ferry_cmd(ferry, env, "cp", "ns/handmade:v1", "mine")
     assert "read-only" not in list_rows(ferry, env)["mine:latest"]
@@ -195,22 +195,22 @@ def test_bad_names_are_clear_errors(ferry, env, tmp_path, name, needle, is_name)
     for args in (["run", name, "Hi", "--raw"], ["show", name, "--modelfile"]):
         proc = ferry_cmd(ferry, env, *args, check=False)
         assert proc.returncode == 1, proc
-        assert proc.stderr.startswith(f"ferry {args[0]}: ") and needle in proc.stderr, proc.stderr
+        assert proc.stderr.startswith("ferry: ") and needle in proc.stderr, proc.stderr
     create(ferry, env, tmp_path, "x", f"FROM {STORIES}\n")
     proc = ferry_cmd(ferry, env, "cp", "x", name, check=False)
     if is_name:
         assert proc.returncode == 0, proc.stderr
     else:
-        assert proc.returncode == 1 and proc.stderr.startswith("ferry cp: "), proc.stderr
+        assert proc.returncode == 1 and proc.stderr.startswith("ferry: "), proc.stderr
         assert f'invalid model name "{name}"' in proc.stderr, proc.stderr
 
 
 def test_an_existing_non_gguf_file_is_rejected_by_the_reader(ferry, env, tmp_path):
     proc = ferry_cmd(ferry, env, "run", "/etc/passwd", "Hi", "--raw", check=False)
-    assert proc.returncode == 1 and proc.stderr.startswith("ferry run: ")
+    assert proc.returncode == 1 and proc.stderr.startswith("ferry: ")
     assert "GGUF" in proc.stderr or "gguf" in proc.stderr, proc.stderr
     proc = create(ferry, env, tmp_path, "x", "FROM /etc/passwd\n", check=False)
-    assert proc.returncode == 1 and proc.stderr.startswith("ferry create: "), proc.stderr
+    assert proc.returncode == 1 and proc.stderr.startswith("ferry: "), proc.stderr
 
 
 @pytest.mark.parametrize("text,needle", [
@@ -224,6 +224,6 @@ def test_an_existing_non_gguf_file_is_rejected_by_the_reader(ferry, env, tmp_pat
 ])
 def test_bad_modelfiles_are_errors_naming_the_line(ferry, env, tmp_path, text, needle):
     proc = create(ferry, env, tmp_path, "m", text, check=False)
-    assert proc.returncode == 1 and proc.stderr.startswith("ferry create: "), proc.stderr
+    assert proc.returncode == 1 and proc.stderr.startswith("ferry: "), proc.stderr
     assert needle in proc.stderr and "Modelfile" in proc.stderr, proc.stderr
     assert not (tmp_path / "models" / "manifests" / "registry.ollama.ai" / "library" / "m").exists()

@@ -55,7 +55,7 @@ uint64_t ResidentBytes() {
 }
 
 int Fail(const Status& s) {
-  std::fprintf(stderr, "ferry bench: %s\n", s.message().c_str());
+  std::fprintf(stderr, "ferry: %s\n", s.message().c_str());
   return 1;
 }
 
@@ -419,7 +419,7 @@ int RunBench(const Settings& settings, const BenchOptions& o) {
   if (!inventory.ok()) return Fail(inventory.status());
   if (inventory->cpu().looked_busy) {
     std::fprintf(stderr,
-                 "ferry bench: warning: the machine looked busy while it was calibrated: "
+                 "ferry: warning: the machine looked busy while it was calibrated: "
                  "figures may be low\n");
   }
   RunnerOptions ro;
@@ -448,7 +448,7 @@ int RunBench(const Settings& settings, const BenchOptions& o) {
       lo.max_sequences = parallel;
       lo.logit_rows = parallel;
       request.num_ctx = lo.num_ctx;
-      std::fprintf(stderr, "ferry bench: [%zu/%zu] loading for %d sequence(s) of %lld tokens\n",
+      std::fprintf(stderr, "ferry: [%zu/%zu] loading for %d sequence(s) of %lld tokens\n",
                    load_index, loads, parallel, static_cast<long long>(lo.num_ctx));
       auto loaded = LoadRunner(*path, *inventory, lo, ro);
       if (!loaded.ok()) return Fail(loaded.status());
@@ -470,7 +470,7 @@ int RunBench(const Settings& settings, const BenchOptions& o) {
       // The depth prefixes, evaluated once; every timed prompt starts with its sequence's.
       std::vector<std::vector<int32_t>> prefixes(static_cast<size_t>(parallel));
       if (depth > 0) {
-        std::fprintf(stderr, "ferry bench: [%zu/%zu] filling the KV cache to depth %lld\n",
+        std::fprintf(stderr, "ferry: [%zu/%zu] filling the KV cache to depth %lld\n",
                      load_index, loads, static_cast<long long>(depth));
         auto made = maker.Make(parallel, depth);
         if (!made.ok()) return Fail(made.status());
@@ -491,7 +491,7 @@ int RunBench(const Settings& settings, const BenchOptions& o) {
 
       std::vector<Row> these;
       for (int64_t n_prompt : o.n_prompt) {
-        std::fprintf(stderr, "ferry bench: [%zu/%zu] pp%lld%s\n", load_index, loads,
+        std::fprintf(stderr, "ferry: [%zu/%zu] pp%lld%s\n", load_index, loads,
                      static_cast<long long>(n_prompt), at.c_str());
         RequestOptions pp = request;
         pp.num_predict = 0;  // only the prompt is evaluated
@@ -515,7 +515,7 @@ int RunBench(const Settings& settings, const BenchOptions& o) {
                       row.rss_bytes, false);
         }
       }
-      std::fprintf(stderr, "ferry bench: [%zu/%zu] tg%lld%s\n", load_index, loads,
+      std::fprintf(stderr, "ferry: [%zu/%zu] tg%lld%s\n", load_index, loads,
                    static_cast<long long>(o.n_gen), at.c_str());
       RequestOptions tg = request;
       tg.num_predict = o.n_gen;
@@ -545,7 +545,7 @@ int RunBench(const Settings& settings, const BenchOptions& o) {
   }
   if (stopped_early > 0) {
     std::fprintf(stderr,
-                 "ferry bench: warning: %d generation(s) ended on EOS before -n tokens; tg "
+                 "ferry: warning: %d generation(s) ended on EOS before -n tokens; tg "
                  "counts the tokens actually generated\n",
                  stopped_early);
   }

@@ -13,7 +13,10 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "cmd_run.h"
+#include "interactive.h"
 #include "server/server.h"
+#include "store/modelfile.h"
 
 namespace ferry::app {
 namespace {
@@ -92,8 +95,8 @@ StatusOr<Target> TargetOf(const Settings& settings) {
   return Target{hp.host, hp.port};
 }
 
-std::string NoServer(const char* cmd, const Target& t) {
-  return fmt::format("ferry {}: no server on {} (start one with ferry serve)", cmd, t.Display());
+std::string NoServer(const char* /*cmd*/, const Target& t) {
+  return fmt::format("ferry: no server on {} (start one with ferry serve)", t.Display());
 }
 
 // The server's error text of a non-200 answer.
@@ -110,10 +113,10 @@ int RunPs(const Target& t) {
   cli.set_connection_timeout(5);
   auto r = cli.Get("/api/ps");
   if (!r) return Fail(NoServer("ps", t));
-  if (r->status != 200) return Fail(fmt::format("ferry ps: {}", ErrorOf(r)));
+  if (r->status != 200) return Fail(fmt::format("ferry: {}", ErrorOf(r)));
   auto j = Json::parse(r->body, nullptr, false);
   if (!j.is_object() || !j.contains("models") || !j["models"].is_array()) {
-    return Fail("ferry ps: the server's answer is not /api/ps's");
+    return Fail("ferry: the server's answer is not /api/ps's");
   }
   const double now =
       std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
@@ -159,7 +162,7 @@ int RunStop(const Target& t, const std::string& model) {
   Json body = {{"model", model}, {"keep_alive", 0}};
   auto r = cli.Post("/api/generate", body.dump(), "application/json");
   if (!r) return Fail(NoServer("stop", t));
-  if (r->status != 200) return Fail(fmt::format("ferry stop: {}", ErrorOf(r)));
+  if (r->status != 200) return Fail(fmt::format("ferry: {}", ErrorOf(r)));
   return 0;
 }
 
@@ -219,17 +222,26 @@ StatusOr<std::string> StreamTurn(httplib::Client& cli, const std::string& path, 
         piece = j["response"].get<std::string>();
       }
       if (!piece.empty()) {
-        std::fwrite(piece.data(), 1, piece.size(), stdout);
-        std::fflush(stdout);
+        // Ctrl-C in an interactive session, or output that cannot be written, cancels the
+        // request (the server stops generating when the connection closes).
+        if (Interrupted()) return false;
+        if (std::fwrite(piece.data(), 1, piece.size(), stdout) != piece.size() ||
+            std::fflush(stdout) != 0) {
+          return false;
+        }
         answer += piece;
       }
       if (j.value("done", false)) last = j;
     }
-    return true;
+    return !Interrupted();
   };
   httplib::Response res;
   httplib::Error err = httplib::Error::Success;
   if (!cli.send(req, res, err)) {
+    if (err == httplib::Error::Canceled) {
+      std::printf("\n");
+      return answer;  // stopped by the user (or an unwritable stdout, which main() reports)
+    }
     return UnavailableError("the server stopped answering: {}", httplib::to_string(err));
   }
   if (res.status != 200) {
@@ -297,10 +309,11 @@ bool RunThroughServer(const Settings& settings, const RunOptions& o, int* exit_c
   if (!probe || probe->status != 200 || probe->body.find("ferry") == std::string::npos) {
     return false;
   }
-  if (o.verbose) std::fprintf(stderr, "ferry run: through the server on %s\n", t->Display().c_str());
-  const Json options = GivenOptions(o.request);
+  if (o.verbose) std::fprintf(stderr, "ferry: through the server on %s\n", t->Display().c_str());
+  Json options = GivenOptions(o.request);
+  RequestOptions effective = o.request.options;  // validates /set parameter as ferry run does
+  std::string system = o.raw ? "" : o.system;
   Json messages = Json::array();
-  if (!o.system.empty() && !o.raw) messages.push_back({{"role", "system"}, {"content", o.system}});
   auto turn = [&](const std::string& text) -> Status {
     Json body = {{"model", o.model}, {"options", options}, {"stream", true}};
     if (o.raw) {
@@ -308,31 +321,70 @@ bool RunThroughServer(const Settings& settings, const RunOptions& o, int* exit_c
       body["raw"] = true;
       return StreamTurn(cli, "/api/generate", body, o.verbose).status();
     }
-    messages.push_back({{"role", "user"}, {"content", text}});
-    body["messages"] = messages;
+    Json sent = Json::array();
+    if (!system.empty()) sent.push_back({{"role", "system"}, {"content", system}});
+    for (const Json& m : messages) sent.push_back(m);
+    sent.push_back({{"role", "user"}, {"content", text}});
+    body["messages"] = sent;
     auto answer = StreamTurn(cli, "/api/chat", body, o.verbose);
-    if (!answer.ok()) {
-      messages.erase(messages.end() - 1);
-      return answer.status();
-    }
+    if (!answer.ok()) return answer.status();
+    // A reply stopped with Ctrl-C stays in the conversation as far as it went.
+    messages.push_back({{"role", "user"}, {"content", text}});
     messages.push_back({{"role", "assistant"}, {"content", *answer}});
     return Status::Ok();
   };
   if (o.prompt) {
     Status s = turn(*o.prompt);
-    if (!s.ok()) std::fprintf(stderr, "ferry run: %s\n", s.message().c_str());
+    if (!s.ok()) std::fprintf(stderr, "ferry: %s\n", s.message().c_str());
     *exit_code = s.ok() ? 0 : 1;
     return true;
   }
-  std::string line;
-  while (true) {
-    std::fprintf(stderr, ">>> ");
-    if (!std::getline(std::cin, line) || line == "/bye") break;
-    if (line.empty()) continue;
-    Status s = turn(line);
-    if (!s.ok()) std::fprintf(stderr, "error: %s\n", s.message().c_str());
-  }
-  *exit_code = 0;
+  SessionHooks hooks;
+  hooks.turn = turn;
+  hooks.clear = [&] { messages = Json::array(); };
+  hooks.set_system = [&](const std::string& text) { system = text; };
+  hooks.set_parameter = [&](const std::string& name,
+                            const std::vector<std::string>& values) -> Status {
+    RequestOptions next = effective;
+    FERRY_RETURN_IF_ERROR(ApplyParameter(name, values, next));
+    FERRY_RETURN_IF_ERROR(ValidateRequestOptions(next));
+    effective = next;
+    if (name == "stop") {
+      options["stop"] = values;
+    } else if (store::FindParameterType(name) == store::ParameterType::kInt) {
+      options[name] = std::stoll(values.front());
+    } else {
+      options[name] = std::stod(values.front());
+    }
+    return Status::Ok();
+  };
+  hooks.show = [&](const std::string& what) -> StatusOr<std::string> {
+    if (what == "parameters") return FormatSessionParameters(effective);
+    if (what == "system") {
+      return system.empty() ? std::string("No system message was specified for this model.")
+                            : system;
+    }
+    auto r = cli.Post("/api/show", Json{{"model", o.model}}.dump(), "application/json");
+    if (!r || r->status != 200) return UnavailableError("the server did not show {}", o.model);
+    Json j = Json::parse(r->body, nullptr, false);
+    if (!j.is_object()) return UnavailableError("the server's /api/show answer is not JSON");
+    if (what == "template") {
+      const std::string tmpl = j.value("template", std::string());
+      return tmpl.empty() ? std::string("No chat template: prompts are sent raw.") : tmpl;
+    }
+    const Json details = j.value("details", Json::object());
+    const Json info = j.value("model_info", Json::object());
+    const std::string arch = info.value("general.architecture", std::string());
+    auto number = [&](const std::string& key) -> uint64_t {
+      auto it = info.find(key);
+      return it != info.end() && it->is_number_unsigned() ? it->get<uint64_t>() : 0;
+    };
+    return FormatSessionInfo(arch, number("general.parameter_count"),
+                             number(arch + ".context_length"),
+                             number(arch + ".embedding_length"),
+                             details.value("quantization_level", std::string()));
+  };
+  *exit_code = RunSession(settings, o.model, hooks);
   return true;
 }
 
@@ -349,7 +401,7 @@ bool RunClientCommand(const Settings& settings, const ClientCommandOptions& opti
   if (!ps && !stop) return false;
   auto t = TargetOf(settings);
   if (!t.ok()) {
-    *exit_code = Fail(fmt::format("ferry {}: {}", ps ? "ps" : "stop", t.status().message()));
+    *exit_code = Fail(fmt::format("ferry: {}", t.status().message()));
     return true;
   }
   *exit_code = ps ? RunPs(*t) : RunStop(*t, options.model);

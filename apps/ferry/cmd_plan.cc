@@ -17,7 +17,7 @@ namespace {
 using json = nlohmann::ordered_json;
 
 int Fail(const Status& s) {
-  std::fprintf(stderr, "ferry plan: %s\n", s.message().c_str());
+  std::fprintf(stderr, "ferry: %s\n", s.message().c_str());
   return 1;
 }
 
@@ -294,7 +294,7 @@ int RunPlan(const Settings& settings, const PlanOptions& o) {
       continue;
     }
     if (!plan.ok()) {
-      std::fprintf(stderr, "ferry plan: %s\n", plan.status().message().c_str());
+      std::fprintf(stderr, "ferry: %s\n", plan.status().message().c_str());
       rc = 1;
       continue;
     }

@@ -18,8 +18,10 @@
 #include "chat/chat_template.h"
 #include "chat/go_template.h"
 #include "cmd_client.h"
+#include "interactive.h"
 #include "kv/kv_cache.h"
 #include "model/model.h"
+#include "model/model_info.h"
 #include "planner/plan.h"
 #include "runtime/loader.h"
 #include "runtime/runner.h"
@@ -91,61 +93,77 @@ void AddRequestFlags(CLI::App* cmd, RequestFlags& r) {
       "Stop string (repeatable; \\n, \\t, \\r, \\\\ are read as escapes)");
 }
 
+}  // namespace
+
+Status ApplyParameter(const std::string& name, const std::vector<std::string>& values,
+                      RequestOptions& o) {
+  SamplingOptions& s = o.sampling;
+  if (values.empty()) return InvalidArgumentError("{}: no value", name);
+  if (name == "stop") {
+    o.stop = values;
+    return Status::Ok();
+  }
+  const std::optional<store::ParameterType> type = store::FindParameterType(name);
+  if (!type) return store::ValidateParameter(name, values.front());  // names the known ones
+  if (values.size() != 1) return InvalidArgumentError("{} takes one value", name);
+  const std::string& text = values.back();
+  FERRY_RETURN_IF_ERROR(store::ValidateParameter(name, text));
+  int64_t i = 0;
+  double d = 0;
+  const char* end = text.data() + text.size();
+  if (*type == store::ParameterType::kInt) {
+    std::from_chars(text.data(), end, i);
+    d = static_cast<double>(i);
+  } else {
+    std::from_chars(text.data(), end, d);
+  }
+  if (name == "num_ctx")
+    o.num_ctx = i;
+  else if (name == "num_predict")
+    o.num_predict = i;
+  else if (name == "num_batch")
+    o.num_batch = i;
+  else if (name == "num_thread")
+    o.num_thread = static_cast<int>(i);
+  else if (name == "num_gpu")
+    o.num_gpu = static_cast<int>(i);
+  else if (name == "top_k")
+    s.top_k = static_cast<int32_t>(i);
+  else if (name == "repeat_last_n")
+    s.repeat_last_n = static_cast<int32_t>(i);
+  else if (name == "seed")
+    s.seed = i < 0 ? std::nullopt : std::optional<uint64_t>(i);
+  else if (name == "temperature")
+    s.temperature = static_cast<float>(d);
+  else if (name == "top_p")
+    s.top_p = static_cast<float>(d);
+  else if (name == "min_p")
+    s.min_p = static_cast<float>(d);
+  else if (name == "repeat_penalty")
+    s.repeat_penalty = static_cast<float>(d);
+  else if (name == "presence_penalty")
+    s.presence_penalty = static_cast<float>(d);
+  else if (name == "frequency_penalty")
+    s.frequency_penalty = static_cast<float>(d);
+  // Other known names (num_keep, ...) have no use in ferry yet and are accepted unchanged.
+  return Status::Ok();
+}
+
+namespace {
+
 // A stored model's PARAMETERs become the request's defaults; an option the command line gave
 // wins (Ollama's merge order: the Modelfile's parameters, then the request's options).
-// num_keep has no use in ferry yet and is ignored.
 Status ApplyModelParameters(const std::map<std::string, std::vector<std::string>>& params,
                             RequestFlags& r) {
-  RequestOptions& o = r.options;
-  SamplingOptions& s = o.sampling;
   for (const auto& [name, values] : params) {
     if (values.empty()) continue;
     auto flag = r.flags.find(name);
     if (flag != r.flags.end() && flag->second->count() > 0) continue;
-    const std::string& text = values.back();
-    int64_t i = 0;
-    double d = 0;
-    const char* end = text.data() + text.size();
-    const bool is_int = std::from_chars(text.data(), end, i).ptr == end;
-    const bool is_num = std::from_chars(text.data(), end, d).ptr == end;
-    auto need = [&](bool ok, std::string_view what) {
-      return ok ? Status::Ok()
-                : InvalidArgumentError("the model's PARAMETER {} {}: not {}", name, text, what);
-    };
-    if (name == "stop") {
-      o.stop = values;
-      continue;
-    }
-    const bool int_option = store::FindParameterType(name) == store::ParameterType::kInt;
-    FERRY_RETURN_IF_ERROR(int_option ? need(is_int, "an integer") : need(is_num, "a number"));
-    if (name == "num_ctx")
-      o.num_ctx = i;
-    else if (name == "num_predict")
-      o.num_predict = i;
-    else if (name == "num_batch")
-      o.num_batch = i;
-    else if (name == "num_thread")
-      o.num_thread = static_cast<int>(i);
-    else if (name == "num_gpu")
-      o.num_gpu = static_cast<int>(i);
-    else if (name == "top_k")
-      s.top_k = static_cast<int32_t>(i);
-    else if (name == "repeat_last_n")
-      s.repeat_last_n = static_cast<int32_t>(i);
-    else if (name == "seed")
-      s.seed = i < 0 ? std::nullopt : std::optional<uint64_t>(i);
-    else if (name == "temperature")
-      s.temperature = static_cast<float>(d);
-    else if (name == "top_p")
-      s.top_p = static_cast<float>(d);
-    else if (name == "min_p")
-      s.min_p = static_cast<float>(d);
-    else if (name == "repeat_penalty")
-      s.repeat_penalty = static_cast<float>(d);
-    else if (name == "presence_penalty")
-      s.presence_penalty = static_cast<float>(d);
-    else if (name == "frequency_penalty")
-      s.frequency_penalty = static_cast<float>(d);
+    // A Modelfile's PARAMETER lines repeat for stop; any other parameter's last line wins.
+    const std::vector<std::string> given =
+        name == "stop" ? values : std::vector<std::string>{values.back()};
+    Status s = ApplyParameter(name, given, r.options);
+    if (!s.ok()) return s.WithPrefix("the model's PARAMETER");
   }
   return Status::Ok();
 }
@@ -185,8 +203,8 @@ void Dim(const Settings& settings, const std::string& line) {
   std::fprintf(stderr, tty ? "\x1b[2mferry: %s\x1b[0m\n" : "ferry: %s\n", line.c_str());
 }
 
-int Fail(std::string_view cmd, const Status& s) {
-  std::fprintf(stderr, "ferry %s: %s\n", std::string(cmd).c_str(), s.message().c_str());
+int Fail(std::string_view /*cmd*/, const Status& s) {
+  std::fprintf(stderr, "ferry: %s\n", s.message().c_str());
   return 1;
 }
 
@@ -196,8 +214,10 @@ StatusOr<std::string> Answer(Runner& runner, const std::vector<int32_t>& prompt,
   GenerateRequest req;
   req.prompt = prompt;
   req.options = o.request.options;
-  // Output that cannot be written stops the generation (main() reports it and exits 1).
+  // Output that cannot be written stops the generation (main() reports it and exits 1), and
+  // so does Ctrl-C in an interactive session (the reply so far is kept).
   FERRY_ASSIGN_OR_RETURN(GenerateResult gen, runner.Generate(req, [](std::string_view s) {
+    if (Interrupted()) return false;
     return std::fwrite(s.data(), 1, s.size(), stdout) == s.size() && std::fflush(stdout) == 0;
   }));
   std::printf("\n");
@@ -260,8 +280,21 @@ void AddPerplexityCommand(CLI::App& app, PerplexityOptions& o) {
   AddRequestFlags(cmd, o.request);
 }
 
-int RunRun(const Settings& settings, const RunOptions& options) {
-  if (options.verbose && log::GetLevel() > log::Level::kInfo) log::SetLevel(log::Level::kInfo);
+int RunRun(const Settings& settings, const RunOptions& given_options) {
+  if (given_options.verbose && log::GetLevel() > log::Level::kInfo) {
+    log::SetLevel(log::Level::kInfo);
+  }
+  RunOptions options = given_options;
+  if (::isatty(STDIN_FILENO) != 1) {
+    // As `ollama run`: input that is not a terminal is one prompt, in front of the prompt words.
+    StatusOr<std::string> in = ReadPipedPrompt(options.request.options.num_ctx);
+    if (!in.ok()) return Fail("run", in.status());
+    if (!in->empty()) options.prompt = options.prompt ? *in + " " + *options.prompt : *in;
+    if (!options.prompt) {
+      return Fail("run", InvalidArgumentError("the prompt is empty (standard input is not a "
+                                              "terminal and held nothing)"));
+    }
+  }
   if (!options.local) {
     int code = 0;
     if (RunThroughServer(settings, options, &code)) return code;
@@ -284,9 +317,9 @@ int RunRun(const Settings& settings, const RunOptions& options) {
   }
   auto loaded = Load(settings, found->path, o.request);
   if (!loaded.ok()) return Fail("run", loaded.status());
-  Runner& runner = **loaded;
-  const Model& model = runner.model();
-  const tokenizer::Tokenizer& tokenizer = runner.tokenizer();
+  std::unique_ptr<Runner> runner = std::move(*loaded);
+  const Model& model = runner->model();
+  const tokenizer::Tokenizer& tokenizer = runner->tokenizer();
   std::optional<chat::ChatTemplate> tmpl;
   std::optional<chat::GoTemplate> go_tmpl;
   if (!o.raw && extras != nullptr && extras->template_text) {
@@ -338,11 +371,11 @@ int RunRun(const Settings& settings, const RunOptions& options) {
   }
 
   // A request larger than the model's trained context runs at that context (LoadRunner says so).
-  o.request.options.num_ctx = std::min(o.request.options.num_ctx, runner.plan().options.num_ctx);
-  const int64_t num_ctx = o.request.options.num_ctx;
+  o.request.options.num_ctx = std::min(o.request.options.num_ctx, runner->plan().options.num_ctx);
   // A prompt that cannot fit is refused as soon as that is known, not tokenized whole.
   auto encode = [&](const std::string& text, bool parse_special) -> StatusOr<std::vector<int32_t>> {
-    auto ids = tokenizer.Encode(text, true, parse_special, num_ctx);
+    const int64_t num_ctx = o.request.options.num_ctx;
+    auto ids = runner->tokenizer().Encode(text, true, parse_special, num_ctx);
     if (!ids.ok()) {
       return ids.status().WithPrefix(fmt::format(
           "the prompt does not fit: num_ctx is {} (ferry never truncates a prompt; raise "
@@ -366,16 +399,23 @@ int RunRun(const Settings& settings, const RunOptions& options) {
       }
     } else {
       conversation.push_back({"user", text});
-      std::string rendered;
-      if (go_tmpl) {
-        FERRY_ASSIGN_OR_RETURN(rendered, chat::RenderChat(*go_tmpl, conversation));
-      } else {
-        FERRY_ASSIGN_OR_RETURN(rendered, tmpl->Render(conversation, true));
+      StatusOr<std::string> rendered = go_tmpl ? chat::RenderChat(*go_tmpl, conversation)
+                                               : tmpl->Render(conversation, true);
+      StatusOr<std::vector<int32_t>> ids =
+          rendered.ok() ? encode(*rendered, true) : StatusOr<std::vector<int32_t>>(rendered.status());
+      if (!ids.ok()) {
+        conversation.pop_back();
+        return ids.status();
       }
-      FERRY_ASSIGN_OR_RETURN(prompt, encode(rendered, true));
+      prompt = std::move(*ids);
     }
-    FERRY_ASSIGN_OR_RETURN(std::string answer, Answer(runner, prompt, o));
-    if (!o.raw) conversation.push_back({"assistant", answer});
+    auto answer = Answer(*runner, prompt, o);
+    if (!answer.ok()) {
+      if (!o.raw) conversation.pop_back();
+      return answer.status();
+    }
+    // A reply stopped with Ctrl-C stays in the conversation as far as it went.
+    if (!o.raw) conversation.push_back({"assistant", *answer});
     return Status::Ok();
   };
 
@@ -383,25 +423,77 @@ int RunRun(const Settings& settings, const RunOptions& options) {
     Status s = one_turn(*o.prompt);
     return s.ok() ? 0 : Fail("run", s);
   }
-  // std::cin unsynchronised with C stdio reads in blocks, not a byte at a time (a 50 MB line
-  // took seconds); ferry writes with C stdio only, so nothing interleaves.
-  std::ios::sync_with_stdio(false);
-  // Interactive: one line per turn; EOF or "/bye" ends. A failed turn is reported and the
-  // session goes on, but the exit code says that one failed.
-  std::string line;
-  bool any_failed = false;
-  while (true) {
-    std::fprintf(stderr, ">>> ");
-    if (!std::getline(std::cin, line) || line == "/bye") break;
-    if (line.empty()) continue;
-    Status s = one_turn(line);
-    if (!s.ok()) {
-      std::fprintf(stderr, "error: %s\n", s.message().c_str());
-      any_failed = true;
-      if (!o.raw && !conversation.empty()) conversation.pop_back();
+
+  // The interactive session. Its hooks act on this run's conversation, options and runner.
+  const std::vector<chat::Message> initial = conversation;
+  SessionHooks hooks;
+  hooks.turn = one_turn;
+  hooks.clear = [&] {
+    conversation.clear();
+    if (!initial.empty() && initial.front().role == "system") {
+      conversation.push_back(initial.front());
     }
-  }
-  return any_failed ? 1 : 0;
+  };
+  hooks.set_system = [&](const std::string& text) {
+    if (!conversation.empty() && conversation.front().role == "system") {
+      conversation.erase(conversation.begin());
+    }
+    if (!text.empty()) conversation.insert(conversation.begin(), {"system", text});
+  };
+  hooks.set_parameter = [&](const std::string& name,
+                            const std::vector<std::string>& values) -> Status {
+    RequestOptions next = o.request.options;
+    FERRY_RETURN_IF_ERROR(ApplyParameter(name, values, next));
+    FERRY_RETURN_IF_ERROR(ValidateRequestOptions(next));
+    const auto& loaded_with = runner->plan().options;
+    // A smaller num_ctx runs in the loaded runner; a larger one, another batch size or thread
+    // count needs a new load (the old runner is freed first, and comes back if that fails).
+    const bool reload = next.num_ctx > loaded_with.num_ctx ||
+                        next.num_batch != o.request.options.num_batch ||
+                        next.num_thread != o.request.options.num_thread;
+    if (reload) {
+      RequestFlags wanted = o.request;
+      wanted.options = next;
+      runner.reset();
+      auto again = Load(settings, found->path, wanted);
+      if (!again.ok()) {
+        auto back = Load(settings, found->path, o.request);
+        if (!back.ok()) {
+          return again.status().WithPrefix(fmt::format(
+              "reloading failed, and so did loading the model as it was ({})",
+              back.status().message()));
+        }
+        runner = std::move(*back);
+        return again.status();
+      }
+      runner = std::move(*again);
+      next.num_ctx = std::min(next.num_ctx, runner->plan().options.num_ctx);
+    }
+    o.request.options = next;
+    return Status::Ok();
+  };
+  hooks.show = [&](const std::string& what) -> StatusOr<std::string> {
+    if (what == "info") {
+      FERRY_ASSIGN_OR_RETURN(ModelInfo info, ReadModelInfo(runner->model().file()));
+      return FormatSessionInfo(info.architecture, info.parameter_count,
+                               info.context_length.value_or(0),
+                               info.embedding_length.value_or(0), info.file_type_name);
+    }
+    if (what == "parameters") return FormatSessionParameters(o.request.options);
+    if (what == "system") {
+      if (!conversation.empty() && conversation.front().role == "system") {
+        return conversation.front().content;
+      }
+      return std::string("No system message was specified for this model.");
+    }
+    // template
+    if (go_tmpl) return *extras->template_text;
+    if (tmpl) {
+      return fmt::format("{} ({})", chat::TemplateKindName(tmpl->kind()), tmpl->source());
+    }
+    return std::string("No chat template: prompts are sent raw.");
+  };
+  return RunSession(settings, options.model, hooks);
 }
 
 int RunPerplexity(const Settings& settings, const PerplexityOptions& o) {

@@ -40,6 +40,11 @@ struct PerplexityOptions {
   RequestFlags request;
 };
 
+// Sets Ollama parameter `name` (a Modelfile PARAMETER, /set parameter) from its text values:
+// InvalidArgument for an unknown name or a value of the wrong type. stop takes every value.
+Status ApplyParameter(const std::string& name, const std::vector<std::string>& values,
+                      RequestOptions& options);
+
 void AddRunCommand(CLI::App& app, RunOptions& options);
 void AddPerplexityCommand(CLI::App& app, PerplexityOptions& options);
 int RunRun(const Settings& settings, const RunOptions& options);

@@ -20,7 +20,7 @@ namespace ferry::app {
 namespace {
 
 int Fail(const Status& s) {
-  std::fprintf(stderr, "ferry serve: %s\n", s.message().c_str());
+  std::fprintf(stderr, "ferry: %s\n", s.message().c_str());
   return 1;
 }
 
@@ -95,7 +95,7 @@ int RunServe(const Settings& settings, const ServeOptions& /*options*/) {
       if (sig == SIGUSR1) return;
     }
   });
-  std::fprintf(stderr, "ferry serve: listening on %s:%d (models: %s)\n", host->host.c_str(),
+  std::fprintf(stderr, "ferry: listening on %s:%d (models: %s)\n", host->host.c_str(),
                http.port(), settings.models_dir.c_str());
   Status listened = http.Listen();
   http.Shutdown();  // no-op after a signal
@@ -104,7 +104,7 @@ int RunServe(const Settings& settings, const ServeOptions& /*options*/) {
   signal_thread.join();
   (*scheduler)->Shutdown();
   if (!listened.ok()) return Fail(listened);
-  std::fprintf(stderr, "ferry serve: stopped\n");
+  std::fprintf(stderr, "ferry: stopped\n");
   return 0;
 }
 

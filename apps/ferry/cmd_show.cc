@@ -227,7 +227,7 @@ void PrintText(const gguf::GgufFile& f, const ModelInfo& m, const ShowOptions& o
 int PrintStored(const Settings& settings, const ShowOptions& o) {
   auto found = FindModel(settings, o.model);
   if (!found.ok()) {
-    std::fprintf(stderr, "ferry show: %s\n", found.status().message().c_str());
+    std::fprintf(stderr, "ferry: %s\n", found.status().message().c_str());
     return 1;
   }
   store::Modelfile mf;
@@ -279,17 +279,17 @@ int RunShow(const Settings& settings, const ShowOptions& o) {
   if (o.modelfile || o.parameters || o.template_text) return PrintStored(settings, o);
   auto path = ResolveModel(settings, o.model);
   if (!path.ok()) {
-    std::fprintf(stderr, "ferry show: %s\n", path.status().message().c_str());
+    std::fprintf(stderr, "ferry: %s\n", path.status().message().c_str());
     return 1;
   }
   auto file = gguf::GgufFile::Open(*path);
   if (!file.ok()) {
-    std::fprintf(stderr, "ferry show: %s\n", file.status().message().c_str());
+    std::fprintf(stderr, "ferry: %s\n", file.status().message().c_str());
     return 1;
   }
   auto info = ReadModelInfo(**file);
   if (!info.ok()) {
-    std::fprintf(stderr, "ferry show: %s\n", info.status().message().c_str());
+    std::fprintf(stderr, "ferry: %s\n", info.status().message().c_str());
     return 1;
   }
   if (o.json) {

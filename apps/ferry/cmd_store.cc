@@ -23,8 +23,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-int Fail(std::string_view cmd, const Status& s) {
-  std::fprintf(stderr, "ferry %s: %s\n", std::string(cmd).c_str(), s.message().c_str());
+int Fail(std::string_view /*cmd*/, const Status& s) {
+  std::fprintf(stderr, "ferry: %s\n", s.message().c_str());
   return 1;
 }
 

@@ -290,9 +290,6 @@ std::string RenderSchedulerMetrics(const sched::SchedulerCounters& c) {
   auto counter = [&](const char* name, const char* help, int64_t v) {
     out += fmt::format("# HELP {} {}\n# TYPE {} counter\n{} {}\n", name, help, name, name, v);
   };
-  auto gauge = [&](const char* name, const char* help, int64_t v) {
-    out += fmt::format("# HELP {} {}\n# TYPE {} gauge\n{} {}\n", name, help, name, name, v);
-  };
   counter("ferry_model_loads_total", "Models loaded that were not resident.", c.loads);
   counter("ferry_model_reloads_total", "Models reloaded because their placement had to change.",
           c.reloads);
