@@ -1,5 +1,6 @@
 """`ferry run` and `ferry perplexity` end to end."""
 import json
+import re
 
 import pytest
 
@@ -107,10 +108,18 @@ def test_piped_stdin_is_one_prompt(ferry):
 ])
 def test_perplexity_within_one_percent_of_llama_cpp(ferry, default_model, model, n_ctx, fixture):
     ref = json.loads((FIXTURES / fixture).read_text())
-    out = run([ferry, "perplexity", model or default_model, STORY_TXT, "--num-ctx", str(n_ctx)]).stdout
+    # The fixtures follow llama-perplexity exactly (tokenized with BOS, each window's first
+    # token replaced by BOS): the same token count, the same windows, 1% on the value.
+    proc = run([ferry, "perplexity", model or default_model, STORY_TXT, "--num-ctx", str(n_ctx)])
+    out = proc.stdout
     ppl = float(out.split()[1])
     assert abs(ppl - ref["perplexity"]) / ref["perplexity"] < 0.01, (ppl, ref)
-    assert f"over {ref['n_scored']} scored tokens" in out
+    assert f"over {ref['n_scored']} scored tokens ({ref['n_tokens']} tokens," in out
+    # Each window's running value on stderr, as llama-perplexity prints it: [1]v1,[2]v2,...
+    windows = ref["n_tokens"] // n_ctx
+    progress = re.findall(r"\[(\d+)\]([0-9.]+),", proc.stderr)
+    assert [int(i) for i, _ in progress] == list(range(1, windows + 1)), proc.stderr
+    assert abs(float(progress[-1][1]) - ppl) < 1e-3 * ppl
 
 
 def test_default_model_answers_a_question(ferry, default_model):
@@ -177,3 +186,11 @@ def test_a_file_without_a_chat_template_runs_raw_and_says_so(ferry, default_mode
     for extra in (["--system", "Be brief."], ["--template", "gemma"]):
         proc = run([ferry, "run", STORIES, "Hi", "--raw", "--local", *extra], check=False)
         assert proc.returncode == 1 and "no effect with --raw" in proc.stderr
+
+
+def test_perplexity_help_lists_only_the_flags_it_uses(ferry):
+    out = run([ferry, "perplexity", "--help"]).stdout
+    for flag in ("--num-ctx", "--num-batch", "--num-thread", "--kv-type"):
+        assert flag in out, out
+    for flag in ("--temperature", "--top-k", "--seed", "--stop", "--num-predict"):
+        assert flag not in out, out

@@ -50,19 +50,22 @@ std::string UnescapeFlag(std::string_view text) {
   return out;
 }
 
-void AddRequestFlags(CLI::App* cmd, RequestFlags& r) {
+// The load flags (context, batch, threads, KV type), which every command that loads a model
+// takes; with `generation`, also the generation and sampling flags.
+void AddRequestFlags(CLI::App* cmd, RequestFlags& r, bool generation = true) {
   RequestOptions& o = r.options;
   SamplingOptions& s = o.sampling;
   auto& f = r.flags;
   f["num_ctx"] =
       cmd->add_option("-c,--num-ctx", o.num_ctx,
                       "Context length in tokens (KV cache size; capped at the trained context)");
-  f["num_predict"] =
-      cmd->add_option("-n,--num-predict", o.num_predict, "Tokens to generate (-1: until done)");
   f["num_batch"] = cmd->add_option("--num-batch", o.num_batch, "Prompt tokens per forward step");
   f["num_thread"] = cmd->add_option("-t,--num-thread", o.num_thread,
                                     "CPU threads (0: all cores; capped at the hardware threads)");
   cmd->add_option("--kv-type", r.kv_type, "KV cache type: f16, q8_0, q4_0 or f32");
+  if (!generation) return;
+  f["num_predict"] =
+      cmd->add_option("-n,--num-predict", o.num_predict, "Tokens to generate (-1: until done)");
   f["temperature"] =
       cmd->add_option("--temperature", s.temperature, "Sampling temperature (0: greedy)");
   f["top_k"] = cmd->add_option("--top-k", s.top_k, "Keep the k most likely tokens (0: off)");
@@ -277,7 +280,7 @@ void AddPerplexityCommand(CLI::App& app, PerplexityOptions& o) {
       "perplexity", "Perplexity of a model over a text file, in windows of --num-ctx tokens");
   cmd->add_option("model", o.model, "GGUF file path or model name")->required();
   cmd->add_option("file", o.file, "UTF-8 text file")->required();
-  AddRequestFlags(cmd, o.request);
+  AddRequestFlags(cmd, o.request, /*generation=*/false);
 }
 
 int RunRun(const Settings& settings, const RunOptions& given_options) {
@@ -505,10 +508,17 @@ int RunPerplexity(const Settings& settings, const PerplexityOptions& o) {
   if (!path.ok()) return Fail("perplexity", path.status());
   auto loaded = Load(settings, *path, o.request, kPerplexityLogitRows);
   if (!loaded.ok()) return Fail("perplexity", loaded.status());
-  auto tokens = (*loaded)->tokenizer().Encode(ss.str(), false, false);
+  // As llama-perplexity: the text is tokenized with BOS (when the model adds one), and each
+  // window's first token is then replaced by BOS (Runner::Perplexity).
+  auto tokens = (*loaded)->tokenizer().Encode(ss.str(), true, false);
   if (!tokens.ok()) return Fail("perplexity", tokens.status());
   int64_t scored = 0;
-  auto ppl = (*loaded)->Perplexity(*tokens, &scored);
+  // Each window's running value on stderr as it is computed, as llama-perplexity prints them.
+  auto ppl = (*loaded)->Perplexity(*tokens, &scored, [](int64_t window, double running) {
+    std::fprintf(stderr, "[%lld]%.4f,", static_cast<long long>(window), running);
+    std::fflush(stderr);
+  });
+  std::fprintf(stderr, "\n");
   if (!ppl.ok()) return Fail("perplexity", ppl.status());
   std::printf("perplexity %.4f over %lld scored tokens (%lld tokens, windows of %lld)\n", *ppl,
               static_cast<long long>(scored), static_cast<long long>(tokens->size()),

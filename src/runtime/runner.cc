@@ -845,7 +845,9 @@ StatusOr<GenerateResult> Runner::Generate(const GenerateRequest& request,
   }
 }
 
-StatusOr<double> Runner::Perplexity(const std::vector<int32_t>& tokens, int64_t* n_scored) {
+StatusOr<double> Runner::Perplexity(
+    const std::vector<int32_t>& tokens, int64_t* n_scored,
+    const std::function<void(int64_t window, double running)>& on_window) {
   if (thread_.joinable()) {
     return FailedPreconditionError("Perplexity needs a runner without an inference thread");
   }
@@ -896,6 +898,9 @@ StatusOr<double> Runner::Perplexity(const std::vector<int32_t>& tokens, int64_t*
       };
       status = model_->Forward(batch_, *kv_, fo);
       if (status.ok()) status = model_->file().CheckUnchanged();
+    }
+    if (status.ok() && on_window && count > 0) {
+      on_window(c + 1, std::exp(nll / static_cast<double>(count)));
     }
   }
   (void)kv_->RemoveSequence(seq);

@@ -125,7 +125,12 @@ class Runner : public ModelRunner {
   // with BOS (when the vocabulary adds one) and only its second half is scored, logits scored
   // as they are computed (logit_rows at a time). Only without an inference thread, and with no
   // request running. *n_scored gets the number of scored tokens.
-  StatusOr<double> Perplexity(const std::vector<int32_t>& tokens, int64_t* n_scored);
+  // `on_window`, when set, is called after each window with its 1-based number and the
+  // perplexity over the windows so far (llama-perplexity's `[1]4.1234,[2]...`).
+  // `tokens` should come from Encode with add_bos (llama.cpp's perplexity tokenizes so).
+  StatusOr<double> Perplexity(
+      const std::vector<int32_t>& tokens, int64_t* n_scored,
+      const std::function<void(int64_t window, double running)>& on_window = nullptr);
 
   const KvCache& kv() const { return *kv_; }
   const ForwardScratch& scratch() const { return *scratch_; }

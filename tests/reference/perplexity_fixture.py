@@ -1,7 +1,8 @@
-"""Perplexity as llama.cpp's perplexity tool computes it, through llama-cpp-python: the text is
-tokenized without BOS, cut into windows of n_ctx tokens, each window's first token replaced by
-BOS (when the model adds one), and only the second half of each window scored (the logits at
-position j predict token j+1 for n_ctx/2 <= j < n_ctx-1). Writes a JSON fixture.
+"""Perplexity as llama.cpp's perplexity tool (tools/perplexity/perplexity.cpp) computes it,
+through llama-cpp-python: the text is tokenized with BOS (when the model adds one), cut into
+windows of n_ctx tokens, each window's first token replaced by BOS (when the model adds one),
+and only the second half of each window scored (the logits at position j predict token j+1
+for n_ctx/2 <= j < n_ctx-1). Writes a JSON fixture.
 
   python tests/reference/perplexity_fixture.py MODEL TEXT N_CTX OUT.json
 """
@@ -17,8 +18,8 @@ def main():
     text = open(text_path, encoding="utf-8").read()
     llm = Llama(model_path=model, n_ctx=n_ctx, n_batch=n_ctx, n_threads=2, logits_all=True,
                 verbose=False, type_k=0, type_v=0, flash_attn=False)
-    tokens = llm.tokenize(text.encode(), add_bos=False, special=False)
     add_bos = llm._model.add_bos_token() if hasattr(llm._model, "add_bos_token") else True
+    tokens = llm.tokenize(text.encode(), add_bos=add_bos, special=False)
     bos = llm.token_bos()
     nll, count = 0.0, 0
     for c in range(len(tokens) // n_ctx):
