@@ -194,3 +194,15 @@ def test_perplexity_help_lists_only_the_flags_it_uses(ferry):
         assert flag in out, out
     for flag in ("--temperature", "--top-k", "--seed", "--stop", "--num-predict"):
         assert flag not in out, out
+
+
+def test_llama_cpp_style_flags(ferry):
+    # llama-cli's habits: -m MODEL -p PROMPT -n -c -t -s -b --temp; perplexity's -m and -f.
+    words = run([ferry, "run", STORIES, "Once", "upon", "a", "time", "--raw", "--local",
+                 "--num-predict", "8", "--temperature", "0"]).stdout
+    short = run([ferry, "run", "-m", STORIES, "-p", "Once upon a time", "--raw", "--local",
+                 "-n", "8", "--temp", "0", "-c", "256", "-t", "1", "-s", "3", "-b", "16"]).stdout
+    assert words.strip() and short == words
+    a = run([ferry, "perplexity", "-m", STORIES, "-f", STORY_TXT, "-c", "128"]).stdout
+    b = run([ferry, "perplexity", STORIES, STORY_TXT, "--num-ctx", "128"]).stdout
+    assert a == b and a.startswith("perplexity ")

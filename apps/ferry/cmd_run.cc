@@ -59,7 +59,8 @@ void AddRequestFlags(CLI::App* cmd, RequestFlags& r, bool generation = true) {
   f["num_ctx"] =
       cmd->add_option("-c,--num-ctx", o.num_ctx,
                       "Context length in tokens (KV cache size; capped at the trained context)");
-  f["num_batch"] = cmd->add_option("--num-batch", o.num_batch, "Prompt tokens per forward step");
+  f["num_batch"] =
+      cmd->add_option("-b,--num-batch", o.num_batch, "Prompt tokens per forward step");
   f["num_thread"] = cmd->add_option("-t,--num-thread", o.num_thread,
                                     "CPU threads (0: all cores; capped at the hardware threads)");
   cmd->add_option("--kv-type", r.kv_type, "KV cache type: f16, q8_0, q4_0 or f32");
@@ -67,7 +68,7 @@ void AddRequestFlags(CLI::App* cmd, RequestFlags& r, bool generation = true) {
   f["num_predict"] =
       cmd->add_option("-n,--num-predict", o.num_predict, "Tokens to generate (-1: until done)");
   f["temperature"] =
-      cmd->add_option("--temperature", s.temperature, "Sampling temperature (0: greedy)");
+      cmd->add_option("--temperature,--temp", s.temperature, "Sampling temperature (0: greedy)");
   f["top_k"] = cmd->add_option("--top-k", s.top_k, "Keep the k most likely tokens (0: off)");
   f["top_p"] = cmd->add_option("--top-p", s.top_p, "Nucleus sampling mass (1: off)");
   f["min_p"] = cmd->add_option("--min-p", s.min_p, "Drop tokens below min_p x the top probability");
@@ -253,16 +254,18 @@ void AddRunCommand(CLI::App& app, RunOptions& o) {
   CLI::App* run = app.add_subcommand("run",
                                      "Generate text with a model (interactive chat when "
                                      "no prompt is given)");
-  run->add_option("model", o.model, "GGUF file path, or a model name (see ferry list)")->required();
+  run->add_option("model,-m,--model", o.model, "GGUF file path, or a model name (see ferry list)")
+      ->required();
   // Every word after the model is the prompt, as `ollama run MODEL Why is the sky blue` takes it.
   run->add_option_function<std::vector<std::string>>(
-      "prompt",
+      "prompt,-p,--prompt",
       [&o](const std::vector<std::string>& words) {
         std::string joined;
         for (const std::string& w : words) joined += (joined.empty() ? "" : " ") + w;
         o.prompt = joined;
       },
-      "The prompt (the words after the model, joined by spaces); omit for an interactive chat");
+      "The prompt (the words after the model, joined by spaces); omit for an interactive chat, "
+      "or pipe it on standard input");
   run->add_flag("--raw", o.raw, "Plain completion: no chat template");
   run->add_flag("--verbose", o.verbose, "Print timings (prompt and generation tok/s)");
   run->add_flag("--local", o.local,
@@ -278,8 +281,8 @@ void AddRunCommand(CLI::App& app, RunOptions& o) {
 void AddPerplexityCommand(CLI::App& app, PerplexityOptions& o) {
   CLI::App* cmd = app.add_subcommand(
       "perplexity", "Perplexity of a model over a text file, in windows of --num-ctx tokens");
-  cmd->add_option("model", o.model, "GGUF file path or model name")->required();
-  cmd->add_option("file", o.file, "UTF-8 text file")->required();
+  cmd->add_option("model,-m,--model", o.model, "GGUF file path or model name")->required();
+  cmd->add_option("file,-f,--file", o.file, "UTF-8 text file")->required();
   AddRequestFlags(cmd, o.request, /*generation=*/false);
 }
 
