@@ -454,6 +454,13 @@ int RunBench(const Settings& settings, const BenchOptions& o) {
       if (!loaded.ok()) return Fail(loaded.status());
       Runner& runner = **loaded;
       const Plan plan = runner.plan();
+      if (plan.options.num_ctx < lo.num_ctx) {
+        // LoadRunner capped the context at the trained one: this depth cannot be measured.
+        return Fail(InvalidArgumentError(
+            "-d {} with -p and -n needs {} tokens of context, more than the {} tokens {} was "
+            "trained on (bench only depths below it)",
+            depth, lo.num_ctx, plan.options.num_ctx, *path));
+      }
       LoadFacts facts;
       facts.kv_bytes = plan.devices.back().kv_bytes;
       facts.compute_bytes = plan.devices.back().compute_bytes;
