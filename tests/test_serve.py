@@ -525,3 +525,39 @@ def test_model_file_truncated_while_served(models_dir, tmp_path):
         assert not any(n.startswith("victim") for n in names), names
     finally:
         s.stop()
+
+
+def test_interactive_session_through_a_running_server(server, models_dir):
+    # The same session as in-process (tests/test_interactive.py), its turns sent to the server.
+    pexpect = pytest.importorskip("pexpect")
+    env = dict(os.environ, FERRY_HOST=f"127.0.0.1:{server.port}", FERRY_MODELS=str(models_dir),
+               NO_COLOR="1")
+    greedy = ["--raw", "--num-predict", "12", "--temperature", "0", "--local"]
+    expected = subprocess.run([str(binary("ferry")), "run", STORIES, "Once upon a time", *greedy],
+                              env=env, capture_output=True, text=True, timeout=120,
+                              stdin=subprocess.DEVNULL).stdout.strip()
+    assert expected
+    child = pexpect.spawn(str(binary("ferry")), ["run", str(STORIES), "--raw", "--num-predict",
+                                                 "12", "--verbose"],
+                          env=env, encoding="utf-8", timeout=60)
+    child.expect_exact(">>> ")
+    assert "through the server" in child.before
+
+    def reply(line):
+        child.sendline(line)
+        child.expect_exact(">>> ")
+        text = child.before.replace("\r\n", "\n")
+        assert text.startswith(line + "\n"), text
+        return text[len(line) + 1:].strip()
+
+    assert reply("/set parameter temperature 0") == "Set parameter 'temperature' to '0'"
+    # --verbose adds a timing line after the reply.
+    assert reply("Once upon a time").split("\nprompt:")[0].strip() == expected
+    assert "temperature         0" in reply("/show parameters")
+    info = reply("/show info")
+    assert "llama" in info and "context length" in info
+    assert "Unknown command" in reply("/nope")
+    child.sendline("/bye")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
