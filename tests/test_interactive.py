@@ -157,3 +157,21 @@ def test_a_failed_turn_makes_the_exit_code_1_and_num_ctx_reloads(ferry):
         ferry, long_prompt, "--raw", "--local", "--temperature", "0", "--num-predict", "4",
         "--num-ctx", "64")
     finish(child, 1)
+
+
+@pytest.mark.parametrize("no_color", [False, True])
+def test_colour_only_on_a_terminal_and_never_with_no_color(ferry, no_color):
+    # A warning (threads capped) and the dim "no chat template" line: coloured on a terminal,
+    # plain with NO_COLOR, and plain when stderr is a pipe.
+    args = ["run", str(STORIES), "Once upon a time", "--local", "--num-predict", "2",
+            "--num-thread", "1000"]
+    env = dict(os.environ, TERM="xterm")
+    env.pop("FERRY_HOST", None)
+    env.pop("NO_COLOR", None)
+    if no_color:
+        env["NO_COLOR"] = "1"
+    out = pexpect.run(str(ferry), args=args, env=env, encoding="utf-8", timeout=60)
+    assert "hardware threads" in out and "no chat template" in out, out
+    assert ("\x1b[" in out) != no_color, repr(out)
+    piped = run([ferry, *args], env=env)
+    assert "no chat template" in piped.stderr and "\x1b[" not in piped.stderr

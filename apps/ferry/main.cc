@@ -92,6 +92,7 @@ int Main(int argc, char** argv) {
     return 2;
   }
   const ferry::app::Settings& settings = *read;
+  ferry::log::SetColor(!settings.no_color);
   if (app.got_subcommand("show")) return ferry::app::RunShow(settings, show);
   if (app.got_subcommand("run")) return ferry::app::RunRun(settings, run);
   if (app.got_subcommand("perplexity")) return ferry::app::RunPerplexity(settings, perplexity);

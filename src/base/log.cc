@@ -11,9 +11,12 @@ namespace {
 
 std::atomic<Level> g_level{Level::kInfo};
 
+std::atomic<bool> g_color{true};
+
 spdlog::logger& Logger() {
   static std::shared_ptr<spdlog::logger> logger = [] {
-    auto l = spdlog::stderr_color_mt("ferry");
+    auto l = spdlog::stderr_color_mt(
+        "ferry", g_color.load() ? spdlog::color_mode::automatic : spdlog::color_mode::never);
     l->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
     l->set_level(spdlog::level::trace);
     return l;
@@ -24,6 +27,15 @@ spdlog::logger& Logger() {
 }  // namespace
 
 void SetLevel(Level level) { g_level.store(level); }
+
+void SetColor(bool enabled) {
+  g_color.store(enabled);
+  for (auto& sink : Logger().sinks()) {
+    if (auto* c = dynamic_cast<spdlog::sinks::stderr_color_sink_mt*>(sink.get())) {
+      c->set_color_mode(enabled ? spdlog::color_mode::automatic : spdlog::color_mode::never);
+    }
+  }
+}
 Level GetLevel() { return g_level.load(); }
 
 void Write(Level level, std::string_view message) {

@@ -14,6 +14,10 @@ namespace ferry::log {
 enum class Level { kDebug = 0, kInfo = 1, kWarn = 2, kError = 3, kOff = 4 };
 
 void SetLevel(Level level);
+// Colour in the level names: only when stderr is a terminal (spdlog's automatic mode), and
+// never after SetColor(false) (the binary calls it for NO_COLOR). Call before logging from
+// more than one thread.
+void SetColor(bool enabled);
 Level GetLevel();
 void Write(Level level, std::string_view message);
 
