@@ -70,7 +70,8 @@ class LineReader {
     if (loc == nullptr || std::strcmp(loc, "C") == 0 || std::strcmp(loc, "POSIX") == 0) {
       std::setlocale(LC_CTYPE, "C.UTF-8");
     }
-    el_ = el_init("ferry", stdin, stdout, stderr);
+    // The prompt and the echo go to stderr, as the banner does: stdout holds only replies.
+    el_ = el_init("ferry", stdin, stderr, stderr);
     if (el_ == nullptr) return;
     history_ = history_init();
     HistEvent ev;
@@ -112,8 +113,7 @@ class LineReader {
     const char* text = el_gets(el_, &count);
     if (text == nullptr || count <= 0) {
       if (g_interrupted || errno == EINTR) {
-        std::fputs("^C\n", stdout);
-        std::fflush(stdout);
+        std::fputs("^C\n", stderr);
         return Result::kInterrupted;
       }
       return Result::kEnd;
