@@ -142,7 +142,7 @@ def test_help_command_and_defaults(ferry):
     assert "Usage: ferry" in top and "run" in top and "plan" in top
     text = run([ferry, "help", "run"]).stdout
     assert text == run([ferry, "run", "--help"]).stdout
-    for default in ("--temperature FLOAT=0.8", "--top-k INT=40", "--top-p FLOAT=0.9",
+    for default in ("--temperature,--temp FLOAT=0.8", "--top-k INT=40", "--top-p FLOAT=0.9",
                     "--repeat-penalty FLOAT=1.1", "--num-ctx INT=2048"):
         assert default in text, default
     assert run([ferry, "help", "nosuch"], check=False).returncode == 2
