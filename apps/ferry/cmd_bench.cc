@@ -307,7 +307,7 @@ void AddBenchCommand(CLI::App& app, BenchOptions& o) {
   cmd->add_option("-r,--repetitions", o.repetitions,
                   "Timed runs per test after one warm-up run (mean ± sample sd)")
       ->capture_default_str();
-  cmd->add_option("--num-thread", o.num_thread, "CPU threads (0: all cores)")
+  cmd->add_option("-t,--num-thread", o.num_thread, "CPU threads (0: all cores)")
       ->capture_default_str();
   cmd->add_option("--kv-type", o.kv_type, "KV cache type: f16, q8_0 or q4_0")
       ->capture_default_str();
@@ -323,7 +323,7 @@ void AddBenchCommand(CLI::App& app, BenchOptions& o) {
                   "loads the model once for each")
       ->delimiter(',')
       ->capture_default_str();
-  cmd->add_option("--num-ctx", o.num_ctx,
+  cmd->add_option("-c,--num-ctx", o.num_ctx,
                   "Context length of each load (0: what the largest depth and test need); a "
                   "depth and test that need more are an error")
       ->capture_default_str();

@@ -161,7 +161,7 @@ void AddPlanCommand(CLI::App& app, PlanOptions& o) {
       "Show where a model's weights, KV cache and compute buffers would go (reads no "
       "weights)");
   cmd->add_option("model", o.model, "GGUF file path or model name")->required();
-  cmd->add_option("--ctx,--num-ctx", o.ctx, "Context length, or a comma-separated sweep");
+  cmd->add_option("-c,--ctx,--num-ctx", o.ctx, "Context length, or a comma-separated sweep");
   cmd->add_option("--parallel,--num-parallel", o.parallel, "Sequences served at once");
   cmd->add_option("--batch,--num-batch", o.batch, "Prompt tokens per step");
   cmd->add_option("--kv-type", o.kv_type, "KV cache type: f16, q8_0, q4_0");
@@ -177,7 +177,7 @@ void AddPlanCommand(CLI::App& app, PlanOptions& o) {
       "Describe devices instead of discovering them: cuda0=24GiB,cpu=64GiB "
       "(optional @bandwidth and @FLOPS, e.g. cuda0=24GiB@1000GB/s, "
       "cpu=64GiB@40GB/s@200GFLOPS)");
-  cmd->add_option("--num-thread", o.num_thread,
+  cmd->add_option("-t,--num-thread", o.num_thread,
                   "CPU threads decode would use: the CPU calibration runs with them (0: all "
                   "cores)");
   cmd->add_option("--gpu-memory", o.gpu_memory, "Use at most this much memory per GPU");
