@@ -18,26 +18,13 @@ import numpy as np
 
 import gguf
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_tinyllama import copy_tokenizer  # noqa: E402  (the same tokenizer.* copy)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 VOCAB_FILE = os.path.join(HERE, "..", "..", "..", "shared", "vocab", "ggml-vocab-llama-spm.gguf")
 N_LAYER, N_EMBD, N_FF, N_HEAD, N_HEAD_KV, HEAD_DIM = 32, 4096, 14336, 32, 8, 128
 Q4_0_BLOCK, Q4_0_BYTES = 32, 18
-
-
-def copy_tokenizer(writer, vocab_path):
-    reader = gguf.GGUFReader(vocab_path)
-    n_vocab = None
-    for key, field in reader.fields.items():
-        if not key.startswith("tokenizer."):
-            continue
-        vtype = field.types[0]
-        if vtype == gguf.GGUFValueType.ARRAY:
-            writer.add_key_value(key, field.contents(), vtype, field.types[-1])
-            if key == "tokenizer.ggml.tokens":
-                n_vocab = len(field.contents())
-        else:
-            writer.add_key_value(key, field.contents(), vtype)
-    return n_vocab
 
 
 def tensors(n_vocab):
