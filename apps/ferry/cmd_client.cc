@@ -95,7 +95,7 @@ StatusOr<Target> TargetOf(const Settings& settings) {
   return Target{hp.host, hp.port};
 }
 
-std::string NoServer(const char* /*cmd*/, const Target& t) {
+std::string NoServer(const Target& t) {
   return fmt::format("ferry: no server on {} (start one with ferry serve)", t.Display());
 }
 
@@ -112,7 +112,7 @@ int RunPs(const Target& t) {
   httplib::Client cli(t.host, t.port);
   cli.set_connection_timeout(5);
   auto r = cli.Get("/api/ps");
-  if (!r) return Fail(NoServer("ps", t));
+  if (!r) return Fail(NoServer(t));
   if (r->status != 200) return Fail(fmt::format("ferry: {}", ErrorOf(r)));
   auto j = Json::parse(r->body, nullptr, false);
   if (!j.is_object() || !j.contains("models") || !j["models"].is_array()) {
@@ -161,7 +161,7 @@ int RunStop(const Target& t, const std::string& model) {
   cli.set_read_timeout(60);
   Json body = {{"model", model}, {"keep_alive", 0}};
   auto r = cli.Post("/api/generate", body.dump(), "application/json");
-  if (!r) return Fail(NoServer("stop", t));
+  if (!r) return Fail(NoServer(t));
   if (r->status != 200) return Fail(fmt::format("ferry: {}", ErrorOf(r)));
   return 0;
 }

@@ -207,7 +207,7 @@ void Dim(const Settings& settings, const std::string& line) {
   std::fprintf(stderr, tty ? "\x1b[2mferry: %s\x1b[0m\n" : "ferry: %s\n", line.c_str());
 }
 
-int Fail(std::string_view /*cmd*/, const Status& s) {
+int Fail(const Status& s) {
   std::fprintf(stderr, "ferry: %s\n", s.message().c_str());
   return 1;
 }
@@ -294,10 +294,10 @@ int RunRun(const Settings& settings, const RunOptions& given_options) {
   if (::isatty(STDIN_FILENO) != 1) {
     // As `ollama run`: input that is not a terminal is one prompt, in front of the prompt words.
     StatusOr<std::string> in = ReadPipedPrompt(options.request.options.num_ctx);
-    if (!in.ok()) return Fail("run", in.status());
+    if (!in.ok()) return Fail(in.status());
     if (!in->empty()) options.prompt = options.prompt ? *in + " " + *options.prompt : *in;
     if (!options.prompt) {
-      return Fail("run", InvalidArgumentError("the prompt is empty (standard input is not a "
+      return Fail(InvalidArgumentError("the prompt is empty (standard input is not a "
                                               "terminal and held nothing)"));
     }
   }
@@ -306,57 +306,50 @@ int RunRun(const Settings& settings, const RunOptions& given_options) {
     if (RunThroughServer(settings, options, &code)) return code;
   }
   auto found = FindModel(settings, options.model);
-  if (!found.ok()) return Fail("run", found.status());
+  if (!found.ok()) return Fail(found.status());
   if (options.raw && !options.system.empty()) {
-    return Fail("run", InvalidArgumentError("--system has no effect with --raw (a raw prompt is "
+    return Fail(InvalidArgumentError("--system has no effect with --raw (a raw prompt is "
                                             "sent as it is); put the text in the prompt"));
   }
   if (options.raw && !options.template_name.empty()) {
-    return Fail("run", InvalidArgumentError("--template has no effect with --raw"));
+    return Fail(InvalidArgumentError("--template has no effect with --raw"));
   }
   // A stored model's PARAMETERs, SYSTEM, MESSAGEs and TEMPLATE are defaults of this run.
   RunOptions o = options;
   const store::ModelExtras* extras = found->stored ? &found->stored->extras : nullptr;
   if (extras != nullptr) {
     Status s = ApplyModelParameters(extras->parameters, o.request);
-    if (!s.ok()) return Fail("run", s);
+    if (!s.ok()) return Fail(s);
   }
   auto loaded = Load(settings, found->path, o.request);
-  if (!loaded.ok()) return Fail("run", loaded.status());
+  if (!loaded.ok()) return Fail(loaded.status());
   std::unique_ptr<Runner> runner = std::move(*loaded);
-  const Model& model = runner->model();
-  const tokenizer::Tokenizer& tokenizer = runner->tokenizer();
   std::optional<chat::ChatTemplate> tmpl;
   std::optional<chat::GoTemplate> go_tmpl;
+  std::string jinja;  // the file's tokenizer.chat_template, "" when it has none
+  if (const gguf::Value* v = runner->model().file().Find("tokenizer.chat_template")) {
+    if (auto s = v->AsString(); s.ok()) jinja = std::string(*s);
+  }
   if (!o.raw && extras != nullptr && extras->template_text) {
     auto t = chat::GoTemplate::Parse(*extras->template_text);
-    if (!t.ok()) return Fail("run", t.status().WithPrefix("the model's TEMPLATE"));
+    if (!t.ok()) return Fail(t.status().WithPrefix("the model's TEMPLATE"));
     go_tmpl = *t;
     if (o.verbose) std::fprintf(stderr, "chat template: the model's TEMPLATE\n");
-  } else if (!o.raw) {
-    std::string jinja;
-    if (const gguf::Value* v = model.file().Find("tokenizer.chat_template")) {
-      if (auto s = v->AsString(); s.ok()) jinja = std::string(*s);
-    }
-    if (o.template_name.empty() && jinja.empty()) {
-      // As `ollama run` with `{{ .Prompt }}`: a file without a chat template (a base model,
-      // even of an architecture that has a chat format) is run raw, and says so.
-      o.raw = true;
-      Dim(settings, fmt::format("{} has no chat template: running raw (--template gemma, llama3, "
-                                "chatml or mistral applies one)",
-                                found->path));
-    }
+  } else if (!o.raw && o.template_name.empty() && jinja.empty()) {
+    // As `ollama run` with `{{ .Prompt }}`: a file without a chat template (a base model,
+    // even of an architecture that has a chat format) is run raw, and says so.
+    o.raw = true;
+    Dim(settings, fmt::format("{} has no chat template: running raw (--template gemma, llama3, "
+                              "chatml or mistral applies one)",
+                              found->path));
   }
   if (!o.raw && !go_tmpl) {
-    std::string jinja;
-    if (const gguf::Value* v = model.file().Find("tokenizer.chat_template")) {
-      if (auto s = v->AsString(); s.ok()) jinja = std::string(*s);
-    }
     auto t = o.template_name.empty()
-                 ? chat::ChatTemplate::Detect(jinja, model.hparams().arch,
-                                              tokenizer.vocab().Find("<|start_header_id|>") >= 0)
+                 ? chat::ChatTemplate::Detect(
+                       jinja, runner->model().hparams().arch,
+                       runner->tokenizer().vocab().Find("<|start_header_id|>") >= 0)
                  : chat::ChatTemplate::Named(o.template_name);
-    if (!t.ok()) return Fail("run", t.status());
+    if (!t.ok()) return Fail(t.status());
     tmpl = *t;
     if (o.verbose) {
       std::fprintf(stderr, "chat template: %s (%s)\n",
@@ -427,7 +420,7 @@ int RunRun(const Settings& settings, const RunOptions& given_options) {
 
   if (o.prompt) {
     Status s = one_turn(*o.prompt);
-    return s.ok() ? 0 : Fail("run", s);
+    return s.ok() ? 0 : Fail(s);
   }
 
   // The interactive session. Its hooks act on this run's conversation, options and runner.
@@ -504,17 +497,17 @@ int RunRun(const Settings& settings, const RunOptions& given_options) {
 
 int RunPerplexity(const Settings& settings, const PerplexityOptions& o) {
   std::ifstream in(o.file, std::ios::binary);
-  if (!in) return Fail("perplexity", NotFoundError("{}: cannot read the text file", o.file));
+  if (!in) return Fail(NotFoundError("{}: cannot read the text file", o.file));
   std::stringstream ss;
   ss << in.rdbuf();
   auto path = ResolveModel(settings, o.model);
-  if (!path.ok()) return Fail("perplexity", path.status());
+  if (!path.ok()) return Fail(path.status());
   auto loaded = Load(settings, *path, o.request, kPerplexityLogitRows);
-  if (!loaded.ok()) return Fail("perplexity", loaded.status());
+  if (!loaded.ok()) return Fail(loaded.status());
   // As llama-perplexity: the text is tokenized with BOS (when the model adds one), and each
   // window's first token is then replaced by BOS (Runner::Perplexity).
   auto tokens = (*loaded)->tokenizer().Encode(ss.str(), true, false);
-  if (!tokens.ok()) return Fail("perplexity", tokens.status());
+  if (!tokens.ok()) return Fail(tokens.status());
   int64_t scored = 0;
   // Each window's running value on stderr as it is computed, as llama-perplexity prints them.
   auto ppl = (*loaded)->Perplexity(*tokens, &scored, [](int64_t window, double running) {
@@ -522,7 +515,7 @@ int RunPerplexity(const Settings& settings, const PerplexityOptions& o) {
     std::fflush(stderr);
   });
   std::fprintf(stderr, "\n");
-  if (!ppl.ok()) return Fail("perplexity", ppl.status());
+  if (!ppl.ok()) return Fail(ppl.status());
   std::printf("perplexity %.4f over %lld scored tokens (%lld tokens, windows of %lld)\n", *ppl,
               static_cast<long long>(scored), static_cast<long long>(tokens->size()),
               static_cast<long long>((*loaded)->plan().options.num_ctx));

@@ -23,7 +23,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-int Fail(std::string_view /*cmd*/, const Status& s) {
+int Fail(const Status& s) {
   std::fprintf(stderr, "ferry: %s\n", s.message().c_str());
   return 1;
 }
@@ -118,9 +118,9 @@ int RunList(const Settings& settings) {
     return PrintList(rows);
   }
   auto st = OpenStore(settings);
-  if (!st.ok()) return Fail("list", st.status());
+  if (!st.ok()) return Fail(st.status());
   auto entries = st->List();
-  if (!entries.ok()) return Fail("list", entries.status());
+  if (!entries.ok()) return Fail(entries.status());
   for (const store::StoreEntry& e : *entries) {
     const std::string_view hex = std::string_view(e.digest).substr(e.digest.find(':') + 1);
     rows.push_back({e.name.DisplayName(), std::string(hex.substr(0, 12)), HumanBytes(e.size),
@@ -255,13 +255,13 @@ bool RunStoreCommand(const Settings& settings, const StoreCommandOptions& o, int
     *exit_code = RunList(settings);
   } else if (o.create->parsed()) {
     Status s = Create(settings, o);
-    *exit_code = s.ok() ? 0 : Fail("create", s);
+    *exit_code = s.ok() ? 0 : Fail(s);
   } else if (o.cp->parsed()) {
     Status s = Copy(settings, o);
-    *exit_code = s.ok() ? 0 : Fail("cp", s);
+    *exit_code = s.ok() ? 0 : Fail(s);
   } else if (o.rm->parsed()) {
     Status s = Remove(settings, o);
-    *exit_code = s.ok() ? 0 : Fail("rm", s);
+    *exit_code = s.ok() ? 0 : Fail(s);
   } else {
     return false;
   }
