@@ -1,6 +1,8 @@
 #include "interactive.h"
 
+#include <fcntl.h>
 #include <histedit.h>
+#include <poll.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -9,10 +11,13 @@
 #include <clocale>
 #include <cstdio>
 #include <cstring>
+#include <cwchar>
 #include <iostream>
 #include <string_view>
 
 #include <fmt/format.h>
+
+#include "base/bytes.h"
 
 namespace ferry::app {
 namespace {
@@ -20,7 +25,55 @@ namespace {
 volatile sig_atomic_t g_interrupted = 0;
 const char* g_prompt = ">>> ";
 
-void OnSigint(int) { g_interrupted = 1; }
+// A pipe the SIGINT handler writes a byte to. SIGINT may be delivered to any thread (the
+// runner's pool threads included), so a blocked read(2) on the main thread is not reliably
+// interrupted: ReadChar waits on this pipe beside standard input instead.
+int g_wake[2] = {-1, -1};
+
+void OnSigint(int) {
+  g_interrupted = 1;
+  if (g_wake[1] >= 0) {
+    const char byte = 1;
+    [[maybe_unused]] ssize_t n = ::write(g_wake[1], &byte, 1);  // a full pipe already wakes
+  }
+}
+
+void DrainWakePipe() {
+  char buf[64];
+  while (g_wake[0] >= 0 && ::read(g_wake[0], buf, sizeof(buf)) > 0) {
+  }
+}
+
+// libedit's character reader (EL_GETCFN): waits for standard input or a Ctrl-C, whichever
+// comes first, and decodes the locale's multi-byte characters. Returns 1 with a character, 0 at
+// end of input, -1 (errno EINTR) after a Ctrl-C, which makes el_gets return.
+int ReadChar(EditLine*, wchar_t* out) {
+  mbstate_t state{};
+  while (true) {
+    if (g_interrupted) {
+      errno = EINTR;
+      return -1;
+    }
+    struct pollfd fds[2] = {{STDIN_FILENO, POLLIN, 0}, {g_wake[0], POLLIN, 0}};
+    if (::poll(fds, g_wake[0] >= 0 ? 2 : 1, -1) < 0 && errno != EINTR) return -1;
+    if (g_wake[0] >= 0 && (fds[1].revents & POLLIN)) DrainWakePipe();
+    if (g_interrupted || !(fds[0].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+    char c = 0;
+    const ssize_t n = ::read(STDIN_FILENO, &c, 1);
+    if (n == 0) return 0;
+    if (n < 0) {
+      if (errno == EINTR || errno == EAGAIN) continue;
+      return -1;
+    }
+    const size_t k = std::mbrtowc(out, &c, 1, &state);
+    if (k == static_cast<size_t>(-2)) continue;  // more bytes of this character to come
+    if (k == static_cast<size_t>(-1)) {          // not valid in the locale: pass the byte on
+      state = {};
+      *out = static_cast<unsigned char>(c);
+    }
+    return 1;
+  }
+}
 
 const char* PromptText(EditLine*) { return g_prompt; }
 
@@ -80,7 +133,8 @@ class LineReader {
     el_set(el_, EL_EDITOR, "emacs");
     el_set(el_, EL_PROMPT, &PromptText);
     el_set(el_, EL_HIST, history, history_);
-    el_set(el_, EL_SIGNAL, 0);  // our SIGINT handler; libedit sees EINTR and returns
+    el_set(el_, EL_SIGNAL, 0);  // our SIGINT handler; ReadChar reports it and el_gets returns
+    el_set(el_, EL_GETCFN, &ReadChar);
     el_source(el_, nullptr);    // the user's ~/.editrc, if any
   }
   ~LineReader() {
@@ -96,6 +150,7 @@ class LineReader {
   Result Read(const char* prompt, std::string* line) {
     g_prompt = prompt;
     g_interrupted = 0;
+    DrainWakePipe();
     if (el_ == nullptr) {
       std::fputs(prompt, stderr);
       std::fflush(stderr);
@@ -135,13 +190,20 @@ class LineReader {
 class SigintScope {
  public:
   SigintScope() {
+    if (::pipe2(g_wake, O_NONBLOCK | O_CLOEXEC) != 0) g_wake[0] = g_wake[1] = -1;
     struct sigaction sa {};
     sa.sa_handler = &OnSigint;
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = 0;
     sigaction(SIGINT, &sa, &old_);
   }
-  ~SigintScope() { sigaction(SIGINT, &old_, nullptr); }
+  ~SigintScope() {
+    sigaction(SIGINT, &old_, nullptr);
+    for (int& fd : g_wake) {
+      if (fd >= 0) ::close(fd);
+      fd = -1;
+    }
+  }
   SigintScope(const SigintScope&) = delete;
   SigintScope& operator=(const SigintScope&) = delete;
 
@@ -179,12 +241,9 @@ StatusOr<std::string> ReadPipedPrompt(int64_t num_ctx) {
 std::string FormatSessionInfo(const std::string& arch, uint64_t parameters,
                               uint64_t context_length, uint64_t embedding_length,
                               const std::string& quantization) {
-  std::string size = parameters >= 1000000000 ? fmt::format("{:.1f}B", parameters / 1e9)
-                     : parameters >= 1000000  ? fmt::format("{:.0f}M", parameters / 1e6)
-                                              : fmt::format("{:.0f}K", parameters / 1e3);
   std::string out = "  Model\n";
   out += fmt::format("    {:<20}{}\n", "architecture", arch);
-  out += fmt::format("    {:<20}{}\n", "parameters", size);
+  out += fmt::format("    {:<20}{}\n", "parameters", FormatCount(parameters));
   if (context_length > 0) out += fmt::format("    {:<20}{}\n", "context length", context_length);
   if (embedding_length > 0) {
     out += fmt::format("    {:<20}{}\n", "embedding length", embedding_length);
