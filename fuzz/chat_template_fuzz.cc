@@ -20,13 +20,12 @@
 #include <vector>
 
 #include "chat/chat_template.h"
+#include "fuzz_check.h"
 
 namespace ferry::chat {
 namespace {
 
-void Check(bool ok) {
-  if (!ok) __builtin_trap();
-}
+using ferry::fuzz::Check;
 
 constexpr std::string_view kArchs[] = {"",      "gemma3", "gemma2", "gemma",  "qwen2",
                                        "qwen3", "llama",  "phi3",   "mistral"};

@@ -17,6 +17,7 @@
 
 #include "gguf/gguf.h"
 #include "tensor/dtype.h"
+#include "fuzz_check.h"
 
 namespace ferry::gguf {
 namespace {
@@ -24,9 +25,7 @@ namespace {
 // Reads go through this so the compiler cannot drop them.
 volatile uint64_t g_sink = 0;
 
-void Check(bool ok) {
-  if (!ok) __builtin_trap();
-}
+using ferry::fuzz::Check;
 
 void Touch(std::span<const uint8_t> bytes) {
   if (bytes.empty()) return;

@@ -19,13 +19,12 @@
 #include <vector>
 
 #include "chat/go_template.h"
+#include "fuzz_check.h"
 
 namespace ferry::chat {
 namespace {
 
-void Check(bool ok) {
-  if (!ok) __builtin_trap();
-}
+using ferry::fuzz::Check;
 
 const std::vector<Message>& Conversation() {
   static const std::vector<Message> kConversation = {

@@ -20,13 +20,12 @@
 #include "api/ollama.h"
 #include "api/openai.h"
 #include "runtime/request.h"
+#include "fuzz_check.h"
 
 namespace ferry::api {
 namespace {
 
-void Check(bool ok) {
-  if (!ok) __builtin_trap();
-}
+using ferry::fuzz::Check;
 
 bool IsJsonObject(std::string_view text) {
   Json j = Json::parse(text, nullptr, /*allow_exceptions=*/false);

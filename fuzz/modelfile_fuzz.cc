@@ -15,13 +15,12 @@
 #include <string_view>
 
 #include "store/modelfile.h"
+#include "fuzz_check.h"
 
 namespace ferry::store {
 namespace {
 
-void Check(bool ok) {
-  if (!ok) __builtin_trap();
-}
+using ferry::fuzz::Check;
 
 // Whether `value` is one FormatModelfile cannot quote (modelfile.h).
 bool Unquotable(std::string_view value) {

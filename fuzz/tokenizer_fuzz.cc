@@ -39,6 +39,7 @@
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/utf8.h"
 #include "tokenizer/vocab.h"
+#include "fuzz_check.h"
 
 #ifndef FERRY_SHARED_DIR
 #define FERRY_SHARED_DIR "../shared"
@@ -47,9 +48,7 @@
 namespace ferry::tokenizer {
 namespace {
 
-void Check(bool ok) {
-  if (!ok) __builtin_trap();
-}
+using ferry::fuzz::Check;
 
 struct Loaded {
   std::string name;
