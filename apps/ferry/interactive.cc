@@ -1,6 +1,7 @@
 #include "interactive.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <histedit.h>
 #include <poll.h>
 #include <signal.h>
@@ -14,8 +15,6 @@
 #include <cwchar>
 #include <iostream>
 #include <string_view>
-
-#include <fmt/format.h>
 
 #include "base/bytes.h"
 
@@ -106,8 +105,8 @@ std::vector<std::string> Words(std::string_view s) {
 }
 
 std::string_view TrimRight(std::string_view s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ' ||
-                        s.back() == '\t')) {
+  while (!s.empty() &&
+         (s.back() == '\n' || s.back() == '\r' || s.back() == ' ' || s.back() == '\t')) {
     s.remove_suffix(1);
   }
   return s;
@@ -135,7 +134,7 @@ class LineReader {
     el_set(el_, EL_HIST, history, history_);
     el_set(el_, EL_SIGNAL, 0);  // our SIGINT handler; ReadChar reports it and el_gets returns
     el_set(el_, EL_GETCFN, &ReadChar);
-    el_source(el_, nullptr);    // the user's ~/.editrc, if any
+    el_source(el_, nullptr);  // the user's ~/.editrc, if any
   }
   ~LineReader() {
     if (el_ != nullptr) el_end(el_);
@@ -238,9 +237,8 @@ StatusOr<std::string> ReadPipedPrompt(int64_t num_ctx) {
   return text;
 }
 
-std::string FormatSessionInfo(const std::string& arch, uint64_t parameters,
-                              uint64_t context_length, uint64_t embedding_length,
-                              const std::string& quantization) {
+std::string FormatSessionInfo(const std::string& arch, uint64_t parameters, uint64_t context_length,
+                              uint64_t embedding_length, const std::string& quantization) {
   std::string out = "  Model\n";
   out += fmt::format("    {:<20}{}\n", "architecture", arch);
   out += fmt::format("    {:<20}{}\n", "parameters", FormatCount(parameters));
@@ -261,7 +259,8 @@ std::string FormatSessionParameters(const RequestOptions& o) {
   line("num_ctx", std::to_string(o.num_ctx));
   line("num_predict", std::to_string(o.num_predict));
   line("num_batch", std::to_string(o.num_batch));
-  line("num_thread", o.num_thread == 0 ? std::string("0 (all cores)") : std::to_string(o.num_thread));
+  line("num_thread",
+       o.num_thread == 0 ? std::string("0 (all cores)") : std::to_string(o.num_thread));
   line("temperature", fmt::format("{:g}", s.temperature));
   line("top_k", std::to_string(s.top_k));
   line("top_p", fmt::format("{:g}", s.top_p));
@@ -329,8 +328,8 @@ SessionCommand ParseSessionLine(const std::string& line) {
     return usage("Usage: /set parameter NAME VALUE | /set system TEXT");
   }
   if (cmd == "/show") {
-    if (w.size() == 2 && (w[1] == "info" || w[1] == "parameters" || w[1] == "template" ||
-                          w[1] == "system")) {
+    if (w.size() == 2 &&
+        (w[1] == "info" || w[1] == "parameters" || w[1] == "template" || w[1] == "system")) {
       c.kind = Kind::kShow;
       c.text = w[1];
       return c;
@@ -344,8 +343,9 @@ int RunSession(const Settings& settings, const std::string& model, const Session
   SigintScope sigint;
   LineReader reader;
   const bool tty = ::isatty(STDERR_FILENO) == 1 && !settings.no_color;
-  std::fprintf(stderr, tty ? "\x1b[2m%s: send a message (/? for help)\x1b[0m\n"
-                           : "%s: send a message (/? for help)\n",
+  std::fprintf(stderr,
+               tty ? "\x1b[2m%s: send a message (/? for help)\x1b[0m\n"
+                   : "%s: send a message (/? for help)\n",
                model.c_str());
   bool any_failed = false;
   std::string line;

@@ -60,9 +60,8 @@ inline constexpr int64_t kMaxPromptBytesPerToken = 1024;
 StatusOr<std::string> ReadPipedPrompt(int64_t num_ctx);
 
 // /show info and /show parameters, the same text for a local model and a served one.
-std::string FormatSessionInfo(const std::string& arch, uint64_t parameters,
-                              uint64_t context_length, uint64_t embedding_length,
-                              const std::string& quantization);
+std::string FormatSessionInfo(const std::string& arch, uint64_t parameters, uint64_t context_length,
+                              uint64_t embedding_length, const std::string& quantization);
 std::string FormatSessionParameters(const RequestOptions& options);
 
 }  // namespace ferry::app
