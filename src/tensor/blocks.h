@@ -10,6 +10,9 @@
 // kernels/ref/dequantize.h; ggml's own definitions are the block_* structs of
 // ggml/src/ggml-common.h and dequantize_row_* in ggml/src/ggml-quants.c.
 //
+// This header and block_sizes.h are all the CUDA kernels (nvcc) take from tensor/: it must not
+// include the project's other headers.
+//
 // Thread-safety: plain data.
 #ifndef FERRY_TENSOR_BLOCKS_H_
 #define FERRY_TENSOR_BLOCKS_H_
@@ -17,7 +20,7 @@
 #include <bit>
 #include <cstdint>
 
-#include "tensor/dtype.h"
+#include "tensor/block_sizes.h"
 
 namespace ferry {
 

@@ -13,6 +13,7 @@
 #include <string_view>
 
 #include "base/status.h"
+#include "tensor/block_sizes.h"
 
 namespace ferry {
 
@@ -50,8 +51,6 @@ enum class DType : uint32_t {
   kTQ2_0 = 35,
   kMXFP4 = 39,
 };
-
-inline constexpr int kQK_K = 256;  // elements in a K-quant super-block
 
 struct DTypeTraits {
   DType type;
