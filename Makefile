@@ -9,7 +9,7 @@ FUZZ_RUNS ?= 1000000
 TEST_FUZZ_RUNS ?= 20000
 
 .PHONY: all setup build models synthetic demo test unit unit-paths pytest fuzz test-asan test-tsan \
-        format clean
+        build-cuda device-bundle format clean
 
 all: build
 
@@ -117,6 +117,38 @@ test-tsan: synthetic $(TSAN_BUILD)/build.ninja
 	@env -u FERRY_MODELS $(TSAN_ENV) FERRY_SYNTHETIC_DIR=$(SYNTHETIC) \
 	  ctest --test-dir $(TSAN_BUILD) --output-on-failure -j2 -L threaded
 
+# The CUDA configuration (-DFERRY_CUDA=ON) in build-cuda/: the CUDA kernels, their op test and
+# benchmark, and CUDA device discovery. It needs nvcc (NVCC, default: the one on PATH or
+# /usr/local/cuda/bin/nvcc) but no GPU: .ci/run builds it so the CUDA sources cannot rot, and
+# cuda_ops_test skips its tests where no device answers.
+CUDA_BUILD ?= build-cuda
+NVCC ?= $(shell command -v nvcc 2>/dev/null || echo /usr/local/cuda/bin/nvcc)
+CUDA_TARGETS := cuda_ops_test bench_cuda_ops backend_test
+
+$(CUDA_BUILD)/build.ninja: CMakeLists.txt
+	@cmake -S . -B $(CUDA_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release -DFERRY_CUDA=ON \
+	  -DCMAKE_CUDA_COMPILER=$(NVCC) >/dev/null
+
+build-cuda: setup $(CUDA_BUILD)/build.ninja
+	@cmake --build $(CUDA_BUILD) --target $(CUDA_TARGETS) -- -j2 --quiet
+	@$(CUDA_BUILD)/src/kernels/cuda/cuda_ops_test --gtest_brief=1
+
+# What scripts/device-check runs on a lent GPU machine, in .device/ (carried there): the CUDA
+# binaries and the shared libraries they load, except the C and C++ runtimes (that machine's
+# are newer, and older copies would shadow them for its own tools) and the driver.
+device-bundle: build-cuda
+	@rm -rf .device && mkdir -p .device/bin .device/lib
+	@cp $(CUDA_BUILD)/src/kernels/cuda/cuda_ops_test $(CUDA_BUILD)/src/kernels/cuda/bench_cuda_ops \
+	  .device/bin/
+	@for lib in $$(ldd .device/bin/* | awk '/=> \// {print $$3}' | sort -u); do \
+	  case $$(basename $$lib) in \
+	    libc.so*|libm.so*|libpthread.so*|libdl.so*|librt.so*|ld-linux*|libcuda.so*) ;; \
+	    libstdc++.so*|libgcc_s.so*) ;; \
+	    *) cp -L $$lib .device/lib/ ;; \
+	  esac; \
+	done
+	@du -sh .device
+
 fuzz: setup
 	@fuzz/run $(FUZZ_RUNS)
 
@@ -124,4 +156,4 @@ format:
 	@clang-format -i $$(git ls-files '*.cc' '*.h')
 
 clean:
-	rm -rf $(BUILD) build-fuzz $(ASAN_BUILD) $(TSAN_BUILD)
+	rm -rf $(BUILD) build-fuzz $(ASAN_BUILD) $(TSAN_BUILD) $(CUDA_BUILD) .device
