@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cassert>
+#include <cstring>
 #include <limits>
 #include <new>
 #include <utility>
@@ -29,8 +30,30 @@ DeviceAllocator::Buffer& DeviceAllocator::Buffer::operator=(Buffer&& other) noex
 
 DeviceAllocator::Buffer::~Buffer() { Release(); }
 
+namespace {
+
+class HostHeap final : public MemorySource {
+ public:
+  void* Allocate(uint64_t bytes) override {
+    if (bytes > static_cast<uint64_t>(std::numeric_limits<std::ptrdiff_t>::max())) return nullptr;
+    return ::operator new (bytes, std::align_val_t{DeviceAllocator::kAlignment}, std::nothrow);
+  }
+  void Free(void* p, uint64_t) override {
+    ::operator delete (p, std::align_val_t{DeviceAllocator::kAlignment});
+  }
+  bool host_accessible() const override { return true; }
+  Status Zero(void* p, uint64_t bytes) override {
+    std::memset(p, 0, bytes);
+    return Status::Ok();
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<MemorySource> HostMemory() { return std::make_unique<HostHeap>(); }
+
 void DeviceAllocator::Buffer::Release() {
-  if (owns_data_ && data_ != nullptr) ::operator delete (data_, std::align_val_t{kAlignment});
+  if (owns_data_ && data_ != nullptr) owner_->source_->Free(data_, size_);
   if (owner_ != nullptr) owner_->Return(purpose_, size_);
   owner_ = nullptr;
   data_ = nullptr;
@@ -38,8 +61,11 @@ void DeviceAllocator::Buffer::Release() {
   owns_data_ = false;
 }
 
-DeviceAllocator::DeviceAllocator(std::string device, uint64_t capacity_bytes)
-    : device_(std::move(device)), capacity_(capacity_bytes) {}
+DeviceAllocator::DeviceAllocator(std::string device, uint64_t capacity_bytes,
+                                 std::unique_ptr<MemorySource> source)
+    : device_(std::move(device)),
+      capacity_(capacity_bytes),
+      source_(source != nullptr ? std::move(source) : HostMemory()) {}
 
 DeviceAllocator::~DeviceAllocator() {
   assert(total_ == 0 && "DeviceAllocator destroyed while buffers are still held");
@@ -84,9 +110,7 @@ StatusOr<DeviceAllocator::Buffer> DeviceAllocator::Allocate(uint64_t bytes,
   // Count (charge) the bytes before allocating, so concurrent calls cannot both pass the check.
   FERRY_ASSIGN_OR_RETURN(Buffer b, Charge(bytes, purpose));
   if (bytes > 0) {
-    void* p = bytes > static_cast<uint64_t>(std::numeric_limits<std::ptrdiff_t>::max())
-                  ? nullptr
-                  : ::operator new (bytes, std::align_val_t{kAlignment}, std::nothrow);
+    void* p = source_->Allocate(bytes);
     if (p == nullptr) {
       b.Release();  // gives the reserved bytes back
       return MakeStatus(StatusCode::kResourceExhausted,
@@ -96,6 +120,18 @@ StatusOr<DeviceAllocator::Buffer> DeviceAllocator::Allocate(uint64_t bytes,
     b.owns_data_ = true;
   }
   return b;
+}
+
+Status DeviceAllocator::Zero(const Buffer& buffer, uint64_t offset, uint64_t bytes) {
+  if (buffer.owner_ != this || !buffer.owns_data_) {
+    return InvalidArgumentError("{}: Zero() of a buffer this allocator does not own", device_);
+  }
+  if (offset > buffer.size_ || bytes > buffer.size_ - offset) {
+    return InvalidArgumentError("{}: Zero() of bytes [{}, {}) outside a buffer of {}", device_,
+                                offset, offset + bytes, buffer.size_);
+  }
+  if (bytes == 0) return Status::Ok();
+  return source_->Zero(buffer.data_ + offset, bytes);
 }
 
 void DeviceAllocator::Return(const std::string& purpose, uint64_t bytes) {

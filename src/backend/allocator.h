@@ -4,10 +4,11 @@
 // DeviceAllocator, which counts it per purpose, so what was allocated can be compared with
 // what the planner planned.
 //
-// Buffers are host memory (the CPU device); GPU allocation is not implemented yet. Each buffer
-// is 64-byte aligned and returns its bytes to the allocator's counters when destroyed. A
-// capacity (optional) turns an allocation that would exceed it into a ResourceExhausted error,
-// never a crash.
+// Buffers come from the allocator's MemorySource: the host heap by default (the CPU device),
+// or a GPU's memory (backend/cuda_memory.h: cudaMalloc, never managed memory), which the host
+// must not touch (host_accessible() is false). Each buffer is 64-byte aligned and returns its
+// bytes to the allocator's counters when destroyed. A capacity (optional) turns an allocation
+// that would exceed it into a ResourceExhausted error, never a crash.
 //
 // Thread-safety: Allocate(), the counters and buffer destruction may be called from any thread
 // concurrently (the counters are guarded by a mutex). A Buffer itself is not synchronized. The
@@ -19,6 +20,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <span>
 #include <string>
@@ -28,6 +30,26 @@
 #include "base/thread_annotations.h"
 
 namespace ferry {
+
+// Where a DeviceAllocator's own buffers come from. Implementations: the host heap (the
+// default), and a CUDA device's memory (backend/cuda_memory.h). Thread-safety: every method may
+// be called from any thread concurrently.
+class MemorySource {
+ public:
+  virtual ~MemorySource() = default;
+  // `bytes` (> 0) aligned to at least DeviceAllocator::kAlignment, or null when there is no
+  // memory for it.
+  virtual void* Allocate(uint64_t bytes) = 0;
+  // Gives back what Allocate(bytes) returned.
+  virtual void Free(void* p, uint64_t bytes) = 0;
+  // True when the host may read and write the memory directly (the host heap).
+  virtual bool host_accessible() const = 0;
+  // Sets `bytes` bytes at p (inside one allocation) to zero; done when it returns.
+  virtual Status Zero(void* p, uint64_t bytes) = 0;
+};
+
+// The host heap: aligned operator new / delete.
+std::unique_ptr<MemorySource> HostMemory();
 
 class DeviceAllocator {
  public:
@@ -62,9 +84,10 @@ class DeviceAllocator {
     std::string purpose_;
   };
 
-  // device: a name for messages ("cpu"). capacity_bytes: the most bytes held at once;
-  // 0 means unlimited.
-  explicit DeviceAllocator(std::string device = "cpu", uint64_t capacity_bytes = 0);
+  // device: a name for messages ("cpu", "cuda0"). capacity_bytes: the most bytes held at
+  // once; 0 means unlimited. source: where owned buffers come from (null: the host heap).
+  explicit DeviceAllocator(std::string device = "cpu", uint64_t capacity_bytes = 0,
+                           std::unique_ptr<MemorySource> source = nullptr);
   DeviceAllocator(const DeviceAllocator&) = delete;
   DeviceAllocator& operator=(const DeviceAllocator&) = delete;
   ~DeviceAllocator();
@@ -84,6 +107,12 @@ class DeviceAllocator {
   StatusOr<Buffer> Charge(uint64_t bytes, std::string_view purpose);
 
   const std::string& device() const { return device_; }
+  // False for device memory: its buffers' data() are addresses for the device's kernels, which
+  // the host must never dereference.
+  bool host_accessible() const { return source_->host_accessible(); }
+  // Zeroes bytes [offset, offset + bytes) of an owned buffer of this allocator, host or device.
+  // InvalidArgument for a charge, another allocator's buffer or a range outside the buffer.
+  Status Zero(const Buffer& buffer, uint64_t offset, uint64_t bytes);
   uint64_t capacity_bytes() const { return capacity_; }
   // Bytes held now: in total, for one purpose (0 for one never used), and per purpose.
   uint64_t allocated_bytes() const;
@@ -98,6 +127,7 @@ class DeviceAllocator {
 
   const std::string device_;
   const uint64_t capacity_;
+  const std::unique_ptr<MemorySource> source_;
   mutable std::mutex mu_;
   uint64_t total_ FERRY_GUARDED_BY(mu_) = 0;
   uint64_t peak_ FERRY_GUARDED_BY(mu_) = 0;

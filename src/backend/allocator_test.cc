@@ -1,11 +1,15 @@
 #include "backend/allocator.h"
 
+#include <gtest/gtest.h>
+
+#include <algorithm>
 #include <cstdint>
 #include <span>
 #include <thread>
 #include <vector>
 
-#include <gtest/gtest.h>
+#include "backend/cuda_memory.h"
+#include "backend/no_access_memory_testing.h"
 
 namespace ferry {
 namespace {
@@ -131,6 +135,76 @@ TEST(DeviceAllocatorTest, ChargesCountMemoryTheAllocatorDoesNotOwn) {
   EXPECT_EQ(a.allocated_bytes(), 0u);
   EXPECT_EQ(mapped[0], 7);  // the charged memory was neither freed nor written
   EXPECT_EQ(a.peak_bytes(), 900u);
+}
+
+TEST(DeviceAllocatorTest, ZeroesAnOwnedRangeAndRefusesOthers) {
+  DeviceAllocator a("cpu");
+  EXPECT_TRUE(a.host_accessible());
+  auto b = a.Allocate(256, "kv");
+  ASSERT_TRUE(b.ok());
+  std::fill(b->data(), b->data() + 256, uint8_t{7});
+  ASSERT_TRUE(a.Zero(*b, 64, 128).ok());
+  EXPECT_EQ(b->data()[63], 7);
+  EXPECT_EQ(b->data()[64], 0);
+  EXPECT_EQ(b->data()[191], 0);
+  EXPECT_EQ(b->data()[192], 7);
+  EXPECT_EQ(a.Zero(*b, 200, 57).code(), StatusCode::kInvalidArgument);
+  auto charge = a.Charge(uint64_t{16}, "host");
+  ASSERT_TRUE(charge.ok());
+  EXPECT_EQ(a.Zero(*charge, 0, 16).code(), StatusCode::kInvalidArgument);
+  DeviceAllocator other("cpu");
+  EXPECT_EQ(other.Zero(*b, 0, 1).code(), StatusCode::kInvalidArgument);
+}
+
+TEST(DeviceAllocatorTest, DeviceMemoryIsCountedButNeverTouched) {
+  auto source = std::make_unique<NoAccessMemory>();
+  NoAccessMemory* raw = source.get();
+  DeviceAllocator a("cuda0", 1 << 20, std::move(source));
+  EXPECT_FALSE(a.host_accessible());
+  {
+    auto w = a.Allocate(1 << 19, "weights");
+    ASSERT_TRUE(w.ok()) << w.status().ToString();
+    EXPECT_NE(w->data(), nullptr);
+    EXPECT_TRUE(w->owns_data());
+    ASSERT_TRUE(a.Zero(*w, 0, 4096).ok());
+    EXPECT_EQ(raw->zeroed, 1);
+    EXPECT_EQ(a.allocated_bytes("weights"), uint64_t{1} << 19);
+    auto over = a.Allocate((1 << 19) + 1, "kv");
+    EXPECT_EQ(over.status().code(), StatusCode::kResourceExhausted);
+    EXPECT_NE(over.status().message().find("cuda0"), std::string::npos);
+  }
+  EXPECT_EQ(a.allocated_bytes(), 0u);
+}
+
+// A CUDA device's memory: refused by name without a CUDA build or a device; with one,
+// allocations come out of the device's free memory and go back when freed.
+TEST(CudaMemoryTest, AllocatesOnTheDeviceOrSaysWhyNot) {
+  auto source = CudaMemory(0);
+  if (!source.ok()) {
+    EXPECT_TRUE(source.status().code() == StatusCode::kUnimplemented ||
+                source.status().code() == StatusCode::kNotFound)
+        << source.status().ToString();
+    EXPECT_NE(source.status().message().find("cuda0"), std::string::npos);
+    GTEST_SKIP() << source.status().ToString();
+  }
+  auto before = CudaMemoryNow(0);
+  ASSERT_TRUE(before.ok()) << before.status().ToString();
+  DeviceAllocator a("cuda0", 0, std::move(*source));
+  EXPECT_FALSE(a.host_accessible());
+  constexpr uint64_t kBytes = uint64_t{256} << 20;
+  {
+    auto b = a.Allocate(kBytes, "weights");
+    ASSERT_TRUE(b.ok()) << b.status().ToString();
+    ASSERT_TRUE(a.Zero(*b, 0, kBytes).ok());
+    auto during = CudaMemoryNow(0);
+    ASSERT_TRUE(during.ok());
+    EXPECT_GE(before->free_bytes - during->free_bytes, kBytes);
+    EXPECT_LE(before->free_bytes - during->free_bytes, kBytes + (uint64_t{4} << 20));
+  }
+  auto after = CudaMemoryNow(0);
+  ASSERT_TRUE(after.ok());
+  EXPECT_LE(before->free_bytes - std::min(before->free_bytes, after->free_bytes),
+            uint64_t{4} << 20);
 }
 
 }  // namespace
