@@ -122,7 +122,6 @@ StatusOr<std::vector<LayerGeometry>> ComputeGeometry(const KvCacheOptions& o) {
 
 }  // namespace
 
-
 KvCacheOptions KvOptionsForLayers(DType type, int64_t n_layer, int64_t n_head_kv,
                                   int64_t head_dim_k, int64_t head_dim_v,
                                   const std::vector<int64_t>& window, int64_t num_ctx,
@@ -154,8 +153,8 @@ StatusOr<DType> ParseKvCacheType(std::string_view name) {
     if (name == DTypeName(t)) return t;
   }
   if (name == DTypeName(DType::kF32)) return DType::kF32;
-  return InvalidArgumentError("KV cache type '{}' is not supported (f16, q8_0, q4_0; f32 for tests)",
-                              name);
+  return InvalidArgumentError(
+      "KV cache type '{}' is not supported (f16, q8_0, q4_0; f32 for tests)", name);
 }
 
 StatusOr<std::vector<uint64_t>> KvCache::PoolLayerBytes(const KvCacheOptions& options) {
@@ -183,12 +182,34 @@ KvCache::~KvCache() = default;
 
 StatusOr<std::unique_ptr<KvCache>> KvCache::Create(const KvCacheOptions& options,
                                                    DeviceAllocator* allocator) {
-  FERRY_ASSIGN_OR_RETURN(std::vector<LayerGeometry> geometry, ComputeGeometry(options));
-  std::unique_ptr<KvCache> cache(new KvCache(options));
+  std::unique_ptr<DeviceAllocator> own;
   if (allocator == nullptr) {
-    cache->own_allocator_ = std::make_unique<DeviceAllocator>("cpu");
-    allocator = cache->own_allocator_.get();
+    own = std::make_unique<DeviceAllocator>("cpu");
+    allocator = own.get();
   }
+  const std::vector<DeviceAllocator*> per_layer(options.k_dim.size(), allocator);
+  if (own == nullptr) return Create(options, per_layer);
+  // The private allocator must outlive the arenas: it moves into the cache before any exists.
+  return CreateWith(options, per_layer, std::move(own));
+}
+
+StatusOr<std::unique_ptr<KvCache>> KvCache::Create(
+    const KvCacheOptions& options, const std::vector<DeviceAllocator*>& layer_allocators) {
+  return CreateWith(options, layer_allocators, nullptr);
+}
+
+StatusOr<std::unique_ptr<KvCache>> KvCache::CreateWith(
+    const KvCacheOptions& options, const std::vector<DeviceAllocator*>& layer_allocators,
+    std::unique_ptr<DeviceAllocator> own_allocator) {
+  FERRY_ASSIGN_OR_RETURN(std::vector<LayerGeometry> geometry, ComputeGeometry(options));
+  if (layer_allocators.size() != geometry.size() ||
+      std::find(layer_allocators.begin(), layer_allocators.end(), nullptr) !=
+          layer_allocators.end()) {
+    return InvalidArgumentError("kv cache: {} layer allocators for {} layers (none may be null)",
+                                layer_allocators.size(), geometry.size());
+  }
+  std::unique_ptr<KvCache> cache(new KvCache(options));
+  cache->own_allocator_ = std::move(own_allocator);
   if (cache->options_.window.empty()) cache->options_.window.assign(options.k_dim.size(), 0);
 
   uint64_t total = 0;
@@ -204,18 +225,18 @@ StatusOr<std::unique_ptr<KvCache>> KvCache::Create(const KvCacheOptions& options
     layer.slots = g.slots;
     layer.blocks = g.blocks;
     layer.bytes = g.bytes;
-    cache->allocator_ = allocator;
+    layer.allocator = layer_allocators[l];
     Status st = cache->AddArena(static_cast<int>(l), g.blocks);
     if (!st.ok()) {
-      return ResourceExhaustedError("kv cache: cannot allocate {} bytes for layer {} ({} bytes so far): {}",
-                                    g.bytes, l, total, st.message());
+      return ResourceExhaustedError(
+          "kv cache: cannot allocate {} bytes for layer {} ({} bytes so far): {}", g.bytes, l,
+          total, st.message());
     }
     total += g.bytes;
   }
   cache->bytes_allocated_ = total;
 
   if (cache->options_.max_seqs == 0) cache->options_.max_seqs = options.num_seqs;
-  cache->allocator_ = allocator;
   cache->seqs_.resize(static_cast<std::size_t>(cache->options_.max_seqs));
   for (Sequence& s : cache->seqs_) {
     s.block.resize(geometry.size());
@@ -234,14 +255,13 @@ Status KvCache::AddArena(int l, int32_t blocks) {
   const uint64_t bt = static_cast<uint64_t>(options_.block_tokens);
   const uint64_t rows = static_cast<uint64_t>(blocks) * bt;
   const uint64_t bytes = rows * (layer.k_row_bytes + layer.v_row_bytes);
-  FERRY_ASSIGN_OR_RETURN(DeviceAllocator::Buffer buffer, allocator_->Allocate(bytes, "kv"));
+  FERRY_ASSIGN_OR_RETURN(DeviceAllocator::Buffer buffer, layer.allocator->Allocate(bytes, "kv"));
   // Zeroing commits the pages now (a load that does not fit fails here, not mid-generation)
-  // and makes never-stored rows read as zeros.
-  std::memset(buffer.data(), 0, bytes);
+  // and makes never-stored rows read as zeros. Device memory is zeroed by its allocator.
+  FERRY_RETURN_IF_ERROR(layer.allocator->Zero(buffer, 0, bytes));
   Layer::Arena arena;
-  arena.first_block = layer.arenas.empty()
-                          ? 0
-                          : layer.arenas.back().first_block + layer.arenas.back().blocks;
+  arena.first_block =
+      layer.arenas.empty() ? 0 : layer.arenas.back().first_block + layer.arenas.back().blocks;
   arena.blocks = blocks;
   arena.v_offset = rows * layer.k_row_bytes;
   arena.buffer = std::move(buffer);
@@ -526,16 +546,17 @@ Status KvCache::Truncate(int32_t seq, int64_t len) {
   return Status::Ok();
 }
 
-Status KvCache::Store(int32_t seq, int layer_index, int64_t pos, const float* k,
-                      const float* v) {
+Status KvCache::RowAddresses(int32_t seq, int layer_index, int64_t pos, uint8_t** k_row,
+                             uint8_t** v_row) const {
   if (!(is_live(seq) && layer_index >= 0 && layer_index < num_layers() && pos >= 0 &&
         pos < seqs_[seq].len)) {
     return InvalidArgumentError(
         "KvCache::Store: sequence {} layer {} position {} is not a live sequence's reserved "
-        "position", seq, layer_index, pos);
+        "position",
+        seq, layer_index, pos);
   }
   const Sequence& s = seqs_[seq];
-  Layer& layer = layers_[layer_index];
+  const Layer& layer = layers_[layer_index];
   const int64_t bt = options_.block_tokens;
   const int64_t b = pos / bt;
   const int64_t slot = b % layer.slots;
@@ -545,14 +566,32 @@ Status KvCache::Store(int32_t seq, int layer_index, int64_t pos, const float* k,
         "KvCache::Store: position {} of sequence {} was evicted from layer {}'s ring", pos, seq,
         layer_index);
   }
+  *k_row = layer.KRow(block, pos % bt, bt);
+  *v_row = layer.VRow(block, pos % bt, bt);
+  return Status::Ok();
+}
+
+bool KvCache::layer_on_host(int layer) const {
+  return layers_[static_cast<std::size_t>(layer)].allocator->host_accessible();
+}
+
+Status KvCache::Store(int32_t seq, int layer_index, int64_t pos, const float* k, const float* v) {
+  uint8_t* k_row = nullptr;
+  uint8_t* v_row = nullptr;
+  FERRY_RETURN_IF_ERROR(RowAddresses(seq, layer_index, pos, &k_row, &v_row));
+  const Layer& layer = layers_[layer_index];
+  if (!layer.allocator->host_accessible()) {
+    return FailedPreconditionError("KvCache::Store: layer {}'s rows are in {} memory", layer_index,
+                                   layer.allocator->device());
+  }
   if (options_.type == DType::kF16) {
     // The common cache type, written on every step: the F16C conversion (bitwise the same).
-    ConvertF32ToF16(k, reinterpret_cast<uint16_t*>(layer.KRow(block, pos % bt, bt)), layer.k_dim);
-    ConvertF32ToF16(v, reinterpret_cast<uint16_t*>(layer.VRow(block, pos % bt, bt)), layer.v_dim);
+    ConvertF32ToF16(k, reinterpret_cast<uint16_t*>(k_row), layer.k_dim);
+    ConvertF32ToF16(v, reinterpret_cast<uint16_t*>(v_row), layer.v_dim);
     return Status::Ok();
   }
-  FERRY_RETURN_IF_ERROR(QuantizeRow(options_.type, k, layer.KRow(block, pos % bt, bt), layer.k_dim));
-  return QuantizeRow(options_.type, v, layer.VRow(block, pos % bt, bt), layer.v_dim);
+  FERRY_RETURN_IF_ERROR(QuantizeRow(options_.type, k, k_row, layer.k_dim));
+  return QuantizeRow(options_.type, v, v_row, layer.v_dim);
 }
 
 Status KvCache::Load(int32_t seq, int layer_index, int64_t p0, int64_t p1, float* k_out,
@@ -561,10 +600,15 @@ Status KvCache::Load(int32_t seq, int layer_index, int64_t p0, int64_t p1, float
         p1 <= seqs_[seq].len)) {
     return InvalidArgumentError(
         "KvCache::Load: sequence {} layer {} positions [{}, {}) are not a live sequence's "
-        "reserved range", seq, layer_index, p0, p1);
+        "reserved range",
+        seq, layer_index, p0, p1);
   }
   const Sequence& s = seqs_[seq];
   const Layer& layer = layers_[layer_index];
+  if (!layer.allocator->host_accessible()) {
+    return FailedPreconditionError("KvCache::Load: layer {}'s rows are in {} memory", layer_index,
+                                   layer.allocator->device());
+  }
   const int64_t bt = options_.block_tokens;
   if (p0 < p1 && p0 < s.readable_from[layer_index]) {
     return FailedPreconditionError(
@@ -579,8 +623,7 @@ Status KvCache::Load(int32_t seq, int layer_index, int64_t p0, int64_t p1, float
     const int32_t block = s.block[layer_index][slot];
     if (block < 0 || s.logical[layer_index][slot] != b) {
       return FailedPreconditionError(
-          "KvCache::Load: position {} of sequence {} is not held by layer {}", p, seq,
-          layer_index);
+          "KvCache::Load: position {} of sequence {} is not held by layer {}", p, seq, layer_index);
     }
     // Consecutive rows of a block are one contiguous row of the cache type.
     const int64_t n = run_end - p;
@@ -624,8 +667,8 @@ Status KvCache::BlockRows(int32_t seq, int layer_index, int64_t p0, int64_t p1,
   const int64_t bt = options_.block_tokens;
   if (p0 < s.readable_from[layer_index]) {
     return FailedPreconditionError(
-        "KvCache::BlockRows: position {} of sequence {} was evicted from layer {}'s ring", p0,
-        seq, layer_index);
+        "KvCache::BlockRows: position {} of sequence {} was evicted from layer {}'s ring", p0, seq,
+        layer_index);
   }
   *first_pos = p0 / bt * bt;
   for (int64_t b = p0 / bt, i = 0; b <= (p1 - 1) / bt; ++b, ++i) {

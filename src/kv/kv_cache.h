@@ -118,6 +118,14 @@ class KvCache {
   // own (unlimited). A capacity exceeded in the allocator is ResourceExhausted.
   static StatusOr<std::unique_ptr<KvCache>> Create(const KvCacheOptions& options,
                                                    DeviceAllocator* allocator = nullptr);
+  // As Create, with layer l's arenas (Create's and Grow's) from layer_allocators[l]: one per
+  // layer (else InvalidArgument), each non-null and outliving the cache. This is how a plan's
+  // split puts the KV blocks of the layers a GPU runs in that GPU's memory. A layer whose
+  // allocator is not host_accessible() holds device memory the cache never reads or writes: it
+  // is zeroed through its allocator, Store and Load refuse it (FailedPrecondition), and the
+  // device's kernels write and read its rows at the addresses RowAddresses and BlockRows give.
+  static StatusOr<std::unique_ptr<KvCache>> Create(
+      const KvCacheOptions& options, const std::vector<DeviceAllocator*>& layer_allocators);
 
   // Bytes Create(options) would allocate, summed over layers / per layer [num_layers], without
   // allocating. Same errors as Create except ResourceExhausted. Counts the K/V arenas only;
@@ -194,6 +202,13 @@ class KvCache {
   // sliding-window ring has already evicted.
   Status Store(int32_t seq, int layer, int64_t pos, const float* k, const float* v);
 
+  // Where Store would write position pos of one layer: its K row (k_row_bytes(layer) bytes)
+  // and V row, in the layer's memory (device addresses for a layer on a GPU). Same errors as
+  // Store. Valid until the sequence changes.
+  Status RowAddresses(int32_t seq, int layer, int64_t pos, uint8_t** k_row, uint8_t** v_row) const;
+  // False for a layer whose blocks are in device memory (see Create).
+  bool layer_on_host(int layer) const;
+
   // Reads positions [p0, p1) of one layer of a live sequence, converted to f32:
   //   k_out: [p1 - p0, k_dim(layer)] floats, v_out: [p1 - p0, v_dim(layer)] floats.
   // Preconditions: seq live, 0 <= layer < num_layers, 0 <= p0 <= p1 <= seq_len(seq), and for a
@@ -223,18 +238,19 @@ class KvCache {
     int64_t window = 0;
     uint64_t k_row_bytes = 0;
     uint64_t v_row_bytes = 0;
-    int32_t slots = 0;      // block-table slots per sequence
-    int32_t blocks = 0;     // physical blocks: num_seqs * slots
-    uint64_t bytes = 0;     // blocks * block_tokens * (k_row_bytes + v_row_bytes)
+    int32_t slots = 0;   // block-table slots per sequence
+    int32_t blocks = 0;  // physical blocks: num_seqs * slots
+    uint64_t bytes = 0;  // blocks * block_tokens * (k_row_bytes + v_row_bytes)
     // Arenas in block-id order: arena i holds blocks [first_block, first_block + blocks).
     struct Arena {
       int32_t first_block = 0;
       int32_t blocks = 0;
-      uint64_t v_offset = 0;          // where the V part starts: blocks * block_tokens * k_row
+      uint64_t v_offset = 0;           // where the V part starts: blocks * block_tokens * k_row
       DeviceAllocator::Buffer buffer;  // [blocks * block_tokens * (k_row + v_row)], 64-aligned
     };
     std::vector<Arena> arenas;
-    std::vector<int32_t> free_blocks;  // stack of free physical block ids
+    DeviceAllocator* allocator = nullptr;  // where its arenas come from
+    std::vector<int32_t> free_blocks;      // stack of free physical block ids
     // Addresses of the K and V rows of position `r` (0 .. block_tokens) of a block.
     uint8_t* KRow(int32_t block, int64_t r, int64_t bt) const;
     uint8_t* VRow(int32_t block, int64_t r, int64_t bt) const;
@@ -251,6 +267,9 @@ class KvCache {
   };
 
   explicit KvCache(const KvCacheOptions& options);
+  static StatusOr<std::unique_ptr<KvCache>> CreateWith(
+      const KvCacheOptions& options, const std::vector<DeviceAllocator*>& layer_allocators,
+      std::unique_ptr<DeviceAllocator> own_allocator);
   Status CheckSequence(int32_t seq) const;
   // Allocates an arena of `blocks` new blocks for layer l and puts them on its free list.
   Status AddArena(int l, int32_t blocks);
@@ -260,7 +279,6 @@ class KvCache {
   // Set when Create() was given no allocator; declared before layers_ so it outlives them.
   std::unique_ptr<DeviceAllocator> own_allocator_;
   std::vector<Layer> layers_;
-  DeviceAllocator* allocator_ = nullptr;
   std::vector<Sequence> seqs_;  // [max_seqs]
   int32_t num_live_ = 0;
   uint64_t bytes_allocated_ = 0;

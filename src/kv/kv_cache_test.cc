@@ -9,6 +9,7 @@
 #include <memory>
 #include <vector>
 
+#include "backend/no_access_memory_testing.h"
 #include "kernels/ref/dequantize.h"
 #include "kernels/ref/quantize.h"
 #include "tensor/fp16.h"
@@ -232,6 +233,65 @@ TEST(KvCacheTest, ArenasComeFromTheGivenAllocator) {
   EXPECT_EQ(cache.status().code(), StatusCode::kResourceExhausted);
   EXPECT_NE(cache.status().message().find("layer"), std::string::npos);
   EXPECT_EQ(small.allocated_bytes(), 0u);
+}
+
+// A plan's split: layer 0 on the CPU, layer 1 in a GPU's memory (here memory the host cannot
+// touch at all, so any host access by the cache would fault). The device layer's arenas are
+// counted on its allocator, zeroed through it, and never read or written by the cache: Store
+// and Load refuse it, RowAddresses and BlockRows hand out its addresses. The host layer works
+// as before.
+TEST(KvCacheTest, LayersInDeviceMemoryAreCountedButNeverTouched) {
+  KvCacheOptions o = SmallOptions(DType::kF16);
+  auto source = std::make_unique<NoAccessMemory>();
+  NoAccessMemory* raw = source.get();
+  DeviceAllocator cpu("cpu"), gpu("cuda0", 0, std::move(source));
+  {
+    auto made = KvCache::Create(o, std::vector<DeviceAllocator*>{&cpu, &gpu});
+    ASSERT_TRUE(made.ok()) << made.status().ToString();
+    KvCache& cache = **made;
+    const std::vector<uint64_t> layer_bytes = *KvCache::PoolLayerBytes(o);
+    EXPECT_EQ(cpu.allocated_bytes("kv"), layer_bytes[0]);
+    EXPECT_EQ(gpu.allocated_bytes("kv"), layer_bytes[1]);
+    EXPECT_EQ(raw->zeroed, 1);
+    EXPECT_TRUE(cache.layer_on_host(0));
+    EXPECT_FALSE(cache.layer_on_host(1));
+    auto seq = cache.AddSequence();
+    ASSERT_TRUE(seq.ok());
+    ASSERT_TRUE(cache.Reserve(*seq, 20).ok());
+    const auto k0 = RowValues(*seq, 0, 3, o.k_dim[0], false);
+    const auto v0 = RowValues(*seq, 0, 3, o.v_dim[0], true);
+    EXPECT_TRUE(cache.Store(*seq, 0, 3, k0.data(), v0.data()).ok());
+    const auto k1 = RowValues(*seq, 1, 3, o.k_dim[1], false);
+    const auto v1 = RowValues(*seq, 1, 3, o.v_dim[1], true);
+    Status st = cache.Store(*seq, 1, 3, k1.data(), v1.data());
+    EXPECT_EQ(st.code(), StatusCode::kFailedPrecondition);
+    EXPECT_NE(st.message().find("cuda0"), std::string::npos) << st.ToString();
+    std::vector<float> k(o.k_dim[1]), v(o.v_dim[1]);
+    EXPECT_EQ(cache.Load(*seq, 1, 3, 4, k.data(), v.data()).code(),
+              StatusCode::kFailedPrecondition);
+    // Position 17 is row 1 of the sequence's second block: the addresses step by a row.
+    uint8_t *k_row = nullptr, *v_row = nullptr, *k_next = nullptr, *v_next = nullptr;
+    ASSERT_TRUE(cache.RowAddresses(*seq, 1, 16, &k_row, &v_row).ok());
+    ASSERT_TRUE(cache.RowAddresses(*seq, 1, 17, &k_next, &v_next).ok());
+    EXPECT_EQ(k_next - k_row, static_cast<std::ptrdiff_t>(cache.k_row_bytes(1)));
+    EXPECT_EQ(v_next - v_row, static_cast<std::ptrdiff_t>(cache.v_row_bytes(1)));
+    const uint8_t* kb[2];
+    const uint8_t* vb[2];
+    int64_t first = -1;
+    ASSERT_TRUE(cache.BlockRows(*seq, 1, 0, 20, kb, vb, &first).ok());
+    EXPECT_EQ(first, 0);
+    EXPECT_EQ(kb[1], k_row);
+    EXPECT_EQ(vb[1], v_row);
+    EXPECT_EQ(cache.RowAddresses(*seq, 1, 20, &k_row, &v_row).code(),
+              StatusCode::kInvalidArgument);  // not reserved
+  }
+  EXPECT_EQ(gpu.allocated_bytes(), 0u);
+  EXPECT_EQ(cpu.allocated_bytes(), 0u);
+  // One allocator per layer, none null.
+  EXPECT_EQ(KvCache::Create(o, std::vector<DeviceAllocator*>{&cpu}).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(KvCache::Create(o, std::vector<DeviceAllocator*>{&cpu, nullptr}).status().code(),
+            StatusCode::kInvalidArgument);
 }
 
 TEST(KvCacheTest, SlidingWindowKeepsOnlyItsRing) {
@@ -467,8 +527,7 @@ TEST(KvCacheTest, LoadingAnEvictedPositionIsAnError) {
   // Storing an evicted or unreserved position, or into a sequence that is not live, too.
   EXPECT_EQ(cache->Store(seq, 1, 0, k.data(), v.data()).code(), StatusCode::kFailedPrecondition);
   EXPECT_EQ(cache->Store(seq, 1, 100, k.data(), v.data()).code(), StatusCode::kInvalidArgument);
-  EXPECT_EQ(cache->Store(seq + 1, 0, 0, k.data(), v.data()).code(),
-            StatusCode::kInvalidArgument);
+  EXPECT_EQ(cache->Store(seq + 1, 0, 0, k.data(), v.data()).code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(cache->Load(seq, 7, 0, 1, k.data(), v.data()).code(), StatusCode::kInvalidArgument);
 }
 
