@@ -11,6 +11,7 @@
 #include "kernels/cpu/matmul.h"
 #include "kernels/ref/ops.h"
 #include "model/batch.h"
+#include "model/layer.h"
 #include "model/model.h"
 #include "model/scratch.h"
 
@@ -50,6 +51,159 @@ RopeParams LayerRope(const HParams& hp, const ModelWeights& w, bool sliding) {
   return p;
 }
 
+// A run of a step's batch: consecutive entries of one sequence at consecutive positions.
+struct Run {
+  int32_t seq;
+  int64_t first;  // index in the batch
+  int64_t count;
+  int64_t pos0;
+};
+
+// The layer operations of model/layer.h on the CPU, over the step's ForwardScratch: the kernels
+// of kernels/cpu on the options' pool. One per Forward call.
+class CpuLayerOps {
+ public:
+  CpuLayerOps(const HParams& hp, const ModelWeights& w, const Batch& batch,
+              const std::vector<Run>& runs, KvCache& kv, ForwardScratch& sc, ThreadPool* pool,
+              float scale)
+      : hp_(hp),
+        w_(w),
+        batch_(batch),
+        runs_(runs),
+        kv_(kv),
+        sc_(sc),
+        pool_(pool),
+        ws_(sc.workspace()),
+        scale_(scale) {}
+
+  Status Copy(Act dst, Act src, int64_t count) {
+    std::copy(P(src), P(src) + count, P(dst));
+    return Status::Ok();
+  }
+  Status Norm(Act a, const WeightMatrix& w, int64_t rows, int64_t n) {
+    NormRows(P(a), w, rows, n, hp_.norm_eps);
+    return Status::Ok();
+  }
+  Status MatMul(const WeightMatrix& w, Act in, int64_t n, Act out) {
+    return ferry::MatMul(w, P(in), n, P(out), pool_, ws_);
+  }
+  Status AddBias(Act a, const WeightMatrix& b, int64_t rows, int64_t n) {
+    ferry::AddBias(P(a), b, rows, n);
+    return Status::Ok();
+  }
+  Status RopeAndStore(int64_t l, bool sliding) {
+    const int64_t dk = hp_.head_dim_k, qd = hp_.n_head * dk, kd = hp_.n_head_kv * dk;
+    const int64_t vd = hp_.n_head_kv * hp_.head_dim_v;
+    const RopeParams rope = LayerRope(hp_, w_, sliding);
+    float* const q = sc_.q();
+    float* const k = sc_.k();
+    float* const v = sc_.v();
+    for (int64_t t = 0; t < batch_.size(); ++t) {
+      const BatchEntry& b = batch_.entries[static_cast<size_t>(t)];
+      const float* cs = sc_.rope(sliding) + t * dk;
+      RopeApply(q + t * qd, hp_.n_head, dk, cs, rope);
+      RopeApply(k + t * kd, hp_.n_head_kv, dk, cs, rope);
+      FERRY_RETURN_IF_ERROR(kv_.Store(b.seq, static_cast<int>(l), b.pos, k + t * kd, v + t * vd));
+    }
+    return Status::Ok();
+  }
+  // Each run attends over its own sequence's keys [p_lo, pos0 + count).
+  Status Attend(int64_t l, int64_t window) {
+    const int64_t dk = hp_.head_dim_k, qd = hp_.n_head * dk, ad = hp_.n_head * hp_.head_dim_v;
+    for (const Run& r : runs_) {
+      const int64_t p_hi = r.pos0 + r.count;
+      const int64_t p_lo = window > 0 ? std::max<int64_t>(0, r.pos0 - window + 1) : 0;
+      const int64_t n_keys = p_hi - p_lo;
+      if (n_keys > sc_.shape().max_keys) {
+        return InvalidArgumentError(
+            "Forward(): layer {} attends over {} keys but the scratch holds {} (num_ctx)", l,
+            n_keys, sc_.shape().max_keys);
+      }
+      // The keys' blocks, read in place.
+      if (kv_.BlockSpan(p_lo, p_hi) > sc_.kv_block_slots()) {
+        return InvalidArgumentError(
+            "Forward(): layer {} attends over {} KV blocks but the scratch holds {} (KV blocks "
+            "of {} positions, the scratch sized for {})",
+            l, kv_.BlockSpan(p_lo, p_hi), sc_.kv_block_slots(), kv_.options().block_tokens,
+            sc_.shape().kv_block_tokens);
+      }
+      AttentionArgs args;
+      args.kv.type = kv_.options().type;
+      args.kv.block_tokens = kv_.options().block_tokens;
+      args.kv.k_blocks = sc_.k_blocks();
+      args.kv.v_blocks = sc_.v_blocks();
+      args.kv.k_row_bytes = kv_.k_row_bytes(static_cast<int>(l));
+      args.kv.v_row_bytes = kv_.v_row_bytes(static_cast<int>(l));
+      FERRY_RETURN_IF_ERROR(kv_.BlockRows(r.seq, static_cast<int>(l), p_lo, p_hi, sc_.k_blocks(),
+                                          sc_.v_blocks(), &args.kv.first_pos));
+      args.q = sc_.q() + r.first * qd;
+      args.out = sc_.attn() + r.first * ad;
+      args.scores = sc_.scores();
+      args.n_tok = r.count;
+      args.n_keys = n_keys;
+      args.n_head = hp_.n_head;
+      args.n_head_kv = hp_.n_head_kv;
+      args.head_dim_k = dk;
+      args.head_dim_v = hp_.head_dim_v;
+      args.pos0 = r.pos0;
+      args.p_lo = p_lo;
+      args.window = window;
+      args.scale = scale_;
+      Attention(args, pool_);
+    }
+    return Status::Ok();
+  }
+  Status Gate(FfnActivation act, int64_t count) {
+    if (act == FfnActivation::kSilu) {
+      SiluMul(sc_.gate(), sc_.up(), count, pool_);
+    } else {
+      GeluTanhF16Mul(sc_.gate(), sc_.up(), count, pool_);
+    }
+    return Status::Ok();
+  }
+  Status Add(Act dst, Act src, int64_t count) {
+    float* const d = P(dst);
+    const float* const s = P(src);
+    for (int64_t i = 0; i < count; ++i) d[i] += s[i];
+    return Status::Ok();
+  }
+
+ private:
+  float* P(Act a) const {
+    switch (a) {
+      case Act::kX:
+        return sc_.x();
+      case Act::kCur:
+        return sc_.cur();
+      case Act::kQ:
+        return sc_.q();
+      case Act::kK:
+        return sc_.k();
+      case Act::kV:
+        return sc_.v();
+      case Act::kAttn:
+        return sc_.attn();
+      case Act::kOut:
+        return sc_.out();
+      case Act::kGate:
+        return sc_.gate();
+      case Act::kUp:
+        return sc_.up();
+    }
+    return nullptr;
+  }
+
+  const HParams& hp_;
+  const ModelWeights& w_;
+  const Batch& batch_;
+  const std::vector<Run>& runs_;
+  KvCache& kv_;
+  ForwardScratch& sc_;
+  ThreadPool* const pool_;
+  const std::span<uint8_t> ws_;
+  const float scale_;
+};
+
 }  // namespace
 
 Status Model::Forward(const Batch& batch, KvCache& kv, const ForwardOptions& options) const {
@@ -59,16 +213,11 @@ Status Model::Forward(const Batch& batch, KvCache& kv, const ForwardOptions& opt
   const int64_t e = hp.n_embd, dk = hp.head_dim_k, dv = hp.head_dim_v;
   const int64_t qd = hp.n_head * dk, kd = hp.n_head_kv * dk, vd = hp.n_head_kv * dv;
   const int64_t ad = hp.n_head * dv;
-  const float scale = hp.attn_scale > 0.0f ? hp.attn_scale : 1.0f / std::sqrt(static_cast<float>(dk));
+  const float scale =
+      hp.attn_scale > 0.0f ? hp.attn_scale : 1.0f / std::sqrt(static_cast<float>(dk));
 
   // The runs: consecutive entries of one sequence at consecutive positions, each starting at
   // the sequence's length before the step.
-  struct Run {
-    int32_t seq;
-    int64_t first;  // index in the batch
-    int64_t count;
-    int64_t pos0;
-  };
   std::vector<Run> runs;
   int64_t n_logits = 0;
   int64_t max_pos = 0;
@@ -80,11 +229,14 @@ Status Model::Forward(const Batch& batch, KvCache& kv, const ForwardOptions& opt
     }
     n_logits += b.logits ? 1 : 0;
     if (b.hidden && !options.each_hidden) {
-      return InvalidArgumentError("Forward(): entry {} wants its hidden state but no each_hidden "
-                                  "receives it", i);
+      return InvalidArgumentError(
+          "Forward(): entry {} wants its hidden state but no each_hidden "
+          "receives it",
+          i);
     }
     max_pos = std::max(max_pos, b.pos);
-    if (!runs.empty() && runs.back().seq == b.seq && b.pos == runs.back().pos0 + runs.back().count) {
+    if (!runs.empty() && runs.back().seq == b.seq &&
+        b.pos == runs.back().pos0 + runs.back().count) {
       ++runs.back().count;
       continue;
     }
@@ -120,9 +272,8 @@ Status Model::Forward(const Batch& batch, KvCache& kv, const ForwardOptions& opt
     sc = own_scratch.get();
   } else {
     const ScratchShape& s = sc->shape();
-    if (s.n_embd != e || s.q_dim != qd || s.k_dim != kd || s.v_dim != vd ||
-        s.attn_dim != ad || s.n_ff != hp.n_ff || s.n_head != hp.n_head ||
-        s.n_vocab != hp.n_vocab) {
+    if (s.n_embd != e || s.q_dim != qd || s.k_dim != kd || s.v_dim != vd || s.attn_dim != ad ||
+        s.n_ff != hp.n_ff || s.n_head != hp.n_head || s.n_vocab != hp.n_vocab) {
       return InvalidArgumentError("Forward(): the scratch was made for another model shape");
     }
     if (n > s.max_tokens) {
@@ -134,26 +285,17 @@ Status Model::Forward(const Batch& batch, KvCache& kv, const ForwardOptions& opt
   if (n_logits > sc->shape().logit_rows && !options.each_logits) {
     return InvalidArgumentError(
         "Forward(): {} entries want logits but the scratch holds {} rows (stream them with "
-        "each_logits)", n_logits, sc->shape().logit_rows);
+        "each_logits)",
+        n_logits, sc->shape().logit_rows);
   }
   const std::span<uint8_t> ws = sc->workspace();
   float* const x = sc->x();
   float* const cur = sc->cur();
-  float* const q = sc->q();
-  float* const k = sc->k();
-  float* const v = sc->v();
-  float* const attn = sc->attn();
-  float* const out = sc->out();
-  float* const gate = sc->gate();
-  float* const up = sc->up();
-  const uint8_t** const k_blocks = sc->k_blocks();
-  const uint8_t** const v_blocks = sc->v_blocks();
-  float* const scores = sc->scores();
 
   // Activations: x [n, e].
   for (int64_t t = 0; t < n; ++t) {
-    FERRY_RETURN_IF_ERROR(GetRowRef(w_.token_embd, batch.entries[static_cast<size_t>(t)].token,
-                                    x + t * e));
+    FERRY_RETURN_IF_ERROR(
+        GetRowRef(w_.token_embd, batch.entries[static_cast<size_t>(t)].token, x + t * e));
     if (hp.embed_scale) {
       const float s = std::sqrt(static_cast<float>(e));
       for (int64_t i = 0; i < e; ++i) x[t * e + i] *= s;
@@ -172,92 +314,9 @@ Status Model::Forward(const Batch& batch, KvCache& kv, const ForwardOptions& opt
     }
   }
 
+  CpuLayerOps cpu(hp, w_, batch, runs, kv, *sc, options.pool, scale);
   for (int64_t l = 0; l < hp.n_layer; ++l) {
-    const LayerWeights& L = w_.layers[static_cast<size_t>(l)];
-    const int64_t window = hp.swa_window[static_cast<size_t>(l)];
-
-    // Attention: cur = norm(x); q, k, v projections of every entry at once.
-    std::copy(x, x + n * e, cur);
-    NormRows(cur, L.attn_norm, n, e, hp.norm_eps);
-    FERRY_RETURN_IF_ERROR(MatMul(L.wq, cur, n, q, options.pool, ws));
-    FERRY_RETURN_IF_ERROR(MatMul(L.wk, cur, n, k, options.pool, ws));
-    FERRY_RETURN_IF_ERROR(MatMul(L.wv, cur, n, v, options.pool, ws));
-    AddBias(q, L.bq, n, qd);
-    AddBias(k, L.bk, n, kd);
-    AddBias(v, L.bv, n, vd);
-    if (hp.qk_norm) {
-      NormRows(q, L.q_norm, n * hp.n_head, dk, hp.norm_eps);
-      NormRows(k, L.k_norm, n * hp.n_head_kv, dk, hp.norm_eps);
-    }
-    const RopeParams rope = LayerRope(hp, w_, window > 0);
-    for (int64_t t = 0; t < n; ++t) {
-      const BatchEntry& b = batch.entries[static_cast<size_t>(t)];
-      const float* cs = sc->rope(window > 0) + t * dk;
-      RopeApply(q + t * qd, hp.n_head, dk, cs, rope);
-      RopeApply(k + t * kd, hp.n_head_kv, dk, cs, rope);
-      FERRY_RETURN_IF_ERROR(kv.Store(b.seq, static_cast<int>(l), b.pos, k + t * kd, v + t * vd));
-    }
-
-    // Each run attends over its own sequence's keys [p_lo, pos0 + count).
-    for (const Run& r : runs) {
-      const int64_t p_hi = r.pos0 + r.count;
-      const int64_t p_lo = window > 0 ? std::max<int64_t>(0, r.pos0 - window + 1) : 0;
-      const int64_t n_keys = p_hi - p_lo;
-      if (n_keys > sc->shape().max_keys) {
-        return InvalidArgumentError(
-            "Forward(): layer {} attends over {} keys but the scratch holds {} (num_ctx)", l,
-            n_keys, sc->shape().max_keys);
-      }
-      // The keys' blocks, read in place.
-      if (kv.BlockSpan(p_lo, p_hi) > sc->kv_block_slots()) {
-        return InvalidArgumentError(
-            "Forward(): layer {} attends over {} KV blocks but the scratch holds {} (KV blocks "
-            "of {} positions, the scratch sized for {})",
-            l, kv.BlockSpan(p_lo, p_hi), sc->kv_block_slots(), kv.options().block_tokens,
-            sc->shape().kv_block_tokens);
-      }
-      AttentionArgs args;
-      args.kv.type = kv.options().type;
-      args.kv.block_tokens = kv.options().block_tokens;
-      args.kv.k_blocks = k_blocks;
-      args.kv.v_blocks = v_blocks;
-      args.kv.k_row_bytes = kv.k_row_bytes(static_cast<int>(l));
-      args.kv.v_row_bytes = kv.v_row_bytes(static_cast<int>(l));
-      FERRY_RETURN_IF_ERROR(kv.BlockRows(r.seq, static_cast<int>(l), p_lo, p_hi, k_blocks,
-                                         v_blocks, &args.kv.first_pos));
-      args.q = q + r.first * qd;
-      args.out = attn + r.first * ad;
-      args.scores = scores;
-      args.n_tok = r.count;
-      args.n_keys = n_keys;
-      args.n_head = hp.n_head;
-      args.n_head_kv = hp.n_head_kv;
-      args.head_dim_k = dk;
-      args.head_dim_v = dv;
-      args.pos0 = r.pos0;
-      args.p_lo = p_lo;
-      args.window = window;
-      args.scale = scale;
-      Attention(args, options.pool);
-    }
-    FERRY_RETURN_IF_ERROR(MatMul(L.wo, attn, n, out, options.pool, ws));
-    AddBias(out, L.bo, n, e);
-    if (hp.post_norms) NormRows(out, L.post_attn_norm, n, e, hp.norm_eps);
-    for (int64_t i = 0; i < n * e; ++i) x[i] += out[i];
-
-    // Feed-forward: x += down(act(gate(norm(x))) * up(norm(x))).
-    std::copy(x, x + n * e, cur);
-    NormRows(cur, L.ffn_norm, n, e, hp.norm_eps);
-    FERRY_RETURN_IF_ERROR(MatMul(L.ffn_gate, cur, n, gate, options.pool, ws));
-    FERRY_RETURN_IF_ERROR(MatMul(L.ffn_up, cur, n, up, options.pool, ws));
-    if (hp.activation == FfnActivation::kSilu) {
-      SiluMul(gate, up, n * hp.n_ff, options.pool);
-    } else {
-      GeluTanhF16Mul(gate, up, n * hp.n_ff, options.pool);
-    }
-    FERRY_RETURN_IF_ERROR(MatMul(L.ffn_down, gate, n, out, options.pool, ws));
-    if (hp.post_norms) NormRows(out, L.post_ffw_norm, n, e, hp.norm_eps);
-    for (int64_t i = 0; i < n * e; ++i) x[i] += out[i];
+    FERRY_RETURN_IF_ERROR(RunLayer(cpu, hp, w_.layers[static_cast<size_t>(l)], l, n));
   }
 
   // Hidden states (embeddings): each wanted row normed on its own into cur, handed out.
