@@ -16,6 +16,13 @@ llama-cpp-python's low-level API (llama_model_quantize) into tinyllama-shape-<ty
 type asked; then delete the F16 file unless --keep-f16 is given. Files that already exist are
 skipped. The output directory must be outside the repository: model files are never committed.
 
+Depth 16384 (vs_llama_cpp.py -d 16384) needs a longer trained context than TinyLlama's 2048,
+which both engines enforce. The 32k-context copy used for that row is this file with one
+metadata value changed in place (speed does not depend on it):
+  cp tinyllama-shape-q4_0.gguf tinyllama-shape-q4_0-32k.gguf
+  gguf-set-metadata --force tinyllama-shape-q4_0-32k.gguf llama.context_length 32768
+(gguf-set-metadata comes with PyPI `gguf`.)
+
 Python: needs numpy, gguf (PyPI `gguf`) and llama-cpp-python. Run it with /work/lcp-venv/bin/python,
 which has llama-cpp-python 0.3.36 and gguf 0.19.0. The project's .venv (scripts/setup,
 scripts/requirements.txt) also has gguf 0.19.0 and numpy, but not llama-cpp-python, so it can only

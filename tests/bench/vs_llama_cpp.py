@@ -118,6 +118,8 @@ def main():
     for model in args.models:
         f_pp, f_tg = run_ferry(args.ferry, model, args.threads, args.p, args.n, args.r, args.d,
                                args.kv_type)
+        print(f"ferry {model.split('/')[-1]}: pp {f_pp:.1f}, tg {f_tg:.1f} tok/s; llama.cpp next",
+              file=sys.stderr, flush=True)
         l_pp, l_tg = run_llama_cpp(model, args.threads, args.p, args.n, args.r, args.d,
                                    args.kv_type, args.flash_attn)
         print(f"| {model.split('/')[-1]} | {f_pp:.1f} | {l_pp:.1f} | {f_pp / l_pp:.2f} | "
