@@ -123,7 +123,7 @@ test-tsan: synthetic $(TSAN_BUILD)/build.ninja
 # cuda_ops_test skips its tests where no device answers.
 CUDA_BUILD ?= build-cuda
 NVCC ?= $(shell command -v nvcc 2>/dev/null || echo /usr/local/cuda/bin/nvcc)
-CUDA_TARGETS := cuda_ops_test bench_cuda_ops backend_test
+CUDA_TARGETS := cuda_ops_test bench_cuda_ops backend_test cuda_model_test
 
 $(CUDA_BUILD)/build.ninja: CMakeLists.txt
 	@cmake -S . -B $(CUDA_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release -DFERRY_CUDA=ON \
@@ -139,7 +139,8 @@ build-cuda: setup $(CUDA_BUILD)/build.ninja
 device-bundle: build-cuda
 	@rm -rf .device && mkdir -p .device/bin .device/lib
 	@cp $(CUDA_BUILD)/src/kernels/cuda/cuda_ops_test $(CUDA_BUILD)/src/kernels/cuda/bench_cuda_ops \
-	  .device/bin/
+	  $(CUDA_BUILD)/src/model/cuda_model_test $(CUDA_BUILD)/src/backend/backend_test .device/bin/
+	@mkdir -p .device/models && cp ../shared/models/stories260K.gguf .device/models/
 	@for lib in $$(ldd .device/bin/* | awk '/=> \// {print $$3}' | sort -u); do \
 	  case $$(basename $$lib) in \
 	    libc.so*|libm.so*|libpthread.so*|libdl.so*|librt.so*|ld-linux*|libcuda.so*) ;; \

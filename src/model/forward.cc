@@ -11,6 +11,7 @@
 #include "kernels/cpu/matmul.h"
 #include "kernels/ref/ops.h"
 #include "model/batch.h"
+#include "model/cuda_layers.h"
 #include "model/layer.h"
 #include "model/model.h"
 #include "model/scratch.h"
@@ -51,20 +52,12 @@ RopeParams LayerRope(const HParams& hp, const ModelWeights& w, bool sliding) {
   return p;
 }
 
-// A run of a step's batch: consecutive entries of one sequence at consecutive positions.
-struct Run {
-  int32_t seq;
-  int64_t first;  // index in the batch
-  int64_t count;
-  int64_t pos0;
-};
-
 // The layer operations of model/layer.h on the CPU, over the step's ForwardScratch: the kernels
 // of kernels/cpu on the options' pool. One per Forward call.
 class CpuLayerOps {
  public:
   CpuLayerOps(const HParams& hp, const ModelWeights& w, const Batch& batch,
-              const std::vector<Run>& runs, KvCache& kv, ForwardScratch& sc, ThreadPool* pool,
+              const std::vector<SeqRun>& runs, KvCache& kv, ForwardScratch& sc, ThreadPool* pool,
               float scale)
       : hp_(hp),
         w_(w),
@@ -110,7 +103,7 @@ class CpuLayerOps {
   // Each run attends over its own sequence's keys [p_lo, pos0 + count).
   Status Attend(int64_t l, int64_t window) {
     const int64_t dk = hp_.head_dim_k, qd = hp_.n_head * dk, ad = hp_.n_head * hp_.head_dim_v;
-    for (const Run& r : runs_) {
+    for (const SeqRun& r : runs_) {
       const int64_t p_hi = r.pos0 + r.count;
       const int64_t p_lo = window > 0 ? std::max<int64_t>(0, r.pos0 - window + 1) : 0;
       const int64_t n_keys = p_hi - p_lo;
@@ -196,7 +189,7 @@ class CpuLayerOps {
   const HParams& hp_;
   const ModelWeights& w_;
   const Batch& batch_;
-  const std::vector<Run>& runs_;
+  const std::vector<SeqRun>& runs_;
   KvCache& kv_;
   ForwardScratch& sc_;
   ThreadPool* const pool_;
@@ -218,7 +211,7 @@ Status Model::Forward(const Batch& batch, KvCache& kv, const ForwardOptions& opt
 
   // The runs: consecutive entries of one sequence at consecutive positions, each starting at
   // the sequence's length before the step.
-  std::vector<Run> runs;
+  std::vector<SeqRun> runs;
   int64_t n_logits = 0;
   int64_t max_pos = 0;
   for (int64_t i = 0; i < n; ++i) {
@@ -240,7 +233,7 @@ Status Model::Forward(const Batch& batch, KvCache& kv, const ForwardOptions& opt
       ++runs.back().count;
       continue;
     }
-    for (const Run& r : runs) {
+    for (const SeqRun& r : runs) {
       if (r.seq == b.seq) {
         return InvalidArgumentError(
             "Forward(): sequence {} appears in two runs of the batch (entry {})", b.seq, i);
@@ -249,9 +242,9 @@ Status Model::Forward(const Batch& batch, KvCache& kv, const ForwardOptions& opt
     if (!kv.is_live(b.seq)) {
       return InvalidArgumentError("Forward(): sequence {} is not live in the cache", b.seq);
     }
-    runs.push_back(Run{b.seq, i, 1, b.pos});
+    runs.push_back(SeqRun{b.seq, i, 1, b.pos});
   }
-  for (const Run& r : runs) {
+  for (const SeqRun& r : runs) {
     if (r.pos0 < 0 || r.pos0 + r.count > kv.seq_len(r.seq)) {
       return InvalidArgumentError(
           "Forward(): positions {}..{} of sequence {} are not reserved in the cache (length {})",
@@ -315,9 +308,12 @@ Status Model::Forward(const Batch& batch, KvCache& kv, const ForwardOptions& opt
   }
 
   CpuLayerOps cpu(hp, w_, batch, runs, kv, *sc, options.pool, scale);
-  for (int64_t l = 0; l < hp.n_layer; ++l) {
+  const int64_t first_gpu = cuda_ != nullptr ? cuda_->first_layer() : hp.n_layer;
+  for (int64_t l = 0; l < first_gpu; ++l) {
     FERRY_RETURN_IF_ERROR(RunLayer(cpu, hp, w_.layers[static_cast<size_t>(l)], l, n));
   }
+  // The layers the plan put on a GPU, then the hidden state back in x.
+  if (cuda_ != nullptr) FERRY_RETURN_IF_ERROR(cuda_->RunLayers(batch, runs, kv, *sc, scale));
 
   // Hidden states (embeddings): each wanted row normed on its own into cur, handed out.
   for (int64_t t = 0; t < n; ++t) {
@@ -338,7 +334,8 @@ Status Model::Forward(const Batch& batch, KvCache& kv, const ForwardOptions& opt
     std::copy(x + t * e, x + (t + 1) * e, cur + r_out * e);
     ++r_out;
   }
-  NormRows(cur, w_.output_norm, n_logits, e, hp.norm_eps);
+  // On a GPU the output norm and matrix run there (CudaLayers::Logits).
+  if (cuda_ == nullptr) NormRows(cur, w_.output_norm, n_logits, e, hp.norm_eps);
   auto softcap = [&](float* z, int64_t count) {
     if (hp.final_logit_softcap <= 0.0f) return;
     const float c = hp.final_logit_softcap;
@@ -348,7 +345,11 @@ Status Model::Forward(const Batch& batch, KvCache& kv, const ForwardOptions& opt
   float* const y = sc->logits();
   for (int64_t i0 = 0; i0 < n_logits; i0 += rows) {
     const int64_t r = std::min(rows, n_logits - i0);
-    FERRY_RETURN_IF_ERROR(MatMul(wout, cur + i0 * e, r, y, options.pool, ws));
+    if (cuda_ != nullptr) {
+      FERRY_RETURN_IF_ERROR(cuda_->Logits(cur + i0 * e, r, y));
+    } else {
+      FERRY_RETURN_IF_ERROR(MatMul(wout, cur + i0 * e, r, y, options.pool, ws));
+    }
     softcap(y, r * hp.n_vocab);
     if (!options.each_logits) continue;  // n_logits <= rows: they stay in the scratch
     for (int64_t i = 0; i < r; ++i) {

@@ -23,6 +23,15 @@ namespace ferry {
 // head_dim_v], attn [n, n_head * head_dim_v], out [n, n_embd], gate and up [n, n_ff].
 enum class Act { kX, kCur, kQ, kK, kV, kAttn, kOut, kGate, kUp };
 
+// A run of a step's batch: consecutive entries of one sequence at consecutive positions,
+// starting at the sequence's length before the step.
+struct SeqRun {
+  int32_t seq;
+  int64_t first;  // index in the batch
+  int64_t count;
+  int64_t pos0;
+};
+
 // What an Ops type provides (each returns Status; "in place" ops overwrite their activation):
 //   Copy(Act dst, Act src, int64_t count)            dst[0, count) = src[0, count)
 //   Norm(Act a, const WeightMatrix& w, rows, n)      each of `rows` rows of n: RmsNormRef, in place

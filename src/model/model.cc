@@ -1,5 +1,8 @@
 #include "model/model.h"
 
+#include "model/cuda_layers.h"
+#include "model/scratch.h"
+
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -540,6 +543,18 @@ Status Model::CheckWeightsFinite(ThreadPool* pool) const {
     }
   }
   return Status::Ok();
+}
+
+Model::~Model() = default;
+
+Status Model::UseCuda(int device, int64_t first_layer, DeviceAllocator& allocator,
+                      const ScratchShape& shape) {
+  FERRY_ASSIGN_OR_RETURN(cuda_, CudaLayers::Create(*this, device, first_layer, allocator, shape));
+  return Status::Ok();
+}
+
+int64_t Model::first_gpu_layer() const {
+  return cuda_ != nullptr ? cuda_->first_layer() : hp_.n_layer;
 }
 
 }  // namespace ferry

@@ -90,6 +90,8 @@ struct ModelWeights {
 };
 
 class ForwardScratch;  // model/scratch.h
+class CudaLayers;      // model/cuda_layers.h
+struct ScratchShape;   // model/scratch.h
 
 // Receives the logits of the i-th entry that wants them: [n_vocab], valid during the call only.
 using LogitsCallback = std::function<Status(int64_t i, std::span<const float> logits)>;
@@ -129,6 +131,7 @@ class Model {
 
   const HParams& hparams() const { return hp_; }
   const gguf::GgufFile& file() const { return *file_; }
+  ~Model();
   const ModelWeights& weights() const { return w_; }
 
   // Checks that every weight tensor's values are finite (llama.cpp's --check-tensors, always
@@ -152,6 +155,18 @@ class Model {
   // data), or an empty span if it has none.
   std::span<const uint8_t> PackedCopyOf(const void* mapped) const;
   uint64_t packed_bytes() const;
+
+  // Runs layers [first_layer, n_layer) and the output on CUDA device `device` from now on
+  // (CudaLayers, model/cuda_layers.h): their weights are copied into `allocator`'s memory
+  // (a DeviceAllocator over CudaMemory(device), which must outlive the model) with the device
+  // arrays for steps of `shape`. The KV caches used with this model must then keep those layers'
+  // blocks in that device's memory (KvCache::Create with per-layer allocators). Forward's
+  // results match the CPU's within the CUDA kernels' stated bounds. Not thread-safe: call before
+  // any Forward. Errors: Unimplemented without a CUDA build; CudaLayers::Create's.
+  Status UseCuda(int device, int64_t first_layer, DeviceAllocator& allocator,
+                 const ScratchShape& shape);
+  // The first layer a GPU runs: n_layer when none does.
+  int64_t first_gpu_layer() const;
 
   // KV cache options for this model (per-layer dims and windows) at the given context.
   KvCacheOptions KvOptions(DType type, int64_t num_ctx, int32_t num_seqs, int64_t max_batch) const;
@@ -183,6 +198,7 @@ class Model {
   HParams hp_;
   ModelWeights w_;
   std::vector<PackedCopy> packed_;
+  std::unique_ptr<CudaLayers> cuda_;  // null: every layer on the CPU
 };
 
 // Architecture entry points (one file each).

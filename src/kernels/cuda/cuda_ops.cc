@@ -202,15 +202,17 @@ Status RmsNorm(const float* x, const float* w, float* y, int64_t n_rows, int64_t
 }
 
 Status RopeApply(float* x, int64_t n_tok, int64_t n_heads, int64_t head_dim, const float* cs,
-                 int64_t n_rot, bool neox, Stream stream) {
+                 int64_t cs_stride, int64_t n_rot, bool neox, Stream stream) {
   FERRY_RETURN_IF_ERROR(CheckSizes("RopeApply", {n_tok, n_heads, head_dim, n_rot}));
-  if (n_rot % 2 != 0 || n_rot > head_dim) {
-    return InvalidArgumentError("CUDA RopeApply: n_rot {} must be even and at most head_dim {}",
-                                n_rot, head_dim);
+  if (n_rot % 2 != 0 || n_rot > head_dim || cs_stride < n_rot) {
+    return InvalidArgumentError(
+        "CUDA RopeApply: n_rot {} must be even, at most head_dim {} and the angle stride {}", n_rot,
+        head_dim, cs_stride);
   }
   if (n_tok == 0 || n_heads == 0 || n_rot == 0) return Status::Ok();
-  return FromCuda(internal::LaunchRope(x, n_tok, n_heads, head_dim, cs, n_rot, neox, S(stream)),
-                  "RopeApply");
+  return FromCuda(
+      internal::LaunchRope(x, n_tok, n_heads, head_dim, cs, cs_stride, n_rot, neox, S(stream)),
+      "RopeApply");
 }
 
 Status SiluMul(float* gate, const float* up, int64_t n, Stream stream) {

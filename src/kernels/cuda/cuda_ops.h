@@ -101,9 +101,10 @@ Status RmsNorm(const float* x, const float* w, float* y, int64_t n_rows, int64_t
                Stream stream = nullptr);
 
 // RopeApply (kernels/ref/ops.h) of n_tok tokens in place: x [n_tok, n_heads * head_dim], token
-// t rotated with cs[t, :] ([n_tok, n_rot], RopeAngles of its position); bitwise the reference.
+// t rotated with the n_rot values at cs + t * cs_stride (RopeAngles of its position;
+// cs_stride >= n_rot); bitwise the reference.
 Status RopeApply(float* x, int64_t n_tok, int64_t n_heads, int64_t head_dim, const float* cs,
-                 int64_t n_rot, bool neox, Stream stream = nullptr);
+                 int64_t cs_stride, int64_t n_rot, bool neox, Stream stream = nullptr);
 
 // gate[i] = SiluRef(gate[i]) * up[i] or GeluTanhF16Ref(gate[i]) * up[i] for i < n (expf and
 // tanhf on the device are within 2 ulp of the host's; GELU's result is then rounded to fp16).

@@ -251,9 +251,9 @@ TEST_F(CudaOpsTest, RopeApplyIsBitwiseTheReference) {
       DeviceBuffer xd = Upload(x), csd = Upload(cs);
       for (int64_t t = 0; t < n_tok; ++t)
         RopeApply(&x[t * heads * head_dim], heads, head_dim, &cs[t * n_rot], p);
-      ASSERT_TRUE(
-          cuda::RopeApply(xd.as<float>(), n_tok, heads, head_dim, csd.as<float>(), n_rot, neox)
-              .ok());
+      ASSERT_TRUE(cuda::RopeApply(xd.as<float>(), n_tok, heads, head_dim, csd.as<float>(), n_rot,
+                                  n_rot, neox)
+                      .ok());
       const std::vector<float> got = Download(xd, n_tok * heads * head_dim);
       EXPECT_EQ(0, std::memcmp(got.data(), x.data(), x.size() * sizeof(float)))
           << "head_dim " << head_dim << " neox " << neox;

@@ -378,7 +378,7 @@ __global__ void RmsNormKernel(const float* x, const float* w, float* y, int64_t 
 }
 
 __global__ void RopeKernel(float* x, int64_t n_tok, int64_t n_heads, int64_t head_dim,
-                           const float* cs, int64_t n_rot, bool neox) {
+                           const float* cs, int64_t cs_stride, int64_t n_rot, bool neox) {
   const int64_t half = n_rot / 2;
   const int64_t total = n_tok * n_heads * half;
   for (int64_t k = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; k < total;
@@ -386,7 +386,7 @@ __global__ void RopeKernel(float* x, int64_t n_tok, int64_t n_heads, int64_t hea
     const int64_t i = k % half;
     const int64_t h = (k / half) % n_heads;
     const int64_t t = k / (half * n_heads);
-    const float c = cs[t * n_rot + 2 * i], s = cs[t * n_rot + 2 * i + 1];
+    const float c = cs[t * cs_stride + 2 * i], s = cs[t * cs_stride + 2 * i + 1];
     float* xh = x + (t * n_heads + h) * head_dim;
     const int64_t a = neox ? i : 2 * i;
     const int64_t b = neox ? i + half : 2 * i + 1;
@@ -661,9 +661,9 @@ cudaError_t LaunchRmsNorm(const float* x, const float* w, float* y, int64_t n_ro
 }
 
 cudaError_t LaunchRope(float* x, int64_t n_tok, int64_t n_heads, int64_t head_dim, const float* cs,
-                       int64_t n_rot, bool neox, cudaStream_t stream) {
+                       int64_t cs_stride, int64_t n_rot, bool neox, cudaStream_t stream) {
   RopeKernel<<<GridFor(n_tok * n_heads * (n_rot / 2), 256), 256, 0, stream>>>(
-      x, n_tok, n_heads, head_dim, cs, n_rot, neox);
+      x, n_tok, n_heads, head_dim, cs, cs_stride, n_rot, neox);
   return cudaGetLastError();
 }
 

@@ -44,9 +44,10 @@ cudaError_t LaunchGetRows(uint32_t type, const void* w, uint64_t row_bytes, int6
 cudaError_t LaunchRmsNorm(const float* x, const float* w, float* y, int64_t n_rows, int64_t n,
                           float eps, cudaStream_t stream);
 
-// x[t, h * head_dim + ...]: rotary pairs rotated by cs[t, 2i], cs[t, 2i + 1] (cos, sin).
+// x[t, h * head_dim + ...]: rotary pairs rotated by cs[t * cs_stride + 2i] (cos) and
+// cs[t * cs_stride + 2i + 1] (sin).
 cudaError_t LaunchRope(float* x, int64_t n_tok, int64_t n_heads, int64_t head_dim, const float* cs,
-                       int64_t n_rot, bool neox, cudaStream_t stream);
+                       int64_t cs_stride, int64_t n_rot, bool neox, cudaStream_t stream);
 
 // gate[i] = act(gate[i]) * up[i]; gelu: GeluTanhF16Ref, else SiluRef.
 cudaError_t LaunchGatedActivation(bool gelu, float* gate, const float* up, int64_t n,

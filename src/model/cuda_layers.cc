@@ -1,0 +1,335 @@
+#include "model/cuda_layers.h"
+
+#include <algorithm>
+#include <string>
+#include <utility>
+#include <vector>
+
+#ifdef FERRY_HAVE_CUDA
+#include "kernels/cuda/cuda_ops.h"
+#endif
+
+namespace ferry {
+
+#ifndef FERRY_HAVE_CUDA
+
+struct CudaLayers::Impl {};
+CudaLayers::CudaLayers(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+CudaLayers::~CudaLayers() = default;
+
+StatusOr<std::unique_ptr<CudaLayers>> CudaLayers::Create(const Model&, int device, int64_t,
+                                                         DeviceAllocator&, const ScratchShape&) {
+  return UnimplementedError("cuda{}: ferry was built without CUDA (cmake -DFERRY_CUDA=ON)", device);
+}
+int CudaLayers::device() const { return -1; }
+int64_t CudaLayers::first_layer() const { return 0; }
+Status CudaLayers::RunLayers(const Batch&, std::span<const SeqRun>, KvCache&, const ForwardScratch&,
+                             float) {
+  return UnimplementedError("ferry was built without CUDA");
+}
+Status CudaLayers::Logits(const float*, int64_t, float*) {
+  return UnimplementedError("ferry was built without CUDA");
+}
+
+#else
+
+namespace {
+
+// The layer operations of model/layer.h on a CUDA device (kernels/cuda), over the device's
+// copy of the step's activations. One per RunLayers call.
+class CudaLayerOps {
+ public:
+  CudaLayerOps(const HParams& hp, const Batch& batch, std::span<const SeqRun> runs, KvCache& kv,
+               const ForwardScratch& dev, float* x_work, uint8_t** row_ptrs_dev,
+               std::vector<uint8_t*>& row_ptrs, std::vector<const uint8_t*>& block_ptrs,
+               float scale)
+      : hp_(hp),
+        batch_(batch),
+        runs_(runs),
+        kv_(kv),
+        dev_(dev),
+        x_work_(x_work),
+        row_ptrs_dev_(row_ptrs_dev),
+        row_ptrs_(row_ptrs),
+        block_ptrs_(block_ptrs),
+        scale_(scale) {}
+
+  Status Copy(Act dst, Act src, int64_t count) {
+    return cuda::CopyDeviceToDevice(P(dst), P(src), static_cast<uint64_t>(count) * sizeof(float));
+  }
+  Status Norm(Act a, const WeightMatrix& w, int64_t rows, int64_t n) {
+    return cuda::RmsNorm(P(a), w.present() ? static_cast<const float*>(w.data) : nullptr, P(a),
+                         rows, n, hp_.norm_eps);
+  }
+  Status MatMul(const WeightMatrix& w, Act in, int64_t n, Act out) {
+    return cuda::MatMul(w, P(in), n, P(out), x_work_);
+  }
+  Status AddBias(Act a, const WeightMatrix& b, int64_t rows, int64_t n) {
+    if (!b.present()) return Status::Ok();
+    return cuda::AddRows(P(a), static_cast<const float*>(b.data), rows, n);
+  }
+  Status RopeAndStore(int64_t l, bool sliding) {
+    const int64_t n = batch_.size(), dk = hp_.head_dim_k;
+    const int64_t kd = hp_.n_head_kv * dk, vd = hp_.n_head_kv * hp_.head_dim_v;
+    const bool neox = hp_.rope_type == RopeType::kNeox;
+    FERRY_RETURN_IF_ERROR(
+        cuda::RopeApply(dev_.q(), n, hp_.n_head, dk, dev_.rope(sliding), dk, hp_.n_rot, neox));
+    FERRY_RETURN_IF_ERROR(
+        cuda::RopeApply(dev_.k(), n, hp_.n_head_kv, dk, dev_.rope(sliding), dk, hp_.n_rot, neox));
+    // Each token's K and V rows go to the addresses the cache gives for this layer.
+    for (int64_t t = 0; t < n; ++t) {
+      const BatchEntry& b = batch_.entries[static_cast<size_t>(t)];
+      FERRY_RETURN_IF_ERROR(kv_.RowAddresses(b.seq, static_cast<int>(l), b.pos,
+                                             &row_ptrs_[static_cast<size_t>(t)],
+                                             &row_ptrs_[static_cast<size_t>(n + t)]));
+    }
+    FERRY_RETURN_IF_ERROR(cuda::CopyToDevice(row_ptrs_dev_, row_ptrs_.data(),
+                                             static_cast<uint64_t>(2 * n) * sizeof(uint8_t*)));
+    const DType type = kv_.options().type;
+    FERRY_RETURN_IF_ERROR(cuda::StoreKvRows(type, dev_.k(), n, kd, row_ptrs_dev_));
+    return cuda::StoreKvRows(type, dev_.v(), n, vd, row_ptrs_dev_ + n);
+  }
+  Status Attend(int64_t l, int64_t window) {
+    const int64_t qd = hp_.n_head * hp_.head_dim_k, ad = hp_.n_head * hp_.head_dim_v;
+    const int64_t slots = dev_.kv_block_slots();
+    for (const SeqRun& r : runs_) {
+      const int64_t p_hi = r.pos0 + r.count;
+      const int64_t p_lo = window > 0 ? std::max<int64_t>(0, r.pos0 - window + 1) : 0;
+      const int64_t n_keys = p_hi - p_lo;
+      const int64_t span = kv_.BlockSpan(p_lo, p_hi);
+      if (n_keys > dev_.shape().max_keys || span > slots) {
+        return InvalidArgumentError(
+            "Forward(): layer {} attends over {} keys in {} KV blocks but the device scratch "
+            "holds {} keys, {} blocks",
+            l, n_keys, span, dev_.shape().max_keys, slots);
+      }
+      // Block addresses (device memory) gathered on the host, then copied beside each other
+      // into the device scratch's block arrays: K at [0, span), V at [slots, slots + span).
+      AttentionArgs args;
+      FERRY_RETURN_IF_ERROR(kv_.BlockRows(r.seq, static_cast<int>(l), p_lo, p_hi,
+                                          block_ptrs_.data(), block_ptrs_.data() + slots,
+                                          &args.kv.first_pos));
+      FERRY_RETURN_IF_ERROR(
+          cuda::CopyToDevice(dev_.k_blocks(), block_ptrs_.data(),
+                             static_cast<uint64_t>(2 * slots) * sizeof(uint8_t*)));
+      args.kv.type = kv_.options().type;
+      args.kv.block_tokens = kv_.options().block_tokens;
+      args.kv.k_blocks = dev_.k_blocks();
+      args.kv.v_blocks = dev_.v_blocks();
+      args.kv.k_row_bytes = kv_.k_row_bytes(static_cast<int>(l));
+      args.kv.v_row_bytes = kv_.v_row_bytes(static_cast<int>(l));
+      args.q = dev_.q() + r.first * qd;
+      args.out = dev_.attn() + r.first * ad;
+      args.n_tok = r.count;
+      args.n_keys = n_keys;
+      args.n_head = hp_.n_head;
+      args.n_head_kv = hp_.n_head_kv;
+      args.head_dim_k = hp_.head_dim_k;
+      args.head_dim_v = hp_.head_dim_v;
+      args.pos0 = r.pos0;
+      args.p_lo = p_lo;
+      args.window = window;
+      args.scale = scale_;
+      FERRY_RETURN_IF_ERROR(cuda::Attention(args));
+    }
+    return Status::Ok();
+  }
+  Status Gate(FfnActivation act, int64_t count) {
+    return act == FfnActivation::kSilu ? cuda::SiluMul(dev_.gate(), dev_.up(), count)
+                                       : cuda::GeluTanhF16Mul(dev_.gate(), dev_.up(), count);
+  }
+  Status Add(Act dst, Act src, int64_t count) { return cuda::Add(P(dst), P(src), count); }
+
+ private:
+  float* P(Act a) const {
+    switch (a) {
+      case Act::kX:
+        return dev_.x();
+      case Act::kCur:
+        return dev_.cur();
+      case Act::kQ:
+        return dev_.q();
+      case Act::kK:
+        return dev_.k();
+      case Act::kV:
+        return dev_.v();
+      case Act::kAttn:
+        return dev_.attn();
+      case Act::kOut:
+        return dev_.out();
+      case Act::kGate:
+        return dev_.gate();
+      case Act::kUp:
+        return dev_.up();
+    }
+    return nullptr;
+  }
+
+  const HParams& hp_;
+  const Batch& batch_;
+  std::span<const SeqRun> runs_;
+  KvCache& kv_;
+  const ForwardScratch& dev_;
+  float* const x_work_;
+  uint8_t** const row_ptrs_dev_;
+  std::vector<uint8_t*>& row_ptrs_;
+  std::vector<const uint8_t*>& block_ptrs_;
+  const float scale_;
+};
+
+}  // namespace
+
+struct CudaLayers::Impl {
+  const Model* model = nullptr;
+  int device = 0;
+  int64_t first_layer = 0;
+  DeviceAllocator* allocator = nullptr;
+  std::vector<DeviceAllocator::Buffer> weights;  // one per copied tensor
+  std::vector<LayerWeights> layers;              // [n_layer - first_layer], device pointers
+  WeightMatrix output_norm, output;              // device pointers
+  std::unique_ptr<ForwardScratch> dev;           // the step's arrays, in device memory
+  DeviceAllocator::Buffer extra;                 // x_work [max_tokens, widest], row pointers
+  float* x_work = nullptr;
+  uint8_t** row_ptrs_dev = nullptr;
+  std::vector<uint8_t*> row_ptrs;          // host staging [2, max_tokens]
+  std::vector<const uint8_t*> block_ptrs;  // host staging [2, kv_block_slots]
+
+  // A device copy of `w` (absent stays absent).
+  Status Upload(const WeightMatrix& w, const char* what, WeightMatrix* out) {
+    *out = w;
+    out->packed = nullptr;
+    if (!w.present()) return Status::Ok();
+    if (w.rows > 1 && !cuda::MatMulSupports(w.type)) {
+      return UnimplementedError("cuda{}: no CUDA kernel reads {} weights ({})", device,
+                                DTypeName(w.type), what);
+    }
+    const uint64_t bytes = static_cast<uint64_t>(w.rows) * w.row_bytes;
+    FERRY_ASSIGN_OR_RETURN(DeviceAllocator::Buffer b, allocator->Allocate(bytes, "weights"));
+    FERRY_RETURN_IF_ERROR(cuda::CopyToDevice(b.data(), w.data, bytes));
+    out->data = b.data();
+    weights.push_back(std::move(b));
+    return Status::Ok();
+  }
+};
+
+CudaLayers::CudaLayers(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+CudaLayers::~CudaLayers() = default;
+int CudaLayers::device() const { return impl_->device; }
+int64_t CudaLayers::first_layer() const { return impl_->first_layer; }
+
+StatusOr<std::unique_ptr<CudaLayers>> CudaLayers::Create(const Model& model, int device,
+                                                         int64_t first_layer,
+                                                         DeviceAllocator& allocator,
+                                                         const ScratchShape& shape) {
+  const HParams& hp = model.hparams();
+  if (first_layer < 0 || first_layer > hp.n_layer) {
+    return InvalidArgumentError("cuda{}: first GPU layer {} outside 0..{}", device, first_layer,
+                                hp.n_layer);
+  }
+  if (allocator.host_accessible()) {
+    return InvalidArgumentError("cuda{}: the allocator {} gives host memory, not the device's",
+                                device, allocator.device());
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->model = &model;
+  impl->device = device;
+  impl->first_layer = first_layer;
+  impl->allocator = &allocator;
+  const ModelWeights& w = model.weights();
+  for (int64_t l = first_layer; l < hp.n_layer; ++l) {
+    const LayerWeights& src = w.layers[static_cast<size_t>(l)];
+    LayerWeights d;
+    const std::pair<const WeightMatrix*, WeightMatrix*> all[] = {
+        {&src.attn_norm, &d.attn_norm},
+        {&src.wq, &d.wq},
+        {&src.wk, &d.wk},
+        {&src.wv, &d.wv},
+        {&src.wo, &d.wo},
+        {&src.bq, &d.bq},
+        {&src.bk, &d.bk},
+        {&src.bv, &d.bv},
+        {&src.bo, &d.bo},
+        {&src.q_norm, &d.q_norm},
+        {&src.k_norm, &d.k_norm},
+        {&src.post_attn_norm, &d.post_attn_norm},
+        {&src.ffn_norm, &d.ffn_norm},
+        {&src.ffn_gate, &d.ffn_gate},
+        {&src.ffn_up, &d.ffn_up},
+        {&src.ffn_down, &d.ffn_down},
+        {&src.post_ffw_norm, &d.post_ffw_norm}};
+    for (const auto& [from, to] : all) {
+      FERRY_RETURN_IF_ERROR(impl->Upload(*from, "a layer weight", to));
+    }
+    impl->layers.push_back(d);
+  }
+  FERRY_RETURN_IF_ERROR(impl->Upload(w.output_norm, "output_norm", &impl->output_norm));
+  FERRY_RETURN_IF_ERROR(
+      impl->Upload(w.output.present() ? w.output : w.token_embd, "output", &impl->output));
+
+  FERRY_ASSIGN_OR_RETURN(impl->dev, ForwardScratch::Create(shape, allocator));
+  int64_t widest = hp.n_embd;
+  for (const MatMulInput& m : shape.matmuls) widest = std::max(widest, m.cols);
+  const uint64_t work_bytes = static_cast<uint64_t>(shape.max_tokens * widest) * sizeof(float);
+  const uint64_t ptr_bytes = static_cast<uint64_t>(2 * shape.max_tokens) * sizeof(uint8_t*);
+  FERRY_ASSIGN_OR_RETURN(impl->extra, allocator.Allocate(work_bytes + ptr_bytes, "compute"));
+  impl->x_work = reinterpret_cast<float*>(impl->extra.data());
+  impl->row_ptrs_dev = reinterpret_cast<uint8_t**>(impl->extra.data() + work_bytes);
+  impl->row_ptrs.assign(static_cast<size_t>(2 * shape.max_tokens), nullptr);
+  impl->block_ptrs.assign(static_cast<size_t>(2 * impl->dev->kv_block_slots()), nullptr);
+  return std::unique_ptr<CudaLayers>(new CudaLayers(std::move(impl)));
+}
+
+Status CudaLayers::RunLayers(const Batch& batch, std::span<const SeqRun> runs, KvCache& kv,
+                             const ForwardScratch& host, float attn_scale) {
+  Impl& m = *impl_;
+  const HParams& hp = m.model->hparams();
+  const int64_t n = batch.size(), e = hp.n_embd;
+  if (n > m.dev->shape().max_tokens) {
+    return InvalidArgumentError("Forward(): {} tokens, the device scratch holds {}", n,
+                                m.dev->shape().max_tokens);
+  }
+  for (int64_t l = m.first_layer; l < hp.n_layer; ++l) {
+    if (kv.layer_on_host(static_cast<int>(l))) {
+      return FailedPreconditionError(
+          "Forward(): layer {} runs on cuda{} but its KV blocks are in "
+          "host memory",
+          l, m.device);
+    }
+  }
+  // The hidden state and the step's rotary angles (both kinds) cross to the device.
+  const uint64_t rope_bytes = static_cast<uint64_t>(n * hp.head_dim_k) * sizeof(float);
+  FERRY_RETURN_IF_ERROR(
+      cuda::CopyToDevice(m.dev->x(), host.x(), static_cast<uint64_t>(n * e) * sizeof(float)));
+  for (bool sliding : {false, true}) {
+    FERRY_RETURN_IF_ERROR(cuda::CopyToDevice(m.dev->rope(sliding), host.rope(sliding), rope_bytes));
+  }
+  CudaLayerOps ops(hp, batch, runs, kv, *m.dev, m.x_work, m.row_ptrs_dev, m.row_ptrs, m.block_ptrs,
+                   attn_scale);
+  for (int64_t l = m.first_layer; l < hp.n_layer; ++l) {
+    FERRY_RETURN_IF_ERROR(
+        RunLayer(ops, hp, m.layers[static_cast<size_t>(l - m.first_layer)], l, n));
+  }
+  // And back.
+  return cuda::CopyToHost(host.x(), m.dev->x(), static_cast<uint64_t>(n * e) * sizeof(float));
+}
+
+Status CudaLayers::Logits(const float* rows, int64_t r, float* y) {
+  Impl& m = *impl_;
+  const HParams& hp = m.model->hparams();
+  const int64_t e = hp.n_embd;
+  if (r > m.dev->shape().logit_rows) {
+    return InvalidArgumentError("CudaLayers::Logits: {} rows, the device scratch holds {}", r,
+                                m.dev->shape().logit_rows);
+  }
+  FERRY_RETURN_IF_ERROR(
+      cuda::CopyToDevice(m.dev->cur(), rows, static_cast<uint64_t>(r * e) * sizeof(float)));
+  FERRY_RETURN_IF_ERROR(cuda::RmsNorm(m.dev->cur(), static_cast<const float*>(m.output_norm.data),
+                                      m.dev->cur(), r, e, hp.norm_eps));
+  FERRY_RETURN_IF_ERROR(cuda::MatMul(m.output, m.dev->cur(), r, m.dev->logits(), m.x_work));
+  return cuda::CopyToHost(y, m.dev->logits(),
+                          static_cast<uint64_t>(r * hp.n_vocab) * sizeof(float));
+}
+
+#endif
+
+}  // namespace ferry

@@ -1,0 +1,69 @@
+// CudaLayers: the last layers of a Model and its output, run on a CUDA device (the plan's
+// split: input embedding and the first layers on the CPU, the rest on the GPU). It holds the
+// device copies of those layers' weights and of the output's, and the device arrays of a step;
+// each layer is model/layer.h's RunLayer over CudaLayerOps (cuda_layers.cc), so no
+// architecture is written twice. The hidden state crosses to the device once per step and
+// back once; the logits of the rows that want them come back.
+//
+// Built with -DFERRY_CUDA=ON; otherwise Create says so (Unimplemented) and nothing else exists.
+//
+// Memory: every device byte comes from the allocator given to Create (a DeviceAllocator over
+// CudaMemory(index)): purpose "weights" for the copies (one buffer per tensor, its GGUF bytes),
+// "compute" for the step's arrays (a ForwardScratch of the step's shape in device memory, plus
+// the rounded activations [max_tokens, widest input] f32 and the KV row pointers [2,
+// max_tokens]). The allocator must outlive this object.
+//
+// Thread-safety: as Model::Forward: one step at a time, from the model's inference thread.
+#ifndef FERRY_MODEL_CUDA_LAYERS_H_
+#define FERRY_MODEL_CUDA_LAYERS_H_
+
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include "backend/allocator.h"
+#include "base/status.h"
+#include "kv/kv_cache.h"
+#include "model/batch.h"
+#include "model/layer.h"
+#include "model/model.h"
+#include "model/scratch.h"
+
+namespace ferry {
+
+class CudaLayers {
+ public:
+  // Copies the weights of layers [first_layer, n_layer) and of the output (output_norm and the
+  // output matrix, the token embedding when tied) of `model` to CUDA device `device`, and
+  // allocates the device arrays for steps of `shape` (ForwardScratch::ShapeFor of the model).
+  // 0 <= first_layer <= n_layer (n_layer: only the output). Errors: Unimplemented without a
+  // CUDA build, or for a weight type the CUDA kernels do not read (naming the tensor's type);
+  // InvalidArgument for first_layer out of range; the allocator's ResourceExhausted.
+  static StatusOr<std::unique_ptr<CudaLayers>> Create(const Model& model, int device,
+                                                      int64_t first_layer,
+                                                      DeviceAllocator& allocator,
+                                                      const ScratchShape& shape);
+  ~CudaLayers();
+
+  int device() const;
+  int64_t first_layer() const;
+
+  // Runs layers [first_layer, n_layer) of one step: host.x() [n, n_embd] in and out (host
+  // memory), host.rope(...) the step's rotary angles; `runs` the batch's sequence runs. The
+  // KV cache must keep these layers' blocks in this device's memory.
+  Status RunLayers(const Batch& batch, std::span<const SeqRun> runs, KvCache& kv,
+                   const ForwardScratch& host, float attn_scale);
+
+  // y [r, n_vocab] (host) = the output matrix times RmsNorm(rows [r, n_embd], output_norm)
+  // (host), r <= the shape's logit_rows.
+  Status Logits(const float* rows, int64_t r, float* y);
+
+ private:
+  struct Impl;
+  explicit CudaLayers(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ferry
+
+#endif  // FERRY_MODEL_CUDA_LAYERS_H_
