@@ -141,29 +141,7 @@ class CudaLayerOps {
   Status Add(Act dst, Act src, int64_t count) { return cuda::Add(P(dst), P(src), count); }
 
  private:
-  float* P(Act a) const {
-    switch (a) {
-      case Act::kX:
-        return dev_.x();
-      case Act::kCur:
-        return dev_.cur();
-      case Act::kQ:
-        return dev_.q();
-      case Act::kK:
-        return dev_.k();
-      case Act::kV:
-        return dev_.v();
-      case Act::kAttn:
-        return dev_.attn();
-      case Act::kOut:
-        return dev_.out();
-      case Act::kGate:
-        return dev_.gate();
-      case Act::kUp:
-        return dev_.up();
-    }
-    return nullptr;
-  }
+  float* P(Act a) const { return dev_.act(a); }
 
   const HParams& hp_;
   const Batch& batch_;

@@ -162,29 +162,7 @@ class CpuLayerOps {
   }
 
  private:
-  float* P(Act a) const {
-    switch (a) {
-      case Act::kX:
-        return sc_.x();
-      case Act::kCur:
-        return sc_.cur();
-      case Act::kQ:
-        return sc_.q();
-      case Act::kK:
-        return sc_.k();
-      case Act::kV:
-        return sc_.v();
-      case Act::kAttn:
-        return sc_.attn();
-      case Act::kOut:
-        return sc_.out();
-      case Act::kGate:
-        return sc_.gate();
-      case Act::kUp:
-        return sc_.up();
-    }
-    return nullptr;
-  }
+  float* P(Act a) const { return sc_.act(a); }
 
   const HParams& hp_;
   const ModelWeights& w_;

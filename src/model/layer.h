@@ -14,14 +14,12 @@
 #include "base/status.h"
 #include "kernels/ref/ops.h"
 #include "model/model.h"
+#include "model/scratch.h"
 
 namespace ferry {
 
-// The activations of one step that a layer reads and writes (shapes for n tokens, as
-// model/scratch.h sizes them): x [n, n_embd] the residual stream, cur [n, n_embd] its normed
-// copy, q [n, n_head * head_dim_k], k [n, n_head_kv * head_dim_k], v [n, n_head_kv *
-// head_dim_v], attn [n, n_head * head_dim_v], out [n, n_embd], gate and up [n, n_ff].
-enum class Act { kX, kCur, kQ, kK, kV, kAttn, kOut, kGate, kUp };
+// The activations a layer reads and writes are ForwardScratch's arrays, named by Act
+// (model/scratch.h).
 
 // A run of a step's batch: consecutive entries of one sequence at consecutive positions,
 // starting at the sequence's length before the step.

@@ -51,10 +51,10 @@ int64_t ForwardScratch::KvBlockSlots(const ScratchShape& shape) {
   return std::max<int64_t>(0, shape.max_keys) / std::max<int64_t>(1, shape.kv_block_tokens) + 2;
 }
 
-ScratchShape MakeScratchShape(int64_t n_embd, int64_t n_head, int64_t n_head_kv,
-                              int64_t head_dim_k, int64_t head_dim_v, int64_t n_ff,
-                              int64_t n_vocab, std::vector<MatMulInput> matmuls,
-                              int64_t max_tokens, int64_t max_keys, int64_t logit_rows) {
+ScratchShape MakeScratchShape(int64_t n_embd, int64_t n_head, int64_t n_head_kv, int64_t head_dim_k,
+                              int64_t head_dim_v, int64_t n_ff, int64_t n_vocab,
+                              std::vector<MatMulInput> matmuls, int64_t max_tokens,
+                              int64_t max_keys, int64_t logit_rows) {
   ScratchShape s;
   s.logit_rows = logit_rows;
   s.max_tokens = max_tokens;
@@ -86,9 +86,8 @@ ScratchShape ForwardScratch::ShapeFor(const Model& model, int64_t max_tokens, in
     for (const WeightMatrix* m : l.Matrices()) add(*m);
   }
   add(w.output.present() ? w.output : w.token_embd);
-  return MakeScratchShape(hp.n_embd, hp.n_head, hp.n_head_kv, hp.head_dim_k, hp.head_dim_v,
-                          hp.n_ff, hp.n_vocab, std::move(matmuls), max_tokens, max_keys,
-                          logit_rows);
+  return MakeScratchShape(hp.n_embd, hp.n_head, hp.n_head_kv, hp.head_dim_k, hp.head_dim_v, hp.n_ff,
+                          hp.n_vocab, std::move(matmuls), max_tokens, max_keys, logit_rows);
 }
 
 StatusOr<std::unique_ptr<ForwardScratch>> ForwardScratch::Create(const ScratchShape& shape,
@@ -112,6 +111,30 @@ StatusOr<std::unique_ptr<ForwardScratch>> ForwardScratch::Create(const ScratchSh
   s->off_ = Layout(shape);
   s->required_ = required;
   return s;
+}
+
+float* ForwardScratch::act(Act a) const {
+  switch (a) {
+    case Act::kX:
+      return x();
+    case Act::kCur:
+      return cur();
+    case Act::kQ:
+      return q();
+    case Act::kK:
+      return k();
+    case Act::kV:
+      return v();
+    case Act::kAttn:
+      return attn();
+    case Act::kOut:
+      return out();
+    case Act::kGate:
+      return gate();
+    case Act::kUp:
+      return up();
+  }
+  return nullptr;
 }
 
 }  // namespace ferry

@@ -32,8 +32,8 @@
 #include <vector>
 
 #include "backend/allocator.h"
-#include "kv/kv_cache.h"
 #include "base/status.h"
+#include "kv/kv_cache.h"
 #include "model/model.h"
 #include "tensor/dtype.h"
 
@@ -46,6 +46,13 @@ struct MatMulInput {
   bool operator==(const MatMulInput&) const = default;
 };
 
+// The activations of one step that a layer reads and writes (model/layer.h), by name: the
+// arrays of the same names below (ForwardScratch::act), for n tokens: x [n, n_embd] the
+// residual stream, cur [n, n_embd] its normed copy, q [n, n_head * head_dim_k],
+// k [n, n_head_kv * head_dim_k], v [n, n_head_kv * head_dim_v], attn [n, n_head * head_dim_v],
+// out [n, n_embd], gate and up [n, n_ff].
+enum class Act { kX, kCur, kQ, kK, kV, kAttn, kOut, kGate, kUp };
+
 // Everything that sizes the scratch.
 struct ScratchShape {
   int64_t max_tokens = 0;  // tokens per step (num_batch, at most num_ctx)
@@ -55,16 +62,16 @@ struct ScratchShape {
   int64_t n_embd = 0, q_dim = 0, k_dim = 0, v_dim = 0, attn_dim = 0, n_ff = 0, n_head = 0;
   int64_t head_dim_k = 0;
   int64_t n_vocab = 0;
-  int64_t logit_rows = 1;  // tokens whose logits are computed at once (>= 1)
+  int64_t logit_rows = 1;            // tokens whose logits are computed at once (>= 1)
   std::vector<MatMulInput> matmuls;  // distinct (type, cols) of the multiplied weights
 };
 
 // The one definition of a scratch shape from a decoder's sizes (the planner's
 // ComputeScratchShape and ForwardScratch::ShapeFor both call it).
-ScratchShape MakeScratchShape(int64_t n_embd, int64_t n_head, int64_t n_head_kv,
-                              int64_t head_dim_k, int64_t head_dim_v, int64_t n_ff,
-                              int64_t n_vocab, std::vector<MatMulInput> matmuls,
-                              int64_t max_tokens, int64_t max_keys, int64_t logit_rows);
+ScratchShape MakeScratchShape(int64_t n_embd, int64_t n_head, int64_t n_head_kv, int64_t head_dim_k,
+                              int64_t head_dim_v, int64_t n_ff, int64_t n_vocab,
+                              std::vector<MatMulInput> matmuls, int64_t max_tokens,
+                              int64_t max_keys, int64_t logit_rows);
 
 class ForwardScratch {
  public:
@@ -97,6 +104,8 @@ class ForwardScratch {
   float* attn() const { return F(off_.attn); }
   float* gate() const { return F(off_.gate); }
   float* up() const { return F(off_.up); }
+  // The array an Act names.
+  float* act(Act a) const;
   // [kv_block_slots()] pointers each for K and V.
   const uint8_t** k_blocks() const {
     return reinterpret_cast<const uint8_t**>(buffer_.data() + off_.kv_blocks);
@@ -115,8 +124,7 @@ class ForwardScratch {
   }
 
   struct Offsets {
-    uint64_t x, cur, out, q, k, v, attn, gate, up, kv_blocks, scores, rope, logits, workspace,
-        end;
+    uint64_t x, cur, out, q, k, v, attn, gate, up, kv_blocks, scores, rope, logits, workspace, end;
   };
   static Offsets Layout(const ScratchShape& shape);
 
