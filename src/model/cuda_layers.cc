@@ -93,43 +93,27 @@ class CudaLayerOps {
     const int64_t qd = hp_.n_head * hp_.head_dim_k, ad = hp_.n_head * hp_.head_dim_v;
     const int64_t slots = dev_.kv_block_slots();
     for (const SeqRun& r : runs_) {
-      const int64_t p_hi = r.pos0 + r.count;
-      const int64_t p_lo = window > 0 ? std::max<int64_t>(0, r.pos0 - window + 1) : 0;
-      const int64_t n_keys = p_hi - p_lo;
+      AttentionArgs args = RunAttentionArgs(hp_, kv_, r, l, window, scale_);
+      const int64_t p_lo = args.p_lo, p_hi = args.p_lo + args.n_keys;
       const int64_t span = kv_.BlockSpan(p_lo, p_hi);
-      if (n_keys > dev_.shape().max_keys || span > slots) {
+      if (args.n_keys > dev_.shape().max_keys || span > slots) {
         return InvalidArgumentError(
             "Forward(): layer {} attends over {} keys in {} KV blocks but the device scratch "
             "holds {} keys, {} blocks",
-            l, n_keys, span, dev_.shape().max_keys, slots);
+            l, args.n_keys, span, dev_.shape().max_keys, slots);
       }
       // Block addresses (device memory) gathered on the host, then copied beside each other
       // into the device scratch's block arrays: K at [0, span), V at [slots, slots + span).
-      AttentionArgs args;
       FERRY_RETURN_IF_ERROR(kv_.BlockRows(r.seq, static_cast<int>(l), p_lo, p_hi,
                                           block_ptrs_.data(), block_ptrs_.data() + slots,
                                           &args.kv.first_pos));
       FERRY_RETURN_IF_ERROR(
           cuda::CopyToDevice(dev_.k_blocks(), block_ptrs_.data(),
                              static_cast<uint64_t>(2 * slots) * sizeof(uint8_t*)));
-      args.kv.type = kv_.options().type;
-      args.kv.block_tokens = kv_.options().block_tokens;
       args.kv.k_blocks = dev_.k_blocks();
       args.kv.v_blocks = dev_.v_blocks();
-      args.kv.k_row_bytes = kv_.k_row_bytes(static_cast<int>(l));
-      args.kv.v_row_bytes = kv_.v_row_bytes(static_cast<int>(l));
       args.q = dev_.q() + r.first * qd;
       args.out = dev_.attn() + r.first * ad;
-      args.n_tok = r.count;
-      args.n_keys = n_keys;
-      args.n_head = hp_.n_head;
-      args.n_head_kv = hp_.n_head_kv;
-      args.head_dim_k = hp_.head_dim_k;
-      args.head_dim_v = hp_.head_dim_v;
-      args.pos0 = r.pos0;
-      args.p_lo = p_lo;
-      args.window = window;
-      args.scale = scale_;
       FERRY_RETURN_IF_ERROR(cuda::Attention(args));
     }
     return Status::Ok();

@@ -104,13 +104,12 @@ class CpuLayerOps {
   Status Attend(int64_t l, int64_t window) {
     const int64_t dk = hp_.head_dim_k, qd = hp_.n_head * dk, ad = hp_.n_head * hp_.head_dim_v;
     for (const SeqRun& r : runs_) {
-      const int64_t p_hi = r.pos0 + r.count;
-      const int64_t p_lo = window > 0 ? std::max<int64_t>(0, r.pos0 - window + 1) : 0;
-      const int64_t n_keys = p_hi - p_lo;
-      if (n_keys > sc_.shape().max_keys) {
+      AttentionArgs args = RunAttentionArgs(hp_, kv_, r, l, window, scale_);
+      const int64_t p_lo = args.p_lo, p_hi = args.p_lo + args.n_keys;
+      if (args.n_keys > sc_.shape().max_keys) {
         return InvalidArgumentError(
             "Forward(): layer {} attends over {} keys but the scratch holds {} (num_ctx)", l,
-            n_keys, sc_.shape().max_keys);
+            args.n_keys, sc_.shape().max_keys);
       }
       // The keys' blocks, read in place.
       if (kv_.BlockSpan(p_lo, p_hi) > sc_.kv_block_slots()) {
@@ -120,28 +119,13 @@ class CpuLayerOps {
             l, kv_.BlockSpan(p_lo, p_hi), sc_.kv_block_slots(), kv_.options().block_tokens,
             sc_.shape().kv_block_tokens);
       }
-      AttentionArgs args;
-      args.kv.type = kv_.options().type;
-      args.kv.block_tokens = kv_.options().block_tokens;
       args.kv.k_blocks = sc_.k_blocks();
       args.kv.v_blocks = sc_.v_blocks();
-      args.kv.k_row_bytes = kv_.k_row_bytes(static_cast<int>(l));
-      args.kv.v_row_bytes = kv_.v_row_bytes(static_cast<int>(l));
       FERRY_RETURN_IF_ERROR(kv_.BlockRows(r.seq, static_cast<int>(l), p_lo, p_hi, sc_.k_blocks(),
                                           sc_.v_blocks(), &args.kv.first_pos));
       args.q = sc_.q() + r.first * qd;
       args.out = sc_.attn() + r.first * ad;
       args.scores = sc_.scores();
-      args.n_tok = r.count;
-      args.n_keys = n_keys;
-      args.n_head = hp_.n_head;
-      args.n_head_kv = hp_.n_head_kv;
-      args.head_dim_k = dk;
-      args.head_dim_v = hp_.head_dim_v;
-      args.pos0 = r.pos0;
-      args.p_lo = p_lo;
-      args.window = window;
-      args.scale = scale_;
       Attention(args, pool_);
     }
     return Status::Ok();

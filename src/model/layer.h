@@ -9,10 +9,13 @@
 #ifndef FERRY_MODEL_LAYER_H_
 #define FERRY_MODEL_LAYER_H_
 
+#include <algorithm>
 #include <cstdint>
 
 #include "base/status.h"
+#include "kernels/cpu/attention.h"
 #include "kernels/ref/ops.h"
+#include "kv/kv_cache.h"
 #include "model/model.h"
 #include "model/scratch.h"
 
@@ -29,6 +32,30 @@ struct SeqRun {
   int64_t count;
   int64_t pos0;
 };
+
+// The attention of run r in layer l (sliding window `window`, 0: full attention) over its own
+// sequence's keys [p_lo, pos0 + count): every AttentionArgs field but the buffers (q, out,
+// scores) and where the K/V blocks are (kv.k_blocks, kv.v_blocks, kv.first_pos), which each
+// backend fills with its own memory.
+inline AttentionArgs RunAttentionArgs(const HParams& hp, const KvCache& kv, const SeqRun& r,
+                                      int64_t l, int64_t window, float scale) {
+  AttentionArgs a;
+  a.kv.type = kv.options().type;
+  a.kv.block_tokens = kv.options().block_tokens;
+  a.kv.k_row_bytes = kv.k_row_bytes(static_cast<int>(l));
+  a.kv.v_row_bytes = kv.v_row_bytes(static_cast<int>(l));
+  a.p_lo = window > 0 ? std::max<int64_t>(0, r.pos0 - window + 1) : 0;
+  a.n_keys = r.pos0 + r.count - a.p_lo;
+  a.n_tok = r.count;
+  a.n_head = hp.n_head;
+  a.n_head_kv = hp.n_head_kv;
+  a.head_dim_k = hp.head_dim_k;
+  a.head_dim_v = hp.head_dim_v;
+  a.pos0 = r.pos0;
+  a.window = window;
+  a.scale = scale;
+  return a;
+}
 
 // What an Ops type provides (each returns Status; "in place" ops overwrite their activation):
 //   Copy(Act dst, Act src, int64_t count)            dst[0, count) = src[0, count)
