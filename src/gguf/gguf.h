@@ -232,17 +232,32 @@ class GgufWriter {
   // `data` must hold exactly the bytes of `dims` elements of `type` (ne[0] first).
   Status AddTensor(std::string name, std::vector<uint64_t> dims, DType type,
                    std::span<const uint8_t> data);
+  // Streaming, for files too big to hold in memory: declares a tensor of `dims` elements of
+  // `type` whose bytes the caller writes itself after SerializeHeader()'s bytes, in the order
+  // the tensors were added, each followed by zeros up to a multiple of alignment(). Returns the
+  // tensor's byte size. A writer with such tensors cannot Serialize() or WriteFile().
+  StatusOr<uint64_t> AddTensorInfo(std::string name, std::vector<uint64_t> dims, DType type);
 
   StatusOr<std::vector<uint8_t>> Serialize() const;
   Status WriteFile(const std::string& path) const;
+  // Everything before the tensor data section: magic, counts, metadata, tensor infos and the
+  // padding to the alignment (what Serialize() writes before the first tensor's bytes).
+  StatusOr<std::vector<uint8_t>> SerializeHeader() const;
+  // The alignment of the data section and of every tensor in it.
+  uint64_t alignment() const { return alignment_; }
 
  private:
   struct PendingTensor {
     std::string name;
     std::vector<uint64_t> dims;
     DType type;
-    std::vector<uint8_t> data;
+    uint64_t n_bytes = 0;
+    bool streamed = false;      // declared by AddTensorInfo: no bytes here
+    std::vector<uint8_t> data;  // AddTensor's bytes
   };
+  // Checks a new tensor's name and shape; returns its byte size.
+  StatusOr<uint64_t> CheckNewTensor(const std::string& name, const std::vector<uint64_t>& dims,
+                                    DType type) const;
   uint32_t version_;
   uint64_t alignment_ = kDefaultAlignment;
   std::vector<KeyValue> metadata_;

@@ -371,6 +371,36 @@ TEST(GgufTest, WriterRejectsBadInput) {
   EXPECT_FALSE(GgufWriter(1).Serialize().ok());
 }
 
+// The streaming path: SerializeHeader() then each declared tensor's bytes, padded, gives the
+// same file as Serialize() with the bytes given up front.
+TEST(GgufTest, StreamedTensorsGiveTheSameBytes) {
+  std::vector<uint8_t> a(3 * 4, 7), b(34 * 2, 9);
+  GgufWriter whole, streamed;
+  for (GgufWriter* w : {&whole, &streamed}) {
+    ASSERT_TRUE(w->AddMetadata("general.architecture", Value("llama")).ok());
+  }
+  ASSERT_TRUE(whole.AddTensor("a", {3}, DType::kF32, a).ok());
+  ASSERT_TRUE(whole.AddTensor("b", {32, 2}, DType::kQ8_0, b).ok());
+  auto na = streamed.AddTensorInfo("a", {3}, DType::kF32);
+  auto nb = streamed.AddTensorInfo("b", {32, 2}, DType::kQ8_0);
+  ASSERT_TRUE(na.ok() && nb.ok());
+  EXPECT_EQ(*na, a.size());
+  EXPECT_EQ(*nb, b.size());
+  EXPECT_FALSE(streamed.AddTensorInfo("a", {3}, DType::kF32).ok());  // duplicate
+  EXPECT_FALSE(streamed.AddTensorInfo("c", {16}, DType::kQ8_0).ok());  // not whole blocks
+  EXPECT_EQ(streamed.Serialize().status().code(), StatusCode::kFailedPrecondition);
+  auto header = streamed.SerializeHeader();
+  ASSERT_TRUE(header.ok());
+  std::vector<uint8_t> bytes = *header;
+  EXPECT_EQ(bytes.size() % streamed.alignment(), 0u);
+  for (const std::vector<uint8_t>* t : {&a, &b}) {
+    bytes.insert(bytes.end(), t->begin(), t->end());
+    while (bytes.size() % streamed.alignment() != 0) bytes.push_back(0);
+  }
+  EXPECT_EQ(bytes, *whole.Serialize());
+  EXPECT_TRUE(GgufFile::Parse(bytes.data(), bytes.size()).ok());
+}
+
 TEST(GgufTest, ReadsSharedFiles) {
   namespace fs = std::filesystem;
   int n = 0;

@@ -8,6 +8,8 @@ namespace {
 
 class ByteSink {
  public:
+  ByteSink() = default;
+  explicit ByteSink(std::vector<uint8_t> start) : out_(std::move(start)) {}
   template <typename T>
   void Pod(T v) {
     size_t at = out_.size();
@@ -98,8 +100,9 @@ Status GgufWriter::AddMetadata(std::string key, Value value) {
   return Status::Ok();
 }
 
-Status GgufWriter::AddTensor(std::string name, std::vector<uint64_t> dims, DType type,
-                             std::span<const uint8_t> data) {
+StatusOr<uint64_t> GgufWriter::CheckNewTensor(const std::string& name,
+                                              const std::vector<uint64_t>& dims,
+                                              DType type) const {
   if (name.empty()) return InvalidArgumentError("tensor name is empty");
   for (const PendingTensor& t : tensors_) {
     if (t.name == name) return InvalidArgumentError("tensor '{}' added twice", name);
@@ -125,29 +128,54 @@ Status GgufWriter::AddTensor(std::string name, std::vector<uint64_t> dims, DType
     return InvalidArgumentError("tensor '{}': {} elements of {} overflow 64-bit byte size", name,
                                 n, tr.name);
   }
+  return bytes;
+}
+
+Status GgufWriter::AddTensor(std::string name, std::vector<uint64_t> dims, DType type,
+                             std::span<const uint8_t> data) {
+  FERRY_ASSIGN_OR_RETURN(uint64_t bytes, CheckNewTensor(name, dims, type));
   if (bytes != data.size()) {
+    uint64_t n = 1;
+    for (uint64_t d : dims) n *= d;
     return InvalidArgumentError("tensor '{}': {} elements of {} take {} bytes, got {}", name, n,
-                                tr.name, bytes, data.size());
+                                Traits(type).name, bytes, data.size());
   }
-  tensors_.push_back({std::move(name), std::move(dims), type,
+  tensors_.push_back({std::move(name), std::move(dims), type, bytes, false,
                       std::vector<uint8_t>(data.begin(), data.end())});
   return Status::Ok();
 }
 
-StatusOr<std::vector<uint8_t>> GgufWriter::Serialize() const {
-  if (version_ != 2 && version_ != 3) {
-    return InvalidArgumentError("cannot write GGUF version {} (only 2 and 3)", version_);
+StatusOr<uint64_t> GgufWriter::AddTensorInfo(std::string name, std::vector<uint64_t> dims,
+                                             DType type) {
+  FERRY_ASSIGN_OR_RETURN(uint64_t bytes, CheckNewTensor(name, dims, type));
+  tensors_.push_back({std::move(name), std::move(dims), type, bytes, true, {}});
+  return bytes;
+}
+
+namespace {
+
+Status WriteHeader(uint32_t version, const std::vector<KeyValue>& metadata, uint64_t n_tensors,
+                   ByteSink& s) {
+  if (version != 2 && version != 3) {
+    return InvalidArgumentError("cannot write GGUF version {} (only 2 and 3)", version);
   }
-  ByteSink s;
   s.Pod<uint32_t>(kMagic);
-  s.Pod<uint32_t>(version_);
-  s.Pod<uint64_t>(tensors_.size());
-  s.Pod<uint64_t>(metadata_.size());
-  for (const KeyValue& kv : metadata_) {
+  s.Pod<uint32_t>(version);
+  s.Pod<uint64_t>(n_tensors);
+  s.Pod<uint64_t>(metadata.size());
+  for (const KeyValue& kv : metadata) {
     s.String(kv.key);
     s.Pod<uint32_t>(static_cast<uint32_t>(kv.value.type()));
     WriteValue(s, kv.value);
   }
+  return Status::Ok();
+}
+
+}  // namespace
+
+StatusOr<std::vector<uint8_t>> GgufWriter::SerializeHeader() const {
+  ByteSink s;
+  FERRY_RETURN_IF_ERROR(WriteHeader(version_, metadata_, tensors_.size(), s));
   uint64_t offset = 0;
   for (const PendingTensor& t : tensors_) {
     s.String(t.name);
@@ -155,9 +183,21 @@ StatusOr<std::vector<uint8_t>> GgufWriter::Serialize() const {
     for (uint64_t d : t.dims) s.Pod<uint64_t>(d);
     s.Pod<uint32_t>(static_cast<uint32_t>(t.type));
     s.Pod<uint64_t>(offset);
-    offset += (t.data.size() + alignment_ - 1) / alignment_ * alignment_;
+    offset += (t.n_bytes + alignment_ - 1) / alignment_ * alignment_;
   }
   s.PadTo(alignment_);
+  return s.Take();
+}
+
+StatusOr<std::vector<uint8_t>> GgufWriter::Serialize() const {
+  for (const PendingTensor& t : tensors_) {
+    if (t.streamed) {
+      return FailedPreconditionError("tensor '{}' was declared without data (AddTensorInfo): "
+                                     "write the file with SerializeHeader()", t.name);
+    }
+  }
+  FERRY_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, SerializeHeader());
+  ByteSink s(std::move(bytes));
   for (const PendingTensor& t : tensors_) {
     s.Bytes(t.data);
     s.PadTo(alignment_);
