@@ -221,7 +221,10 @@ StatusOr<uint64_t> ParseDescribedSize(std::string_view entry, std::string_view t
 
 #ifndef FERRY_HAVE_CUDA
 namespace internal {
-std::vector<Device> DiscoverCudaDevices() { return {}; }
+std::vector<Device> DiscoverCudaDevices(std::optional<double>) { return {}; }
+StatusOr<uint64_t> CudaContextBytes(int index) {
+  return UnimplementedError("cuda{}: ferry was built without CUDA (cmake -DFERRY_CUDA=ON)", index);
+}
 }  // namespace internal
 #endif
 
@@ -545,7 +548,7 @@ void ApplyGpuReservations(DeviceInventory& inventory, const DiscoverOptions& opt
 
 StatusOr<DeviceInventory> DiscoverDevices(const DiscoverOptions& options) {
   DeviceInventory inventory;
-  inventory.devices = internal::DiscoverCudaDevices();
+  inventory.devices = internal::DiscoverCudaDevices(options.cuda_bandwidth);
   ApplyGpuReservations(inventory, options);
   for (Device& d : inventory.devices) {
     d.matmul_flops = options.cuda_matmul_flops;
@@ -594,8 +597,10 @@ std::string DescribeInventory(const DeviceInventory& inventory) {
   for (const Device& d : inventory.devices) {
     if (!out.empty()) out += ", ";
     if (d.kind == DeviceKind::kCuda) {
-      out += fmt::format("{} {} free of {} ({})", d.name, FormatBytes(d.free_bytes),
-                         FormatBytes(d.total_bytes), d.source);
+      out += fmt::format("{} {} free of {}", d.name, FormatBytes(d.free_bytes),
+                         FormatBytes(d.total_bytes));
+      if (d.context_bytes > 0) out += fmt::format(", context {}", FormatBytes(d.context_bytes));
+      out += fmt::format(" ({})", d.source);
     } else {
       out += fmt::format("{} {} ({})", d.name, FormatBytes(d.free_bytes), d.source);
     }

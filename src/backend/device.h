@@ -33,10 +33,18 @@ struct Device {
                                        // CPU: MemTotal, or the cgroup limit when that is lower)
   uint64_t free_bytes = 0;             // what ferry may allocate on it, reservations subtracted
   double bandwidth_bytes_per_s = 0.0;  // memory bandwidth for the speed model
-  // Where it comes from: "measured" (a discovered CPU: CalibrateCpuBandwidth), "override"
-  // (FERRY_CPU_BANDWIDTH), "described" (the @BANDWIDTH of a description), "default"
-  // (kDefaultCpuBandwidth / kDefaultCudaBandwidth), "estimated" (a GPU: from its clocks).
+  // Where it comes from: "measured" (a discovered CPU: CalibrateCpuBandwidth; a discovered GPU:
+  // a timed device-to-device copy), "override" (DiscoverOptions::cpu_bandwidth /
+  // cuda_bandwidth: FERRY_CPU_BANDWIDTH, FERRY_GPU_BANDWIDTH), "described" (the @BANDWIDTH of a
+  // description), "default" (kDefaultCpuBandwidth / kDefaultCudaBandwidth), "estimated" (a GPU:
+  // from its memory clock and bus width, when the copy could not be timed).
   std::string bandwidth_source;
+  // Device memory the CUDA context of this process takes on this GPU, measured at discovery:
+  // free memory before the context exists (NVML) minus free memory after (cudaMemGetInfo).
+  // It is already outside free_bytes (which is measured with the context in place); it says
+  // where the rest of the device's memory went. 0 when unknown (NVML missing, the context
+  // existed before the first discovery of this process), for the CPU and for described devices.
+  uint64_t context_bytes = 0;
   // A discovered CPU whose calibration saw other work competing for its cores: the measured
   // figures may be low (see CalibrateCpuBandwidth).
   bool looked_busy = false;
@@ -136,10 +144,11 @@ struct CpuMemorySources {
 };
 StatusOr<Device> DiscoverCpu(const CpuMemorySources& sources = {});
 
-// The machine's devices: CUDA devices (free/total from the CUDA runtime) when ferry is built
-// with FERRY_CUDA=ON and a GPU is present, then the CPU. `gpu_overhead_bytes` is reserved on
-// every GPU (FERRY_GPU_OVERHEAD); `gpu_memory_bytes`, if set, caps what each GPU offers
-// (--gpu-memory).
+// The machine's devices: CUDA devices (free/total from the CUDA runtime; bandwidth and
+// context_bytes measured, see DiscoverOptions::cuda_bandwidth and Device::context_bytes) when
+// ferry is built with FERRY_CUDA=ON and a GPU is present, then the CPU. `gpu_overhead_bytes`
+// is reserved on every GPU (FERRY_GPU_OVERHEAD); `gpu_memory_bytes`, if set, caps what each
+// GPU offers (--gpu-memory).
 struct DiscoverOptions {
   uint64_t gpu_overhead_bytes = 0;
   std::optional<uint64_t> gpu_memory_bytes;
@@ -157,7 +166,13 @@ struct DiscoverOptions {
   // Threads the calibration runs with: the number decode will use (--num-thread); 0 = all
   // cores (std::thread::hardware_concurrency), as the Runner does.
   int cpu_threads = 0;
-  // CUDA devices' throughput (nothing is measured on GPUs).
+  // Every CUDA device's memory bandwidth, bytes/s. nullopt (default): measured on each GPU by
+  // timing a device-to-device copy of up to 256 MiB (a few ms; source "measured"), falling back
+  // to the estimate from the memory clock and bus width (source "estimated") when the copy
+  // cannot be timed (e.g. too little free memory). A value > 0: used as is on every GPU
+  // (FERRY_GPU_BANDWIDTH; source "override"); 0: the clock estimate, nothing measured.
+  std::optional<double> cuda_bandwidth;
+  // CUDA devices' mat-vec throughput (not measured on GPUs).
   double cuda_matmul_flops = kDefaultCudaMatmulFlops;
 };
 //
@@ -178,7 +193,9 @@ void ApplyGpuReservations(DeviceInventory& inventory, const DiscoverOptions& opt
 bool BuiltWithCuda();
 
 // "cuda0 24.0 GiB free of 24.0 GiB (described), cpu 61.2 GiB (MemAvailable)": GPUs show free
-// and total, the CPU what ferry may use; sizes as FormatBytes, devices in inventory order.
+// and total (and ", context 512 MiB" after the total when context_bytes is known:
+// "cuda0 79.1 GiB free of 79.6 GiB, context 512 MiB (CUDA)"), the CPU what ferry may use;
+// sizes as FormatBytes, devices in inventory order.
 std::string DescribeInventory(const DeviceInventory& inventory);
 
 }  // namespace ferry

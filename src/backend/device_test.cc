@@ -554,6 +554,11 @@ TEST(DescribeInventoryTest, Format) {
   discovered.devices = {gpu, cpu};
   EXPECT_EQ(DescribeInventory(discovered),
             "cuda0 79.0 GiB free of 80.0 GiB (CUDA), cpu 61.2 GiB (MemAvailable)");
+  // A measured context shows after the total.
+  discovered.devices[0].context_bytes = uint64_t{512} << 20;
+  EXPECT_EQ(DescribeInventory(discovered),
+            "cuda0 79.0 GiB free of 80.0 GiB, context 512 MiB (CUDA), cpu 61.2 GiB "
+            "(MemAvailable)");
 
   EXPECT_EQ(DescribeInventory(DeviceInventory{}), "");
 }
