@@ -123,7 +123,8 @@ test-tsan: synthetic $(TSAN_BUILD)/build.ninja
 # cuda_ops_test skips its tests where no device answers.
 CUDA_BUILD ?= build-cuda
 NVCC ?= $(shell command -v nvcc 2>/dev/null || echo /usr/local/cuda/bin/nvcc)
-CUDA_TARGETS := cuda_ops_test bench_cuda_ops backend_test cuda_model_test
+CUDA_TARGETS := cuda_ops_test bench_cuda_ops backend_test cuda_model_test cuda_runner_test \
+  ferry ferry-synth
 
 $(CUDA_BUILD)/build.ninja: CMakeLists.txt
 	@cmake -S . -B $(CUDA_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release -DFERRY_CUDA=ON \
@@ -133,22 +134,28 @@ build-cuda: setup $(CUDA_BUILD)/build.ninja
 	@cmake --build $(CUDA_BUILD) --target $(CUDA_TARGETS) -- -j2 --quiet
 	@$(CUDA_BUILD)/src/kernels/cuda/cuda_ops_test --gtest_brief=1
 
-# What scripts/device-check runs on a lent GPU machine, in .device/ (carried there): the CUDA
-# binaries and the shared libraries they load, except the C and C++ runtimes (that machine's
-# are newer, and older copies would shadow them for its own tools) and the driver.
+# What scripts/device-check runs on a lent GPU machine: the CUDA binaries, the shared libraries
+# they load (except the C and C++ runtimes, whose newer copies there would be shadowed, and the
+# driver) and the models it starts from, staged in $(CUDA_BUILD)/device-bundle and packed into
+# .device/bundle.tar.gz (ignored by git), which the device call carries: ICU's data alone is
+# 31 MB, and a carry holds 64 MiB with the working tree.
+STAGE := $(CUDA_BUILD)/device-bundle
 device-bundle: build-cuda
-	@rm -rf .device && mkdir -p .device/bin .device/lib
+	@rm -rf $(STAGE) .device && mkdir -p $(STAGE)/bin $(STAGE)/lib $(STAGE)/models .device
 	@cp $(CUDA_BUILD)/src/kernels/cuda/cuda_ops_test $(CUDA_BUILD)/src/kernels/cuda/bench_cuda_ops \
-	  $(CUDA_BUILD)/src/model/cuda_model_test $(CUDA_BUILD)/src/backend/backend_test .device/bin/
-	@mkdir -p .device/models && cp ../shared/models/stories260K.gguf .device/models/
-	@for lib in $$(ldd .device/bin/* | awk '/=> \// {print $$3}' | sort -u); do \
+	  $(CUDA_BUILD)/src/model/cuda_model_test $(CUDA_BUILD)/src/backend/backend_test \
+	  $(CUDA_BUILD)/src/runtime/cuda_runner_test \
+	  $(CUDA_BUILD)/bin/ferry $(CUDA_BUILD)/bin/ferry-synth $(STAGE)/bin/
+	@cp ../shared/models/stories260K.gguf ../shared/vocab/ggml-vocab-llama-spm.gguf $(STAGE)/models/
+	@for lib in $$(ldd $(STAGE)/bin/* | awk '/=> \// {print $$3}' | sort -u); do \
 	  case $$(basename $$lib) in \
 	    libc.so*|libm.so*|libpthread.so*|libdl.so*|librt.so*|ld-linux*|libcuda.so*) ;; \
 	    libstdc++.so*|libgcc_s.so*) ;; \
-	    *) cp -L $$lib .device/lib/ ;; \
+	    *) cp -L $$lib $(STAGE)/lib/ ;; \
 	  esac; \
 	done
-	@du -sh .device
+	@tar czf .device/bundle.tar.gz -C $(STAGE) bin lib models
+	@du -sh $(STAGE) .device/bundle.tar.gz
 
 fuzz: setup
 	@fuzz/run $(FUZZ_RUNS)

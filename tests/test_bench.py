@@ -5,7 +5,9 @@ from conftest import SHARED, run
 
 STORIES = SHARED / "models" / "stories260K.gguf"
 KEYS = ["parallel", "depth", "n_prompt", "n_gen", "threads", "kv_type", "pp_tok_s", "pp_sd",
-        "tg_tok_s", "tg_sd", "kv_bytes", "compute_bytes", "rss_bytes", "predicted_tg_tok_s"]
+        "tg_tok_s", "tg_sd", "kv_bytes", "compute_bytes", "rss_bytes", "predicted_tg_tok_s",
+        "num_gpu", "gpu_layers", "processor", "gpu_planned_bytes", "gpu_allocated_bytes",
+        "gpu_free_drop_bytes"]
 
 
 def test_bench_json_has_one_row_per_parallel_value(ferry):

@@ -14,6 +14,7 @@
 #include <random>
 #include <unordered_set>
 
+#include "backend/cuda_memory.h"
 #include "backend/device.h"
 #include "base/bytes.h"
 #include "kv/kv_cache.h"
@@ -79,14 +80,20 @@ Status Validate(const BenchOptions& o) {
   if (o.num_batch < 1) {
     return InvalidArgumentError("--num-batch must be at least 1 (got {})", o.num_batch);
   }
+  for (int g : o.num_gpu) {
+    if (g < -1) {
+      return InvalidArgumentError("--num-gpu values must be -1 (as many as fit) or more (got {})",
+                                  g);
+    }
+  }
   for (int64_t d : o.depth) {
     if (d < 0 || d > kMaxContext) {
       return InvalidArgumentError("-d values must be in 0 .. {} (got {})", kMaxContext, d);
     }
   }
   if (o.num_ctx < 0 || o.num_ctx > kMaxContext) {
-    return InvalidArgumentError("--num-ctx must be 0 (as needed) or 1 .. {} (got {})",
-                                kMaxContext, o.num_ctx);
+    return InvalidArgumentError("--num-ctx must be 0 (as needed) or 1 .. {} (got {})", kMaxContext,
+                                o.num_ctx);
   }
   for (int64_t p : o.n_prompt) {
     if (p > kMaxContext) return InvalidArgumentError("-p {} exceeds {} tokens", p, kMaxContext);
@@ -192,9 +199,10 @@ StatusOr<RunTotals> RunOnce(Runner& runner, const std::vector<std::vector<int32_
     }
     if (!done) return InternalError("a finished request sent no final event");
     if (done->prompt_reused_count != reuse) {
-      return InternalError("a prompt reused {} cached tokens instead of {}: the figures would be "
-                           "wrong",
-                           done->prompt_reused_count, reuse);
+      return InternalError(
+          "a prompt reused {} cached tokens instead of {}: the figures would be "
+          "wrong",
+          done->prompt_reused_count, reuse);
     }
     t.prompt_tokens += done->prompt_eval_count;
     t.generated_tokens += done->eval_count;
@@ -238,9 +246,16 @@ StatusOr<MeanSd> Measure(Runner& runner, const RequestOptions& options, int reps
 
 // The memory and speed model of one load, as its plan says (the CPU: where bench runs).
 struct LoadFacts {
-  uint64_t kv_bytes = 0;
-  uint64_t compute_bytes = 0;
-  double predicted_tok_s = 0.0;  // the plan's single-stream decode speed at this num_ctx
+  int num_gpu = -1;                  // as asked
+  int gpu_layers = 0;                // the plan's (llama.cpp's count: blocks + 1 for the output)
+  uint64_t kv_bytes = 0;             // planned, every device
+  uint64_t compute_bytes = 0;        // planned, every device
+  double predicted_tok_s = 0.0;      // the plan's single-stream decode speed at this num_ctx
+  std::string processor;             // ProcessorSplit of the allocated bytes
+  uint64_t gpu_planned_bytes = 0;    // the plan's GPU total
+  uint64_t gpu_allocated_bytes = 0;  // what the GPU's allocator holds after the load
+  // The GPU's free memory before the load minus after it (cudaMemGetInfo); 0 without a GPU.
+  int64_t gpu_free_drop_bytes = 0;
 };
 
 struct Row {
@@ -262,28 +277,29 @@ class Table {
     model_width_ = std::max<size_t>(model_.size(), 5);
   }
   void Header() const {
-    std::printf("| %-*s | %10s | %7s | %4s | %8s | %16s | %20s | %10s | %10s | %10s | %8s |\n",
-                Width(), "model", "params", "threads", "kv", "parallel", "test", "t/s",
-                "kv mem", "compute", "rss", "plan t/s");
-    std::printf("| %s | %s: | %s: | %s | %s: | %s: | %s: | %s: | %s: | %s: | %s: |\n",
-                std::string(Width(), '-').c_str(), std::string(9, '-').c_str(),
-                std::string(6, '-').c_str(), std::string(4, '-').c_str(),
-                std::string(7, '-').c_str(), std::string(15, '-').c_str(),
-                std::string(19, '-').c_str(), std::string(9, '-').c_str(),
-                std::string(9, '-').c_str(), std::string(9, '-').c_str(),
-                std::string(7, '-').c_str());
+    std::printf(
+        "| %-*s | %10s | %7s | %4s | %8s | %16s | %20s | %10s | %10s | %10s | %8s | %16s |\n",
+        Width(), "model", "params", "threads", "kv", "parallel", "test", "t/s", "kv mem", "compute",
+        "rss", "plan t/s", "processor");
+    std::printf(
+        "| %s | %s: | %s: | %s | %s: | %s: | %s: | %s: | %s: | %s: | %s: | %s: |\n",
+        std::string(Width(), '-').c_str(), std::string(9, '-').c_str(), std::string(6, '-').c_str(),
+        std::string(4, '-').c_str(), std::string(7, '-').c_str(), std::string(15, '-').c_str(),
+        std::string(19, '-').c_str(), std::string(9, '-').c_str(), std::string(9, '-').c_str(),
+        std::string(9, '-').c_str(), std::string(7, '-').c_str(), std::string(15, '-').c_str());
     std::fflush(stdout);
   }
   // plan_tok_s: the plan's predicted decode speed, shown on tg lines of one sequence (it
   // models a single stream).
   void Line(int threads, int32_t parallel, const std::string& test, const MeanSd& r,
             const LoadFacts& load, uint64_t rss, bool show_plan) const {
-    std::printf("| %-*s | %10s | %7d | %4s | %8d | %16s | %21s | %10s | %10s | %10s | %8s |\n",
-                Width(), model_.c_str(), params_.c_str(), threads, kv_.c_str(), parallel,
-                test.c_str(), fmt::format("{:.2f} ± {:.2f}", r.mean, r.sd).c_str(),
-                FormatBytes(load.kv_bytes).c_str(), FormatBytes(load.compute_bytes).c_str(),
-                FormatBytes(rss).c_str(),
-                show_plan ? fmt::format("{:.2f}", load.predicted_tok_s).c_str() : "");
+    std::printf(
+        "| %-*s | %10s | %7d | %4s | %8d | %16s | %21s | %10s | %10s | %10s | %8s | %16s |\n",
+        Width(), model_.c_str(), params_.c_str(), threads, kv_.c_str(), parallel, test.c_str(),
+        fmt::format("{:.2f} ± {:.2f}", r.mean, r.sd).c_str(), FormatBytes(load.kv_bytes).c_str(),
+        FormatBytes(load.compute_bytes).c_str(), FormatBytes(rss).c_str(),
+        show_plan ? fmt::format("{:.2f}", load.predicted_tok_s).c_str() : "",
+        load.processor.c_str());
     std::fflush(stdout);
   }
 
@@ -323,6 +339,11 @@ void AddBenchCommand(CLI::App& app, BenchOptions& o) {
                   "loads the model once for each")
       ->delimiter(',')
       ->capture_default_str();
+  cmd->add_option("--num-gpu", o.num_gpu,
+                  "Layers on the GPU (-1: as many as fit; 0: none; the layer count + 1: all "
+                  "and the output); a comma list loads the model once for each")
+      ->delimiter(',')
+      ->capture_default_str();
   cmd->add_option("-c,--num-ctx", o.num_ctx,
                   "Context length of each load (0: what the largest depth and test need); a "
                   "depth and test that need more are an error")
@@ -333,7 +354,8 @@ void AddBenchCommand(CLI::App& app, BenchOptions& o) {
   cmd->add_flag("--json", o.json,
                 "Print a JSON list of rows (parallel, depth, n_prompt, n_gen, threads, kv_type, "
                 "pp_tok_s, pp_sd, tg_tok_s, tg_sd, kv_bytes, compute_bytes, rss_bytes, "
-                "predicted_tg_tok_s) instead of the table");
+                "predicted_tg_tok_s, num_gpu, gpu_layers, processor, gpu_planned_bytes, "
+                "gpu_allocated_bytes, gpu_free_drop_bytes) instead of the table");
 }
 
 // One stream decodes; once it runs, a gap_prompt-token request arrives. Every step carries the
@@ -383,14 +405,15 @@ Status MeasureGap(const std::string& path, const DeviceInventory& inventory, Loa
   }
   running_stream->Cancel();
   FERRY_RETURN_IF_ERROR(runner->Step().status());
-  std::fprintf(stderr,
-               "gap: a %lld-token prompt took %.2f s in %d steps (at most %lld prompt tokens in a step "
-               "with decode tokens); the "
-               "running stream's longest inter-token gap meanwhile was %.0f ms (%.0f ms per "
-               "token before the prompt arrived)\n",
-               static_cast<long long>(gap_prompt), total, steps,
-               static_cast<long long>(std::min(lo.num_batch, ro.prefill_tokens_while_decoding)),
-               longest * 1e3, before / kBefore * 1e3);
+  std::fprintf(
+      stderr,
+      "gap: a %lld-token prompt took %.2f s in %d steps (at most %lld prompt tokens in a step "
+      "with decode tokens); the "
+      "running stream's longest inter-token gap meanwhile was %.0f ms (%.0f ms per "
+      "token before the prompt arrived)\n",
+      static_cast<long long>(gap_prompt), total, steps,
+      static_cast<long long>(std::min(lo.num_batch, ro.prefill_tokens_while_decoding)),
+      longest * 1e3, before / kBefore * 1e3);
   return Status::Ok();
 }
 
@@ -410,11 +433,11 @@ int RunBench(const Settings& settings, const BenchOptions& o) {
   LoadOptions lo;
   lo.num_batch = o.num_batch;
   lo.kv_type = *ParseKvCacheType(o.kv_type);
-  lo.num_gpu = 0;  // ferry runs on the CPU so far
   DiscoverOptions discover;
   discover.cpu_threads = o.num_thread;  // the calibration runs on as many threads as decode
   discover.cpu_matmul_flops = settings.cpu_matmul_flops;
   discover.cpu_bandwidth = settings.cpu_bandwidth;
+  discover.cuda_bandwidth = settings.gpu_bandwidth;
   auto inventory = DiscoverDevices(discover);
   if (!inventory.ok()) return Fail(inventory.status());
   if (inventory->cpu().looked_busy) {
@@ -429,7 +452,6 @@ int RunBench(const Settings& settings, const BenchOptions& o) {
   RequestOptions request;
   request.num_batch = o.num_batch;
   request.num_thread = o.num_thread;
-  request.num_gpu = 0;
   request.sampling.temperature = 0.0f;  // greedy
   request.ignore_eos = true;            // exactly -n tokens per sequence, as llama-bench
 
@@ -438,110 +460,150 @@ int RunBench(const Settings& settings, const BenchOptions& o) {
   std::vector<Row> rows;
   int32_t stopped_early = 0;
   uint64_t seed = 0x5eed;
-  const size_t loads = o.parallel.size() * o.depth.size();
+  const size_t loads = o.parallel.size() * o.depth.size() * o.num_gpu.size();
   size_t load_index = 0;
+  // The GPU whose memory the load takes (the first; ferry runs layers on one GPU).
+  const std::vector<const Device*> gpus = inventory->gpus();
   for (int32_t parallel : o.parallel) {
     for (int64_t depth : o.depth) {
-      ++load_index;
-      lo.num_ctx = o.num_ctx > 0 ? o.num_ctx : NeededContext(o, depth);
-      lo.num_parallel = parallel;
-      lo.max_sequences = parallel;
-      lo.logit_rows = parallel;
-      request.num_ctx = lo.num_ctx;
-      std::fprintf(stderr, "ferry: [%zu/%zu] loading for %d sequence(s) of %lld tokens\n",
-                   load_index, loads, parallel, static_cast<long long>(lo.num_ctx));
-      auto loaded = LoadRunner(*path, *inventory, lo, ro);
-      if (!loaded.ok()) return Fail(loaded.status());
-      Runner& runner = **loaded;
-      const Plan plan = runner.plan();
-      if (plan.options.num_ctx < lo.num_ctx) {
-        // LoadRunner capped the context at the trained one: this depth cannot be measured.
-        return Fail(InvalidArgumentError(
-            "-d {} with -p and -n needs {} tokens of context, more than the {} tokens {} was "
-            "trained on (bench only depths below it)",
-            depth, lo.num_ctx, plan.options.num_ctx, *path));
-      }
-      LoadFacts facts;
-      facts.kv_bytes = plan.devices.back().kv_bytes;
-      facts.compute_bytes = plan.devices.back().compute_bytes;
-      facts.predicted_tok_s = plan.predicted_tok_s;
-      if (!o.json && !table) {
-        auto info = ReadModelInfo(runner.model().file());
-        if (!info.ok()) return Fail(info.status());
-        table.emplace(model_name, FormatCount(info->parameter_count), o.kv_type);
-        table->Header();
-      }
-      const int threads = runner.options().num_threads;
-      PromptMaker maker(runner.tokenizer().vocab(), seed++);
-
-      // The depth prefixes, evaluated once; every timed prompt starts with its sequence's.
-      std::vector<std::vector<int32_t>> prefixes(static_cast<size_t>(parallel));
-      if (depth > 0) {
-        std::fprintf(stderr, "ferry: [%zu/%zu] filling the KV cache to depth %lld\n",
-                     load_index, loads, static_cast<long long>(depth));
-        auto made = maker.Make(parallel, depth);
-        if (!made.ok()) return Fail(made.status());
-        prefixes = std::move(*made);
-        RequestOptions fill = request;
-        fill.num_predict = 0;
-        if (auto t = RunOnce(runner, prefixes, fill, 0); !t.ok()) return Fail(t.status());
-      }
-      auto with_prefix = [&](int64_t length) -> StatusOr<std::vector<std::vector<int32_t>>> {
-        FERRY_ASSIGN_OR_RETURN(std::vector<std::vector<int32_t>> tails,
-                               maker.Make(parallel, length));
-        for (size_t i = 0; i < tails.size(); ++i) {
-          tails[i].insert(tails[i].begin(), prefixes[i].begin(), prefixes[i].end());
+      for (int num_gpu : o.num_gpu) {
+        ++load_index;
+        lo.num_gpu = num_gpu;
+        request.num_gpu = num_gpu;
+        std::optional<CudaMemoryInfo> before;
+        if (!gpus.empty()) {
+          if (auto m = CudaMemoryNow(gpus.front()->index); m.ok()) before = *m;
         }
-        return tails;
-      };
-      const std::string at = depth > 0 ? fmt::format(" @ d{}", depth) : "";
+        lo.num_ctx = o.num_ctx > 0 ? o.num_ctx : NeededContext(o, depth);
+        lo.num_parallel = parallel;
+        lo.max_sequences = parallel;
+        lo.logit_rows = parallel;
+        request.num_ctx = lo.num_ctx;
+        std::fprintf(stderr, "ferry: [%zu/%zu] loading for %d sequence(s) of %lld tokens\n",
+                     load_index, loads, parallel, static_cast<long long>(lo.num_ctx));
+        auto loaded = LoadRunner(*path, *inventory, lo, ro);
+        if (!loaded.ok()) return Fail(loaded.status());
+        Runner& runner = **loaded;
+        const Plan plan = runner.plan();
+        if (plan.options.num_ctx < lo.num_ctx) {
+          // LoadRunner capped the context at the trained one: this depth cannot be measured.
+          return Fail(InvalidArgumentError(
+              "-d {} with -p and -n needs {} tokens of context, more than the {} tokens {} was "
+              "trained on (bench only depths below it)",
+              depth, lo.num_ctx, plan.options.num_ctx, *path));
+        }
+        LoadFacts facts;
+        facts.num_gpu = num_gpu;
+        facts.gpu_layers = plan.gpu_layers;
+        for (const DevicePlan& d : plan.devices) {
+          facts.kv_bytes += d.kv_bytes;
+          facts.compute_bytes += d.compute_bytes;
+        }
+        facts.predicted_tok_s = plan.predicted_tok_s;
+        facts.gpu_planned_bytes = plan.gpu_bytes();
+        if (const DeviceAllocator* g = runner.gpu_allocator(); g != nullptr) {
+          facts.gpu_allocated_bytes = g->allocated_bytes();
+        }
+        facts.processor = ProcessorSplit(facts.gpu_allocated_bytes + runner.allocated_bytes(),
+                                         facts.gpu_allocated_bytes);
+        if (before) {
+          if (auto after = CudaMemoryNow(gpus.front()->index); after.ok()) {
+            facts.gpu_free_drop_bytes =
+                static_cast<int64_t>(before->free_bytes) - static_cast<int64_t>(after->free_bytes);
+          }
+        }
+        if (facts.gpu_planned_bytes > 0) {
+          // The GPU's memory three ways: planned, counted by its allocator, and taken from the
+          // device (cudaMemGetInfo before and after the load).
+          std::fprintf(stderr,
+                       "ferry: [%zu/%zu] %s: planned %llu bytes, allocated %llu, free memory "
+                       "dropped by %lld (%.4f of the plan); %s\n",
+                       load_index, loads, gpus.front()->name.c_str(),
+                       static_cast<unsigned long long>(facts.gpu_planned_bytes),
+                       static_cast<unsigned long long>(facts.gpu_allocated_bytes),
+                       static_cast<long long>(facts.gpu_free_drop_bytes),
+                       static_cast<double>(facts.gpu_free_drop_bytes) /
+                           static_cast<double>(facts.gpu_planned_bytes),
+                       facts.processor.c_str());
+        }
+        if (!o.json && !table) {
+          auto info = ReadModelInfo(runner.model().file());
+          if (!info.ok()) return Fail(info.status());
+          table.emplace(model_name, FormatCount(info->parameter_count), o.kv_type);
+          table->Header();
+        }
+        const int threads = runner.options().num_threads;
+        PromptMaker maker(runner.tokenizer().vocab(), seed++);
 
-      std::vector<Row> these;
-      for (int64_t n_prompt : o.n_prompt) {
-        std::fprintf(stderr, "ferry: [%zu/%zu] pp%lld%s\n", load_index, loads,
-                     static_cast<long long>(n_prompt), at.c_str());
-        RequestOptions pp = request;
-        pp.num_predict = 0;  // only the prompt is evaluated
+        // The depth prefixes, evaluated once; every timed prompt starts with its sequence's.
+        std::vector<std::vector<int32_t>> prefixes(static_cast<size_t>(parallel));
+        if (depth > 0) {
+          std::fprintf(stderr, "ferry: [%zu/%zu] filling the KV cache to depth %lld\n", load_index,
+                       loads, static_cast<long long>(depth));
+          auto made = maker.Make(parallel, depth);
+          if (!made.ok()) return Fail(made.status());
+          prefixes = std::move(*made);
+          RequestOptions fill = request;
+          fill.num_predict = 0;
+          if (auto t = RunOnce(runner, prefixes, fill, 0); !t.ok()) return Fail(t.status());
+        }
+        auto with_prefix = [&](int64_t length) -> StatusOr<std::vector<std::vector<int32_t>>> {
+          FERRY_ASSIGN_OR_RETURN(std::vector<std::vector<int32_t>> tails,
+                                 maker.Make(parallel, length));
+          for (size_t i = 0; i < tails.size(); ++i) {
+            tails[i].insert(tails[i].begin(), prefixes[i].begin(), prefixes[i].end());
+          }
+          return tails;
+        };
+        const std::string at = depth > 0 ? fmt::format(" @ d{}", depth) : "";
+
+        std::vector<Row> these;
+        for (int64_t n_prompt : o.n_prompt) {
+          std::fprintf(stderr, "ferry: [%zu/%zu] pp%lld%s\n", load_index, loads,
+                       static_cast<long long>(n_prompt), at.c_str());
+          RequestOptions pp = request;
+          pp.num_predict = 0;  // only the prompt is evaluated
+          auto r = Measure(
+              runner, pp, o.repetitions, depth, [&] { return with_prefix(n_prompt); },
+              [](const RunTotals& t) { return static_cast<double>(t.prompt_tokens); },
+              &stopped_early);
+          if (!r.ok()) return Fail(r.status());
+          Row row;
+          row.parallel = parallel;
+          row.depth = depth;
+          row.n_prompt = n_prompt;
+          row.n_gen = o.n_gen;
+          row.threads = threads;
+          row.pp = *r;
+          row.load = facts;
+          row.rss_bytes = ResidentBytes();
+          these.push_back(row);
+          if (table) {
+            table->Line(threads, parallel, fmt::format("pp{}{}", n_prompt, at), row.pp, facts,
+                        row.rss_bytes, false);
+          }
+        }
+        std::fprintf(stderr, "ferry: [%zu/%zu] tg%lld%s\n", load_index, loads,
+                     static_cast<long long>(o.n_gen), at.c_str());
+        RequestOptions tg = request;
+        tg.num_predict = o.n_gen;
+        // Generation from a one-token prompt after the prefix (llama-bench's tg), a distinct
+        // token per sequence.
         auto r = Measure(
-            runner, pp, o.repetitions, depth, [&] { return with_prefix(n_prompt); },
-            [](const RunTotals& t) { return static_cast<double>(t.prompt_tokens); },
+            runner, tg, o.repetitions, depth, [&] { return with_prefix(1); },
+            [](const RunTotals& t) { return static_cast<double>(t.generated_tokens); },
             &stopped_early);
         if (!r.ok()) return Fail(r.status());
-        Row row;
-        row.parallel = parallel;
-        row.depth = depth;
-        row.n_prompt = n_prompt;
-        row.n_gen = o.n_gen;
-        row.threads = threads;
-        row.pp = *r;
-        row.load = facts;
-        row.rss_bytes = ResidentBytes();
-        these.push_back(row);
+        const uint64_t rss = ResidentBytes();
         if (table) {
-          table->Line(threads, parallel, fmt::format("pp{}{}", n_prompt, at), row.pp, facts,
-                      row.rss_bytes, false);
+          table->Line(threads, parallel, fmt::format("tg{}{}", o.n_gen, at), *r, facts, rss,
+                      parallel == 1);
         }
-      }
-      std::fprintf(stderr, "ferry: [%zu/%zu] tg%lld%s\n", load_index, loads,
-                   static_cast<long long>(o.n_gen), at.c_str());
-      RequestOptions tg = request;
-      tg.num_predict = o.n_gen;
-      // Generation from a one-token prompt after the prefix (llama-bench's tg), a distinct
-      // token per sequence.
-      auto r = Measure(
-          runner, tg, o.repetitions, depth, [&] { return with_prefix(1); },
-          [](const RunTotals& t) { return static_cast<double>(t.generated_tokens); },
-          &stopped_early);
-      if (!r.ok()) return Fail(r.status());
-      const uint64_t rss = ResidentBytes();
-      if (table) {
-        table->Line(threads, parallel, fmt::format("tg{}{}", o.n_gen, at), *r, facts, rss,
-                    parallel == 1);
-      }
-      for (Row& row : these) {
-        row.tg = *r;
-        row.rss_bytes = std::max(row.rss_bytes, rss);
-        rows.push_back(row);
+        for (Row& row : these) {
+          row.tg = *r;
+          row.rss_bytes = std::max(row.rss_bytes, rss);
+          rows.push_back(row);
+        }
       }
     }
   }
@@ -574,6 +636,12 @@ int RunBench(const Settings& settings, const BenchOptions& o) {
       j["compute_bytes"] = row.load.compute_bytes;
       j["rss_bytes"] = row.rss_bytes;
       j["predicted_tg_tok_s"] = row.load.predicted_tok_s;
+      j["num_gpu"] = row.load.num_gpu;
+      j["gpu_layers"] = row.load.gpu_layers;
+      j["processor"] = row.load.processor;
+      j["gpu_planned_bytes"] = row.load.gpu_planned_bytes;
+      j["gpu_allocated_bytes"] = row.load.gpu_allocated_bytes;
+      j["gpu_free_drop_bytes"] = row.load.gpu_free_drop_bytes;
       out.push_back(std::move(j));
     }
     std::printf("%s\n", out.dump(2).c_str());

@@ -35,6 +35,8 @@ struct BenchOptions {
   std::string kv_type = "f16";
   std::vector<int32_t> parallel{1};  // sequences decoded together (one load each)
   std::vector<int64_t> depth{0};     // -d: tokens already in the KV cache (one load each)
+  std::vector<int> num_gpu{-1};      // --num-gpu: layers on the GPU (one load each; -1: as
+                                     // many as fit)
   int64_t num_ctx = 0;               // 0: what the largest test needs
   int64_t num_batch = 512;
   bool json = false;

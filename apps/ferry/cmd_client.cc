@@ -1,5 +1,6 @@
 #include "cmd_client.h"
 
+#include <fmt/format.h>
 #include <httplib.h>
 
 #include <algorithm>
@@ -7,14 +8,13 @@
 #include <cmath>
 #include <cstdio>
 #include <ctime>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <vector>
 
-#include <fmt/format.h>
-#include <nlohmann/json.hpp>
-
 #include "cmd_run.h"
 #include "interactive.h"
+#include "planner/plan.h"
 #include "server/server.h"
 #include "store/modelfile.h"
 
@@ -43,7 +43,6 @@ std::string HumanBytes(uint64_t b) {
   return fmt::format("{:.1f} {}", value, unit);
 }
 
-
 // Ollama's format.HumanTime for a time in the future ("4 minutes from now", "Forever").
 std::string HumanUntil(double seconds) {
   if (seconds > 20 * 365.25 * 86400) return "Forever";
@@ -67,13 +66,6 @@ std::string HumanUntil(double seconds) {
     d = fmt::format("{} days", static_cast<int64_t>(s / 86400));
   }
   return d + " from now";
-}
-
-std::string Processor(uint64_t size, uint64_t vram) {
-  if (vram == 0 || size == 0) return "100% CPU";
-  if (vram >= size) return "100% GPU";
-  const int gpu = static_cast<int>(std::lround(100.0 * vram / size));
-  return fmt::format("{}%/{}% CPU/GPU", 100 - gpu, gpu);
 }
 
 int Fail(const std::string& message) {
@@ -135,7 +127,7 @@ int RunPs(const Target& t) {
     }
     const std::string digest = str("digest");
     rows.push_back({str("name"), digest.substr(0, std::min<size_t>(12, digest.size())),
-                    HumanBytes(num("size")), Processor(num("size"), num("size_vram")),
+                    HumanBytes(num("size")), ProcessorSplit(num("size"), num("size_vram")),
                     fmt::format("{}", num("context_length")), until,
                     fmt::format("{}/{}", num("kv_blocks_used"), num("kv_blocks_total"))});
   }
@@ -283,8 +275,7 @@ std::optional<double> ParseRfc3339(const std::string& text) {
   return static_cast<double>(timegm(&tm)) + frac;
 }
 
-std::optional<std::string> GetFromRunningServer(const Settings& settings,
-                                                const std::string& path) {
+std::optional<std::string> GetFromRunningServer(const Settings& settings, const std::string& path) {
   auto t = TargetOf(settings);
   if (!t.ok()) return std::nullopt;
   httplib::Client cli(t->host, t->port);
@@ -380,8 +371,7 @@ bool RunThroughServer(const Settings& settings, const RunOptions& o, int* exit_c
       return it != info.end() && it->is_number_unsigned() ? it->get<uint64_t>() : 0;
     };
     return FormatSessionInfo(arch, number("general.parameter_count"),
-                             number(arch + ".context_length"),
-                             number(arch + ".embedding_length"),
+                             number(arch + ".context_length"), number(arch + ".embedding_length"),
                              details.value("quantization_level", std::string()));
   };
   *exit_code = RunSession(settings, o.model, hooks);

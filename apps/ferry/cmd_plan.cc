@@ -66,6 +66,7 @@ json PlanJson(const Plan& p, const DeviceInventory& inv) {
                     {"sampling_bytes", d.sampling_bytes},
                     {"total_bytes", d.total_bytes},
                     {"capacity_bytes", d.capacity_bytes},
+                    {"context_bytes", d.context_bytes},
                     {"headroom_bytes", d.headroom_bytes()},
                     {"layers", d.layers},
                     {"output", d.has_output},
@@ -91,6 +92,7 @@ json PlanJson(const Plan& p, const DeviceInventory& inv) {
   }
   j["layers"] = layers;
   j["predicted_tok_s"] = p.predicted_tok_s;
+  j["processor"] = ProcessorSplit(p.total_bytes(), p.gpu_bytes());
   j["warnings"] = p.warnings;
   return j;
 }
@@ -119,6 +121,15 @@ void PrintPlan(const Plan& p, const DeviceInventory& inv) {
   std::printf(
       "  (host: the GGUF header, parsed metadata and tokenizer tables; sampling: the "
       "sampler's working memory; both on the CPU)\n");
+  for (const DevicePlan& d : p.devices) {
+    if (d.context_bytes == 0) continue;
+    std::printf(
+        "  %s: the CUDA context takes %s more (measured at discovery; outside the free "
+        "memory above)\n",
+        d.name.c_str(), FormatBytes(d.context_bytes).c_str());
+  }
+  // As Ollama's `ps` shows a loaded model: the bytes' split between CPU and GPUs.
+  std::printf("  processor: %s\n", ProcessorSplit(p.total_bytes(), p.gpu_bytes()).c_str());
   // The speed model: per device max(bytes read / bandwidth, FLOPs / mat-vec throughput).
   std::printf("  %-8s %11s %11s %11s %18s %9s  %s\n", "device", "read/token", "bandwidth",
               "FLOP/token", "mat-vec", "ms/token", "bound");
@@ -206,6 +217,7 @@ int RunPlan(const Settings& settings, const PlanOptions& o) {
     d.gpu_overhead_bytes = settings.gpu_overhead_bytes;
     d.cpu_matmul_flops = settings.cpu_matmul_flops;
     d.cpu_bandwidth = settings.cpu_bandwidth;
+    d.cuda_bandwidth = settings.gpu_bandwidth;
     if (o.num_thread < 0 || o.num_thread > 1024) {
       return Fail(
           InvalidArgumentError("--num-thread {} is out of range (0 .. 1024)", o.num_thread));

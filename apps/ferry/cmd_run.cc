@@ -1,7 +1,6 @@
 #include "cmd_run.h"
 
 #include <fmt/format.h>
-
 #include <unistd.h>
 
 #include <algorithm>
@@ -37,8 +36,11 @@ std::string UnescapeFlag(std::string_view text) {
   for (size_t i = 0; i < text.size(); ++i) {
     if (text[i] == '\\' && i + 1 < text.size()) {
       const char next = text[i + 1];
-      const char* rep = next == 'n' ? "\n" : next == 't' ? "\t" : next == 'r' ? "\r"
-                        : next == '\\' ? "\\" : nullptr;
+      const char* rep = next == 'n'    ? "\n"
+                        : next == 't'  ? "\t"
+                        : next == 'r'  ? "\r"
+                        : next == '\\' ? "\\"
+                                       : nullptr;
       if (rep != nullptr) {
         out += rep;
         ++i;
@@ -59,11 +61,13 @@ void AddRequestFlags(CLI::App* cmd, RequestFlags& r, bool generation = true) {
   f["num_ctx"] =
       cmd->add_option("-c,--num-ctx", o.num_ctx,
                       "Context length in tokens (KV cache size; capped at the trained context)");
-  f["num_batch"] =
-      cmd->add_option("-b,--num-batch", o.num_batch, "Prompt tokens per forward step");
+  f["num_batch"] = cmd->add_option("-b,--num-batch", o.num_batch, "Prompt tokens per forward step");
   f["num_thread"] = cmd->add_option("-t,--num-thread", o.num_thread,
                                     "CPU threads (0: all cores; capped at the hardware threads)");
   cmd->add_option("--kv-type", r.kv_type, "KV cache type: f16, q8_0, q4_0 or f32");
+  f["num_gpu"] = cmd->add_option("--num-gpu", o.num_gpu,
+                                 "Layers on the GPU (-1: as many as fit; 0: none; the layer "
+                                 "count + 1: all and the output)");
   if (!generation) return;
   f["num_predict"] =
       cmd->add_option("-n,--num-predict", o.num_predict, "Tokens to generate (-1: until done)");
@@ -189,11 +193,12 @@ StatusOr<std::unique_ptr<Runner>> Load(const Settings& settings, const std::stri
   if (!kv_type.ok()) return InvalidArgumentError("--kv-type: {}", kv_type.status().message());
   lo.kv_type = *kv_type;
   lo.logit_rows = std::max<int64_t>(1, std::min(logit_rows, lo.num_batch));
-  lo.num_gpu = 0;  // ferry runs on the CPU so far
+  lo.num_gpu = r.options.num_gpu;
   DiscoverOptions discover;
   discover.cpu_threads = r.options.num_thread;  // the calibration runs on as many threads as decode
   discover.cpu_matmul_flops = settings.cpu_matmul_flops;
   discover.cpu_bandwidth = settings.cpu_bandwidth;
+  discover.cuda_bandwidth = settings.gpu_bandwidth;
   FERRY_ASSIGN_OR_RETURN(DeviceInventory inv, DiscoverDevices(discover));
   RunnerOptions ro;
   ro.num_threads = r.options.num_thread;
@@ -297,8 +302,9 @@ int RunRun(const Settings& settings, const RunOptions& given_options) {
     if (!in.ok()) return Fail(in.status());
     if (!in->empty()) options.prompt = options.prompt ? *in + " " + *options.prompt : *in;
     if (!options.prompt) {
-      return Fail(InvalidArgumentError("the prompt is empty (standard input is not a "
-                                              "terminal and held nothing)"));
+      return Fail(
+          InvalidArgumentError("the prompt is empty (standard input is not a "
+                               "terminal and held nothing)"));
     }
   }
   if (!options.local) {
@@ -308,8 +314,9 @@ int RunRun(const Settings& settings, const RunOptions& given_options) {
   auto found = FindModel(settings, options.model);
   if (!found.ok()) return Fail(found.status());
   if (options.raw && !options.system.empty()) {
-    return Fail(InvalidArgumentError("--system has no effect with --raw (a raw prompt is "
-                                            "sent as it is); put the text in the prompt"));
+    return Fail(
+        InvalidArgumentError("--system has no effect with --raw (a raw prompt is "
+                             "sent as it is); put the text in the prompt"));
   }
   if (options.raw && !options.template_name.empty()) {
     return Fail(InvalidArgumentError("--template has no effect with --raw"));
@@ -388,20 +395,21 @@ int RunRun(const Settings& settings, const RunOptions& given_options) {
     if (o.raw) {
       // Raw for want of a template: a system message goes in front, as `ferry serve` (and
       // Ollama's {{ .Prompt }} default) does.
-      const bool system_first = !options.raw && !conversation.empty() &&
-                                conversation.front().role == "system";
+      const bool system_first =
+          !options.raw && !conversation.empty() && conversation.front().role == "system";
       FERRY_ASSIGN_OR_RETURN(
-          prompt, encode(system_first ? conversation.front().content + "\n\n" + text : text,
-                         false));
+          prompt,
+          encode(system_first ? conversation.front().content + "\n\n" + text : text, false));
       if (prompt.empty()) {
         return InvalidArgumentError("the prompt is empty and the model adds no BOS token");
       }
     } else {
       conversation.push_back({"user", text});
-      StatusOr<std::string> rendered = go_tmpl ? chat::RenderChat(*go_tmpl, conversation)
-                                               : tmpl->Render(conversation, true);
-      StatusOr<std::vector<int32_t>> ids =
-          rendered.ok() ? encode(*rendered, true) : StatusOr<std::vector<int32_t>>(rendered.status());
+      StatusOr<std::string> rendered =
+          go_tmpl ? chat::RenderChat(*go_tmpl, conversation) : tmpl->Render(conversation, true);
+      StatusOr<std::vector<int32_t>> ids = rendered.ok()
+                                               ? encode(*rendered, true)
+                                               : StatusOr<std::vector<int32_t>>(rendered.status());
       if (!ids.ok()) {
         conversation.pop_back();
         return ids.status();
@@ -458,9 +466,9 @@ int RunRun(const Settings& settings, const RunOptions& given_options) {
       if (!again.ok()) {
         auto back = Load(settings, found->path, o.request);
         if (!back.ok()) {
-          return again.status().WithPrefix(fmt::format(
-              "reloading failed, and so did loading the model as it was ({})",
-              back.status().message()));
+          return again.status().WithPrefix(
+              fmt::format("reloading failed, and so did loading the model as it was ({})",
+                          back.status().message()));
         }
         runner = std::move(*back);
         return again.status();
@@ -475,8 +483,8 @@ int RunRun(const Settings& settings, const RunOptions& given_options) {
     if (what == "info") {
       FERRY_ASSIGN_OR_RETURN(ModelInfo info, ReadModelInfo(runner->model().file()));
       return FormatSessionInfo(info.architecture, info.parameter_count,
-                               info.context_length.value_or(0),
-                               info.embedding_length.value_or(0), info.file_type_name);
+                               info.context_length.value_or(0), info.embedding_length.value_or(0),
+                               info.file_type_name);
     }
     if (what == "parameters") return FormatSessionParameters(o.request.options);
     if (what == "system") {

@@ -54,6 +54,7 @@ int RunServe(const Settings& settings, const ServeOptions& /*options*/) {
   discover.gpu_overhead_bytes = settings.gpu_overhead_bytes;
   discover.cpu_matmul_flops = settings.cpu_matmul_flops;
   discover.cpu_bandwidth = settings.cpu_bandwidth;
+  discover.cuda_bandwidth = settings.gpu_bandwidth;
   auto devices = DiscoverDevices(discover);
   if (!devices.ok()) return Fail(devices.status());
 

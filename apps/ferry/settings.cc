@@ -1,13 +1,13 @@
 #include "settings.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <charconv>
 #include <cstdlib>
 #include <filesystem>
 #include <string_view>
 #include <system_error>
-
-#include <fmt/format.h>
 
 #include "backend/device.h"
 #include "base/bytes.h"
@@ -79,6 +79,14 @@ StatusOr<Settings> ReadSettings() {
       return InvalidArgumentError("FERRY_CPU_BANDWIDTH: '{}' is not a bandwidth above zero", b);
     }
     s.cpu_bandwidth = *bandwidth;
+  }
+  if (const char* b = std::getenv("FERRY_GPU_BANDWIDTH"); b != nullptr && *b != '\0') {
+    auto bandwidth = ParseBandwidth(b);
+    if (!bandwidth.ok()) return bandwidth.status().WithPrefix("FERRY_GPU_BANDWIDTH");
+    if (*bandwidth <= 0.0) {
+      return InvalidArgumentError("FERRY_GPU_BANDWIDTH: '{}' is not a bandwidth above zero", b);
+    }
+    s.gpu_bandwidth = *bandwidth;
   }
   if (const char* k = std::getenv("FERRY_CPU_KERNELS"); k != nullptr && *k != '\0') {
     const std::string_view v = k;

@@ -30,6 +30,10 @@ struct Settings {
   // measuring it at discovery ("20GB/s", see ParseBandwidth). Unset: measured
   // (DiscoverOptions::cpu_bandwidth).
   std::optional<double> cpu_bandwidth;
+  // FERRY_GPU_BANDWIDTH: every GPU's memory bandwidth for the speed model instead of measuring
+  // it at discovery with a device-to-device copy ("3.3TB/s"). Unset: measured
+  // (DiscoverOptions::cuda_bandwidth).
+  std::optional<double> gpu_bandwidth;
 
   // NO_COLOR (https://no-color.org/): set and not empty, terminal output has no colour or
   // dimming. Colour is used only when the stream is a terminal anyway.

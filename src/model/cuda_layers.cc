@@ -10,6 +10,29 @@
 #endif
 
 namespace ferry {
+namespace {
+
+// The widest input a product of `shape` rounds (the rounded activations' row length).
+int64_t WidestInput(const ScratchShape& shape) {
+  int64_t widest = shape.n_embd;
+  for (const MatMulInput& m : shape.matmuls) widest = std::max(widest, m.cols);
+  return widest;
+}
+
+// Bytes of the rounded activations [max_tokens, widest] f32 and, after them, of the KV row
+// pointers [2, max_tokens]: the "extra" allocation beside the device's ForwardScratch.
+uint64_t WorkBytes(const ScratchShape& shape) {
+  return static_cast<uint64_t>(shape.max_tokens * WidestInput(shape)) * sizeof(float);
+}
+uint64_t ExtraBytes(const ScratchShape& shape) {
+  return WorkBytes(shape) + static_cast<uint64_t>(2 * shape.max_tokens) * sizeof(uint8_t*);
+}
+
+}  // namespace
+
+uint64_t CudaLayers::ComputeBytes(const ScratchShape& shape) {
+  return ForwardScratch::RequiredBytes(shape) + ExtraBytes(shape);
+}
 
 #ifndef FERRY_HAVE_CUDA
 
@@ -28,6 +51,9 @@ Status CudaLayers::RunLayers(const Batch&, std::span<const SeqRun>, KvCache&, co
   return UnimplementedError("ferry was built without CUDA");
 }
 Status CudaLayers::Logits(const float*, int64_t, float*) {
+  return UnimplementedError("ferry was built without CUDA");
+}
+Status CudaLayers::Reserve(const ScratchShape&) {
   return UnimplementedError("ferry was built without CUDA");
 }
 
@@ -156,6 +182,18 @@ struct CudaLayers::Impl {
   std::vector<uint8_t*> row_ptrs;          // host staging [2, max_tokens]
   std::vector<const uint8_t*> block_ptrs;  // host staging [2, kv_block_slots]
 
+  // Allocates the step's arrays for `shape` (dev, extra and the host staging).
+  Status AllocateStep(const ScratchShape& shape) {
+    FERRY_ASSIGN_OR_RETURN(dev, ForwardScratch::Create(shape, *allocator));
+    const uint64_t work_bytes = WorkBytes(shape);
+    FERRY_ASSIGN_OR_RETURN(extra, allocator->Allocate(ExtraBytes(shape), "compute"));
+    x_work = reinterpret_cast<float*>(extra.data());
+    row_ptrs_dev = reinterpret_cast<uint8_t**>(extra.data() + work_bytes);
+    row_ptrs.assign(static_cast<size_t>(2 * shape.max_tokens), nullptr);
+    block_ptrs.assign(static_cast<size_t>(2 * dev->kv_block_slots()), nullptr);
+    return Status::Ok();
+  }
+
   // A device copy of `w` (absent stays absent).
   Status Upload(const WeightMatrix& w, const char* what, WeightMatrix* out) {
     *out = w;
@@ -228,17 +266,21 @@ StatusOr<std::unique_ptr<CudaLayers>> CudaLayers::Create(const Model& model, int
   FERRY_RETURN_IF_ERROR(
       impl->Upload(w.output.present() ? w.output : w.token_embd, "output", &impl->output));
 
-  FERRY_ASSIGN_OR_RETURN(impl->dev, ForwardScratch::Create(shape, allocator));
-  int64_t widest = hp.n_embd;
-  for (const MatMulInput& m : shape.matmuls) widest = std::max(widest, m.cols);
-  const uint64_t work_bytes = static_cast<uint64_t>(shape.max_tokens * widest) * sizeof(float);
-  const uint64_t ptr_bytes = static_cast<uint64_t>(2 * shape.max_tokens) * sizeof(uint8_t*);
-  FERRY_ASSIGN_OR_RETURN(impl->extra, allocator.Allocate(work_bytes + ptr_bytes, "compute"));
-  impl->x_work = reinterpret_cast<float*>(impl->extra.data());
-  impl->row_ptrs_dev = reinterpret_cast<uint8_t**>(impl->extra.data() + work_bytes);
-  impl->row_ptrs.assign(static_cast<size_t>(2 * shape.max_tokens), nullptr);
-  impl->block_ptrs.assign(static_cast<size_t>(2 * impl->dev->kv_block_slots()), nullptr);
+  FERRY_RETURN_IF_ERROR(impl->AllocateStep(shape));
   return std::unique_ptr<CudaLayers>(new CudaLayers(std::move(impl)));
+}
+
+Status CudaLayers::Reserve(const ScratchShape& shape) {
+  Impl& m = *impl_;
+  const ScratchShape old = m.dev->shape();
+  m.dev.reset();
+  m.extra = DeviceAllocator::Buffer();
+  Status st = m.AllocateStep(shape);
+  if (st.ok()) return st;
+  m.dev.reset();
+  m.extra = DeviceAllocator::Buffer();
+  FERRY_RETURN_IF_ERROR(m.AllocateStep(old));
+  return st;
 }
 
 Status CudaLayers::RunLayers(const Batch& batch, std::span<const SeqRun> runs, KvCache& kv,

@@ -45,6 +45,17 @@ class CudaLayers {
                                                       const ScratchShape& shape);
   ~CudaLayers();
 
+  // Device bytes Create and Reserve allocate for the step's arrays of `shape` (purpose
+  // "compute"): the ForwardScratch of the shape, the rounded activations [max_tokens, widest
+  // input] f32 and the KV row pointers [2, max_tokens]. The planner's GPU compute reservation
+  // (planner/plan.cc) is this number. Defined in every build.
+  static uint64_t ComputeBytes(const ScratchShape& shape);
+
+  // Replaces the step's arrays with ones for `shape` (a Grow of num_ctx or num_batch): the old
+  // ones are freed first, so the device never holds both; on failure the old shape is
+  // allocated again and the error returned. Not during a step.
+  Status Reserve(const ScratchShape& shape);
+
   int device() const;
   int64_t first_layer() const;
 

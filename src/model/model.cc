@@ -1,25 +1,23 @@
 #include "model/model.h"
 
-#include "model/cuda_layers.h"
-#include "model/scratch.h"
-
+#include <fmt/format.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstddef>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <optional>
-#include <cmath>
-#include <cstdlib>
 #include <string_view>
-
-#include <fmt/format.h>
 
 #include "base/log.h"
 #include "kernels/cpu/matmul.h"
+#include "model/cuda_layers.h"
+#include "model/scratch.h"
 #include "tensor/blocks.h"
 
 namespace ferry {
@@ -119,8 +117,10 @@ Status ReadRopeScaling(const gguf::GgufFile& f, const std::string& a, HParams* h
   if (scaling == "none") {
     factor = 1.0f;
   } else if (scaling != "linear" && scaling != "yarn") {
-    return UnimplementedError("{}: RoPE scaling '{}' is not supported (ferry runs none, linear "
-                              "and yarn)", f.name(), scaling);
+    return UnimplementedError(
+        "{}: RoPE scaling '{}' is not supported (ferry runs none, linear "
+        "and yarn)",
+        f.name(), scaling);
   }
   if (!(factor > 0.0f)) return DataLossError("{}: RoPE scaling factor {} <= 0", f.name(), factor);
   hp->rope_freq_scale = 1.0f / factor;
@@ -157,9 +157,10 @@ Status ReadCommon(const gguf::GgufFile& f, HParams* hp) {
   FERRY_RETURN_IF_ERROR(ReadInt(f, a + "attention.head_count_kv", false, &hp->n_head_kv));
   if (hp->n_embd <= 0 || hp->n_layer <= 0 || hp->n_head <= 0 || hp->n_head_kv <= 0 ||
       hp->n_ff <= 0) {
-    return DataLossError("{}: hyper-parameters must be positive (embedding {}, layers {}, heads "
-                         "{}, kv heads {}, ffn {})", f.name(), hp->n_embd, hp->n_layer,
-                         hp->n_head, hp->n_head_kv, hp->n_ff);
+    return DataLossError(
+        "{}: hyper-parameters must be positive (embedding {}, layers {}, heads "
+        "{}, kv heads {}, ffn {})",
+        f.name(), hp->n_embd, hp->n_layer, hp->n_head, hp->n_head_kv, hp->n_ff);
   }
   // Every layer has tensors of its own, so a file cannot hold more layers than tensors: checked
   // before anything per layer is reserved (a patched block_count must not allocate gigabytes).
@@ -184,8 +185,8 @@ Status ReadCommon(const gguf::GgufFile& f, HParams* hp) {
   FERRY_RETURN_IF_ERROR(ReadFloat(f, a + "attention.layer_norm_rms_epsilon", true, &hp->norm_eps));
   FERRY_RETURN_IF_ERROR(ReadFloat(f, a + "rope.freq_base", false, &hp->rope_base));
   FERRY_RETURN_IF_ERROR(ReadRopeScaling(f, a, hp));
-  FERRY_RETURN_IF_ERROR(ReadFloat(f, a + "final_logit_softcapping", false,
-                                  &hp->final_logit_softcap));
+  FERRY_RETURN_IF_ERROR(
+      ReadFloat(f, a + "final_logit_softcapping", false, &hp->final_logit_softcap));
   FERRY_RETURN_IF_ERROR(ReadInt(f, a + "pooling_type", false, &hp->pooling_type));
   hp->swa_window.assign(static_cast<size_t>(hp->n_layer), 0);
   // Vocabulary size: the tokenizer's token list, else {arch}.vocab_size, else token_embd rows.
@@ -261,22 +262,21 @@ Status BindWeights(const gguf::GgufFile& f, const HParams& hp, ModelWeights* w) 
     FERRY_RETURN_IF_ERROR(b.Bind(p + "attn_q.weight", {e, qd}, true, &L.wq));
     FERRY_RETURN_IF_ERROR(b.Bind(p + "attn_k.weight", {e, kd}, true, &L.wk));
     FERRY_RETURN_IF_ERROR(b.Bind(p + "attn_v.weight", {e, vd}, true, &L.wv));
-    FERRY_RETURN_IF_ERROR(b.Bind(p + "attn_output.weight", {hp.n_head * hp.head_dim_v, e}, true,
-                                 &L.wo));
+    FERRY_RETURN_IF_ERROR(
+        b.Bind(p + "attn_output.weight", {hp.n_head * hp.head_dim_v, e}, true, &L.wo));
     FERRY_RETURN_IF_ERROR(b.Bind(p + "attn_q.bias", {qd}, hp.qkv_bias, &L.bq));
     FERRY_RETURN_IF_ERROR(b.Bind(p + "attn_k.bias", {kd}, hp.qkv_bias, &L.bk));
     FERRY_RETURN_IF_ERROR(b.Bind(p + "attn_v.bias", {vd}, hp.qkv_bias, &L.bv));
     FERRY_RETURN_IF_ERROR(b.Bind(p + "attn_output.bias", {e}, false, &L.bo));
     FERRY_RETURN_IF_ERROR(b.Bind(p + "attn_q_norm.weight", {hp.head_dim_k}, hp.qk_norm, &L.q_norm));
     FERRY_RETURN_IF_ERROR(b.Bind(p + "attn_k_norm.weight", {hp.head_dim_k}, hp.qk_norm, &L.k_norm));
-    FERRY_RETURN_IF_ERROR(b.Bind(p + "post_attention_norm.weight", {e}, hp.post_norms,
-                                 &L.post_attn_norm));
+    FERRY_RETURN_IF_ERROR(
+        b.Bind(p + "post_attention_norm.weight", {e}, hp.post_norms, &L.post_attn_norm));
     FERRY_RETURN_IF_ERROR(b.Bind(p + "ffn_norm.weight", {e}, true, &L.ffn_norm));
     FERRY_RETURN_IF_ERROR(b.Bind(p + "ffn_gate.weight", {e, hp.n_ff}, true, &L.ffn_gate));
     FERRY_RETURN_IF_ERROR(b.Bind(p + "ffn_up.weight", {e, hp.n_ff}, true, &L.ffn_up));
     FERRY_RETURN_IF_ERROR(b.Bind(p + "ffn_down.weight", {hp.n_ff, e}, true, &L.ffn_down));
-    FERRY_RETURN_IF_ERROR(b.Bind(p + "post_ffw_norm.weight", {e}, hp.post_norms,
-                                 &L.post_ffw_norm));
+    FERRY_RETURN_IF_ERROR(b.Bind(p + "post_ffw_norm.weight", {e}, hp.post_norms, &L.post_ffw_norm));
     // Norms and biases are used as plain f32 vectors by the forward pass.
     for (const WeightMatrix* v : {&L.attn_norm, &L.bq, &L.bk, &L.bv, &L.bo, &L.q_norm, &L.k_norm,
                                   &L.post_attn_norm, &L.ffn_norm, &L.post_ffw_norm}) {
@@ -313,12 +313,15 @@ void ReleaseMappedPages(const void* data, uint64_t bytes) {
 Status Model::PackWeights() {
   if (!packed_.empty()) return Status::Ok();
   std::vector<WeightMatrix*> matrices;
-  for (LayerWeights& L : w_.layers) {
-    for (WeightMatrix* m : L.Matrices()) matrices.push_back(m);
+  // Only what the CPU multiplies: the layers before the first GPU layer, and the output when no
+  // GPU runs it (UseCuda first, then PackWeights).
+  const int64_t cpu_layers = first_gpu_layer();
+  for (int64_t l = 0; l < cpu_layers; ++l) {
+    for (WeightMatrix* m : w_.layers[static_cast<size_t>(l)].Matrices()) matrices.push_back(m);
   }
   // The output projection (token_embd itself when tied: its rows are still looked up from
   // the mapping for the input embedding).
-  matrices.push_back(w_.output.present() ? &w_.output : &w_.token_embd);
+  if (cuda_ == nullptr) matrices.push_back(w_.output.present() ? &w_.output : &w_.token_embd);
   std::vector<PackedCopy> copies;
   std::vector<WeightMatrix*> packed_matrices;
   for (WeightMatrix* m : matrices) {
@@ -446,22 +449,28 @@ std::optional<ScaleLayout> ScaleLayoutOf(DType type) {
     return l;
   };
   switch (type) {
-    case DType::kQ4_0: return layout(sizeof(BlockQ4_0), {offsetof(BlockQ4_0, d)});
+    case DType::kQ4_0:
+      return layout(sizeof(BlockQ4_0), {offsetof(BlockQ4_0, d)});
     case DType::kQ4_1:
       return layout(sizeof(BlockQ4_1), {offsetof(BlockQ4_1, d), offsetof(BlockQ4_1, m)});
-    case DType::kQ5_0: return layout(sizeof(BlockQ5_0), {offsetof(BlockQ5_0, d)});
+    case DType::kQ5_0:
+      return layout(sizeof(BlockQ5_0), {offsetof(BlockQ5_0, d)});
     case DType::kQ5_1:
       return layout(sizeof(BlockQ5_1), {offsetof(BlockQ5_1, d), offsetof(BlockQ5_1, m)});
-    case DType::kQ8_0: return layout(sizeof(BlockQ8_0), {offsetof(BlockQ8_0, d)});
+    case DType::kQ8_0:
+      return layout(sizeof(BlockQ8_0), {offsetof(BlockQ8_0, d)});
     case DType::kQ2_K:
       return layout(sizeof(BlockQ2_K), {offsetof(BlockQ2_K, d), offsetof(BlockQ2_K, dmin)});
-    case DType::kQ3_K: return layout(sizeof(BlockQ3_K), {offsetof(BlockQ3_K, d)});
+    case DType::kQ3_K:
+      return layout(sizeof(BlockQ3_K), {offsetof(BlockQ3_K, d)});
     case DType::kQ4_K:
       return layout(sizeof(BlockQ4_K), {offsetof(BlockQ4_K, d), offsetof(BlockQ4_K, dmin)});
     case DType::kQ5_K:
       return layout(sizeof(BlockQ5_K), {offsetof(BlockQ5_K, d), offsetof(BlockQ5_K, dmin)});
-    case DType::kQ6_K: return layout(sizeof(BlockQ6_K), {offsetof(BlockQ6_K, d)});
-    default: return std::nullopt;
+    case DType::kQ6_K:
+      return layout(sizeof(BlockQ6_K), {offsetof(BlockQ6_K, d)});
+    default:
+      return std::nullopt;
   }
 }
 
@@ -512,8 +521,9 @@ Status Model::CheckWeightsFinite(ThreadPool* pool) const {
     const bool plain = t.type == DType::kF32 || t.type == DType::kF16 || t.type == DType::kBF16;
     if (!plain && !ScaleLayoutOf(t.type)) continue;  // not a type ferry computes with
     const DTypeTraits& traits = Traits(t.type);
-    const int64_t units = plain ? static_cast<int64_t>(t.n_elements)
-                                : static_cast<int64_t>(t.n_bytes / ScaleLayoutOf(t.type)->block_bytes);
+    const int64_t units =
+        plain ? static_cast<int64_t>(t.n_elements)
+              : static_cast<int64_t>(t.n_bytes / ScaleLayoutOf(t.type)->block_bytes);
     const uint8_t* data = file_->TensorData(t).data();
     // Chunks small enough to keep threads busy, each reporting its first bad unit.
     constexpr int64_t kChunk = int64_t{1} << 16;
@@ -521,7 +531,8 @@ Status Model::CheckWeightsFinite(ThreadPool* pool) const {
     std::atomic<int64_t> first_bad{std::numeric_limits<int64_t>::max()};
     ParallelFor(pool, n_chunks, [&](int64_t cb, int64_t ce) {
       for (int64_t c = cb; c < ce; ++c) {
-        const int64_t bad = FirstNonFinite(t.type, data, c * kChunk, std::min(units, (c + 1) * kChunk));
+        const int64_t bad =
+            FirstNonFinite(t.type, data, c * kChunk, std::min(units, (c + 1) * kChunk));
         if (bad < 0) continue;
         int64_t cur = first_bad.load();
         while (bad < cur && !first_bad.compare_exchange_weak(cur, bad)) {
@@ -532,14 +543,16 @@ Status Model::CheckWeightsFinite(ThreadPool* pool) const {
     const int64_t bad = first_bad.load();
     if (bad != std::numeric_limits<int64_t>::max()) {
       if (plain) {
-        return DataLossError("{}: tensor '{}' ({}) holds a non-finite value (NaN or infinity) at "
-                             "element {}: the file is corrupt", file_->name(), t.name,
-                             DTypeName(t.type), bad);
+        return DataLossError(
+            "{}: tensor '{}' ({}) holds a non-finite value (NaN or infinity) at "
+            "element {}: the file is corrupt",
+            file_->name(), t.name, DTypeName(t.type), bad);
       }
-      return DataLossError("{}: tensor '{}' ({}) has a non-finite scale (NaN or infinity) in block "
-                           "{} (elements {}..{}): the file is corrupt", file_->name(), t.name,
-                           DTypeName(t.type), bad, bad * traits.block_size,
-                           (bad + 1) * traits.block_size - 1);
+      return DataLossError(
+          "{}: tensor '{}' ({}) has a non-finite scale (NaN or infinity) in block "
+          "{} (elements {}..{}): the file is corrupt",
+          file_->name(), t.name, DTypeName(t.type), bad, bad * traits.block_size,
+          (bad + 1) * traits.block_size - 1);
     }
   }
   return Status::Ok();
@@ -550,8 +563,25 @@ Model::~Model() = default;
 Status Model::UseCuda(int device, int64_t first_layer, DeviceAllocator& allocator,
                       const ScratchShape& shape) {
   FERRY_ASSIGN_OR_RETURN(cuda_, CudaLayers::Create(*this, device, first_layer, allocator, shape));
+  // The host read those weights once to copy them; their mapped pages need not stay resident
+  // (the plan counts them on the GPU only).
+  for (int64_t l = first_layer; l < hp_.n_layer; ++l) {
+    for (WeightMatrix* m : w_.layers[static_cast<size_t>(l)].Matrices()) {
+      if (m->present()) ReleaseMappedPages(m->data, static_cast<uint64_t>(m->rows) * m->row_bytes);
+    }
+  }
+  if (w_.output.present()) {
+    ReleaseMappedPages(w_.output.data, static_cast<uint64_t>(w_.output.rows) * w_.output.row_bytes);
+  }
   return Status::Ok();
 }
+
+Status Model::ReserveCuda(const ScratchShape& shape) const {
+  if (cuda_ == nullptr) return FailedPreconditionError("ReserveCuda: no layer runs on a GPU");
+  return cuda_->Reserve(shape);
+}
+
+int Model::cuda_device() const { return cuda_ != nullptr ? cuda_->device() : -1; }
 
 int64_t Model::first_gpu_layer() const {
   return cuda_ != nullptr ? cuda_->first_layer() : hp_.n_layer;

@@ -56,12 +56,12 @@ struct HParams {
   float rope_yarn_beta_slow = 1.0f;
   RopeType rope_type = RopeType::kNorm;
   // Architecture features.
-  bool qkv_bias = false;          // qwen2: q/k/v biases required
-  bool qk_norm = false;           // qwen3, gemma3: per-head RMSNorm of q and k before RoPE
-  bool post_norms = false;        // gemma3: post-attention and post-FFN norms
-  bool embed_scale = false;       // gemma3: embeddings times sqrt(n_embd)
+  bool qkv_bias = false;     // qwen2: q/k/v biases required
+  bool qk_norm = false;      // qwen3, gemma3: per-head RMSNorm of q and k before RoPE
+  bool post_norms = false;   // gemma3: post-attention and post-FFN norms
+  bool embed_scale = false;  // gemma3: embeddings times sqrt(n_embd)
   FfnActivation activation = FfnActivation::kSilu;
-  float attn_scale = 0.0f;        // score scale; 0 means 1/sqrt(head_dim_k)
+  float attn_scale = 0.0f;  // score scale; 0 means 1/sqrt(head_dim_k)
   // Sliding-window attention: window per layer (0 = full attention).
   std::vector<int64_t> swa_window;
   float rope_base_swa = 10000.0f;  // RoPE base of sliding-window layers (gemma3)
@@ -148,7 +148,8 @@ class Model {
   // its tensor; the tensor's mapped pages are released (madvise) once copied, so memory does
   // not grow: the tensor is then read from the file again only for embedding rows. Results
   // stay independent of the batch (the packed kernels keep the per-token invariance).
-  // Idempotent. Not thread-safe: call before any Forward, never concurrently with one.
+  // Only the CPU's weights are packed: after UseCuda, the GPU's layers and output are left
+  // alone. Idempotent. Not thread-safe: call before any Forward, never concurrently with one.
   // Errors: ResourceExhausted when the memory cannot be allocated (nothing is left packed).
   Status PackWeights();
   // The packed copy of the tensor whose mapped bytes begin at `mapped` (a GgufFile tensor's
@@ -167,6 +168,12 @@ class Model {
                  const ScratchShape& shape);
   // The first layer a GPU runs: n_layer when none does.
   int64_t first_gpu_layer() const;
+  // Replaces the GPU's step arrays with ones for `shape` (CudaLayers::Reserve), after a Grow of
+  // num_ctx or num_batch. Not during a Forward. Errors: FailedPrecondition without UseCuda;
+  // the allocator's.
+  Status ReserveCuda(const ScratchShape& shape) const;
+  // The CUDA device running layers, or -1 (every layer on the CPU).
+  int cuda_device() const;
 
   // KV cache options for this model (per-layer dims and windows) at the given context.
   KvCacheOptions KvOptions(DType type, int64_t num_ctx, int32_t num_seqs, int64_t max_batch) const;
@@ -190,7 +197,7 @@ class Model {
     void operator()(uint8_t* p) const;
   };
   struct PackedCopy {
-    const void* mapped = nullptr;  // the tensor's mapped bytes
+    const void* mapped = nullptr;                // the tensor's mapped bytes
     std::unique_ptr<uint8_t, FreeDeleter> data;  // 64-byte aligned
     uint64_t bytes = 0;
   };

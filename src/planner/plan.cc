@@ -1,14 +1,15 @@
 #include "planner/plan.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <map>
 
-#include <fmt/format.h>
-
 #include "base/bytes.h"
 #include "kv/kv_cache.h"
+#include "model/cuda_layers.h"
 #include "sampling/sampler.h"
 #include "tokenizer/vocab.h"
 
@@ -42,9 +43,10 @@ std::vector<int> AssignLayers(const ModelShape& m, const DeviceInventory& inv, i
   int64_t start = first;
   for (int g = 0; g < cpu; ++g) {
     acc += static_cast<double>(inv.devices[g].free_bytes);
-    int64_t end = g == cpu - 1 ? m.n_layer
-                               : first + static_cast<int64_t>(std::llround(
-                                             static_cast<double>(k) * acc / total_free));
+    int64_t end =
+        g == cpu - 1
+            ? m.n_layer
+            : first + static_cast<int64_t>(std::llround(static_cast<double>(k) * acc / total_free));
     for (int64_t l = start; l < end; ++l) where[static_cast<size_t>(l)] = g;
     start = end;
   }
@@ -62,7 +64,10 @@ Plan BuildPlan(const ModelShape& m, const DeviceInventory& inv, const LoadOption
   for (const Device& d : inv.devices) {
     DevicePlan dp;
     dp.name = d.name;
+    dp.kind = d.kind;
+    dp.index = d.index;
     dp.capacity_bytes = d.free_bytes;
+    dp.context_bytes = d.context_bytes;
     dp.bandwidth_bytes_per_s = d.bandwidth_bytes_per_s;
     dp.matmul_flops = d.matmul_flops;
     p.devices.push_back(dp);
@@ -81,8 +86,9 @@ Plan BuildPlan(const ModelShape& m, const DeviceInventory& inv, const LoadOption
   cpu_plan.host_bytes = m.host_bytes;
   cpu_plan.sampling_bytes =
       static_cast<uint64_t>(SequencesOf(o)) *
-      Sampler::WorkspaceBytes(static_cast<int32_t>(std::min<int64_t>(m.n_vocab, std::numeric_limits<int32_t>::max())),
-                              static_cast<int32_t>(o.num_ctx));
+      Sampler::WorkspaceBytes(
+          static_cast<int32_t>(std::min<int64_t>(m.n_vocab, std::numeric_limits<int32_t>::max())),
+          static_cast<int32_t>(o.num_ctx));
   p.layer_weights_bytes = m.layer_weight_bytes;
   p.layer_kv_bytes = kv_layer;
   for (int64_t l = 0; l < m.n_layer; ++l) {
@@ -96,9 +102,8 @@ Plan BuildPlan(const ModelShape& m, const DeviceInventory& inv, const LoadOption
         weight_flops[di][w.type] += 2 * w.elements;
       }
     }
-    const int64_t window = static_cast<size_t>(l) < m.swa_window.size()
-                               ? m.swa_window[static_cast<size_t>(l)]
-                               : 0;
+    const int64_t window =
+        static_cast<size_t>(l) < m.swa_window.size() ? m.swa_window[static_cast<size_t>(l)] : 0;
     const int64_t keys = window > 0 ? std::min(window, o.num_ctx) : o.num_ctx;
     attention_flops[di] += static_cast<uint64_t>(2 * m.n_head * (m.head_dim_k + m.head_dim_v)) *
                            static_cast<uint64_t>(keys);
@@ -111,16 +116,20 @@ Plan BuildPlan(const ModelShape& m, const DeviceInventory& inv, const LoadOption
     weight_flops[static_cast<size_t>(p.output_device)][w.type] += 2 * w.elements;
   }
 
-  const uint64_t layer_compute = ComputeBufferBytes(m, o);
-  const uint64_t input_compute = InputOnlyComputeBufferBytes(m, o);
+  // The CPU always holds the step's host arrays (the embedding rows, the rotary angles, the
+  // rows and logits of the output, and every activation of the layers it runs): the forward
+  // pass's scratch. A GPU that runs layers or the output holds the device arrays CudaLayers
+  // allocates.
+  const uint64_t host_compute = ComputeBufferBytes(m, o);
+  const uint64_t gpu_compute = GpuComputeBufferBytes(m, o);
   double seconds = 0.0;
   for (size_t i = 0; i < p.devices.size(); ++i) {
     DevicePlan& d = p.devices[i];
     const Device& device = inv.devices[i];
-    if (!d.layers.empty() || d.has_output) {
-      d.compute_bytes = layer_compute;
-    } else if (d.has_input) {
-      d.compute_bytes = input_compute;
+    if (static_cast<int>(i) == cpu) {
+      d.compute_bytes = host_compute;
+    } else if (!d.layers.empty() || d.has_output) {
+      d.compute_bytes = gpu_compute;
     }
     d.total_bytes =
         d.weights_bytes + d.kv_bytes + d.compute_bytes + d.host_bytes + d.sampling_bytes;
@@ -216,9 +225,9 @@ std::string FormatLayerRanges(const std::vector<int64_t>& layers) {
   for (size_t i = 0; i < layers.size();) {
     size_t j = i;
     while (j + 1 < layers.size() && layers[j + 1] == layers[j] + 1) ++j;
-    s += fmt::format("{}{}", s.empty() ? "" : ",",
-                     i == j ? fmt::format("{}", layers[i])
-                            : fmt::format("{}-{}", layers[i], layers[j]));
+    s += fmt::format(
+        "{}{}", s.empty() ? "" : ",",
+        i == j ? fmt::format("{}", layers[i]) : fmt::format("{}-{}", layers[i], layers[j]));
     i = j + 1;
   }
   return s;
@@ -235,9 +244,8 @@ uint64_t ComputeBufferBytes(const ModelShape& m, const LoadOptions& o) {
   return ForwardScratch::RequiredBytes(ComputeScratchShape(m, o));
 }
 
-uint64_t InputOnlyComputeBufferBytes(const ModelShape& m, const LoadOptions& o) {
-  const ForwardScratch::Offsets layout = ForwardScratch::Layout(ComputeScratchShape(m, o));
-  return layout.cur - layout.x;  // x, the embedding rows, ends where cur begins
+uint64_t GpuComputeBufferBytes(const ModelShape& m, const LoadOptions& o) {
+  return CudaLayers::ComputeBytes(ComputeScratchShape(m, o));
 }
 
 ModelShape ShapeFromModel(const Model& model) {
@@ -340,16 +348,14 @@ StatusOr<ModelShape> ShapeFromDescription(const DescribedModel& d) {
   FERRY_ASSIGN_OR_RETURN(uint64_t out, mat(d.output_type, e, d.n_vocab));
   s.output_bytes = 4 * static_cast<uint64_t>(e) + (d.tied_output ? 0 : out);
   if (d.tied_output) s.tied_output_bytes = s.input_bytes;
-  const auto layer_elements =
-      static_cast<uint64_t>(e * qd + 2 * e * kd + qd * e + 3 * e * d.n_ff);
-  s.layer_matmul_elements.assign(static_cast<size_t>(d.n_layer),
-                                 {{d.weight_type, layer_elements}});
-  s.output_matmul_elements = {{d.tied_output ? d.weight_type : d.output_type,
-                               static_cast<uint64_t>(e * d.n_vocab)}};
+  const auto layer_elements = static_cast<uint64_t>(e * qd + 2 * e * kd + qd * e + 3 * e * d.n_ff);
+  s.layer_matmul_elements.assign(static_cast<size_t>(d.n_layer), {{d.weight_type, layer_elements}});
+  s.output_matmul_elements = {
+      {d.tied_output ? d.weight_type : d.output_type, static_cast<uint64_t>(e * d.n_vocab)}};
   s.matmuls = {{d.weight_type, e}, {d.weight_type, qd}, {d.weight_type, d.n_ff}};
   if (!d.tied_output && d.output_type != d.weight_type) s.matmuls.push_back({d.output_type, e});
-  s.host_bytes = kDescribedHostBaseBytes +
-                 static_cast<uint64_t>(d.n_vocab) * kDescribedHostBytesPerToken;
+  s.host_bytes =
+      kDescribedHostBaseBytes + static_cast<uint64_t>(d.n_vocab) * kDescribedHostBytesPerToken;
   return s;
 }
 
@@ -374,7 +380,8 @@ Status ValidateLoadOptions(const LoadOptions& o) {
     return InvalidArgumentError("KV cache type {} is not supported (f16, q8_0, q4_0)",
                                 DTypeName(o.kv_type));
   }
-  if (o.num_gpu < -1) return InvalidArgumentError("num_gpu {} must be -1 (auto) or >= 0", o.num_gpu);
+  if (o.num_gpu < -1)
+    return InvalidArgumentError("num_gpu {} must be -1 (auto) or >= 0", o.num_gpu);
   return Status::Ok();
 }
 
@@ -383,7 +390,8 @@ StatusOr<Plan> MakePlan(const ModelShape& m, const DeviceInventory& inv, const L
   if (inv.devices.empty() || inv.devices.back().kind != DeviceKind::kCpu) {
     return InvalidArgumentError("the device list needs a CPU entry");
   }
-  if (o.main_gpu < 0 || (o.main_gpu > 0 && o.main_gpu >= static_cast<int>(inv.devices.size()) - 1)) {
+  if (o.main_gpu < 0 ||
+      (o.main_gpu > 0 && o.main_gpu >= static_cast<int>(inv.devices.size()) - 1)) {
     return InvalidArgumentError("main_gpu {} does not exist", o.main_gpu);
   }
   Plan failed;
@@ -396,17 +404,18 @@ StatusOr<Plan> MakePlan(const ModelShape& m, const DeviceInventory& inv, const L
   }
   Plan plan = std::move(*p);
   if (m.n_ctx_train > 0 && o.num_ctx > m.n_ctx_train) {
-    plan.warnings.push_back(fmt::format("num_ctx {} is above the {} tokens the model was trained "
-                                        "on: quality may drop past that point",
-                                        o.num_ctx, m.n_ctx_train));
+    plan.warnings.push_back(
+        fmt::format("num_ctx {} is above the {} tokens the model was trained "
+                    "on: quality may drop past that point",
+                    o.num_ctx, m.n_ctx_train));
   }
   const int gpus = static_cast<int>(inv.devices.size()) - 1;
   const int64_t cpu_layers = static_cast<int64_t>(plan.devices.back().layers.size());
   if (gpus > 0 && cpu_layers > 0) {
-    plan.warnings.push_back(fmt::format(
-        "{} of {} layers run on the CPU{}: decode is bound by the CPU's {}", cpu_layers,
-        m.n_layer, plan.output_device == gpus ? " with the output layer" : "",
-        plan.devices.back().compute_bound() ? "compute" : "memory bandwidth"));
+    plan.warnings.push_back(
+        fmt::format("{} of {} layers run on the CPU{}: decode is bound by the CPU's {}", cpu_layers,
+                    m.n_layer, plan.output_device == gpus ? " with the output layer" : "",
+                    plan.devices.back().compute_bound() ? "compute" : "memory bandwidth"));
   }
   return plan;
 }
@@ -452,8 +461,8 @@ std::string SuggestFits(const ModelShape& m, const DeviceInventory& inv, const L
       q.num_gpu = g;
       if (TryPlan(m, inv, q, nullptr).ok()) {
         int moved = std::min<int>(o.num_gpu, static_cast<int>(m.n_layer) + 1) - g;
-        fixes.push_back(fmt::format("or {} layer{} on CPU (--num-gpu {})", moved,
-                                    moved == 1 ? "" : "s", g));
+        fixes.push_back(
+            fmt::format("or {} layer{} on CPU (--num-gpu {})", moved, moved == 1 ? "" : "s", g));
         break;
       }
     }
@@ -488,19 +497,34 @@ std::string Plan::Summary() const {
     std::string what = d.layers.empty() ? "" : "layers " + FormatLayerRanges(d.layers);
     if (d.has_output) what += what.empty() ? "output" : "+output";
     if (d.has_input) what += what.empty() ? "input" : "+input";
-    std::string host =
-        d.host_bytes > 0 ? fmt::format(", host {}", FormatBytes(d.host_bytes)) : "";
+    std::string host = d.host_bytes > 0 ? fmt::format(", host {}", FormatBytes(d.host_bytes)) : "";
     if (d.sampling_bytes > 0) host += fmt::format(", sampling {}", FormatBytes(d.sampling_bytes));
     s += fmt::format(" {} [{}] {} (weights {}, kv {}, compute {}{}, headroom {}, {});", d.name,
                      what, FormatBytes(d.total_bytes), FormatBytes(d.weights_bytes),
                      FormatBytes(d.kv_bytes), FormatBytes(d.compute_bytes), host,
-                     d.headroom_bytes() >= 0 ? FormatBytes(static_cast<uint64_t>(d.headroom_bytes()))
-                                             : "-" + FormatBytes(static_cast<uint64_t>(-d.headroom_bytes())),
+                     d.headroom_bytes() >= 0
+                         ? FormatBytes(static_cast<uint64_t>(d.headroom_bytes()))
+                         : fmt::format("-{}", FormatBytes(static_cast<uint64_t>(-d.headroom_bytes()))),
                      d.bound());
   }
-  s += fmt::format(" num_ctx {} x {}, kv {}; predicted {:.1f} tok/s", options.num_ctx,
-                   options.num_parallel, DTypeName(options.kv_type), predicted_tok_s);
+  s += fmt::format(" num_ctx {} x {}, kv {}; {}; predicted {:.1f} tok/s", options.num_ctx,
+                   options.num_parallel, DTypeName(options.kv_type),
+                   ProcessorSplit(total_bytes(), gpu_bytes()), predicted_tok_s);
   return s;
+}
+
+uint64_t Plan::gpu_bytes() const {
+  uint64_t b = 0;
+  for (size_t i = 0; i + 1 < devices.size(); ++i) b += devices[i].total_bytes;
+  return b;
+}
+
+std::string ProcessorSplit(uint64_t total_bytes, uint64_t gpu_bytes) {
+  if (gpu_bytes == 0 || total_bytes == 0) return "100% CPU";
+  if (gpu_bytes >= total_bytes) return "100% GPU";
+  const int gpu = static_cast<int>(
+      std::lround(100.0 * static_cast<double>(gpu_bytes) / static_cast<double>(total_bytes)));
+  return fmt::format("{}%/{}% CPU/GPU", 100 - gpu, gpu);
 }
 
 }  // namespace ferry

@@ -6,9 +6,9 @@
 // layer and then the last layers go to the GPU(s) first, as many as fit; with several GPUs the
 // offloaded layers are split in proportion to free memory. Each device that runs layers gets one
 // compute-buffer reservation sized for the worst-case batch (num_batch tokens attending over
-// num_ctx keys); a CPU that keeps only the input embedding reserves just the batch's embedding
-// rows (InputOnlyComputeBufferBytes). KV bytes are exact (KvCache::PoolLayerBytes: the same
-// function the cache uses to allocate).
+// num_ctx keys): the CPU the forward pass's host scratch (ComputeBufferBytes), a GPU the
+// device arrays of its layers (GpuComputeBufferBytes). KV bytes are exact
+// (KvCache::PoolLayerBytes: the same function the cache uses to allocate).
 //
 // Thread-safety: pure functions over values.
 #ifndef FERRY_PLANNER_PLAN_H_
@@ -41,8 +41,8 @@ struct ModelShape {
   int64_t head_dim_k = 0, head_dim_v = 0, n_vocab = 0, n_ctx_train = 0;
   std::vector<int64_t> swa_window;           // [n_layer], 0 = full attention
   std::vector<uint64_t> layer_weight_bytes;  // [n_layer]: every blk.N.* tensor
-  uint64_t input_bytes = 0;   // token_embd (+ rope_freqs, anything outside the blocks): CPU
-  uint64_t output_bytes = 0;  // output_norm + output
+  uint64_t input_bytes = 0;        // token_embd (+ rope_freqs, anything outside the blocks): CPU
+  uint64_t output_bytes = 0;       // output_norm + output
   uint64_t tied_output_bytes = 0;  // no output tensor: token_embd serves as the output, and a
                                    // GPU holding the output layer needs its own copy
   // CPU memory the loaded model holds besides weights, KV and compute: the GGUF header, the
@@ -89,19 +89,19 @@ struct DescribedModel {
 StatusOr<ModelShape> ShapeFromDescription(const DescribedModel& d);
 
 struct LoadOptions {
-  int64_t num_ctx = 2048;      // tokens of context per sequence
-  int32_t num_parallel = 1;    // full sequences the KV pool holds at once (each num_ctx)
-  int32_t max_sequences = 0;   // sequences decoded together (the runner's sampler slots): 0
-                               // means num_parallel; more than num_parallel share the pool's
-                               // blocks while they are short. Each costs sampling memory.
-  int64_t num_batch = 512;     // prompt tokens per step: sizes the compute buffers
-  DType kv_type = DType::kF16; // f16, q8_0, q4_0 (f32 for tests)
-  int num_gpu = -1;            // layers on GPUs: -1 as many as fit; 0 none; n_layer + 1 all +
-                               // the output layer (llama.cpp's counting)
-  int main_gpu = 0;            // the GPU that holds the output layer
-  int64_t logit_rows = 1;      // tokens whose logits are computed at once: at least
-                               // SequencesOf (one row per sequence of a decode step), more for
-                               // perplexity (the compute buffer holds [rows, n_vocab] floats)
+  int64_t num_ctx = 2048;       // tokens of context per sequence
+  int32_t num_parallel = 1;     // full sequences the KV pool holds at once (each num_ctx)
+  int32_t max_sequences = 0;    // sequences decoded together (the runner's sampler slots): 0
+                                // means num_parallel; more than num_parallel share the pool's
+                                // blocks while they are short. Each costs sampling memory.
+  int64_t num_batch = 512;      // prompt tokens per step: sizes the compute buffers
+  DType kv_type = DType::kF16;  // f16, q8_0, q4_0 (f32 for tests)
+  int num_gpu = -1;             // layers on GPUs: -1 as many as fit; 0 none; n_layer + 1 all +
+                                // the output layer (llama.cpp's counting)
+  int main_gpu = 0;             // the GPU that holds the output layer
+  int64_t logit_rows = 1;       // tokens whose logits are computed at once: at least
+                                // SequencesOf (one row per sequence of a decode step), more for
+                                // perplexity (the compute buffer holds [rows, n_vocab] floats)
 };
 
 // Sequences the runner decodes together: max_sequences, or num_parallel when it is 0.
@@ -119,7 +119,13 @@ Status ValidateLoadOptions(const LoadOptions& options);
 
 struct DevicePlan {
   std::string name;
-  uint64_t capacity_bytes = 0;  // Device::free_bytes
+  DeviceKind kind = DeviceKind::kCpu;  // Device::kind
+  int index = 0;                       // Device::index (the CUDA device index)
+  uint64_t capacity_bytes = 0;         // Device::free_bytes
+  // A discovered GPU's CUDA context (Device::context_bytes): memory this process takes on the
+  // device before any model, measured at discovery and already outside capacity_bytes (so not
+  // in total_bytes either); 0 when unknown, for the CPU and for described devices.
+  uint64_t context_bytes = 0;
   uint64_t weights_bytes = 0;
   uint64_t kv_bytes = 0;
   uint64_t compute_bytes = 0;
@@ -155,12 +161,12 @@ struct DevicePlan {
 
 struct Plan {
   LoadOptions options;
-  std::vector<DevicePlan> devices;  // inventory order: GPUs, then the CPU
-  std::vector<int> layer_device;    // [n_layer]: index into devices
+  std::vector<DevicePlan> devices;            // inventory order: GPUs, then the CPU
+  std::vector<int> layer_device;              // [n_layer]: index into devices
   std::vector<uint64_t> layer_weights_bytes;  // [n_layer]: every blk.N.* tensor
   std::vector<uint64_t> layer_kv_bytes;       // [n_layer]: K + V of all sequences
   int output_device = 0;
-  int gpu_layers = 0;               // llama.cpp's count: offloaded blocks (+1 for the output)
+  int gpu_layers = 0;  // llama.cpp's count: offloaded blocks (+1 for the output)
   // Decode speed of one sequence: 1 / sum over devices of max(memory_seconds,
   // compute_seconds), i.e. each device is bound by reading its bytes or by multiplying its
   // weights, whichever takes longer, and the devices run one after another (layer split).
@@ -169,9 +175,11 @@ struct Plan {
   std::vector<std::string> warnings;
 
   uint64_t total_bytes() const;
+  // Bytes on GPUs (every device but the last).
+  uint64_t gpu_bytes() const;
   // One line: "plan: cuda0 [layers 0-31+output] 4.1 GiB (weights 3.9 GiB, kv 128 MiB, compute
-  // 80 MiB, headroom 1.2 GiB, memory-bound); cpu ...; num_ctx 2048 x 1, kv f16; predicted
-  // 52.3 tok/s".
+  // 80 MiB, headroom 1.2 GiB, memory-bound); cpu ...; num_ctx 2048 x 1, kv f16; 4%/96%
+  // CPU/GPU; predicted 52.3 tok/s" (the split as ProcessorSplit).
   std::string Summary() const;
 };
 
@@ -200,6 +208,11 @@ ContextLimits ComputeContextLimits(const ModelShape& model, const DeviceInventor
 std::string SuggestFits(const ModelShape& model, const DeviceInventory& devices,
                         const LoadOptions& options);
 
+// Where a loaded model's bytes are, as Ollama's `ps` shows it: "100% CPU", "100% GPU" or
+// "27%/73% CPU/GPU" (the GPU's share of `total_bytes` rounded to a whole percent, the CPU's the
+// rest). `gpu_bytes` is the part on GPUs; 0 or a total of 0 is "100% CPU".
+std::string ProcessorSplit(uint64_t total_bytes, uint64_t gpu_bytes);
+
 // "0-17,20,22-23" for a sorted list of layer indices.
 std::string FormatLayerRanges(const std::vector<int64_t>& layers);
 
@@ -207,12 +220,13 @@ std::string FormatLayerRanges(const std::vector<int64_t>& layers);
 // tokens over num_ctx keys (activations, attention rows, activation quantization, logits):
 // exactly ForwardScratch::RequiredBytes, which the runtime allocates.
 ScratchShape ComputeScratchShape(const ModelShape& model, const LoadOptions& options);
+// The CPU reserves it in every plan: even with every layer on a GPU, the step's embedding rows,
+// rotary angles and output rows and logits live in it.
 uint64_t ComputeBufferBytes(const ModelShape& model, const LoadOptions& options);
-// Bytes of the compute buffer of a device that holds the token embedding and nothing else (every
-// block and the output on other devices, as llama.cpp leaves a CPU that keeps only token_embd):
-// it only looks up the step's embedding rows, which is the `x` array [max_tokens, n_embd] of the
-// same ForwardScratch layout (ComputeScratchShape), with its alignment.
-uint64_t InputOnlyComputeBufferBytes(const ModelShape& model, const LoadOptions& options);
+// Bytes of the compute buffer of a GPU that runs layers or the output: the device arrays
+// CudaLayers allocates for the same shape (CudaLayers::ComputeBytes: a ForwardScratch in device
+// memory, the rounded activations and the KV row pointers).
+uint64_t GpuComputeBufferBytes(const ModelShape& model, const LoadOptions& options);
 
 }  // namespace ferry
 

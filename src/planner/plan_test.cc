@@ -4,6 +4,7 @@
 
 #include "base/bytes.h"
 #include "kv/kv_cache.h"
+#include "model/cuda_layers.h"
 #include "sampling/sampler.h"
 #include "tokenizer/vocab.h"
 
@@ -14,9 +15,17 @@ const std::string kShared = FERRY_SHARED_DIR;
 
 // Llama-3-8B shape with Q4_K weights and a Q6_K output (Q4_K_M-like).
 ModelShape Llama3_8B() {
-  DescribedModel d{.name = "llama3-8b", .n_layer = 32, .n_embd = 4096, .n_ff = 14336,
-                   .n_head = 32, .n_head_kv = 8, .head_dim = 128, .n_vocab = 128256,
-                   .n_ctx_train = 8192, .weight_type = DType::kQ4_K, .output_type = DType::kQ6_K};
+  DescribedModel d{.name = "llama3-8b",
+                   .n_layer = 32,
+                   .n_embd = 4096,
+                   .n_ff = 14336,
+                   .n_head = 32,
+                   .n_head_kv = 8,
+                   .head_dim = 128,
+                   .n_vocab = 128256,
+                   .n_ctx_train = 8192,
+                   .weight_type = DType::kQ4_K,
+                   .output_type = DType::kQ6_K};
   return *ShapeFromDescription(d);
 }
 
@@ -51,33 +60,40 @@ TEST(PlanTest, Llama3On24GiBKeepsEverythingOnTheGpu) {
   EXPECT_NE(p->warnings[0].find("trained on"), std::string::npos);
 }
 
-TEST(PlanTest, CpuWithOnlyTheInputReservesTheEmbeddingRows) {
+TEST(PlanTest, TheCpuReservesTheHostScratchAndAGpuTheDeviceArrays) {
   const ModelShape m = Llama3_8B();
   LoadOptions o;
   o.num_ctx = 8192;  // num_batch 512: a step of 512 tokens
-  // The x array [512, n_embd] f32 of the scratch layout, and much less than a full scratch.
-  const uint64_t rows = 512 * 4096 * sizeof(float);
-  EXPECT_EQ(InputOnlyComputeBufferBytes(m, o), rows);
-  EXPECT_EQ(InputOnlyComputeBufferBytes(m, o),
-            ForwardScratch::Layout(ComputeScratchShape(m, o)).cur);
-  EXPECT_LT(InputOnlyComputeBufferBytes(m, o), ComputeBufferBytes(m, o));
+  // Every layer and the output on the GPU: the CPU still holds the step's host arrays (the
+  // embedding rows, the rotary angles, the output rows and logits), the whole host scratch.
   auto p = MakePlan(m, Devices("cuda0=24GiB,cpu=64GiB"), o);
   ASSERT_TRUE(p.ok()) << p.status().ToString();
   const DevicePlan& gpu = p->devices[0];
   const DevicePlan& cpu = p->devices[1];
   ASSERT_TRUE(cpu.has_input && cpu.layers.empty() && !cpu.has_output);
-  EXPECT_EQ(cpu.compute_bytes, rows);
-  EXPECT_EQ(gpu.compute_bytes, ComputeBufferBytes(m, o));
-  // A step is at most num_ctx tokens, as in the full scratch.
-  o.num_ctx = 256;
-  EXPECT_EQ(InputOnlyComputeBufferBytes(m, o), 256 * 4096 * sizeof(float));
-  // Once the CPU runs a block too, it reserves the full scratch.
-  o.num_ctx = 8192;
+  EXPECT_EQ(cpu.compute_bytes, ComputeBufferBytes(m, o));
+  EXPECT_EQ(gpu.kind, DeviceKind::kCuda);
+  EXPECT_EQ(gpu.index, 0);
+  EXPECT_EQ(cpu.kind, DeviceKind::kCpu);
+  // The GPU: what CudaLayers allocates, the device scratch plus the rounded activations
+  // [512, widest input = n_ff 14336] f32 and the KV row pointers [2, 512].
+  const ScratchShape shape = ComputeScratchShape(m, o);
+  EXPECT_EQ(gpu.compute_bytes, GpuComputeBufferBytes(m, o));
+  EXPECT_EQ(GpuComputeBufferBytes(m, o), CudaLayers::ComputeBytes(shape));
+  EXPECT_EQ(GpuComputeBufferBytes(m, o), ForwardScratch::RequiredBytes(shape) +
+                                             512 * 14336 * sizeof(float) + 2 * 512 * sizeof(void*));
+  // A split: both reserve their own.
   o.num_gpu = 32;  // the output and 31 blocks on the GPU, block 0 on the CPU
   auto split = MakePlan(m, Devices("cuda0=24GiB,cpu=64GiB"), o);
   ASSERT_TRUE(split.ok()) << split.status().ToString();
   EXPECT_EQ(split->devices[1].layers.size(), 1u);
   EXPECT_EQ(split->devices[1].compute_bytes, ComputeBufferBytes(m, o));
+  EXPECT_EQ(split->devices[0].compute_bytes, GpuComputeBufferBytes(m, o));
+  // Nothing on the GPU: it reserves nothing.
+  o.num_gpu = 0;
+  auto none = MakePlan(m, Devices("cuda0=24GiB,cpu=64GiB"), o);
+  ASSERT_TRUE(none.ok()) << none.status().ToString();
+  EXPECT_EQ(none->devices[0].compute_bytes, 0u);
 }
 
 TEST(PlanTest, KvTypesUseExactBlockSizes) {
@@ -226,15 +242,22 @@ TEST(PlanTest, ShapeFromRealModelAccountsEveryByte) {
   const DevicePlan& cpu = p->devices[0];
   EXPECT_EQ(cpu.host_bytes, s.host_bytes);
   EXPECT_EQ(cpu.sampling_bytes, Sampler::WorkspaceBytes(512, 512));
-  EXPECT_EQ(cpu.total_bytes, cpu.weights_bytes + cpu.kv_bytes + cpu.compute_bytes +
-                                 cpu.host_bytes + cpu.sampling_bytes);
+  EXPECT_EQ(cpu.total_bytes, cpu.weights_bytes + cpu.kv_bytes + cpu.compute_bytes + cpu.host_bytes +
+                                 cpu.sampling_bytes);
   EXPECT_NE(p->Summary().find("host "), std::string::npos) << p->Summary();
 }
 
 TEST(PlannerTest, HostMemoryStaysOnTheCpu) {
   // A described model's host memory is estimated per token; it is never placed on a GPU.
-  DescribedModel d{.name = "m", .n_layer = 4, .n_embd = 256, .n_ff = 512, .n_head = 4,
-                   .n_head_kv = 4, .head_dim = 64, .n_vocab = 32000, .n_ctx_train = 4096};
+  DescribedModel d{.name = "m",
+                   .n_layer = 4,
+                   .n_embd = 256,
+                   .n_ff = 512,
+                   .n_head = 4,
+                   .n_head_kv = 4,
+                   .head_dim = 64,
+                   .n_vocab = 32000,
+                   .n_ctx_train = 4096};
   auto m = ShapeFromDescription(d);
   ASSERT_TRUE(m.ok());
   EXPECT_EQ(m->host_bytes, kDescribedHostBaseBytes + 32000 * kDescribedHostBytesPerToken);
@@ -281,9 +304,17 @@ TEST(PlanTest, ShapeFromRealModelCountsEveryMatrixElementOnce) {
 // A small llama shape, Q8_0 weights, Q6_K output: 2 layers, n_embd 256, n_ff 512, 4 heads of
 // 64, 2 KV heads, 1000 tokens.
 DescribedModel Small(bool tied = false) {
-  return DescribedModel{.name = "small", .n_layer = 2, .n_embd = 256, .n_ff = 512, .n_head = 4,
-                        .n_head_kv = 2, .head_dim = 64, .n_vocab = 1000, .n_ctx_train = 4096,
-                        .weight_type = DType::kQ8_0, .output_type = DType::kQ6_K,
+  return DescribedModel{.name = "small",
+                        .n_layer = 2,
+                        .n_embd = 256,
+                        .n_ff = 512,
+                        .n_head = 4,
+                        .n_head_kv = 2,
+                        .head_dim = 64,
+                        .n_vocab = 1000,
+                        .n_ctx_train = 4096,
+                        .weight_type = DType::kQ8_0,
+                        .output_type = DType::kQ6_K,
                         .tied_output = tied};
 }
 
@@ -349,8 +380,7 @@ TEST(PlanSpeedTest, SlidingWindowLayersAttendOverTheWindow) {
   m.swa_window = {256, 0};
   auto p = MakePlan(m, Devices("cpu=8GiB@1TB/s@10GFLOPS"), o);
   ASSERT_TRUE(p.ok()) << p.status().ToString();
-  EXPECT_EQ(p->devices[0].flops_per_token,
-            SmallFlops(1024) - uint64_t{2} * 4 * 128 * (1024 - 256));
+  EXPECT_EQ(p->devices[0].flops_per_token, SmallFlops(1024) - uint64_t{2} * 4 * 128 * (1024 - 256));
 }
 
 TEST(PlanSpeedTest, DevicesAddTheirOwnBound) {
@@ -364,8 +394,8 @@ TEST(PlanSpeedTest, DevicesAddTheirOwnBound) {
   const DevicePlan& cpu = p->devices[1];
   ASSERT_EQ(cpu.layers, std::vector<int64_t>{0});
   ASSERT_TRUE(gpu.has_output);
-  const uint64_t layer = 2 * (256 * 256 + 2 * 256 * 128 + 256 * 256 + 3 * 256 * 512) +
-                         2 * 4 * 128 * 1024;
+  const uint64_t layer =
+      2 * (256 * 256 + 2 * 256 * 128 + 256 * 256 + 3 * 256 * 512) + 2 * 4 * 128 * 1024;
   EXPECT_EQ(cpu.flops_per_token, layer);
   EXPECT_EQ(gpu.flops_per_token, layer + 2 * 256 * 1000);
   EXPECT_TRUE(cpu.compute_bound());

@@ -18,12 +18,21 @@ StatusOr<ModelFiles> OpenModelFiles(const std::string& path) {
 }
 
 std::string DescribeAllocation(const Runner& r) {
-  return fmt::format("allocated cpu {} (weights {}, kv {}, compute {}, host {}, sampling {})",
-                     FormatBytes(r.allocated_bytes()), FormatBytes(r.allocated_bytes("weights")),
-                     FormatBytes(r.allocated_bytes("kv")),
-                     FormatBytes(r.allocated_bytes("compute")),
-                     FormatBytes(r.allocated_bytes("host")),
-                     FormatBytes(r.allocated_bytes("sampling")));
+  std::string s = "allocated";
+  uint64_t gpu_bytes = 0;
+  if (const DeviceAllocator* g = r.gpu_allocator(); g != nullptr) {
+    gpu_bytes = g->allocated_bytes();
+    s += fmt::format(" {} {} (weights {}, kv {}, compute {});", g->device(), FormatBytes(gpu_bytes),
+                     FormatBytes(g->allocated_bytes("weights")),
+                     FormatBytes(g->allocated_bytes("kv")),
+                     FormatBytes(g->allocated_bytes("compute")));
+  }
+  s += fmt::format(" cpu {} (weights {}, kv {}, compute {}, host {}, sampling {})",
+                   FormatBytes(r.allocated_bytes()), FormatBytes(r.allocated_bytes("weights")),
+                   FormatBytes(r.allocated_bytes("kv")), FormatBytes(r.allocated_bytes("compute")),
+                   FormatBytes(r.allocated_bytes("host")),
+                   FormatBytes(r.allocated_bytes("sampling")));
+  return s + "; " + ProcessorSplit(gpu_bytes + r.allocated_bytes(), gpu_bytes);
 }
 
 StatusOr<std::unique_ptr<Runner>> LoadRunner(const std::string& path,
@@ -42,9 +51,9 @@ StatusOr<std::unique_ptr<Runner>> LoadRunner(const std::string& path,
     capped.logit_rows = std::min(capped.logit_rows, capped.num_batch);
   }
   FERRY_ASSIGN_OR_RETURN(Plan plan, MakePlan(shape, devices, capped));
-  FERRY_ASSIGN_OR_RETURN(std::unique_ptr<Runner> runner,
-                         Runner::Create(std::move(files.model), std::move(files.tokenizer), plan,
-                                        runner_options));
+  FERRY_ASSIGN_OR_RETURN(
+      std::unique_ptr<Runner> runner,
+      Runner::Create(std::move(files.model), std::move(files.tokenizer), plan, runner_options));
   // One line per load: the plan, and what was actually allocated next to it (invariant 1: the
   // plan is the allocation).
   log::Info("load {}: {}; {}", path, plan.Summary(), DescribeAllocation(*runner));

@@ -30,7 +30,9 @@ StatusOr<ModelFiles> OpenModelFiles(const std::string& path);
 
 // Opens `path`, plans it with `options` on `devices` (MakePlan), and creates a Runner that owns
 // the files and allocates exactly the plan. Logs one line: "load PATH: <plan summary>;
-// allocated cpu ... (weights, kv, compute, host, sampling)". Errors: OpenModelFiles's,
+// allocated cuda0 ... (weights, kv, compute); cpu ... (weights, kv, compute, host, sampling);
+// 27%/73% CPU/GPU" (the GPU part only when the plan runs layers there; the split from the
+// allocated bytes). Errors: OpenModelFiles's,
 // MakePlan's (ResourceExhausted explains what is missing), Runner::Create's.
 StatusOr<std::unique_ptr<Runner>> LoadRunner(const std::string& path,
                                              const DeviceInventory& devices,

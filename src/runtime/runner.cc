@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 
+#include "backend/cuda_memory.h"
 #include "base/bytes.h"
 #include "base/log.h"
 
@@ -37,9 +38,45 @@ bool AllFinite(std::span<const float> logits) {
 // The error for non-finite logits: the model's weights (or the computation) are broken, and
 // whatever token would be drawn from them is noise.
 Status NonFiniteLogits(const Model& model, int64_t position) {
-  return InternalError("{}: the model produced non-finite logits (NaN or infinity) at position "
-                       "{}: its weights or its computation are broken; no text is returned",
-                       model.file().name(), position);
+  return InternalError(
+      "{}: the model produced non-finite logits (NaN or infinity) at position "
+      "{}: its weights or its computation are broken; no text is returned",
+      model.file().name(), position);
+}
+
+// Where a plan runs layers on a GPU: the plan's device index (-1: none) and the first layer
+// there (the GPU runs [first_layer, n_layer) and the output).
+struct GpuPart {
+  int plan_device = -1;
+  int64_t first_layer = 0;
+};
+
+StatusOr<GpuPart> GpuPartOf(const Plan& plan, int64_t n_layer) {
+  GpuPart g;
+  g.first_layer = n_layer;
+  for (size_t i = 0; i + 1 < plan.devices.size(); ++i) {
+    const DevicePlan& d = plan.devices[i];
+    if (d.layers.empty() && !d.has_output) continue;
+    if (g.plan_device >= 0) {
+      return UnimplementedError(
+          "the plan runs layers on {} and {}, but ferry runs layers on one GPU so far: make one "
+          "GPU visible (CUDA_VISIBLE_DEVICES) or lower num_gpu",
+          plan.devices[static_cast<size_t>(g.plan_device)].name, d.name);
+    }
+    if (d.kind != DeviceKind::kCuda) {
+      return InvalidArgumentError("the plan runs layers on {}, which is not a CUDA device", d.name);
+    }
+    const int64_t first = d.layers.empty() ? n_layer : d.layers.front();
+    if (!d.has_output || static_cast<int64_t>(d.layers.size()) != n_layer - first ||
+        (!d.layers.empty() && d.layers.back() != n_layer - 1)) {
+      return InvalidArgumentError(
+          "the plan puts layers {} on {}: a GPU runs the last layers and the output",
+          FormatLayerRanges(d.layers), d.name);
+    }
+    g.plan_device = static_cast<int>(i);
+    g.first_layer = first;
+  }
+  return g;
 }
 
 bool SamePlacement(const Plan& a, const Plan& b) {
@@ -63,14 +100,25 @@ StatusOr<std::unique_ptr<Runner>> Runner::Create(const Model* model,
     return InvalidArgumentError("num_thread {} is out of range (0 .. 1024)", options.num_threads);
   }
   if (plan.devices.empty()) return InvalidArgumentError("the plan has no devices");
-  for (size_t d = 0; d + 1 < plan.devices.size(); ++d) {
-    if (!plan.devices[d].layers.empty() || plan.devices[d].has_output) {
+  const int64_t n_layer = model->hparams().n_layer;
+  FERRY_ASSIGN_OR_RETURN(const GpuPart gpu, GpuPartOf(plan, n_layer));
+  if (gpu.plan_device >= 0) {
+    const DevicePlan& d = plan.devices[static_cast<size_t>(gpu.plan_device)];
+    if (options.gpu_allocator == nullptr || model->cuda_device() != d.index ||
+        model->first_gpu_layer() != gpu.first_layer) {
       return FailedPreconditionError(
-          "the plan puts layers on {}, but ferry has no GPU backend yet: load with num_gpu 0",
-          plan.devices[d].name);
+          "the plan runs layers {}.. and the output on {}, but the model was not set up for it "
+          "(Model::UseCuda with the runner's gpu_allocator)",
+          gpu.first_layer, d.name);
     }
+  } else if (model->first_gpu_layer() != n_layer) {
+    return FailedPreconditionError(
+        "the model runs layers {}.. on cuda{} but the plan puts every "
+        "layer on the CPU",
+        model->first_gpu_layer(), model->cuda_device());
   }
   std::unique_ptr<Runner> r(new Runner());
+  if (gpu.plan_device >= 0) r->gpu_allocator_ = options.gpu_allocator;
   r->model_ = model;
   r->tokenizer_ = tokenizer;
   r->options_ = options;
@@ -88,9 +136,17 @@ StatusOr<std::unique_ptr<Runner>> Runner::Create(const Model* model,
   // (Model::PackWeights, the same number of bytes, the mapped pages released): each tensor's
   // bytes are charged, so the allocator accounts them with everything else (a tied output is
   // token_embd itself and is not counted twice: it is one tensor).
+  // Only the CPU's tensors: a GPU's layers and output were copied to its memory (counted by its
+  // allocator), and their mapped pages released.
   const gguf::GgufFile& file = model->file();
   r->weight_charges_.reserve(file.tensors().size());
   for (const gguf::TensorInfo& t : file.tensors()) {
+    if (gpu.plan_device >= 0) {
+      int64_t layer = -1;
+      if (t.name.rfind("blk.", 0) == 0) layer = std::strtoll(t.name.c_str() + 4, nullptr, 10);
+      if (layer >= gpu.first_layer && layer < n_layer) continue;
+      if (t.name == "output.weight" || t.name == "output_norm.weight") continue;
+    }
     const std::span<const uint8_t> mapped = file.TensorData(t);
     const std::span<const uint8_t> packed = model->PackedCopyOf(mapped.data());
     FERRY_ASSIGN_OR_RETURN(DeviceAllocator::Buffer b,
@@ -99,30 +155,56 @@ StatusOr<std::unique_ptr<Runner>> Runner::Create(const Model* model,
   }
   // The loader's host memory, as built: the mapped header, the parsed metadata and the
   // tokenizer's tables (the planner predicts the same three from the header: HostBytesFor).
-  FERRY_ASSIGN_OR_RETURN(r->host_charge_,
-                         r->allocator_->Charge(file.data_offset() + file.heap_bytes() +
-                                                   tokenizer->vocab().heap_bytes(),
-                                               "host"));
-  FERRY_ASSIGN_OR_RETURN(r->kv_, KvCache::Create(KvOptionsFor(r->shape_, lo), r->allocator_.get()));
   FERRY_ASSIGN_OR_RETURN(
-      r->scratch_, ForwardScratch::Create(ComputeScratchShape(r->shape_, lo), *r->allocator_,
-                                          plan.devices.back().compute_bytes));
+      r->host_charge_,
+      r->allocator_->Charge(
+          file.data_offset() + file.heap_bytes() + tokenizer->vocab().heap_bytes(), "host"));
+  {
+    // Each layer's KV blocks on the device that runs it.
+    std::vector<DeviceAllocator*> layer_allocators(static_cast<size_t>(n_layer),
+                                                   r->allocator_.get());
+    for (int64_t l = gpu.first_layer; l < n_layer; ++l) {
+      layer_allocators[static_cast<size_t>(l)] = r->gpu_allocator_;
+    }
+    FERRY_ASSIGN_OR_RETURN(r->kv_, KvCache::Create(KvOptionsFor(r->shape_, lo), layer_allocators));
+  }
+  FERRY_ASSIGN_OR_RETURN(r->scratch_,
+                         ForwardScratch::Create(ComputeScratchShape(r->shape_, lo), *r->allocator_,
+                                                plan.devices.back().compute_bytes));
   // The samplers' working memory, one slot per sequence decoded together, so generating
   // allocates nothing.
   const int32_t n_slots = SequencesOf(lo);
   if (r->scratch_->shape().logit_rows < n_slots) {
     return InvalidArgumentError(
         "the plan's logit_rows {} is below its {} sequences (each decode step wants one row "
-        "per sequence)", r->scratch_->shape().logit_rows, n_slots);
+        "per sequence)",
+        r->scratch_->shape().logit_rows, n_slots);
   }
   for (int32_t i = 0; i < n_slots; ++i) {
-    FERRY_ASSIGN_OR_RETURN(DeviceAllocator::Buffer b,
-                           r->allocator_->Allocate(SlotBytes(plan, model->hparams().n_vocab),
-                                                   "sampling"));
+    FERRY_ASSIGN_OR_RETURN(
+        DeviceAllocator::Buffer b,
+        r->allocator_->Allocate(SlotBytes(plan, model->hparams().n_vocab), "sampling"));
     r->slots_.push_back(std::move(b));
     r->free_slots_.push_back(n_slots - 1 - i);
   }
   r->slot_stale_.assign(static_cast<size_t>(n_slots), false);
+  if (gpu.plan_device >= 0) {
+    // The GPU's bytes against its plan, per purpose (the CPU's are compared by the tests and the
+    // load line): a difference is a planner bug, said loudly but not fatal when below the plan.
+    const DevicePlan& d = plan.devices[static_cast<size_t>(gpu.plan_device)];
+    const std::pair<const char*, uint64_t> planned[] = {
+        {"weights", d.weights_bytes}, {"kv", d.kv_bytes}, {"compute", d.compute_bytes}};
+    for (const auto& [purpose, bytes] : planned) {
+      const uint64_t got = r->gpu_allocator_->allocated_bytes(purpose);
+      if (got > bytes) {
+        return InternalError("{}: allocated {} bytes of {} but the plan has {}", d.name, got,
+                             purpose, bytes);
+      }
+      if (got != bytes) {
+        log::Warn("{}: allocated {} bytes of {} but the plan has {}", d.name, got, purpose, bytes);
+      }
+    }
+  }
   {
     std::lock_guard<std::mutex> lock(r->mu_);
     r->plan_ = plan;
@@ -143,11 +225,39 @@ StatusOr<std::unique_ptr<Runner>> Runner::Create(std::unique_ptr<Model> model,
     log::Info("weights checked finite: {} in {:.1f} ms", model->file().name(),
               (NowNs() - start) / 1e6);
   }
-  if (options.pack_weights) FERRY_RETURN_IF_ERROR(model->PackWeights());
   RunnerOptions no_thread = options;
   no_thread.start_thread = false;
-  FERRY_ASSIGN_OR_RETURN(std::unique_ptr<Runner> r,
-                         Create(model.get(), tokenizer.get(), plan, no_thread));
+  // The GPU's layers first (their weights copied from the mapping), then the CPU's packed.
+  std::unique_ptr<DeviceAllocator> gpu_allocator;
+  {
+    FERRY_ASSIGN_OR_RETURN(const GpuPart gpu, GpuPartOf(plan, model->hparams().n_layer));
+    if (gpu.plan_device >= 0) {
+      const DevicePlan& d = plan.devices[static_cast<size_t>(gpu.plan_device)];
+      FERRY_ASSIGN_OR_RETURN(std::unique_ptr<MemorySource> source, CudaMemory(d.index));
+      gpu_allocator =
+          std::make_unique<DeviceAllocator>(d.name, d.capacity_bytes, std::move(source));
+      const int64_t start = NowNs();
+      Status st = model->UseCuda(d.index, gpu.first_layer, *gpu_allocator,
+                                 ComputeScratchShape(ShapeFromModel(*model), plan.options));
+      if (!st.ok()) {
+        model.reset();  // its device buffers go back before the allocator does
+        return st;
+      }
+      log::Info("{}: layers {}..{} and the output copied to {} in {:.1f} ms", model->file().name(),
+                gpu.first_layer, model->hparams().n_layer - 1, d.name, (NowNs() - start) / 1e6);
+      no_thread.gpu_allocator = gpu_allocator.get();
+    }
+  }
+  Status packed = options.pack_weights ? model->PackWeights() : Status::Ok();
+  StatusOr<std::unique_ptr<Runner>> created =
+      packed.ok() ? Create(model.get(), tokenizer.get(), plan, no_thread)
+                  : StatusOr<std::unique_ptr<Runner>>(packed);
+  if (!created.ok()) {
+    model.reset();  // before gpu_allocator, which its device buffers came from
+    return created.status();
+  }
+  std::unique_ptr<Runner> r = std::move(*created);
+  r->owned_gpu_allocator_ = std::move(gpu_allocator);
   r->owned_model_ = std::move(model);
   r->owned_tokenizer_ = std::move(tokenizer);
   r->options_.start_thread = options.start_thread;
@@ -163,10 +273,18 @@ Plan Runner::plan() const {
 }
 
 std::vector<DeviceAllocation> Runner::allocated() const {
+  std::vector<DeviceAllocation> all;
+  if (gpu_allocator_ != nullptr) {
+    DeviceAllocation gpu;
+    gpu.device = gpu_allocator_->device();
+    gpu.bytes_by_purpose = gpu_allocator_->allocated_by_purpose();
+    all.push_back(std::move(gpu));
+  }
   DeviceAllocation cpu;
   cpu.device = allocator_->device();
   cpu.bytes_by_purpose = allocator_->allocated_by_purpose();
-  return {cpu};
+  all.push_back(std::move(cpu));
+  return all;
 }
 
 RunnerCounts Runner::counts() const {
@@ -213,8 +331,10 @@ Status Runner::Submit(GenerateRequest request, std::shared_ptr<RequestStream> st
                            request.options.num_ctx, model_ctx);
   }
   if (n_prompt > request.options.num_ctx) {
-    return OutOfRangeError("the prompt is {} tokens but num_ctx is {}: raise num_ctx (ferry "
-                           "never truncates a prompt)", n_prompt, request.options.num_ctx);
+    return OutOfRangeError(
+        "the prompt is {} tokens but num_ctx is {}: raise num_ctx (ferry "
+        "never truncates a prompt)",
+        n_prompt, request.options.num_ctx);
   }
   inbox_.push_back(Pending{std::move(request), std::move(stream), NowNs()});
   lock.unlock();
@@ -232,9 +352,8 @@ Status Runner::Grow(const Plan& plan) {
         plan.options.kv_type != plan_.options.kv_type ||
         plan.options.num_parallel != plan_.options.num_parallel ||
         SequencesOf(plan.options) != SequencesOf(plan_.options)) {
-      return InvalidArgumentError(
-          "Grow: only num_ctx (and num_batch) may grow: num_ctx {} -> {}", plan_.options.num_ctx,
-          plan.options.num_ctx);
+      return InvalidArgumentError("Grow: only num_ctx (and num_batch) may grow: num_ctx {} -> {}",
+                                  plan_.options.num_ctx, plan.options.num_ctx);
     }
   }
   if (!thread_.joinable()) return ApplyGrow(plan);
@@ -258,21 +377,36 @@ Status Runner::ApplyGrow(const Plan& plan) {
   // exceeds the new plan); on failure the old shape is restored.
   const uint64_t new_compute = plan.devices.back().compute_bytes;
   scratch_.reset();
-  StatusOr<std::unique_ptr<ForwardScratch>> sc = ForwardScratch::Create(
-      ComputeScratchShape(shape_, plan.options), *allocator_, new_compute);
+  StatusOr<std::unique_ptr<ForwardScratch>> sc =
+      ForwardScratch::Create(ComputeScratchShape(shape_, plan.options), *allocator_, new_compute);
   if (!sc.ok()) {
-    FERRY_ASSIGN_OR_RETURN(scratch_, ForwardScratch::Create(ComputeScratchShape(shape_, old.options),
-                                                            *allocator_,
-                                                            old.devices.back().compute_bytes));
+    FERRY_ASSIGN_OR_RETURN(
+        scratch_, ForwardScratch::Create(ComputeScratchShape(shape_, old.options), *allocator_,
+                                         old.devices.back().compute_bytes));
     return sc.status();
   }
   scratch_ = std::move(*sc);
+  auto restore_scratch = [&]() -> Status {
+    scratch_.reset();
+    FERRY_ASSIGN_OR_RETURN(
+        scratch_, ForwardScratch::Create(ComputeScratchShape(shape_, old.options), *allocator_,
+                                         old.devices.back().compute_bytes));
+    return Status::Ok();
+  };
+  // The GPU's step arrays (CudaLayers::Reserve puts the old ones back itself on failure).
+  if (gpu_allocator_ != nullptr) {
+    Status g = model_->ReserveCuda(ComputeScratchShape(shape_, plan.options));
+    if (!g.ok()) {
+      FERRY_RETURN_IF_ERROR(restore_scratch());
+      return g;
+    }
+  }
   Status st = kv_->Grow(plan.options.num_ctx);
   if (!st.ok()) {
-    scratch_.reset();
-    FERRY_ASSIGN_OR_RETURN(scratch_, ForwardScratch::Create(ComputeScratchShape(shape_, old.options),
-                                                            *allocator_,
-                                                            old.devices.back().compute_bytes));
+    if (gpu_allocator_ != nullptr) {
+      FERRY_RETURN_IF_ERROR(model_->ReserveCuda(ComputeScratchShape(shape_, old.options)));
+    }
+    FERRY_RETURN_IF_ERROR(restore_scratch());
     return st;
   }
   // Sampler slots: free ones are replaced now, busy ones when their request ends.
@@ -465,13 +599,13 @@ void Runner::Admit() {
     for (const auto& r : running_) {
       const int64_t r_target = static_cast<int64_t>(r->tokens.size());
       for (int l = 0; l < kv_->num_layers(); ++l) {
-        need[static_cast<size_t>(l)] += std::max(
-            0, kv_->BlocksFor(l, r_target) - kv_->HeldBlocks(r->kv_seq, l));
+        need[static_cast<size_t>(l)] +=
+            std::max(0, kv_->BlocksFor(l, r_target) - kv_->HeldBlocks(r->kv_seq, l));
       }
     }
     for (int l = 0; l < kv_->num_layers(); ++l) {
-      need[static_cast<size_t>(l)] += kv_->BlocksFor(l, target) -
-                                      (best < cached_.size() ? kv_->BlocksFor(l, best_len) : 0);
+      need[static_cast<size_t>(l)] +=
+          kv_->BlocksFor(l, target) - (best < cached_.size() ? kv_->BlocksFor(l, best_len) : 0);
     }
     // Keep the chosen cached sequence out of the drop list while freeing.
     Cached keep;
@@ -509,10 +643,10 @@ void Runner::Admit() {
       s->slot = free_slots_.back();
       free_slots_.pop_back();
       DeviceAllocator::Buffer& ws = slots_[static_cast<size_t>(s->slot)];
-      StatusOr<std::unique_ptr<Sampler>> sampler = Sampler::Create(
-          s->request.options.sampling, ClampI32(model_->hparams().n_vocab),
-          ClampI32(std::min(s->request.options.num_ctx, num_ctx)),
-          std::span<uint8_t>(ws.data(), static_cast<size_t>(ws.size())));
+      StatusOr<std::unique_ptr<Sampler>> sampler =
+          Sampler::Create(s->request.options.sampling, ClampI32(model_->hparams().n_vocab),
+                          ClampI32(std::min(s->request.options.num_ctx, num_ctx)),
+                          std::span<uint8_t>(ws.data(), static_cast<size_t>(ws.size())));
       std::unique_ptr<Sequence> owned = std::move(waiting_.front());
       waiting_.pop_front();
       if (!sampler.ok()) {
@@ -802,8 +936,8 @@ StatusOr<bool> Runner::Step() {
   // the pool (a token does not depend on which thread drew it); tokens are then taken in
   // batch order.
   sampled_.resize(to_sample.size());
-  ParallelFor(to_sample.size() > 1 ? pool_.get() : nullptr,
-              static_cast<int64_t>(to_sample.size()), [&](int64_t b, int64_t e) {
+  ParallelFor(to_sample.size() > 1 ? pool_.get() : nullptr, static_cast<int64_t>(to_sample.size()),
+              [&](int64_t b, int64_t e) {
                 for (int64_t i = b; i < e; ++i) {
                   const auto& [seq, logits] = to_sample[static_cast<size_t>(i)];
                   sampled_[static_cast<size_t>(i)] = seq->sampler->Sample(logits);

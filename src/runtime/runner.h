@@ -22,9 +22,11 @@
 // OutOfRange error that names both numbers, and a generation that reaches it stops with
 // done_reason "length".
 //
-// Memory: Create allocates exactly what the Plan says (weights and host charged; KV pool,
-// compute buffer and sampler slots allocated) through one CPU DeviceAllocator; nothing is
-// allocated per token. Grow adds KV blocks and re-reserves the compute buffer.
+// Memory: Create allocates exactly what the Plan says through one DeviceAllocator per device:
+// on the CPU the weights it runs and the host tables charged, its layers' KV blocks, the host
+// compute buffer and the sampler slots allocated; on a GPU (CudaMemory) the weights of its
+// layers and of the output, their KV blocks and its compute buffer. Nothing is allocated per
+// token. Grow adds KV blocks and re-reserves the compute buffers.
 //
 // Thread-safety: the ModelRunner methods and Generate may be called from any thread. With
 // start_thread false no thread is started and the owner drives Step() and Perplexity() from
@@ -75,6 +77,10 @@ struct RunnerOptions {
   // (Model::PackWeights; same bytes, faster products). The non-owning Create uses the model
   // as it is.
   bool pack_weights = true;
+  // Non-owning Create with a plan that runs layers on a GPU: the allocator over that GPU's
+  // memory (CudaMemory) that the model's Model::UseCuda was given, for the GPU layers' KV
+  // blocks too; it must outlive the runner. The owning Create makes its own.
+  DeviceAllocator* gpu_allocator = nullptr;
 };
 
 // The synchronous result of Generate.
@@ -88,15 +94,19 @@ using TextCallback = std::function<bool(std::string_view piece)>;
 
 class Runner : public ModelRunner {
  public:
-  // Loads `model` as `plan` says (the plan must be for this model, all on the CPU: GPU layers
-  // are not implemented yet, FailedPrecondition). `model` and `tokenizer` must outlive the
-  // runner. Errors: options out of range, a KV type the model's head sizes cannot use, the
-  // plan's compute reservation below what the forward pass needs, ResourceExhausted beyond the
-  // capacity.
+  // Loads `model` as `plan` says (the plan must be for this model). A plan that runs layers on
+  // a GPU needs the model already set up for it (Model::UseCuda with the plan's first GPU
+  // layer, and options.gpu_allocator); layers on more than one GPU are Unimplemented.
+  // `model` and `tokenizer` must outlive the runner. Errors: options out of range, a KV type
+  // the model's head sizes cannot use, the plan's compute reservation below what the forward
+  // pass needs, ResourceExhausted beyond the capacity, FailedPrecondition for a model that
+  // does not run the plan's layers where the plan puts them.
   static StatusOr<std::unique_ptr<Runner>> Create(const Model* model,
                                                   const tokenizer::Tokenizer* tokenizer,
                                                   const Plan& plan, const RunnerOptions& options);
-  // The same, owning the model and the tokenizer (the loader's and the scheduler's way).
+  // The same, owning the model and the tokenizer (the loader's and the scheduler's way). With
+  // GPU layers in the plan it makes the GPU's allocator (CudaMemory of the plan's device, its
+  // capacity the plan's) and calls Model::UseCuda itself, before packing the CPU's weights.
   static StatusOr<std::unique_ptr<Runner>> Create(std::unique_ptr<Model> model,
                                                   std::unique_ptr<tokenizer::Tokenizer> tokenizer,
                                                   const Plan& plan, const RunnerOptions& options);
@@ -142,6 +152,8 @@ class Runner : public ModelRunner {
     return allocator_->allocated_bytes(purpose);
   }
   const DeviceAllocator& allocator() const { return *allocator_; }
+  // The GPU's allocator when the plan runs layers on one; null otherwise.
+  const DeviceAllocator* gpu_allocator() const { return gpu_allocator_; }
 
  private:
   struct Pending {
@@ -153,14 +165,14 @@ class Runner : public ModelRunner {
   struct Sequence {
     GenerateRequest request;
     std::shared_ptr<RequestStream> stream;
-    int32_t kv_seq = -1;        // -1 while waiting
-    int32_t slot = -1;          // sampler slot
+    int32_t kv_seq = -1;  // -1 while waiting
+    int32_t slot = -1;    // sampler slot
     std::unique_ptr<Sampler> sampler;
     std::vector<int32_t> tokens;  // prompt, then generated tokens
     int64_t n_past = 0;           // positions of tokens[] in the cache
     int64_t n_prompt = 0;
-    int64_t admitted_order = 0;   // larger = admitted later
-    bool started = false;         // admitted once (sampler made, prompt accepted)
+    int64_t admitted_order = 0;  // larger = admitted later
+    bool started = false;        // admitted once (sampler made, prompt accepted)
     TextStream text;
     GenerateStats stats;
     int64_t submit_ns = 0, admit_ns = 0, first_token_ns = 0;
@@ -195,7 +207,9 @@ class Runner : public ModelRunner {
   bool OnToken(Sequence* s, int32_t token);
   void PublishCounts();
 
-  // Set by the owning Create; declared first, so they outlive everything that points into them.
+  // Set by the owning Create; declared first, so they outlive everything that points into them
+  // (the GPU's allocator outlives the model too: the model's CudaLayers hold its buffers).
+  std::unique_ptr<DeviceAllocator> owned_gpu_allocator_;
   std::unique_ptr<Model> owned_model_;
   std::unique_ptr<tokenizer::Tokenizer> owned_tokenizer_;
   const Model* model_ = nullptr;
@@ -205,6 +219,7 @@ class Runner : public ModelRunner {
   std::unique_ptr<ThreadPool> pool_;
   // Declared before what it allocates, so it is destroyed after them.
   std::unique_ptr<DeviceAllocator> allocator_;
+  DeviceAllocator* gpu_allocator_ = nullptr;  // options.gpu_allocator or owned_gpu_allocator_
   std::vector<DeviceAllocator::Buffer> weight_charges_;  // [n_tensors]: the mapped weights
   DeviceAllocator::Buffer host_charge_;                  // header, metadata, vocabulary
   std::unique_ptr<KvCache> kv_;

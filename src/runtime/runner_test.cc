@@ -1,9 +1,10 @@
 #include "runtime/runner.h"
-#include "runtime/plan_testing.h"
 
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include "runtime/plan_testing.h"
 
 namespace ferry {
 namespace {
@@ -110,6 +111,47 @@ TEST(RunnerFileTest, ModelFileTruncatedWhileLoaded) {
   EXPECT_EQ(WEXITSTATUS(status), 0);
 }
 
+// A plan that puts layers on a GPU the runner cannot reach (no CUDA build, or no such
+// device) is an error naming the device, never a crash; the model stays usable on the CPU.
+TEST_F(RunnerTest, AGpuPlanWithoutItsGpuIsAClearError) {
+  auto inv = ParseDevices("cuda0=8GiB,cpu=64GiB");
+  ASSERT_TRUE(inv.ok()) << inv.status().ToString();
+  if (BuiltWithCuda()) {
+    DiscoverOptions d;
+    d.cpu_matmul_flops = 0.0;
+    d.cpu_bandwidth = 0.0;
+    auto found = DiscoverDevices(d);
+    if (found.ok() && !found->gpus().empty()) GTEST_SKIP() << "a GPU is here: cuda_runner_test";
+  }
+  LoadOptions lo;
+  lo.num_ctx = 64;
+  lo.num_gpu = 3;  // the output and 2 blocks
+  auto plan = MakePlan(ShapeFromModel(*model_), *inv, lo);
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  ASSERT_EQ(plan->gpu_layers, 3);
+  auto m = Model::Load(kShared + "/models/stories260K.gguf");
+  ASSERT_TRUE(m.ok());
+  auto v = tokenizer::Vocab::FromGguf((*m)->file());
+  ASSERT_TRUE(v.ok());
+  auto t = tokenizer::Tokenizer::Create(std::move(*v));
+  ASSERT_TRUE(t.ok());
+  RunnerOptions ro;
+  ro.start_thread = false;
+  auto r = Runner::Create(std::move(*m), std::move(*t), *plan, ro);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("cuda0"), std::string::npos) << r.status().ToString();
+  // The non-owning Create refuses a model that was not set up for the plan's GPU layers.
+  RunnerOptions ro2 = ro;
+  auto r2 = Runner::Create(model_.get(), tok_.get(), *plan, ro2);
+  ASSERT_FALSE(r2.ok());
+  EXPECT_EQ(r2.status().code(), StatusCode::kFailedPrecondition) << r2.status().ToString();
+  EXPECT_NE(r2.status().message().find("UseCuda"), std::string::npos);
+  // And the same model still runs on the CPU.
+  auto cpu = MakeRunner(256)->Generate(Greedy("Once", 4), {});
+  ASSERT_TRUE(cpu.ok()) << cpu.status().ToString();
+  EXPECT_EQ(cpu->stats.tokens.size(), 4u);
+}
+
 TEST_F(RunnerTest, SmallBatchesGiveTheSameTokens) {
   auto a = MakeRunner(256, 512)->Generate(Greedy("Once upon a time, in a big forest", 20), {});
   auto b = MakeRunner(256, 3)->Generate(Greedy("Once upon a time, in a big forest", 20), {});
@@ -146,8 +188,10 @@ TEST_F(RunnerTest, ContextLimitIsReportedNotWrapped) {
   EXPECT_EQ(res->stats.done_reason, DoneReason::kLength);
   EXPECT_EQ(res->stats.prompt_eval_count + res->stats.eval_count, 16);
   // A prompt longer than the context is an error naming both sizes.
-  GenerateRequest big = Greedy("Once upon a time there was a very long story about many things "
-                               "that happened to a little dog in a big park", 4);
+  GenerateRequest big = Greedy(
+      "Once upon a time there was a very long story about many things "
+      "that happened to a little dog in a big park",
+      4);
   big.options.num_ctx = 16;
   auto err = r->Generate(big, {});
   ASSERT_FALSE(err.ok());
@@ -171,9 +215,8 @@ TEST_F(RunnerTest, SeededSamplingIsReproducible) {
 
 TEST_F(RunnerTest, CancelStops) {
   int calls = 0;
-  auto res = MakeRunner(256)->Generate(Greedy("Once upon a time", 40), [&](std::string_view) {
-    return ++calls < 3;
-  });
+  auto res = MakeRunner(256)->Generate(Greedy("Once upon a time", 40),
+                                       [&](std::string_view) { return ++calls < 3; });
   ASSERT_TRUE(res.ok());
   EXPECT_EQ(res->stats.done_reason, DoneReason::kCancelled);
   EXPECT_EQ(calls, 3);
