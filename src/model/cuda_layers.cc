@@ -1,6 +1,8 @@
 #include "model/cuda_layers.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -172,11 +174,12 @@ struct CudaLayers::Impl {
   int device = 0;
   int64_t first_layer = 0;
   DeviceAllocator* allocator = nullptr;
-  std::vector<DeviceAllocator::Buffer> weights;  // one per copied tensor
-  std::vector<LayerWeights> layers;              // [n_layer - first_layer], device pointers
-  WeightMatrix output_norm, output;              // device pointers
-  std::unique_ptr<ForwardScratch> dev;           // the step's arrays, in device memory
-  DeviceAllocator::Buffer extra;                 // x_work [max_tokens, widest], row pointers
+  DeviceAllocator::Buffer weights;              // every copied tensor (kTensorAlignment)
+  std::map<const void*, uint8_t*> device_copy;  // a tensor's mapped bytes -> its copy
+  std::vector<LayerWeights> layers;             // [n_layer - first_layer], device pointers
+  WeightMatrix output_norm, output;             // device pointers
+  std::unique_ptr<ForwardScratch> dev;          // the step's arrays, in device memory
+  DeviceAllocator::Buffer extra;                // x_work [max_tokens, widest], row pointers
   float* x_work = nullptr;
   uint8_t** row_ptrs_dev = nullptr;
   std::vector<uint8_t*> row_ptrs;          // host staging [2, max_tokens]
@@ -194,7 +197,7 @@ struct CudaLayers::Impl {
     return Status::Ok();
   }
 
-  // A device copy of `w` (absent stays absent).
+  // `w` with its data in the device's copy (absent stays absent).
   Status Upload(const WeightMatrix& w, const char* what, WeightMatrix* out) {
     *out = w;
     out->packed = nullptr;
@@ -203,11 +206,38 @@ struct CudaLayers::Impl {
       return UnimplementedError("cuda{}: no CUDA kernel reads {} weights ({})", device,
                                 DTypeName(w.type), what);
     }
-    const uint64_t bytes = static_cast<uint64_t>(w.rows) * w.row_bytes;
-    FERRY_ASSIGN_OR_RETURN(DeviceAllocator::Buffer b, allocator->Allocate(bytes, "weights"));
-    FERRY_RETURN_IF_ERROR(cuda::CopyToDevice(b.data(), w.data, bytes));
-    out->data = b.data();
-    weights.push_back(std::move(b));
+    auto it = device_copy.find(w.data);
+    if (it == device_copy.end()) {
+      return InternalError("cuda{}: {} is not among the tensors copied to the device", device,
+                           what);
+    }
+    out->data = it->second;
+    return Status::Ok();
+  }
+
+  // Copies every tensor this GPU holds into one buffer (see kTensorAlignment).
+  Status CopyTensors(const gguf::GgufFile& file, int64_t n_layer) {
+    bool tied = true;
+    for (const gguf::TensorInfo& t : file.tensors()) tied &= t.name != "output.weight";
+    std::vector<std::pair<const gguf::TensorInfo*, uint64_t>> held;  // tensor, offset
+    uint64_t total = 0;
+    for (const gguf::TensorInfo& t : file.tensors()) {
+      int64_t layer = -1;
+      if (t.name.rfind("blk.", 0) == 0) layer = std::strtoll(t.name.c_str() + 4, nullptr, 10);
+      const bool here = (layer >= first_layer && layer < n_layer) ||
+                        t.name == "output_norm.weight" || t.name == "output.weight" ||
+                        (tied && t.name == "token_embd.weight");
+      if (!here) continue;
+      held.emplace_back(&t, total);
+      total += CudaLayers::TensorBytes(t.n_bytes);
+    }
+    FERRY_ASSIGN_OR_RETURN(weights, allocator->Allocate(total, "weights"));
+    for (const auto& [t, offset] : held) {
+      const std::span<const uint8_t> bytes = file.TensorData(*t);
+      FERRY_RETURN_IF_ERROR(
+          cuda::CopyToDevice(weights.data() + offset, bytes.data(), bytes.size()));
+      device_copy[bytes.data()] = weights.data() + offset;
+    }
     return Status::Ok();
   }
 };
@@ -236,6 +266,7 @@ StatusOr<std::unique_ptr<CudaLayers>> CudaLayers::Create(const Model& model, int
   impl->first_layer = first_layer;
   impl->allocator = &allocator;
   const ModelWeights& w = model.weights();
+  FERRY_RETURN_IF_ERROR(impl->CopyTensors(model.file(), hp.n_layer));
   for (int64_t l = first_layer; l < hp.n_layer; ++l) {
     const LayerWeights& src = w.layers[static_cast<size_t>(l)];
     LayerWeights d;

@@ -8,7 +8,7 @@
 // Built with -DFERRY_CUDA=ON; otherwise Create says so (Unimplemented) and nothing else exists.
 //
 // Memory: every device byte comes from the allocator given to Create (a DeviceAllocator over
-// CudaMemory(index)): purpose "weights" for the copies (one buffer per tensor, its GGUF bytes),
+// CudaMemory(index)): purpose "weights" for the copies (one buffer, see kTensorAlignment),
 // "compute" for the step's arrays (a ForwardScratch of the step's shape in device memory, plus
 // the rounded activations [max_tokens, widest input] f32 and the KV row pointers [2,
 // max_tokens]). The allocator must outlive this object.
@@ -44,6 +44,16 @@ class CudaLayers {
                                                       DeviceAllocator& allocator,
                                                       const ScratchShape& shape);
   ~CudaLayers();
+
+  // The GPU's weights are one buffer (purpose "weights"): each tensor it holds (every blk.N.*
+  // tensor of its layers, output_norm, and the output matrix or the token embedding when tied)
+  // at a multiple of kTensorAlignment, in the file's order, TensorBytes(n_bytes) apart. One
+  // buffer, not one per tensor: the driver rounds each allocation up to its page size (2 MiB),
+  // which per tensor would cost several percent of the device's memory beyond the plan.
+  static constexpr uint64_t kTensorAlignment = 256;
+  static constexpr uint64_t TensorBytes(uint64_t n_bytes) {
+    return (n_bytes + kTensorAlignment - 1) / kTensorAlignment * kTensorAlignment;
+  }
 
   // Device bytes Create and Reserve allocate for the step's arrays of `shape` (purpose
   // "compute"): the ForwardScratch of the shape, the rounded activations [max_tokens, widest

@@ -95,7 +95,12 @@ Plan BuildPlan(const ModelShape& m, const DeviceInventory& inv, const LoadOption
     DevicePlan& d = p.devices[static_cast<size_t>(p.layer_device[static_cast<size_t>(l)])];
     const size_t di = static_cast<size_t>(p.layer_device[static_cast<size_t>(l)]);
     d.layers.push_back(l);
-    d.weights_bytes += m.layer_weight_bytes[static_cast<size_t>(l)];
+    // A GPU holds the layer's tensors at aligned offsets of one buffer (CudaLayers).
+    if (static_cast<int>(di) != cpu && static_cast<size_t>(l) < m.layer_gpu_weight_bytes.size()) {
+      p.layer_weights_bytes[static_cast<size_t>(l)] =
+          m.layer_gpu_weight_bytes[static_cast<size_t>(l)];
+    }
+    d.weights_bytes += p.layer_weights_bytes[static_cast<size_t>(l)];
     d.kv_bytes += kv_layer[static_cast<size_t>(l)];
     if (static_cast<size_t>(l) < m.layer_matmul_elements.size()) {
       for (const WeightElements& w : m.layer_matmul_elements[static_cast<size_t>(l)]) {
@@ -110,8 +115,12 @@ Plan BuildPlan(const ModelShape& m, const DeviceInventory& inv, const LoadOption
   }
   DevicePlan& out = p.devices[static_cast<size_t>(p.output_device)];
   out.has_output = true;
-  out.weights_bytes += m.output_bytes;
-  if (p.output_device != cpu) out.weights_bytes += m.tied_output_bytes;
+  if (p.output_device == cpu) {
+    out.weights_bytes += m.output_bytes;
+  } else {
+    out.weights_bytes +=
+        m.gpu_output_bytes > 0 ? m.gpu_output_bytes : m.output_bytes + m.tied_output_bytes;
+  }
   for (const WeightElements& w : m.output_matmul_elements) {
     weight_flops[static_cast<size_t>(p.output_device)][w.type] += 2 * w.elements;
   }
@@ -263,6 +272,7 @@ ModelShape ShapeFromModel(const Model& model) {
   s.n_ctx_train = hp.n_ctx_train;
   s.swa_window = hp.swa_window;
   s.layer_weight_bytes.assign(static_cast<size_t>(hp.n_layer), 0);
+  s.layer_gpu_weight_bytes.assign(static_cast<size_t>(hp.n_layer), 0);
   bool has_output = false;
   uint64_t embd = 0;
   for (const gguf::TensorInfo& t : model.file().tensors()) {
@@ -272,15 +282,20 @@ ModelShape ShapeFromModel(const Model& model) {
     }
     if (layer >= 0 && layer < hp.n_layer) {
       s.layer_weight_bytes[static_cast<size_t>(layer)] += t.n_bytes;
+      s.layer_gpu_weight_bytes[static_cast<size_t>(layer)] += CudaLayers::TensorBytes(t.n_bytes);
     } else if (t.name == "output.weight" || t.name == "output_norm.weight") {
       s.output_bytes += t.n_bytes;
+      s.gpu_output_bytes += CudaLayers::TensorBytes(t.n_bytes);
       has_output |= t.name == "output.weight";
     } else {
       s.input_bytes += t.n_bytes;
       if (t.name == "token_embd.weight") embd = t.n_bytes;
     }
   }
-  if (!has_output) s.tied_output_bytes = embd;
+  if (!has_output) {
+    s.tied_output_bytes = embd;
+    s.gpu_output_bytes += CudaLayers::TensorBytes(embd);
+  }
   s.matmuls = ForwardScratch::ShapeFor(model, 1, 1).matmuls;
   // Compute work: the matrices of the blocks and the output projection (the embedding when
   // tied); 1-D tensors (norms, biases) are not matrix products.
@@ -337,17 +352,23 @@ StatusOr<ModelShape> ShapeFromDescription(const DescribedModel& d) {
     return row * static_cast<uint64_t>(rows);
   };
   const int64_t e = d.n_embd, qd = d.n_head * d.head_dim, kd = d.n_head_kv * d.head_dim;
-  uint64_t layer = 4 * static_cast<uint64_t>(2 * e);  // attn_norm, ffn_norm (f32)
+  const uint64_t norm = 4 * static_cast<uint64_t>(e);  // an f32 norm vector
+  uint64_t layer = 2 * norm;                           // attn_norm, ffn_norm
+  uint64_t gpu_layer = 2 * CudaLayers::TensorBytes(norm);
   for (auto [cols, rows] : std::vector<std::pair<int64_t, int64_t>>{
            {e, qd}, {e, kd}, {e, kd}, {qd, e}, {e, d.n_ff}, {e, d.n_ff}, {d.n_ff, e}}) {
     FERRY_ASSIGN_OR_RETURN(uint64_t b, mat(d.weight_type, cols, rows));
     layer += b;
+    gpu_layer += CudaLayers::TensorBytes(b);
   }
   s.layer_weight_bytes.assign(static_cast<size_t>(d.n_layer), layer);
+  s.layer_gpu_weight_bytes.assign(static_cast<size_t>(d.n_layer), gpu_layer);
   FERRY_ASSIGN_OR_RETURN(s.input_bytes, mat(d.weight_type, e, d.n_vocab));
   FERRY_ASSIGN_OR_RETURN(uint64_t out, mat(d.output_type, e, d.n_vocab));
-  s.output_bytes = 4 * static_cast<uint64_t>(e) + (d.tied_output ? 0 : out);
+  s.output_bytes = norm + (d.tied_output ? 0 : out);
   if (d.tied_output) s.tied_output_bytes = s.input_bytes;
+  s.gpu_output_bytes =
+      CudaLayers::TensorBytes(norm) + CudaLayers::TensorBytes(d.tied_output ? s.input_bytes : out);
   const auto layer_elements = static_cast<uint64_t>(e * qd + 2 * e * kd + qd * e + 3 * e * d.n_ff);
   s.layer_matmul_elements.assign(static_cast<size_t>(d.n_layer), {{d.weight_type, layer_elements}});
   s.output_matmul_elements = {
@@ -499,13 +520,14 @@ std::string Plan::Summary() const {
     if (d.has_input) what += what.empty() ? "input" : "+input";
     std::string host = d.host_bytes > 0 ? fmt::format(", host {}", FormatBytes(d.host_bytes)) : "";
     if (d.sampling_bytes > 0) host += fmt::format(", sampling {}", FormatBytes(d.sampling_bytes));
-    s += fmt::format(" {} [{}] {} (weights {}, kv {}, compute {}{}, headroom {}, {});", d.name,
-                     what, FormatBytes(d.total_bytes), FormatBytes(d.weights_bytes),
-                     FormatBytes(d.kv_bytes), FormatBytes(d.compute_bytes), host,
-                     d.headroom_bytes() >= 0
-                         ? FormatBytes(static_cast<uint64_t>(d.headroom_bytes()))
-                         : fmt::format("-{}", FormatBytes(static_cast<uint64_t>(-d.headroom_bytes()))),
-                     d.bound());
+    s += fmt::format(
+        " {} [{}] {} (weights {}, kv {}, compute {}{}, headroom {}, {});", d.name, what,
+        FormatBytes(d.total_bytes), FormatBytes(d.weights_bytes), FormatBytes(d.kv_bytes),
+        FormatBytes(d.compute_bytes), host,
+        d.headroom_bytes() >= 0
+            ? FormatBytes(static_cast<uint64_t>(d.headroom_bytes()))
+            : fmt::format("-{}", FormatBytes(static_cast<uint64_t>(-d.headroom_bytes()))),
+        d.bound());
   }
   s += fmt::format(" num_ctx {} x {}, kv {}; {}; predicted {:.1f} tok/s", options.num_ctx,
                    options.num_parallel, DTypeName(options.kv_type),

@@ -45,6 +45,12 @@ struct ModelShape {
   uint64_t output_bytes = 0;       // output_norm + output
   uint64_t tied_output_bytes = 0;  // no output tensor: token_embd serves as the output, and a
                                    // GPU holding the output layer needs its own copy
+  // The same weights in a GPU's memory, where each tensor starts at a multiple of
+  // CudaLayers::kTensorAlignment in one device buffer (CudaLayers::TensorBytes of each tensor):
+  // [n_layer] the blk.N.* tensors, and the output (output_norm and the output matrix, or the
+  // token embedding's copy when tied). Empty / 0: as on the CPU.
+  std::vector<uint64_t> layer_gpu_weight_bytes;
+  uint64_t gpu_output_bytes = 0;
   // CPU memory the loaded model holds besides weights, KV and compute: the GGUF header, the
   // parsed metadata and the tokenizer's tables (HostBytesFor).
   uint64_t host_bytes = 0;
