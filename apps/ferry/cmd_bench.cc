@@ -438,6 +438,7 @@ int RunBench(const Settings& settings, const BenchOptions& o) {
   discover.cpu_matmul_flops = settings.cpu_matmul_flops;
   discover.cpu_bandwidth = settings.cpu_bandwidth;
   discover.cuda_bandwidth = settings.gpu_bandwidth;
+  discover.gpu_overhead_bytes = settings.gpu_overhead_bytes;
   auto inventory = DiscoverDevices(discover);
   if (!inventory.ok()) return Fail(inventory.status());
   if (inventory->cpu().looked_busy) {

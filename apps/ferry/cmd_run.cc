@@ -199,6 +199,7 @@ StatusOr<std::unique_ptr<Runner>> Load(const Settings& settings, const std::stri
   discover.cpu_matmul_flops = settings.cpu_matmul_flops;
   discover.cpu_bandwidth = settings.cpu_bandwidth;
   discover.cuda_bandwidth = settings.gpu_bandwidth;
+  discover.gpu_overhead_bytes = settings.gpu_overhead_bytes;
   FERRY_ASSIGN_OR_RETURN(DeviceInventory inv, DiscoverDevices(discover));
   RunnerOptions ro;
   ro.num_threads = r.options.num_thread;

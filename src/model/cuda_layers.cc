@@ -24,16 +24,32 @@ int64_t WidestInput(const ScratchShape& shape) {
 // Bytes of the rounded activations [max_tokens, widest] f32 and, after them, of the KV row
 // pointers [2, max_tokens]: the "extra" allocation beside the device's ForwardScratch.
 uint64_t WorkBytes(const ScratchShape& shape) {
-  return static_cast<uint64_t>(shape.max_tokens * WidestInput(shape)) * sizeof(float);
+  // Rounded up to 256 bytes, so the pointer arrays after it are aligned.
+  return CudaLayers::TensorBytes(static_cast<uint64_t>(shape.max_tokens * WidestInput(shape)) *
+                                 sizeof(float));
 }
-uint64_t ExtraBytes(const ScratchShape& shape) {
-  return WorkBytes(shape) + static_cast<uint64_t>(2 * shape.max_tokens) * sizeof(uint8_t*);
+// The KV row pointers of one layer [2, max_tokens] (the per-layer path), then the step tables
+// of every GPU layer: row pointers [n_layers, 2, max_tokens] and block pointers
+// [n_layers, kStepRuns, 2, kv_block_slots].
+uint64_t RowPtrBytes(const ScratchShape& shape) {
+  return static_cast<uint64_t>(2 * shape.max_tokens) * sizeof(uint8_t*);
+}
+uint64_t StepRowEntries(const ScratchShape& shape, int64_t n_layers) {
+  return static_cast<uint64_t>(n_layers * 2 * shape.max_tokens);
+}
+uint64_t StepBlockEntries(const ScratchShape& shape, int64_t n_layers) {
+  return static_cast<uint64_t>(n_layers * CudaLayers::kStepRuns * 2 *
+                               ForwardScratch::KvBlockSlots(shape));
+}
+uint64_t ExtraBytes(const ScratchShape& shape, int64_t n_layers) {
+  return WorkBytes(shape) + RowPtrBytes(shape) +
+         (StepRowEntries(shape, n_layers) + StepBlockEntries(shape, n_layers)) * sizeof(void*);
 }
 
 }  // namespace
 
-uint64_t CudaLayers::ComputeBytes(const ScratchShape& shape) {
-  return ForwardScratch::RequiredBytes(shape) + ExtraBytes(shape);
+uint64_t CudaLayers::ComputeBytes(const ScratchShape& shape, int64_t n_layers) {
+  return ForwardScratch::RequiredBytes(shape) + ExtraBytes(shape, n_layers);
 }
 
 #ifndef FERRY_HAVE_CUDA
@@ -48,6 +64,7 @@ StatusOr<std::unique_ptr<CudaLayers>> CudaLayers::Create(const Model&, int devic
 }
 int CudaLayers::device() const { return -1; }
 int64_t CudaLayers::first_layer() const { return 0; }
+bool CudaLayers::ready() const { return false; }
 Status CudaLayers::RunLayers(const Batch&, std::span<const SeqRun>, KvCache&, const ForwardScratch&,
                              float) {
   return UnimplementedError("ferry was built without CUDA");
@@ -63,6 +80,20 @@ Status CudaLayers::Reserve(const ScratchShape&) {
 
 namespace {
 
+// The KV addresses of a whole step for every GPU layer, gathered on the host and copied to the
+// device once before the first layer runs, so no layer waits for a copy (a copy from pageable
+// host memory waits for the stream's earlier work: one per layer would drain the GPU's queue
+// each time). Device tables: rows [n_layers, 2, n] (K rows then V rows of the step's n tokens),
+// blocks packed per (layer, run): the run's K block pointers, then its V block pointers.
+struct StepTables {
+  int64_t first_layer = 0;
+  uint8_t* const* rows = nullptr;
+  const uint8_t* const* blocks = nullptr;
+  std::vector<int64_t> block_offset;  // [n_layers, runs]: index of the run's K pointers
+  std::vector<int64_t> span;          // [n_layers, runs]: its blocks
+  std::vector<int64_t> first_pos;     // [n_layers, runs]: position of its first block's row 0
+};
+
 // The layer operations of model/layer.h on a CUDA device (kernels/cuda), over the device's
 // copy of the step's activations. One per RunLayers call.
 class CudaLayerOps {
@@ -70,8 +101,9 @@ class CudaLayerOps {
   CudaLayerOps(const HParams& hp, const Batch& batch, std::span<const SeqRun> runs, KvCache& kv,
                const ForwardScratch& dev, float* x_work, uint8_t** row_ptrs_dev,
                std::vector<uint8_t*>& row_ptrs, std::vector<const uint8_t*>& block_ptrs,
-               float scale)
-      : hp_(hp),
+               float scale, const StepTables* tables)
+      : tables_(tables),
+        hp_(hp),
         batch_(batch),
         runs_(runs),
         kv_(kv),
@@ -104,6 +136,13 @@ class CudaLayerOps {
         cuda::RopeApply(dev_.q(), n, hp_.n_head, dk, dev_.rope(sliding), dk, hp_.n_rot, neox));
     FERRY_RETURN_IF_ERROR(
         cuda::RopeApply(dev_.k(), n, hp_.n_head_kv, dk, dev_.rope(sliding), dk, hp_.n_rot, neox));
+    const DType type = kv_.options().type;
+    if (tables_ != nullptr) {
+      // The step's table has this layer's row addresses already (RunLayers).
+      uint8_t* const* rows = tables_->rows + (l - tables_->first_layer) * 2 * n;
+      FERRY_RETURN_IF_ERROR(cuda::StoreKvRows(type, dev_.k(), n, kd, rows));
+      return cuda::StoreKvRows(type, dev_.v(), n, vd, rows + n);
+    }
     // Each token's K and V rows go to the addresses the cache gives for this layer.
     for (int64_t t = 0; t < n; ++t) {
       const BatchEntry& b = batch_.entries[static_cast<size_t>(t)];
@@ -113,15 +152,26 @@ class CudaLayerOps {
     }
     FERRY_RETURN_IF_ERROR(cuda::CopyToDevice(row_ptrs_dev_, row_ptrs_.data(),
                                              static_cast<uint64_t>(2 * n) * sizeof(uint8_t*)));
-    const DType type = kv_.options().type;
     FERRY_RETURN_IF_ERROR(cuda::StoreKvRows(type, dev_.k(), n, kd, row_ptrs_dev_));
     return cuda::StoreKvRows(type, dev_.v(), n, vd, row_ptrs_dev_ + n);
   }
   Status Attend(int64_t l, int64_t window) {
     const int64_t qd = hp_.n_head * hp_.head_dim_k, ad = hp_.n_head * hp_.head_dim_v;
     const int64_t slots = dev_.kv_block_slots();
-    for (const SeqRun& r : runs_) {
+    for (size_t ri = 0; ri < runs_.size(); ++ri) {
+      const SeqRun& r = runs_[ri];
       AttentionArgs args = RunAttentionArgs(hp_, kv_, r, l, window, scale_);
+      args.q = dev_.q() + r.first * qd;
+      args.out = dev_.attn() + r.first * ad;
+      if (tables_ != nullptr) {
+        // The step's table has this run's block addresses already (RunLayers).
+        const size_t at = static_cast<size_t>(l - tables_->first_layer) * runs_.size() + ri;
+        args.kv.k_blocks = tables_->blocks + tables_->block_offset[at];
+        args.kv.v_blocks = args.kv.k_blocks + tables_->span[at];
+        args.kv.first_pos = tables_->first_pos[at];
+        FERRY_RETURN_IF_ERROR(cuda::Attention(args));
+        continue;
+      }
       const int64_t p_lo = args.p_lo, p_hi = args.p_lo + args.n_keys;
       const int64_t span = kv_.BlockSpan(p_lo, p_hi);
       if (args.n_keys > dev_.shape().max_keys || span > slots) {
@@ -140,8 +190,6 @@ class CudaLayerOps {
                              static_cast<uint64_t>(2 * slots) * sizeof(uint8_t*)));
       args.kv.k_blocks = dev_.k_blocks();
       args.kv.v_blocks = dev_.v_blocks();
-      args.q = dev_.q() + r.first * qd;
-      args.out = dev_.attn() + r.first * ad;
       FERRY_RETURN_IF_ERROR(cuda::Attention(args));
     }
     return Status::Ok();
@@ -155,6 +203,7 @@ class CudaLayerOps {
  private:
   float* P(Act a) const { return dev_.act(a); }
 
+  const StepTables* const tables_;  // null: each layer gathers and copies its own addresses
   const HParams& hp_;
   const Batch& batch_;
   std::span<const SeqRun> runs_;
@@ -179,22 +228,86 @@ struct CudaLayers::Impl {
   std::vector<LayerWeights> layers;             // [n_layer - first_layer], device pointers
   WeightMatrix output_norm, output;             // device pointers
   std::unique_ptr<ForwardScratch> dev;          // the step's arrays, in device memory
-  DeviceAllocator::Buffer extra;                // x_work [max_tokens, widest], row pointers
+  DeviceAllocator::Buffer extra;                // x_work, row pointers, the step tables
   float* x_work = nullptr;
   uint8_t** row_ptrs_dev = nullptr;
+  uint8_t** step_rows_dev = nullptr;          // [StepRowEntries]
+  const uint8_t** step_blocks_dev = nullptr;  // [StepBlockEntries]
+  uint64_t step_block_capacity = 0;
   std::vector<uint8_t*> row_ptrs;          // host staging [2, max_tokens]
   std::vector<const uint8_t*> block_ptrs;  // host staging [2, kv_block_slots]
+  std::vector<uint8_t*> step_rows;         // host staging of the step tables
+  std::vector<const uint8_t*> step_blocks;
+  StepTables tables;
 
   // Allocates the step's arrays for `shape` (dev, extra and the host staging).
   Status AllocateStep(const ScratchShape& shape) {
+    const int64_t n_layers = model->hparams().n_layer - first_layer;
     FERRY_ASSIGN_OR_RETURN(dev, ForwardScratch::Create(shape, *allocator));
-    const uint64_t work_bytes = WorkBytes(shape);
-    FERRY_ASSIGN_OR_RETURN(extra, allocator->Allocate(ExtraBytes(shape), "compute"));
-    x_work = reinterpret_cast<float*>(extra.data());
-    row_ptrs_dev = reinterpret_cast<uint8_t**>(extra.data() + work_bytes);
+    FERRY_ASSIGN_OR_RETURN(extra, allocator->Allocate(ExtraBytes(shape, n_layers), "compute"));
+    uint8_t* p = extra.data();
+    x_work = reinterpret_cast<float*>(p);
+    p += WorkBytes(shape);
+    row_ptrs_dev = reinterpret_cast<uint8_t**>(p);
+    p += RowPtrBytes(shape);
+    step_rows_dev = reinterpret_cast<uint8_t**>(p);
+    p += StepRowEntries(shape, n_layers) * sizeof(void*);
+    step_blocks_dev = reinterpret_cast<const uint8_t**>(p);
+    step_block_capacity = StepBlockEntries(shape, n_layers);
     row_ptrs.assign(static_cast<size_t>(2 * shape.max_tokens), nullptr);
     block_ptrs.assign(static_cast<size_t>(2 * dev->kv_block_slots()), nullptr);
+    step_rows.assign(StepRowEntries(shape, n_layers), nullptr);
+    step_blocks.assign(step_block_capacity, nullptr);
     return Status::Ok();
+  }
+
+  // Fills and copies the step tables (StepTables) for a step of `batch` whose runs are at most
+  // kStepRuns; one copy of each table, before any layer runs.
+  Status FillTables(const Batch& batch, std::span<const SeqRun> runs, const KvCache& kv,
+                    float scale) {
+    const HParams& hp = model->hparams();
+    const int64_t n = batch.size(), n_layers = hp.n_layer - first_layer;
+    const size_t n_runs = runs.size();
+    const int64_t slots = dev->kv_block_slots();
+    tables.first_layer = first_layer;
+    tables.rows = step_rows_dev;
+    tables.blocks = step_blocks_dev;
+    tables.block_offset.assign(static_cast<size_t>(n_layers) * n_runs, 0);
+    tables.span.assign(static_cast<size_t>(n_layers) * n_runs, 0);
+    tables.first_pos.assign(static_cast<size_t>(n_layers) * n_runs, 0);
+    int64_t used = 0;
+    for (int64_t li = 0; li < n_layers; ++li) {
+      const int64_t l = first_layer + li;
+      for (int64_t t = 0; t < n; ++t) {
+        const BatchEntry& b = batch.entries[static_cast<size_t>(t)];
+        FERRY_RETURN_IF_ERROR(kv.RowAddresses(b.seq, static_cast<int>(l), b.pos,
+                                              &step_rows[static_cast<size_t>(li * 2 * n + t)],
+                                              &step_rows[static_cast<size_t>(li * 2 * n + n + t)]));
+      }
+      const int64_t window = hp.swa_window[static_cast<size_t>(l)];
+      for (size_t ri = 0; ri < n_runs; ++ri) {
+        const AttentionArgs args = RunAttentionArgs(hp, kv, runs[ri], l, window, scale);
+        const int64_t p_lo = args.p_lo, p_hi = args.p_lo + args.n_keys;
+        const int64_t span = kv.BlockSpan(p_lo, p_hi);
+        if (args.n_keys > dev->shape().max_keys || span > slots) {
+          return InvalidArgumentError(
+              "Forward(): layer {} attends over {} keys in {} KV blocks but the device scratch "
+              "holds {} keys, {} blocks",
+              l, args.n_keys, span, dev->shape().max_keys, slots);
+        }
+        const size_t at = static_cast<size_t>(li) * n_runs + ri;
+        tables.block_offset[at] = used;
+        tables.span[at] = span;
+        FERRY_RETURN_IF_ERROR(kv.BlockRows(
+            runs[ri].seq, static_cast<int>(l), p_lo, p_hi, &step_blocks[static_cast<size_t>(used)],
+            &step_blocks[static_cast<size_t>(used + span)], &tables.first_pos[at]));
+        used += 2 * span;
+      }
+    }
+    FERRY_RETURN_IF_ERROR(cuda::CopyToDevice(
+        step_rows_dev, step_rows.data(), static_cast<uint64_t>(n_layers * 2 * n) * sizeof(void*)));
+    return cuda::CopyToDevice(step_blocks_dev, step_blocks.data(),
+                              static_cast<uint64_t>(used) * sizeof(void*));
   }
 
   // `w` with its data in the device's copy (absent stays absent).
@@ -246,6 +359,7 @@ CudaLayers::CudaLayers(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 CudaLayers::~CudaLayers() = default;
 int CudaLayers::device() const { return impl_->device; }
 int64_t CudaLayers::first_layer() const { return impl_->first_layer; }
+bool CudaLayers::ready() const { return impl_->dev != nullptr; }
 
 StatusOr<std::unique_ptr<CudaLayers>> CudaLayers::Create(const Model& model, int device,
                                                          int64_t first_layer,
@@ -266,6 +380,7 @@ StatusOr<std::unique_ptr<CudaLayers>> CudaLayers::Create(const Model& model, int
   impl->first_layer = first_layer;
   impl->allocator = &allocator;
   const ModelWeights& w = model.weights();
+  FERRY_RETURN_IF_ERROR(cuda::UseDevice(device));
   FERRY_RETURN_IF_ERROR(impl->CopyTensors(model.file(), hp.n_layer));
   for (int64_t l = first_layer; l < hp.n_layer; ++l) {
     const LayerWeights& src = w.layers[static_cast<size_t>(l)];
@@ -303,6 +418,14 @@ StatusOr<std::unique_ptr<CudaLayers>> CudaLayers::Create(const Model& model, int
 
 Status CudaLayers::Reserve(const ScratchShape& shape) {
   Impl& m = *impl_;
+  FERRY_RETURN_IF_ERROR(cuda::UseDevice(m.device));
+  if (m.dev == nullptr) {
+    // A Reserve failed before and left nothing: try the new shape alone.
+    m.extra = DeviceAllocator::Buffer();
+    Status st = m.AllocateStep(shape);
+    if (!st.ok()) m.dev.reset();
+    return st;
+  }
   const ScratchShape old = m.dev->shape();
   m.dev.reset();
   m.extra = DeviceAllocator::Buffer();
@@ -310,7 +433,10 @@ Status CudaLayers::Reserve(const ScratchShape& shape) {
   if (st.ok()) return st;
   m.dev.reset();
   m.extra = DeviceAllocator::Buffer();
-  FERRY_RETURN_IF_ERROR(m.AllocateStep(old));
+  if (Status again = m.AllocateStep(old); !again.ok()) {
+    m.dev.reset();  // not ready (ready()): RunLayers and Logits refuse until a Reserve succeeds
+    return again;
+  }
   return st;
 }
 
@@ -319,6 +445,11 @@ Status CudaLayers::RunLayers(const Batch& batch, std::span<const SeqRun> runs, K
   Impl& m = *impl_;
   const HParams& hp = m.model->hparams();
   const int64_t n = batch.size(), e = hp.n_embd;
+  if (m.dev == nullptr) {
+    return FailedPreconditionError("cuda{}: no step arrays (a Grow failed to restore them)",
+                                   m.device);
+  }
+  FERRY_RETURN_IF_ERROR(cuda::UseDevice(m.device));
   if (n > m.dev->shape().max_tokens) {
     return InvalidArgumentError("Forward(): {} tokens, the device scratch holds {}", n,
                                 m.dev->shape().max_tokens);
@@ -338,8 +469,12 @@ Status CudaLayers::RunLayers(const Batch& batch, std::span<const SeqRun> runs, K
   for (bool sliding : {false, true}) {
     FERRY_RETURN_IF_ERROR(cuda::CopyToDevice(m.dev->rope(sliding), host.rope(sliding), rope_bytes));
   }
+  // Up to kStepRuns sequences (decode steps, most prompt steps): every layer's KV addresses
+  // in one table copied once; more: each layer gathers and copies its own.
+  const bool tables = runs.size() <= static_cast<size_t>(kStepRuns);
+  if (tables) FERRY_RETURN_IF_ERROR(m.FillTables(batch, runs, kv, attn_scale));
   CudaLayerOps ops(hp, batch, runs, kv, *m.dev, m.x_work, m.row_ptrs_dev, m.row_ptrs, m.block_ptrs,
-                   attn_scale);
+                   attn_scale, tables ? &m.tables : nullptr);
   for (int64_t l = m.first_layer; l < hp.n_layer; ++l) {
     FERRY_RETURN_IF_ERROR(
         RunLayer(ops, hp, m.layers[static_cast<size_t>(l - m.first_layer)], l, n));
@@ -352,6 +487,11 @@ Status CudaLayers::Logits(const float* rows, int64_t r, float* y) {
   Impl& m = *impl_;
   const HParams& hp = m.model->hparams();
   const int64_t e = hp.n_embd;
+  if (m.dev == nullptr) {
+    return FailedPreconditionError("cuda{}: no step arrays (a Grow failed to restore them)",
+                                   m.device);
+  }
+  FERRY_RETURN_IF_ERROR(cuda::UseDevice(m.device));
   if (r > m.dev->shape().logit_rows) {
     return InvalidArgumentError("CudaLayers::Logits: {} rows, the device scratch holds {}", r,
                                 m.dev->shape().logit_rows);

@@ -55,11 +55,17 @@ class CudaLayers {
     return (n_bytes + kTensorAlignment - 1) / kTensorAlignment * kTensorAlignment;
   }
 
-  // Device bytes Create and Reserve allocate for the step's arrays of `shape` (purpose
-  // "compute"): the ForwardScratch of the shape, the rounded activations [max_tokens, widest
-  // input] f32 and the KV row pointers [2, max_tokens]. The planner's GPU compute reservation
-  // (planner/plan.cc) is this number. Defined in every build.
-  static uint64_t ComputeBytes(const ScratchShape& shape);
+  // Steps of at most this many sequences gather every GPU layer's KV addresses up front and
+  // copy them to the device once (more: one copy per layer and sequence).
+  static constexpr int64_t kStepRuns = 8;
+
+  // Device bytes Create and Reserve allocate for the step's arrays of `shape` with `n_layers`
+  // layers on the GPU (purpose "compute"): the ForwardScratch of the shape, the rounded
+  // activations [max_tokens, widest input] f32, the KV row pointers [2, max_tokens], and the
+  // step tables: row pointers [n_layers, 2, max_tokens] and block pointers [n_layers,
+  // kStepRuns, 2, kv_block_slots]. The planner's GPU compute reservation (planner/plan.cc) is
+  // this number. Defined in every build.
+  static uint64_t ComputeBytes(const ScratchShape& shape, int64_t n_layers);
 
   // Replaces the step's arrays with ones for `shape` (a Grow of num_ctx or num_batch): the old
   // ones are freed first, so the device never holds both; on failure the old shape is
@@ -68,6 +74,9 @@ class CudaLayers {
 
   int device() const;
   int64_t first_layer() const;
+  // False after a Reserve that could not allocate the old arrays again either: RunLayers and
+  // Logits then fail (FailedPrecondition) until a Reserve succeeds.
+  bool ready() const;
 
   // Runs layers [first_layer, n_layer) of one step: host.x() [n, n_embd] in and out (host
   // memory), host.rope(...) the step's rotary angles; `runs` the batch's sequence runs. The

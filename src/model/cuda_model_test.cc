@@ -7,7 +7,9 @@
 // (output only), 1, half and all layers on the GPU:
 //   - prompt logits (teacher-forced, every position) within the per-type bound below of the
 //     CPU's;
-//   - F32 and F16 models: the 64 greedy tokens after the prompt identical to the CPU's.
+//   - F32 models: the 64 greedy tokens after the prompt identical to the CPU's; F16 models
+//     (activations rounded to fp16): 64 tokens teacher-forced, each step's logits within the
+//     bound.
 // Bounds: the CUDA kernels multiply bitwise the CPU reference's dequantized weights by the same
 // rounded activations and differ only in float summation order (cuda_ops.h), so per layer the
 // two engines differ by ~1e-6 relative. For types whose activations are rounded (F16 to fp16,
@@ -153,13 +155,31 @@ TEST(CudaModelTest, LayersOnTheGpuMatchTheCpu) {
         EXPECT_LE(std::sqrt(num / den), Bound(type)) << "prompt position " << i;
       }
       if (type != DType::kF32 && type != DType::kF16) continue;
-      // 64 greedy tokens, each engine feeding back its own choice.
+      // 64 greedy tokens. F32: each engine feeds back its own choice, and the tokens are
+      // identical. F16 rounds its activations to fp16, where a value within an ulp of a rounding
+      // boundary can land on either side and flip a near-tie: teacher forcing (the CPU's token
+      // fed to both) with every step's logits within the bound, the rule the CPU tests use for
+      // types whose activations are rounded.
+      const bool strict = type == DType::kF32;
       int32_t tc = Argmax(want.back()), tg = Argmax(got.back());
       for (int i = 0; i < 64; ++i) {
-        ASSERT_EQ(tg, tc) << "greedy token " << i;
+        if (strict) {
+          ASSERT_EQ(tg, tc) << "greedy token " << i;
+        }
         const int64_t pos = static_cast<int64_t>(prompt.size()) + i;
-        tc = Argmax(Step(cpu, {tc}, pos).back());
-        tg = Argmax(Step(gpu, {tg}, pos).back());
+        const std::vector<float> lc = Step(cpu, {tc}, pos).back();
+        const std::vector<float> lg = Step(gpu, {strict ? tg : tc}, pos).back();
+        if (!strict) {
+          double num = 0, den = 0;
+          for (size_t j = 0; j < lc.size(); ++j) {
+            const double d = static_cast<double>(lg[j]) - lc[j];
+            num += d * d;
+            den += static_cast<double>(lc[j]) * lc[j];
+          }
+          EXPECT_LE(std::sqrt(num / den), Bound(type)) << "generated token " << i;
+        }
+        tc = Argmax(lc);
+        tg = Argmax(lg);
       }
     }
   }

@@ -583,6 +583,8 @@ Status Model::ReserveCuda(const ScratchShape& shape) const {
 
 int Model::cuda_device() const { return cuda_ != nullptr ? cuda_->device() : -1; }
 
+bool Model::cuda_ready() const { return cuda_ == nullptr || cuda_->ready(); }
+
 int64_t Model::first_gpu_layer() const {
   return cuda_ != nullptr ? cuda_->first_layer() : hp_.n_layer;
 }

@@ -174,6 +174,9 @@ class Model {
   Status ReserveCuda(const ScratchShape& shape) const;
   // The CUDA device running layers, or -1 (every layer on the CPU).
   int cuda_device() const;
+  // False when a GPU runs layers but has no step arrays (a ReserveCuda that failed to put the
+  // old ones back): Forward then fails (FailedPrecondition).
+  bool cuda_ready() const;
 
   // KV cache options for this model (per-layer dims and windows) at the given context.
   KvCacheOptions KvOptions(DType type, int64_t num_ctx, int32_t num_seqs, int64_t max_batch) const;

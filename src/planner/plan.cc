@@ -130,7 +130,6 @@ Plan BuildPlan(const ModelShape& m, const DeviceInventory& inv, const LoadOption
   // pass's scratch. A GPU that runs layers or the output holds the device arrays CudaLayers
   // allocates.
   const uint64_t host_compute = ComputeBufferBytes(m, o);
-  const uint64_t gpu_compute = GpuComputeBufferBytes(m, o);
   double seconds = 0.0;
   for (size_t i = 0; i < p.devices.size(); ++i) {
     DevicePlan& d = p.devices[i];
@@ -138,7 +137,7 @@ Plan BuildPlan(const ModelShape& m, const DeviceInventory& inv, const LoadOption
     if (static_cast<int>(i) == cpu) {
       d.compute_bytes = host_compute;
     } else if (!d.layers.empty() || d.has_output) {
-      d.compute_bytes = gpu_compute;
+      d.compute_bytes = GpuComputeBufferBytes(m, o, static_cast<int64_t>(d.layers.size()));
     }
     d.total_bytes =
         d.weights_bytes + d.kv_bytes + d.compute_bytes + d.host_bytes + d.sampling_bytes;
@@ -253,8 +252,8 @@ uint64_t ComputeBufferBytes(const ModelShape& m, const LoadOptions& o) {
   return ForwardScratch::RequiredBytes(ComputeScratchShape(m, o));
 }
 
-uint64_t GpuComputeBufferBytes(const ModelShape& m, const LoadOptions& o) {
-  return CudaLayers::ComputeBytes(ComputeScratchShape(m, o));
+uint64_t GpuComputeBufferBytes(const ModelShape& m, const LoadOptions& o, int64_t n_layers) {
+  return CudaLayers::ComputeBytes(ComputeScratchShape(m, o), n_layers);
 }
 
 ModelShape ShapeFromModel(const Model& model) {

@@ -229,10 +229,11 @@ ScratchShape ComputeScratchShape(const ModelShape& model, const LoadOptions& opt
 // The CPU reserves it in every plan: even with every layer on a GPU, the step's embedding rows,
 // rotary angles and output rows and logits live in it.
 uint64_t ComputeBufferBytes(const ModelShape& model, const LoadOptions& options);
-// Bytes of the compute buffer of a GPU that runs layers or the output: the device arrays
-// CudaLayers allocates for the same shape (CudaLayers::ComputeBytes: a ForwardScratch in device
-// memory, the rounded activations and the KV row pointers).
-uint64_t GpuComputeBufferBytes(const ModelShape& model, const LoadOptions& options);
+// Bytes of the compute buffer of a GPU that runs `n_layers` layers and the output: the device
+// arrays CudaLayers allocates for the same shape (CudaLayers::ComputeBytes: a ForwardScratch in
+// device memory, the rounded activations, the KV row pointers and the step's address tables).
+uint64_t GpuComputeBufferBytes(const ModelShape& model, const LoadOptions& options,
+                               int64_t n_layers);
 
 }  // namespace ferry
 

@@ -76,19 +76,22 @@ TEST(PlanTest, TheCpuReservesTheHostScratchAndAGpuTheDeviceArrays) {
   EXPECT_EQ(gpu.index, 0);
   EXPECT_EQ(cpu.kind, DeviceKind::kCpu);
   // The GPU: what CudaLayers allocates, the device scratch plus the rounded activations
-  // [512, widest input = n_ff 14336] f32 and the KV row pointers [2, 512].
+  // [512, widest input = n_ff 14336] f32, the KV row pointers [2, 512] and the step tables of
+  // its 32 layers: rows [32, 2, 512] and blocks [32, kStepRuns 8, 2, 8192 / 32 + 2 slots].
   const ScratchShape shape = ComputeScratchShape(m, o);
-  EXPECT_EQ(gpu.compute_bytes, GpuComputeBufferBytes(m, o));
-  EXPECT_EQ(GpuComputeBufferBytes(m, o), CudaLayers::ComputeBytes(shape));
-  EXPECT_EQ(GpuComputeBufferBytes(m, o), ForwardScratch::RequiredBytes(shape) +
-                                             512 * 14336 * sizeof(float) + 2 * 512 * sizeof(void*));
+  EXPECT_EQ(gpu.compute_bytes, GpuComputeBufferBytes(m, o, 32));
+  EXPECT_EQ(GpuComputeBufferBytes(m, o, 32), CudaLayers::ComputeBytes(shape, 32));
+  EXPECT_EQ(GpuComputeBufferBytes(m, o, 32),
+            ForwardScratch::RequiredBytes(shape) + 512 * 14336 * sizeof(float) +
+                2 * 512 * sizeof(void*) + 32 * 2 * 512 * sizeof(void*) +
+                32 * 8 * 2 * (8192 / 32 + 2) * sizeof(void*));
   // A split: both reserve their own.
   o.num_gpu = 32;  // the output and 31 blocks on the GPU, block 0 on the CPU
   auto split = MakePlan(m, Devices("cuda0=24GiB,cpu=64GiB"), o);
   ASSERT_TRUE(split.ok()) << split.status().ToString();
   EXPECT_EQ(split->devices[1].layers.size(), 1u);
   EXPECT_EQ(split->devices[1].compute_bytes, ComputeBufferBytes(m, o));
-  EXPECT_EQ(split->devices[0].compute_bytes, GpuComputeBufferBytes(m, o));
+  EXPECT_EQ(split->devices[0].compute_bytes, GpuComputeBufferBytes(m, o, 31));
   // Nothing on the GPU: it reserves nothing.
   o.num_gpu = 0;
   auto none = MakePlan(m, Devices("cuda0=24GiB,cpu=64GiB"), o);

@@ -196,7 +196,7 @@ StatusOr<std::unique_ptr<Runner>> Runner::Create(const Model* model,
         {"weights", d.weights_bytes}, {"kv", d.kv_bytes}, {"compute", d.compute_bytes}};
     for (const auto& [purpose, bytes] : planned) {
       const uint64_t got = r->gpu_allocator_->allocated_bytes(purpose);
-      if (got > bytes) {
+      if (got > bytes || (got == 0 && bytes > 0)) {
         return InternalError("{}: allocated {} bytes of {} but the plan has {}", d.name, got,
                              purpose, bytes);
       }
@@ -394,19 +394,27 @@ Status Runner::ApplyGrow(const Plan& plan) {
     return Status::Ok();
   };
   // The GPU's step arrays (CudaLayers::Reserve puts the old ones back itself on failure).
+  // A restore that fails leaves the runner without its arrays: it serves no more.
+  auto restore_failed = [&](const Status& why) {
+    Break(why.WithPrefix("Grow could not restore the previous arrays"));
+    return why;
+  };
   if (gpu_allocator_ != nullptr) {
     Status g = model_->ReserveCuda(ComputeScratchShape(shape_, plan.options));
     if (!g.ok()) {
-      FERRY_RETURN_IF_ERROR(restore_scratch());
+      if (Status r = restore_scratch(); !r.ok()) return restore_failed(r);
+      if (!model_->cuda_ready()) return restore_failed(g);
       return g;
     }
   }
   Status st = kv_->Grow(plan.options.num_ctx);
   if (!st.ok()) {
     if (gpu_allocator_ != nullptr) {
-      FERRY_RETURN_IF_ERROR(model_->ReserveCuda(ComputeScratchShape(shape_, old.options)));
+      if (Status r = model_->ReserveCuda(ComputeScratchShape(shape_, old.options)); !r.ok()) {
+        return restore_failed(r);
+      }
     }
-    FERRY_RETURN_IF_ERROR(restore_scratch());
+    if (Status r = restore_scratch(); !r.ok()) return restore_failed(r);
     return st;
   }
   // Sampler slots: free ones are replaced now, busy ones when their request ends.
@@ -880,6 +888,9 @@ StatusOr<bool> Runner::Step() {
   Status st = model_->Forward(batch_, *kv_, fo);
   if (!st.ok()) {
     for (const Part& p : parts) Fail(p.s, st);
+    // A GPU error other than a rejected step (InvalidArgument) may have left the device's
+    // context unusable: the runner serves no more, so the scheduler reloads the model.
+    if (gpu_allocator_ != nullptr && st.code() != StatusCode::kInvalidArgument) Break(st);
     PublishCounts();
     return st;
   }

@@ -44,6 +44,15 @@ Status CheckSizes(std::string_view op, std::initializer_list<int64_t> sizes) {
 
 }  // namespace
 
+Status UseDevice(int index) {
+  const cudaError_t e = cudaSetDevice(index);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    return NotFoundError("cuda{}: {}", index, cudaGetErrorString(e));
+  }
+  return Status::Ok();
+}
+
 bool DeviceAvailable(std::string* why) {
   int count = 0;
   const cudaError_t e = cudaGetDeviceCount(&count);

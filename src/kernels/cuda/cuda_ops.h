@@ -35,6 +35,10 @@ using Stream = void*;
 // or no device is an answer, and `why` (optional) receives the runtime's reason.
 bool DeviceAvailable(std::string* why = nullptr);
 
+// Makes CUDA device `index` the calling thread's current device (cudaSetDevice): the ops
+// after it, on this thread, run there. Errors: NotFound for no such device.
+Status UseDevice(int index);
+
 // Device memory from cudaMalloc (never managed memory), freed when destroyed. Move-only.
 class DeviceBuffer {
  public:
