@@ -38,7 +38,27 @@ def test_plan_json_on_described_devices(ferry, default_model):
     assert gpu["kv_bytes"] == (3 * 8192 + 15 * 33 * 32) * 1024
     assert out["limits"]["max_ctx_all_gpu"] > 8192
     assert out["limits"]["max_ctx"] >= out["limits"]["max_ctx_all_gpu"]
+    # The split as Ollama's ps shows it, from the planned bytes (the GPU's share rounded).
+    gpu_share = round(100 * gpu["total_bytes"] / (gpu["total_bytes"] + cpu["total_bytes"]))
+    assert plan["processor"] == f"{100 - gpu_share}%/{gpu_share}% CPU/GPU"
+    assert 0 < gpu_share < 100
+    # A described GPU's context memory is unknown (measured only on a discovered one).
+    assert gpu["context_bytes"] == 0
     assert plan["predicted_tok_s"] > 0
+
+
+def test_plan_processor_split_follows_num_gpu(ferry):
+    def processor(*args):
+        return plan_json(ferry, STORIES, "--ctx", "256", "--devices", "cuda0=2GiB,cpu=16GiB",
+                         *args)["plan"]["processor"]
+    assert processor("--num-gpu", "0") == "100% CPU"
+    # Every layer and the output on the GPU: the CPU still holds the input embedding, the host
+    # tables, the samplers' memory and the host scratch.
+    full = processor("--num-gpu", "6")
+    assert full.endswith("% CPU/GPU")
+    cpu_full = int(full.split("%")[0])
+    half = processor("--num-gpu", "3")
+    assert int(half.split("%")[0]) > cpu_full  # fewer layers on the GPU: a larger CPU share
 
 
 def test_cpu_only_and_num_gpu_zero(ferry):

@@ -153,7 +153,8 @@ void PrintPlan(const Plan& p, const DeviceInventory& inv) {
       "and multiplying its weights%s)\n",
       p.predicted_tok_s,
       FlopsSource(inv, "cpu") == "measured" || BandwidthSource(inv, "cpu") == "measured"
-          ? "; * measured on this CPU: read bandwidth, Q4_K mat-vec (other types timed too)"
+          ? "; * measured on this machine: the CPU's read bandwidth and Q4_K mat-vec (other "
+            "types timed too), a GPU's device-to-device copy"
           : "");
   if (LookedBusy(inv, "cpu")) {
     std::printf(
