@@ -48,6 +48,16 @@ uint64_t ExtraBytes(const ScratchShape& shape, int64_t n_layers) {
 
 }  // namespace
 
+bool CudaLayers::HoldsTensor(std::string_view name, int64_t first_layer, int64_t n_layer,
+                             bool tied_output) {
+  if (name.rfind("blk.", 0) == 0) {
+    const int64_t layer = std::strtoll(std::string(name.substr(4)).c_str(), nullptr, 10);
+    return layer >= first_layer && layer < n_layer;
+  }
+  return name == "output_norm.weight" || name == "output.weight" ||
+         (tied_output && name == "token_embd.weight");
+}
+
 uint64_t CudaLayers::ComputeBytes(const ScratchShape& shape, int64_t n_layers) {
   return ForwardScratch::RequiredBytes(shape) + ExtraBytes(shape, n_layers);
 }
@@ -335,12 +345,7 @@ struct CudaLayers::Impl {
     std::vector<std::pair<const gguf::TensorInfo*, uint64_t>> held;  // tensor, offset
     uint64_t total = 0;
     for (const gguf::TensorInfo& t : file.tensors()) {
-      int64_t layer = -1;
-      if (t.name.rfind("blk.", 0) == 0) layer = std::strtoll(t.name.c_str() + 4, nullptr, 10);
-      const bool here = (layer >= first_layer && layer < n_layer) ||
-                        t.name == "output_norm.weight" || t.name == "output.weight" ||
-                        (tied && t.name == "token_embd.weight");
-      if (!here) continue;
+      if (!CudaLayers::HoldsTensor(t.name, first_layer, n_layer, tied)) continue;
       held.emplace_back(&t, total);
       total += CudaLayers::TensorBytes(t.n_bytes);
     }

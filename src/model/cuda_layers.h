@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string_view>
 
 #include "backend/allocator.h"
 #include "base/status.h"
@@ -54,6 +55,13 @@ class CudaLayers {
   static constexpr uint64_t TensorBytes(uint64_t n_bytes) {
     return (n_bytes + kTensorAlignment - 1) / kTensorAlignment * kTensorAlignment;
   }
+  // Whether a GPU running layers [first_layer, n_layer) and the output holds the tensor named
+  // `name`: its blk.N.* tensors, output_norm and output, and, when `tied_output` (the file has
+  // no output matrix), a copy of token_embd. The one rule Create copies by and the runner
+  // leaves off the CPU's charges by (with tied_output false: the CPU keeps token_embd for the
+  // input either way). Defined in every build.
+  static bool HoldsTensor(std::string_view name, int64_t first_layer, int64_t n_layer,
+                          bool tied_output);
 
   // Steps of at most this many sequences gather every GPU layer's KV addresses up front and
   // copy them to the device once (more: one copy per layer and sequence).

@@ -8,6 +8,7 @@
 #include "backend/cuda_memory.h"
 #include "base/bytes.h"
 #include "base/log.h"
+#include "model/cuda_layers.h"
 
 namespace ferry {
 namespace {
@@ -141,11 +142,9 @@ StatusOr<std::unique_ptr<Runner>> Runner::Create(const Model* model,
   const gguf::GgufFile& file = model->file();
   r->weight_charges_.reserve(file.tensors().size());
   for (const gguf::TensorInfo& t : file.tensors()) {
-    if (gpu.plan_device >= 0) {
-      int64_t layer = -1;
-      if (t.name.rfind("blk.", 0) == 0) layer = std::strtoll(t.name.c_str() + 4, nullptr, 10);
-      if (layer >= gpu.first_layer && layer < n_layer) continue;
-      if (t.name == "output.weight" || t.name == "output_norm.weight") continue;
+    if (gpu.plan_device >= 0 && CudaLayers::HoldsTensor(t.name, gpu.first_layer, n_layer,
+                                                        /*tied_output=*/false)) {
+      continue;
     }
     const std::span<const uint8_t> mapped = file.TensorData(t);
     const std::span<const uint8_t> packed = model->PackedCopyOf(mapped.data());
